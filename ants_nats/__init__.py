@@ -1,0 +1,56 @@
+"""ants-nats: leaderless work division for autonomous agents on NATS JetStream."""
+
+from ._connect import connect
+from .agent import Agent, Handler, TaskContext
+from .board import BoardConfig, Lease, Taken, TaskBoard
+from .errors import (
+    AntsError,
+    CorruptEntry,
+    DependencyCycle,
+    InvalidTask,
+    LeaseLost,
+    PayloadTooLarge,
+    ServerStartError,
+    ServerUnavailable,
+    TaskExists,
+    TaskNotFound,
+    UnknownDependency,
+)
+from .log import configure_logging
+from .models import Attempt, LeaseRecord, Route, Task, TaskRecord, TaskStatus, Ticket
+from .server import EmbeddedCluster, EmbeddedServer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AntsError",
+    "Attempt",
+    "BoardConfig",
+    "CorruptEntry",
+    "DependencyCycle",
+    "EmbeddedCluster",
+    "EmbeddedServer",
+    "Handler",
+    "InvalidTask",
+    "Lease",
+    "LeaseLost",
+    "LeaseRecord",
+    "PayloadTooLarge",
+    "Route",
+    "ServerStartError",
+    "ServerUnavailable",
+    "Taken",
+    "Task",
+    "TaskBoard",
+    "TaskContext",
+    "TaskExists",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskStatus",
+    "Ticket",
+    "UnknownDependency",
+    "__version__",
+    "configure_logging",
+    "connect",
+]

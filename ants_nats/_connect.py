@@ -1,0 +1,55 @@
+"""Opening a NATS connection with the options a long-running agent needs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from .errors import ServerUnavailable
+from .log import get_logger
+
+log = get_logger("connection")
+
+
+@asynccontextmanager
+async def connect(
+    url: str, *, name: str = "ants-nats", connect_timeout: float = 2.0
+) -> AsyncIterator[Client]:
+    """Connect to ``url`` (comma-separated for a cluster), reconnecting forever once connected;
+    drains on exit. Raises ``ServerUnavailable`` when no server answers at first."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc) or type(exc).__name__)
+
+    async def on_disconnected() -> None:
+        log.warning("nats.disconnected", url=url)
+
+    async def on_reconnected() -> None:
+        log.info("nats.reconnected", url=str(nc.connected_url.geturl()) if nc.connected_url else url)
+
+    try:
+        nc = await nats.connect(
+            servers=[u.strip() for u in url.split(",") if u.strip()],
+            name=name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise ServerUnavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+    try:
+        yield nc
+    finally:
+        if not nc.is_closed:
+            try:
+                await nc.drain()
+            except (nats.errors.Error, TimeoutError):
+                await nc.close()

@@ -1,0 +1,171 @@
+"""A KV bucket with exact compare-and-set semantics, including server-placed TTL markers.
+
+nats-py's ``KeyValue.create`` does not recognise the marker the server leaves when a key's TTL
+expires (``Nats-Marker-Reason``), so re-creating an expired lease would fail forever. This module
+reads and writes the KV stream directly, following ADR-8, and treats markers as deletions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+
+from .errors import ServerUnavailable
+
+_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_KV_OPERATION = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+class Conflict(Exception):
+    """The key's last revision is not the expected one (a CAS lost). Internal to the library."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A live value of a key."""
+
+    key: str
+    value: bytes
+    revision: int
+    time: datetime | None
+
+
+@asynccontextmanager
+async def translate_errors(action: str) -> AsyncIterator[None]:
+    """Turn connection-level NATS failures into ``ServerUnavailable`` naming the action."""
+    try:
+        yield
+    except (
+        nats.errors.TimeoutError,
+        nats.errors.NoRespondersError,
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.ConnectionReconnectingError,
+        nats.js.errors.ServiceUnavailableError,
+    ) as exc:
+        raise ServerUnavailable(f"{action}: NATS server did not answer ({type(exc).__name__})") from exc
+
+
+def _is_tombstone(headers: dict[str, str] | None) -> bool:
+    if not headers:
+        return False
+    return headers.get(_KV_OPERATION) in ("DEL", "PURGE") or _MARKER_REASON in headers
+
+
+class Bucket:
+    """CAS access to one KV bucket (stream ``KV_<name>``, subjects ``$KV.<name>.<key>``)."""
+
+    def __init__(self, js: JetStreamContext, name: str) -> None:
+        self.name = name
+        self.stream = f"KV_{name}"
+        self._js = js
+        self._prefix = f"$KV.{name}."
+
+    async def _last(self, key: str) -> tuple[Entry | None, int]:
+        """The live entry (None if absent or deleted) and the key's last revision (0 if none)."""
+        async with translate_errors(f"read {self.name}/{key}"):
+            try:
+                msg = await self._js.get_msg(self.stream, subject=self._prefix + key)
+            except nats.js.errors.NotFoundError:
+                return None, 0
+        revision = int(msg.seq or 0)
+        if _is_tombstone(msg.headers):
+            return None, revision
+        return Entry(key=key, value=msg.data or b"", revision=revision, time=msg.time), revision
+
+    async def get(self, key: str) -> Entry | None:
+        """The live entry for ``key``, or None when absent, deleted or expired."""
+        entry, _ = await self._last(key)
+        return entry
+
+    async def _publish(self, key: str, value: bytes, *, last: int, ttl: float | None, op: str | None) -> int:
+        headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(last)}
+        if op:
+            headers[_KV_OPERATION] = op
+        async with translate_errors(f"write {self.name}/{key}"):
+            try:
+                ack = await self._js.publish(self._prefix + key, value, headers=headers, msg_ttl=ttl)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    raise Conflict(f"{self.name}/{key}: {exc.description}") from exc
+                raise
+        return int(ack.seq)
+
+    async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Write ``key`` only if it has no live value; returns the new revision or raises ``Conflict``."""
+        try:
+            return await self._publish(key, value, last=0, ttl=ttl, op=None)
+        except Conflict:
+            entry, last = await self._last(key)
+            if entry is not None:
+                raise
+            # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
+            return await self._publish(key, value, last=last, ttl=ttl, op=None)
+
+    async def update(self, key: str, value: bytes, *, last: int, ttl: float | None = None) -> int:
+        """Write ``key`` only if its last revision is ``last``; returns the new revision."""
+        return await self._publish(key, value, last=last, ttl=ttl, op=None)
+
+    async def delete(self, key: str, *, last: int) -> None:
+        """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise)."""
+        await self._publish(key, b"", last=last, ttl=None, op="DEL")
+
+
+async def ensure_kv(
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    replicas: int,
+    history: int,
+    max_value_size: int = -1,
+    marker_ttl: float | None = None,
+) -> None:
+    """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured)."""
+    async with translate_errors(f"open bucket {bucket}"):
+        try:
+            await js.stream_info(f"KV_{bucket}")
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                replicas=replicas,
+                direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+                storage=StorageType.FILE,
+                max_value_size=max_value_size,
+                limit_marker_ttl=marker_ttl,
+            )
+        )
+
+
+async def watch_values(
+    js: JetStreamContext, bucket: str, *, history_only: bool = False
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Live values of ``bucket``: the current one of every key first, then each new write.
+
+    With ``history_only`` the iteration ends once the current values have been delivered.
+    Deletions and expiry markers are skipped.
+    """
+    async with translate_errors(f"watch bucket {bucket}"):
+        kv = await js.key_value(bucket)
+        watcher = await kv.watchall(ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:  # the client's "caught up" marker
+                if history_only:
+                    return
+                continue
+            yield entry.key, entry.value or b""
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]

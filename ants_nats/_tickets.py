@@ -1,0 +1,113 @@
+"""Tickets: how agents learn that a task is ready, without a thundering herd.
+
+When a task becomes ready, one ticket is published on ``ants.work.<route>`` in the work-queue stream
+``ANTS_WORK`` (``Nats-Msg-Id`` = task id, so racing announcers publish it once). Each route has one
+durable pull consumer shared by every agent able to serve it, so a ticket reaches **one** agent, which
+then claims through the KV lease (the authoritative lock). An agent pulls only with spare capacity.
+
+The holder keeps its ticket un-acked while it works (``in_progress`` on each heartbeat; the
+consumer's ack wait equals the lease TTL). If the holder dies, the server redelivers the ticket about
+when the lease expires, and the next agent's claim takes over: no reaper, no polling. A ticket is
+acked only when its task has reached a terminal state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import nats.js.errors
+import pydantic
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+from ._store import Bucket, Conflict, ensure_kv, translate_errors, watch_values
+from .log import get_logger
+from .models import Route, Task, Ticket
+from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
+
+log = get_logger("tickets")
+
+_DUPLICATE_WINDOW_S = 120.0
+
+
+class Routes:
+    """The registry of routes (``ants_routes``) and the ticket stream with its route consumers."""
+
+    def __init__(self, js: JetStreamContext, *, replicas: int, lease_ttl: float) -> None:
+        self._js = js
+        self._replicas = replicas
+        self._ack_wait = lease_ttl
+        self._bucket = Bucket(js, ROUTES_BUCKET)
+        self._known: set[str] = set()
+
+    async def ensure(self) -> None:
+        """Create the routes bucket and the work stream unless they exist."""
+        await ensure_kv(self._js, ROUTES_BUCKET, replicas=self._replicas, history=1)
+        async with translate_errors(f"open stream {WORK_STREAM}"):
+            try:
+                await self._js.stream_info(WORK_STREAM)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_stream(
+                    StreamConfig(
+                        name=WORK_STREAM,
+                        subjects=[f"{WORK_SUBJECT_PREFIX}.>"],
+                        retention=RetentionPolicy.WORK_QUEUE,
+                        storage=StorageType.FILE,
+                        num_replicas=self._replicas,
+                        duplicate_window=_DUPLICATE_WINDOW_S,
+                    )
+                )
+
+    async def register(self, requires: Iterable[str]) -> str:
+        """Make sure the route of ``requires`` exists with its consumer; returns the route name."""
+        route = route_of(requires)
+        if route in self._known:
+            return route
+        await self.ensure_consumer(route)
+        try:
+            await self._bucket.create(
+                route, Route(requires=tuple(sorted(set(requires)))).model_dump_json().encode()
+            )
+            log.info("route.created", route=route)
+        except Conflict:
+            pass  # someone registered it first
+        self._known.add(route)
+        return route
+
+    async def ensure_consumer(self, route: str) -> None:
+        """Create the durable consumer of ``route`` unless it exists."""
+        durable = work_consumer(route)
+        async with translate_errors(f"open consumer {durable}"):
+            try:
+                await self._js.consumer_info(WORK_STREAM, durable)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_consumer(
+                    WORK_STREAM,
+                    ConsumerConfig(
+                        durable_name=durable,
+                        filter_subject=work_subject(route),
+                        ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=self._ack_wait,
+                        max_deliver=-1,
+                        max_ack_pending=-1,
+                    ),
+                )
+
+    async def announce(self, task: Task) -> None:
+        """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped)."""
+        ticket = Ticket(task_id=task.id, route=task.route)
+        async with translate_errors(f"announce {task.id}"):
+            await self._js.publish(
+                work_subject(task.route),
+                ticket.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"ticket-{task.id}"},
+            )
+        log.debug("task.announced", task_id=task.id, route=task.route)
+
+    async def watch(self) -> AsyncIterator[Route]:
+        """Every route, existing ones first, then new ones as they are registered."""
+        async for key, value in watch_values(self._js, ROUTES_BUCKET):
+            try:
+                yield Route.model_validate_json(value)
+            except pydantic.ValidationError:
+                log.warning("route.corrupt", key=key)

@@ -1,0 +1,550 @@
+"""The task board: claim-and-lock with self-expiring leases and fencing tokens on JetStream KV.
+
+Protocol (all decisions are single compare-and-set writes; there is no coordinator):
+
+* A task's state lives in ``ants_tasks/<id>``; a claim is ``ants_leases/<id>``, created with a
+  per-key TTL. Creating the lease is the atomic claim: of N racing agents exactly one create
+  succeeds; its revision is the **fencing token**. The winner then moves the record to ``claimed``
+  with a CAS on the record's revision.
+* ``heartbeat`` re-writes the lease with a CAS on its last revision (and a fresh TTL); ``complete``,
+  ``fail`` and ``release`` check the token against both the live lease and the record and CAS the
+  record. A stale token fails with ``LeaseLost`` and changes nothing.
+* When a holder dies its lease expires on the server. The task's ticket (see ``_tickets``) is then
+  redelivered to another agent, whose claim finds the stale ``claimed`` record, records the expired
+  attempt and either takes over or dead-letters the task after ``max_attempts``.
+* Dependencies: a record lists the dependencies it still ``waits_on`` and its ``dependents``. The
+  agent that completes a task removes it from each dependent (CAS); whoever empties the list
+  publishes the dependent's ticket. A failed or dead task fails its dependents with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import pydantic
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from pydantic import JsonValue
+
+from . import _tickets
+from ._connect import connect
+from ._store import Bucket, Conflict, Entry, ensure_kv, watch_values
+from .dag import check_batch
+from .errors import (
+    CorruptEntry,
+    InvalidTask,
+    LeaseLost,
+    PayloadTooLarge,
+    TaskExists,
+    TaskNotFound,
+    UnknownDependency,
+)
+from .log import get_logger
+from .models import Attempt, LeaseRecord, Task, TaskRecord, TaskStatus, utcnow
+from .names import LEASES_BUCKET, TASKS_BUCKET, is_valid_id
+
+log = get_logger("board")
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """Settings every agent of one board should share."""
+
+    lease_ttl: float = 30.0
+    """Seconds a claim lives without a heartbeat before the server expires it."""
+    replicas: int = 1
+    """Replicas of the buckets and the work stream (3 on a 3-node cluster)."""
+    max_payload_bytes: int = 64 * 1024
+    """Largest accepted task payload, and task result, as JSON."""
+    task_history: int = 5
+    """Revisions kept per task key (inspect them with ``nats kv history``)."""
+
+
+@dataclass
+class Lease:
+    """A held claim on a task. ``token`` is the fencing token: the lease's KV revision at claim time."""
+
+    task: Task
+    token: int
+    agent_id: str
+    ttl: float
+    expires_at: datetime
+    _revision: int = field(repr=False)
+
+    @property
+    def task_id(self) -> str:
+        """Id of the claimed task."""
+        return self.task.id
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The definite answer of a claim that did not win.
+
+    ``reason``: ``held`` (another agent holds a live lease; retry after ``retry_after`` s),
+    ``finished`` (the task is done, failed or dead; ``status`` says which), ``not_ready``
+    (dependencies are not done yet) or ``unknown`` (no such task).
+    """
+
+    task_id: str
+    reason: Literal["held", "finished", "not_ready", "unknown"]
+    holder: str | None = None
+    retry_after: float | None = None
+    status: TaskStatus | None = None
+
+
+def _dump(model: pydantic.BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def _json_size(value: JsonValue) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _record(entry: Entry) -> TaskRecord:
+    try:
+        return TaskRecord.model_validate_json(entry.value)
+    except pydantic.ValidationError as exc:
+        raise CorruptEntry(f"{TASKS_BUCKET}/{entry.key} rev {entry.revision} is not a TaskRecord") from exc
+
+
+def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
+    try:
+        return TaskRecord.model_validate_json(value)
+    except pydantic.ValidationError:
+        log.warning("task.corrupt", task_id=key)
+        return None
+
+
+def _lease_token(entry: Entry) -> int | None:
+    """Token of a lease entry: written in the value after the first heartbeat, else its revision."""
+    try:
+        lease = LeaseRecord.model_validate_json(entry.value)
+    except pydantic.ValidationError:
+        return None
+    return lease.token if lease.token is not None else entry.revision
+
+
+class TaskBoard:
+    """The shared task board. Open it with ``TaskBoard.connect(url)`` or ``await TaskBoard.open(nc)``."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, config: BoardConfig) -> None:
+        self.nc = nc
+        self.config = config
+        self._js = js
+        self.tasks = Bucket(js, TASKS_BUCKET)
+        self.leases = Bucket(js, LEASES_BUCKET)
+        self._routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
+
+    @classmethod
+    async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
+        """Bind to the board on an open connection, creating buckets and streams if missing."""
+        config = config or BoardConfig()
+        js = nc.jetstream()
+        board = cls(nc, js, config)
+        await board._ensure()
+        return board
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats"
+    ) -> AsyncIterator[TaskBoard]:
+        """Connect to ``url``, open the board, and close the connection on exit."""
+        async with connect(url, name=name) as nc:
+            yield await cls.open(nc, config)
+
+    async def _ensure(self) -> None:
+        js = self._js
+        replicas = self.config.replicas
+        await ensure_kv(js, TASKS_BUCKET, replicas=replicas, history=self.config.task_history)
+        # The marker TTL lets watchers see an expiry as an event before the marker itself goes.
+        await ensure_kv(
+            js, LEASES_BUCKET, replicas=replicas, history=1, marker_ttl=max(self.config.lease_ttl, 1.0)
+        )
+        await self._routes.ensure()
+
+    # ----------------------------------------------------------------- reading
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """The current record of ``task_id``; ``TaskNotFound`` if there is none."""
+        _check_id(task_id)
+        entry = await self.tasks.get(task_id)
+        if entry is None:
+            raise TaskNotFound(f"no task {task_id!r} on the board")
+        return _record(entry)
+
+    async def _get_entry(self, task_id: str) -> tuple[TaskRecord, int]:
+        entry = await self.tasks.get(task_id)
+        if entry is None:
+            raise TaskNotFound(f"no task {task_id!r} on the board")
+        return _record(entry), entry.revision
+
+    async def all_tasks(self) -> list[TaskRecord]:
+        """Every task on the board (one pass over the bucket; corrupt values are logged and skipped)."""
+        records: list[TaskRecord] = []
+        async for key, value in watch_values(self._js, TASKS_BUCKET, history_only=True):
+            record = _parse_watched(key, value)
+            if record is not None:
+                records.append(record)
+        return records
+
+    async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
+        """Wait (watching the bucket, no polling) until every task in ``task_ids`` is terminal.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        wanted = set(task_ids)
+        final: dict[str, TaskRecord] = {}
+
+        async def consume() -> None:
+            async for key, value in watch_values(self._js, TASKS_BUCKET):
+                record = _parse_watched(key, value) if key in wanted else None
+                if record is not None and record.status.terminal:
+                    final[key] = record
+                if wanted <= final.keys():
+                    return
+
+        if wanted:
+            await asyncio.wait_for(consume(), timeout)
+        return final
+
+    # ----------------------------------------------------------------- submitting
+
+    async def submit(self, task: Task | Mapping[str, Any]) -> TaskRecord:
+        """Submit one task. See ``submit_many``."""
+        return (await self.submit_many([task]))[0]
+
+    async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
+        """Submit a batch of tasks (a DAG may span the batch and tasks already on the board).
+
+        Everything is validated before anything is written: malformed fields (``InvalidTask``),
+        oversized payloads (``PayloadTooLarge``), duplicate or existing ids (``TaskExists``), unknown
+        dependencies (``UnknownDependency``) and cycles (``DependencyCycle``).
+        """
+        batch = [_parse_task(task) for task in tasks]
+        for task in batch:
+            size = _json_size(task.payload)
+            if size > self.config.max_payload_bytes:
+                raise PayloadTooLarge(f"payload of task {task.id!r}", size, self.config.max_payload_bytes)
+        check_batch(batch)
+        ids = {task.id for task in batch}
+        for task in batch:
+            if await self.tasks.get(task.id) is not None:
+                raise TaskExists(f"task {task.id!r} is already on the board")
+        external = {dep for task in batch for dep in task.depends_on if dep not in ids}
+        for dep in sorted(external):
+            if await self.tasks.get(dep) is None:
+                raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
+
+        dependents: dict[str, list[str]] = {task.id: [] for task in batch}
+        for task in batch:
+            for dep in task.depends_on:
+                if dep in ids:
+                    dependents[dep].append(task.id)
+        for task in batch:
+            record = TaskRecord(
+                task=task, waiting_on=task.depends_on, dependents=tuple(sorted(dependents[task.id]))
+            )
+            try:
+                await self.tasks.create(task.id, _dump(record))
+            except Conflict as exc:
+                raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
+            await self._routes.register(task.requires)
+            log.info("task.submitted", task_id=task.id, kind=task.kind, route=task.route)
+
+        for task in batch:
+            for dep in task.depends_on:
+                if dep not in ids:
+                    await self._attach_to_dependency(task.id, dep)
+        for task in batch:
+            record, _ = await self._get_entry(task.id)
+            if record.ready:
+                await self._routes.announce(record.task)
+        return [(await self._get_entry(task.id))[0] for task in batch]
+
+    async def _attach_to_dependency(self, task_id: str, dep: str) -> None:
+        """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended."""
+
+        def add_dependent(record: TaskRecord) -> TaskRecord | None:
+            if record.status.terminal:
+                return None
+            return record.model_copy(update={"dependents": tuple(sorted({*record.dependents, task_id}))})
+
+        # A terminal dependency is returned unchanged, so its status tells how to settle ``task_id``.
+        dep_record = await self._mutate(dep, add_dependent)
+        if dep_record.status is TaskStatus.DONE:
+            await self._dependency_done(task_id, dep)
+        elif dep_record.status.terminal:
+            await self._block(task_id, dep, dep_record)
+
+    # ----------------------------------------------------------------- CAS helper
+
+    async def _mutate(self, task_id: str, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:
+        """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote.
+
+        ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
+        """
+        while True:
+            record, revision = await self._get_entry(task_id)
+            new = change(record)
+            if new is None:
+                return record
+            new = new.model_copy(update={"updated_at": utcnow()})
+            try:
+                await self.tasks.update(task_id, _dump(new), last=revision)
+            except Conflict:
+                continue
+            return new
+
+    # ----------------------------------------------------------------- claiming
+
+    async def claim(self, task_id: str, agent_id: str) -> Lease | Taken:
+        """Try to claim ``task_id`` for ``agent_id``: a ``Lease`` if this call won, else ``Taken``."""
+        _check_id(task_id)
+        _check_id(agent_id, what="agent id")
+        try:
+            record, _ = await self._get_entry(task_id)
+        except TaskNotFound:
+            return Taken(task_id, "unknown")
+        if record.status.terminal:
+            return Taken(task_id, "finished", status=record.status)
+        if record.waiting_on:
+            return Taken(task_id, "not_ready")
+        if record.task.deadline is not None and utcnow() > record.task.deadline:
+            final = await self._finish_unclaimed(task_id, TaskStatus.FAILED, "deadline passed before a claim")
+            return Taken(task_id, "finished", status=final.status)
+
+        now = utcnow()
+        ttl = self.config.lease_ttl
+        lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now)
+        try:
+            token = await self.leases.create(task_id, _dump(lease_value), ttl=ttl)
+        except Conflict:
+            return await self._held(task_id)
+
+        def take(record: TaskRecord) -> TaskRecord | None:
+            attempts = record.attempts
+            if record.status is TaskStatus.CLAIMED and record.token is not None:
+                # Our create succeeded, so the previous holder's lease is gone: it expired.
+                attempts = (*attempts, _attempt(record, "expired", now))
+            if record.status.terminal:
+                return None
+            stale = record.model_copy(update={"attempts": attempts})
+            if stale.counted_attempts >= record.task.max_attempts:
+                return stale.model_copy(
+                    update={
+                        "status": TaskStatus.DEAD,
+                        "holder": None,
+                        "error": f"gave up after {stale.counted_attempts} attempts "
+                        f"(max_attempts={record.task.max_attempts})",
+                    }
+                )
+            return stale.model_copy(
+                update={"status": TaskStatus.CLAIMED, "holder": agent_id, "token": token, "claimed_at": now}
+            )
+
+        final = await self._mutate(task_id, take)
+        if final.status is not TaskStatus.CLAIMED or final.token != token:
+            await self._drop_lease(task_id, token)
+            if final.status is TaskStatus.DEAD:
+                log.warning("task.dead", task_id=task_id, attempts=final.counted_attempts)
+                await self._block_dependents(final)
+            return Taken(task_id, "finished", status=final.status)
+        log.info(
+            "task.claimed", task_id=task_id, agent=agent_id, token=token, attempt=len(final.attempts) + 1
+        )
+        return Lease(final.task, token, agent_id, ttl, now + timedelta(seconds=ttl), _revision=token)
+
+    async def _held(self, task_id: str) -> Taken:
+        entry = await self.leases.get(task_id)
+        if entry is None:
+            # Released or expired between our create and this read: worth retrying at once.
+            return Taken(task_id, "held", retry_after=0.0)
+        try:
+            lease = LeaseRecord.model_validate_json(entry.value)
+        except pydantic.ValidationError:
+            return Taken(task_id, "held", retry_after=self.config.lease_ttl)
+        age = (utcnow() - (entry.time or utcnow())).total_seconds()
+        return Taken(task_id, "held", holder=lease.agent, retry_after=max(lease.ttl - age, 0.0))
+
+    async def _drop_lease(self, task_id: str, revision: int) -> None:
+        # Conflict: already expired or replaced, so nothing of ours is left to remove.
+        with contextlib.suppress(Conflict):
+            await self.leases.delete(task_id, last=revision)
+
+    # ----------------------------------------------------------------- holding
+
+    async def heartbeat(self, lease: Lease) -> None:
+        """Extend ``lease`` by a full TTL; ``LeaseLost`` if it expired or was replaced."""
+        now = utcnow()
+        value = LeaseRecord(
+            task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
+        )
+        try:
+            lease._revision = await self.leases.update(
+                lease.task_id, _dump(value), last=lease._revision, ttl=lease.ttl
+            )
+        except Conflict as exc:
+            raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken") from exc
+        lease.expires_at = now + timedelta(seconds=lease.ttl)
+
+    async def _settle(self, lease: Lease, settle: Callable[[TaskRecord], TaskRecord]) -> TaskRecord:
+        """Apply a holder's final transition: only with the current token, then drop the lease."""
+        entry = await self.leases.get(lease.task_id)
+        if entry is None or _lease_token(entry) != lease.token:
+            raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
+
+        def guarded(record: TaskRecord) -> TaskRecord:
+            if record.status is not TaskStatus.CLAIMED or record.token != lease.token:
+                raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
+            return settle(record)
+
+        final = await self._mutate(lease.task_id, guarded)
+        await self._drop_lease(lease.task_id, entry.revision)
+        if final.status is TaskStatus.DONE:
+            for dependent in final.dependents:
+                await self._dependency_done(dependent, final.task.id)
+        elif final.status.terminal:
+            await self._block_dependents(final)
+        return final
+
+    async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
+        """Mark the task done with ``result`` (JSON). ``LeaseLost`` if the token is stale."""
+        size = _json_size(result)
+        if size > self.config.max_payload_bytes:
+            raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, self.config.max_payload_bytes)
+        now = utcnow()
+        final = await self._settle(
+            lease,
+            lambda r: r.model_copy(
+                update={
+                    "status": TaskStatus.DONE,
+                    "holder": None,
+                    "result": result,
+                    "error": None,
+                    "attempts": (*r.attempts, _attempt(r, "completed", now)),
+                }
+            ),
+        )
+        log.info("task.completed", task_id=lease.task_id, agent=lease.agent_id, token=lease.token)
+        return final
+
+    async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
+        """Record a failed attempt. With ``retry`` the task returns to pending (or goes dead after
+        ``max_attempts``); without, it fails for good and so do its dependents."""
+        now = utcnow()
+
+        def failed(record: TaskRecord) -> TaskRecord:
+            attempts = (*record.attempts, _attempt(record, "failed", now, error))
+            status = TaskStatus.PENDING
+            if not retry:
+                status = TaskStatus.FAILED
+            elif sum(1 for a in attempts if a.counted) >= record.task.max_attempts:
+                status = TaskStatus.DEAD
+            return record.model_copy(
+                update={"status": status, "holder": None, "error": error, "attempts": attempts}
+            )
+
+        final = await self._settle(lease, failed)
+        log.info("task.failed", task_id=lease.task_id, agent=lease.agent_id, status=final.status, error=error)
+        return final
+
+    async def release(self, lease: Lease) -> TaskRecord:
+        """Give the task back untouched (not counted as an attempt), e.g. on shutdown."""
+        now = utcnow()
+        final = await self._settle(
+            lease,
+            lambda r: r.model_copy(
+                update={
+                    "status": TaskStatus.PENDING,
+                    "holder": None,
+                    "attempts": (*r.attempts, _attempt(r, "released", now)),
+                }
+            ),
+        )
+        log.info("task.released", task_id=lease.task_id, agent=lease.agent_id)
+        return final
+
+    # ----------------------------------------------------------------- dependencies
+
+    async def _dependency_done(self, task_id: str, dep: str) -> None:
+        emptied = False
+
+        def drop(record: TaskRecord) -> TaskRecord | None:
+            nonlocal emptied
+            if dep not in record.waiting_on:
+                return None
+            waiting_on = tuple(d for d in record.waiting_on if d != dep)
+            emptied = not waiting_on
+            return record.model_copy(update={"waiting_on": waiting_on})
+
+        after = await self._mutate(task_id, drop)
+        # Only the writer that emptied ``waiting_on`` announces; the ticket's msg id dedupes the rest.
+        if emptied and after.ready:
+            await self._routes.announce(after.task)
+
+    async def _block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
+        reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
+        if dep_record.error:
+            reason += f" ({dep_record.error})"
+        final = await self._finish_unclaimed(task_id, TaskStatus.FAILED, reason)
+        if final.error == reason:
+            log.warning("task.blocked", task_id=task_id, dependency=dep, status=dep_record.status)
+
+    async def _block_dependents(self, record: TaskRecord) -> None:
+        for dependent in record.dependents:
+            await self._block(dependent, record.task.id, record)
+
+    async def _finish_unclaimed(self, task_id: str, status: TaskStatus, reason: str) -> TaskRecord:
+        """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents."""
+
+        def finish(record: TaskRecord) -> TaskRecord | None:
+            if record.status.terminal or record.status is TaskStatus.CLAIMED:
+                return None
+            return record.model_copy(update={"status": status, "error": reason})
+
+        final = await self._mutate(task_id, finish)
+        if final.status is status and final.error == reason:
+            await self._block_dependents(final)
+        return final
+
+
+def _attempt(
+    record: TaskRecord,
+    outcome: Literal["completed", "failed", "expired", "released"],
+    now: datetime,
+    error: str | None = None,
+) -> Attempt:
+    return Attempt(
+        agent=record.holder or "?",
+        token=record.token or 0,
+        started_at=record.claimed_at or now,
+        ended_at=now,
+        outcome=outcome,
+        error=error,
+    )
+
+
+def _check_id(value: str, *, what: str = "task id") -> None:
+    if not isinstance(value, str) or not is_valid_id(value):
+        raise InvalidTask(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -, starting alphanumeric")
+
+
+def _parse_task(task: Task | Mapping[str, Any]) -> Task:
+    if isinstance(task, Task):
+        return task
+    try:
+        return Task.model_validate(task)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidTask(f"invalid task: {problems}") from exc

@@ -1,0 +1,56 @@
+"""The exception hierarchy: every error ants-nats raises on purpose is an ``AntsError``."""
+
+from __future__ import annotations
+
+
+class AntsError(Exception):
+    """Root of every error raised by ants-nats."""
+
+
+class ServerUnavailable(AntsError):
+    """The NATS server cannot be reached (or JetStream is not enabled on it)."""
+
+
+class ServerStartError(AntsError):
+    """An embedded ``nats-server`` process could not be started."""
+
+
+class InvalidTask(AntsError):
+    """A task (or a batch of tasks) failed validation; nothing was written."""
+
+
+class PayloadTooLarge(InvalidTask):
+    """A payload or result is larger than the board accepts."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes of JSON; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class TaskExists(InvalidTask):
+    """A task with this id is already on the board."""
+
+
+class UnknownDependency(InvalidTask):
+    """A task depends on an id that is neither on the board nor in the same submission."""
+
+
+class DependencyCycle(InvalidTask):
+    """The dependencies of a submission form a cycle."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("dependency cycle: " + " -> ".join(cycle))
+        self.cycle = cycle
+
+
+class TaskNotFound(AntsError):
+    """No task with this id exists on the board."""
+
+
+class LeaseLost(AntsError):
+    """The caller's lease (fencing token) is no longer the current one; nothing was changed."""
+
+
+class CorruptEntry(AntsError):
+    """A value read from a bucket does not validate against its wire model."""

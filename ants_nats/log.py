@@ -1,0 +1,38 @@
+"""structlog configuration: call ``configure_logging`` once, at program start."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
+    """Configure structlog (and stdlib logging) for the whole process, to stderr.
+
+    ``json=True`` renders one JSON object per line, for log shippers; otherwise a console renderer.
+    """
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(component: str) -> structlog.stdlib.BoundLogger:
+    """A logger bound to ``component`` (for example ``"board"``)."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger("ants_nats").bind(component=component)
+    return logger

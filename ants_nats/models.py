@@ -1,0 +1,141 @@
+"""pydantic models of every value ants-nats puts on the wire (JSON)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
+
+from .names import CAPABILITY_PATTERN, ID_PATTERN, route_of
+
+TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+AgentId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware UTC (every timestamp on the wire is UTC)."""
+    return datetime.now(UTC)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sorted_unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    # One canonical JSON form per set, so equal tasks serialize identically.
+    return tuple(sorted(set(values)))
+
+
+class Task(_Wire):
+    """What to do: the immutable specification of a task, as submitted."""
+
+    id: TaskId
+    kind: Capability = Field(description="Handler name, e.g. 'summarise'.")
+    requires: tuple[Capability, ...] = Field(default=(), description="Capabilities an agent must have.")
+    payload: JsonValue = None
+    depends_on: tuple[TaskId, ...] = Field(default=(), description="Ids that must be done first.")
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    deadline: datetime | None = Field(default=None, description="After this, the task fails unclaimed.")
+    created_by: str = Field(default="anonymous", max_length=128)
+
+    _canonical_requires = field_validator("requires")(_sorted_unique)
+    _canonical_depends = field_validator("depends_on")(_sorted_unique)
+
+    @property
+    def route(self) -> str:
+        """Route of this task: the canonical name of its required capability set."""
+        return route_of(self.requires)
+
+
+class TaskStatus(StrEnum):
+    """Life-cycle states of a task on the board."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task never leaves."""
+        return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DEAD)
+
+
+Outcome = Literal["completed", "failed", "expired", "released"]
+
+
+class Attempt(_Wire):
+    """One claim of a task and how it ended."""
+
+    agent: str
+    token: int
+    started_at: datetime
+    ended_at: datetime
+    outcome: Outcome
+    error: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        """Whether the attempt counts toward ``max_attempts`` (a voluntary release does not)."""
+        return self.outcome in ("failed", "expired")
+
+
+class TaskRecord(_Wire):
+    """A task and its state: the value of key ``<task id>`` in the tasks bucket."""
+
+    task: Task
+    status: TaskStatus = TaskStatus.PENDING
+    waiting_on: tuple[TaskId, ...] = Field(default=(), description="Dependencies not done yet.")
+    dependents: tuple[TaskId, ...] = Field(default=(), description="Tasks that wait on this one.")
+    holder: str | None = None
+    token: int | None = Field(default=None, description="Fencing token of the current claim.")
+    claimed_at: datetime | None = None
+    attempts: tuple[Attempt, ...] = ()
+    result: JsonValue = None
+    error: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def counted_attempts(self) -> int:
+        """Attempts that count toward ``max_attempts``."""
+        return sum(1 for attempt in self.attempts if attempt.counted)
+
+    @property
+    def ready(self) -> bool:
+        """Pending with every dependency done."""
+        return self.status is TaskStatus.PENDING and not self.waiting_on
+
+
+class LeaseRecord(_Wire):
+    """A claim: the value of key ``<task id>`` in the leases bucket (expires on the server)."""
+
+    task_id: TaskId
+    agent: str
+    ttl: float = Field(gt=0)
+    claimed_at: datetime
+    token: int | None = Field(
+        default=None, description="Fencing token; absent on the first write, whose revision is the token."
+    )
+
+
+class Ticket(_Wire):
+    """A work announcement on ``ants.work.<route>``: 'this task is ready'."""
+
+    task_id: TaskId
+    route: str
+
+
+class Route(_Wire):
+    """A set of required capabilities that tasks have been submitted with (key = route name)."""
+
+    requires: tuple[Capability, ...]
+
+    @property
+    def name(self) -> str:
+        """The route's canonical name (its key in the routes bucket)."""
+        return route_of(self.requires)

