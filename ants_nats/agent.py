@@ -279,6 +279,10 @@ class Agent:
                 return
             except (ServerUnavailable, nats.errors.Error) as exc:
                 log.warning("lease.heartbeat_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
+                if self.board.nc.is_closed:  # no reconnect will come: the lease is as good as gone
+                    ctx.lease_lost.set()
+                    work.cancel()
+                    return
 
     async def _finish(
         self, msg: Msg, lease: Lease, *, result: JsonValue = None, error: str | None = None

@@ -32,7 +32,11 @@ def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
     )
 
 
-def get_logger(component: str) -> structlog.stdlib.BoundLogger:
-    """A logger bound to ``component`` (for example ``"board"``)."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger("ants_nats").bind(component=component)
+def get_logger(component: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger bound to ``component`` (for example ``"board"``).
+
+    It stays lazy (no ``bind`` here), so modules can create loggers at import time and still obey a
+    ``configure_logging`` call made later.
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("ants_nats", component=component)
     return logger

@@ -14,9 +14,11 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from ants_nats import BoardConfig, EmbeddedCluster, EmbeddedServer, TaskBoard, connect
+from ants_nats import BoardConfig, EmbeddedCluster, EmbeddedServer, TaskBoard, configure_logging, connect
 
 TEST_LEASE_TTL = 1.5
+
+configure_logging(level="DEBUG")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,49 @@
+"""Shared test helpers: a recording handler and swarms of agents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+from pydantic import JsonValue
+
+from ants_nats import Agent, Task, TaskBoard, TaskContext
+
+
+@dataclass
+class Recorder:
+    """Counts handler runs and detects two agents working on one task at the same time."""
+
+    runs: Counter[str] = field(default_factory=Counter)
+    active: set[str] = field(default_factory=set)
+    overlaps: list[str] = field(default_factory=list)
+    by_agent: Counter[str] = field(default_factory=Counter)
+
+    async def handle(self, task: Task, ctx: TaskContext) -> JsonValue:
+        if task.id in self.active:
+            self.overlaps.append(task.id)
+        self.active.add(task.id)
+        try:
+            await asyncio.sleep(0)  # yield, so overlapping runs would interleave
+            self.runs[task.id] += 1
+            self.by_agent[ctx.lease.agent_id] += 1
+            return {"task": task.id, "agent": ctx.lease.agent_id}
+        finally:
+            self.active.discard(task.id)
+
+
+@asynccontextmanager
+async def swarm(
+    board: TaskBoard, recorder: Recorder, n: int, *, kind: str = "work", capacity: int = 1
+) -> AsyncIterator[list[Agent]]:
+    """``n`` agents sharing ``board``'s connection, each handling ``kind`` with ``recorder``."""
+    async with AsyncExitStack() as stack:
+        agents = []
+        for i in range(n):
+            agent = Agent(board, name=f"ant{i}", capacity=capacity)
+            agent.handler(kind)(recorder.handle)
+            agents.append(await stack.enter_async_context(agent))
+        yield agents

@@ -1,0 +1,261 @@
+"""Agents dividing work through the board: races, crashes, heartbeats, dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import JsonValue
+
+from ants_nats import (
+    Agent,
+    BoardConfig,
+    EmbeddedServer,
+    Lease,
+    LeaseLost,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskStatus,
+)
+
+from .conftest import TEST_LEASE_TTL
+from .helpers import Recorder, swarm
+
+
+async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(board: TaskBoard) -> None:
+    recorder = Recorder()
+    tasks = [Task(id=f"t{i:03d}", kind="work", payload=i) for i in range(200)]
+    async with swarm(board, recorder, 20):
+        await board.submit_many(tasks)
+        final = await board.wait([t.id for t in tasks], timeout=60)
+    assert all(r.status is TaskStatus.DONE for r in final.values())
+    assert recorder.runs == {t.id: 1 for t in tasks}
+    assert recorder.overlaps == []
+    for record in final.values():
+        assert [a.outcome for a in record.attempts] == ["completed"]
+        assert record.result == {"task": record.task.id, "agent": record.attempts[0].agent}
+    assert len(recorder.by_agent) > 1  # the work was divided, not done by one ant
+
+
+async def test_cancelled_agent_work_is_reclaimed_and_its_late_results_rejected(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    held: dict[str, Lease] = {}
+    all_claimed = asyncio.Event()
+
+    async def hang(task: Task, ctx: TaskContext) -> JsonValue:
+        held[task.id] = ctx.lease
+        if len(held) == 3:
+            all_claimed.set()
+        await asyncio.Event().wait()  # never finishes
+        return None
+
+    ids = ["a", "b", "c"]
+    async with TaskBoard.connect(nats_server.url, board.config, name="doomed") as doomed_board:
+        doomed = Agent(doomed_board, name="doomed", capacity=3, shutdown_grace=0.1)
+        doomed.handler("work")(hang)
+        await doomed.__aenter__()
+        await board.submit_many([Task(id=i, kind="work") for i in ids])
+        await asyncio.wait_for(all_claimed.wait(), 10)
+        # Crash: the connection vanishes first, so nothing can be released; then its tasks die.
+        await doomed_board.nc.close()
+        await doomed.__aexit__(None, None, None)
+
+    recorder = Recorder()
+    async with swarm(board, recorder, 2):
+        final = await board.wait(ids, timeout=30)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    for record in final.values():
+        assert [(a.agent, a.outcome) for a in record.attempts][0] == (doomed.id, "expired")
+    for lease in held.values():
+        with pytest.raises(LeaseLost):
+            await board.complete(lease, "late")
+    assert [(await board.get(i)).result for i in ids] == [final[i].result for i in ids]
+
+
+AGENT_SCRIPT = Path(__file__).with_name("hanging_agent.py")
+
+
+async def test_sigkilled_agent_process_work_is_reclaimed(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    ids = [f"k{i}" for i in range(3)]
+    await board.submit_many([Task(id=i, kind="work") for i in ids])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(AGENT_SCRIPT),
+        nats_server.url,
+        str(TEST_LEASE_TTL),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert proc.stdout is not None
+    tokens: dict[str, int] = {}
+    try:
+        while len(tokens) < len(ids):
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert line, "agent process exited early"
+            task_id, token = line.decode().split()
+            tokens[task_id] = int(token)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    recorder = Recorder()
+    async with swarm(board, recorder, 2):
+        final = await board.wait(ids, timeout=30)
+    for task_id, record in final.items():
+        assert record.status is TaskStatus.DONE
+        assert (record.attempts[0].outcome, record.attempts[0].token) == ("expired", tokens[task_id])
+        zombie = Lease(
+            record.task, tokens[task_id], "killed", TEST_LEASE_TTL, datetime.now(UTC), tokens[task_id]
+        )
+        with pytest.raises(LeaseLost):
+            await board.complete(zombie, "late")
+
+
+async def test_heartbeats_keep_a_long_task_alive(board: TaskBoard) -> None:
+    started = asyncio.Event()
+
+    async def slow(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await asyncio.sleep(3 * TEST_LEASE_TTL)  # the work itself: longer than a lease
+        return "slow"
+
+    agent = Agent(board, name="slow")
+    agent.handler("work")(slow)
+    recorder = Recorder()
+    async with agent:
+        await board.submit(Task(id="long", kind="work"))
+        await asyncio.wait_for(started.wait(), 10)
+        async with swarm(board, recorder, 3):  # rivals that would take the task if the lease lapsed
+            final = await board.wait(["long"], timeout=30)
+    record = final["long"]
+    assert record.result == "slow"
+    assert [(a.agent, a.outcome) for a in record.attempts] == [(agent.id, "completed")]
+    assert recorder.runs == {}
+
+
+async def test_handler_errors_retry_then_dead_letter(board: TaskBoard) -> None:
+    calls: list[str] = []
+
+    async def broken(task: Task, ctx: TaskContext) -> JsonValue:
+        calls.append(ctx.lease.agent_id)
+        raise ValueError("cannot parse")
+
+    agents = [Agent(board, name=f"b{i}") for i in range(2)]
+    for agent in agents:
+        agent.handler("work")(broken)
+    async with agents[0], agents[1]:
+        await board.submit(Task(id="bad", kind="work", max_attempts=3))
+        final = await board.wait(["bad"], timeout=30)
+    assert final["bad"].status is TaskStatus.DEAD
+    assert len(calls) == 3
+    assert [a.error for a in final["bad"].attempts] == ["ValueError: cannot parse"] * 3
+
+
+async def test_handler_timeout_is_a_failure(board: TaskBoard) -> None:
+    async def stuck(task: Task, ctx: TaskContext) -> JsonValue:
+        await asyncio.Event().wait()
+        return None
+
+    agent = Agent(board, name="t", handler_timeout=0.2)
+    agent.handler("work")(stuck)
+    async with agent:
+        await board.submit(Task(id="t", kind="work", max_attempts=1))
+        final = await board.wait(["t"], timeout=30)
+    assert final["t"].status is TaskStatus.DEAD
+    assert final["t"].error == "TimeoutError: handler exceeded 0.2s"
+
+
+async def test_dag_never_starts_a_task_before_its_dependencies_are_done(board: TaskBoard) -> None:
+    violations: list[str] = []
+    order: list[str] = []
+
+    async def check(task: Task, ctx: TaskContext) -> JsonValue:
+        for dep in task.depends_on:
+            if (await board.get(dep)).status is not TaskStatus.DONE:
+                violations.append(f"{task.id} started before {dep}")
+        order.append(task.id)
+        inputs = await ctx.dependency_results()
+        return sum(int(v) for v in inputs.values() if isinstance(v, int)) + 1
+
+    agents = [Agent(board, name=f"d{i}", capacity=2) for i in range(4)]
+    for agent in agents:
+        agent.handler("step")(check)
+    # A diamond lattice: every task of layer k depends on all of layer k-1.
+    layers = [[f"l{k}n{i}" for i in range(3)] for k in range(4)]
+    tasks = [
+        Task(id=tid, kind="step", depends_on=tuple(layers[k - 1]) if k else ())
+        for k, layer in enumerate(layers)
+        for tid in layer
+    ]
+    async with agents[0], agents[1], agents[2], agents[3]:
+        await board.submit_many(list(reversed(tasks)))
+        final = await board.wait([t.id for t in tasks], timeout=60)
+    assert violations == []
+    assert [final[t].result for t in layers[-1]] == [40, 40, 40]  # 1, 4, 13, 40 down the layers
+    position = {tid: i for i, tid in enumerate(order)}
+    for k in range(1, 4):
+        assert max(position[t] for t in layers[k - 1]) < min(position[t] for t in layers[k])
+
+
+async def test_graceful_shutdown_releases_unfinished_work(board: TaskBoard) -> None:
+    started = asyncio.Event()
+
+    async def long(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await asyncio.Event().wait()
+        return None
+
+    quitter = Agent(board, name="quitter", shutdown_grace=0.1)
+    quitter.handler("work")(long)
+    async with quitter:
+        await board.submit(Task(id="w", kind="work"))
+        await asyncio.wait_for(started.wait(), 10)
+    record = await board.get("w")
+    assert record.status is TaskStatus.PENDING
+    assert [a.outcome for a in record.attempts] == ["released"]
+    recorder = Recorder()
+    async with swarm(board, recorder, 1):
+        final = await board.wait(["w"], timeout=10)
+    assert final["w"].status is TaskStatus.DONE
+    assert recorder.runs == {"w": 1}
+
+
+async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
+    config = BoardConfig(lease_ttl=TEST_LEASE_TTL)
+    ids = [f"r{i:03d}" for i in range(60)]
+    half = asyncio.Event()
+    done: set[str] = set()
+
+    async def step(task: Task, ctx: TaskContext) -> JsonValue:
+        await asyncio.sleep(0.02)
+        done.add(task.id)
+        if len(done) >= len(ids) // 3:
+            half.set()
+        return task.id
+
+    async with EmbeddedServer(store_dir=tmp_path / "store") as server:
+        async with TaskBoard.connect(server.url, config) as board:
+            agents = [Agent(board, name=f"r{i}", capacity=2) for i in range(4)]
+            for agent in agents:
+                agent.handler("work")(step)
+            async with agents[0], agents[1], agents[2], agents[3]:
+                await board.submit_many([Task(id=i, kind="work") for i in ids])
+                await asyncio.wait_for(half.wait(), 30)
+                await server.restart()
+                final = await board.wait(ids, timeout=60)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert all(final[i].result == i for i in ids)
+
+
+@pytest.fixture(autouse=True)
+def _fast_fail_signals() -> None:
+    # Agents install SIGINT/SIGTERM handlers only in run(); tests never call it.
+    assert signal.getsignal(signal.SIGTERM) is not None
