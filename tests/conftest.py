@@ -7,6 +7,7 @@ testcontainers instead; without an engine those tests are skipped with the reaso
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -40,10 +41,8 @@ async def wipe(url: str) -> None:
     async with connect(url, name="test-wipe") as nc:
         js = nc.jetstream()
         for name in await js.streams_info():
-            try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name.config.name)
-            except nats.js.errors.NotFoundError:
-                pass
 
 
 @pytest.fixture
