@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import nats
 import nats.errors
 from nats.aio.client import Client
 
@@ -23,7 +23,7 @@ async def connect(
     drains on exit. Raises ``ServerUnavailable`` when no server answers at first."""
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats.error", error=str(exc) or type(exc).__name__)
+        log.debug("nats.error", error=str(exc) or type(exc).__name__)
 
     async def on_disconnected() -> None:
         log.warning("nats.disconnected", url=url)
@@ -31,20 +31,28 @@ async def connect(
     async def on_reconnected() -> None:
         log.info("nats.reconnected", url=str(nc.connected_url.geturl()) if nc.connected_url else url)
 
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    nc = Client()
     try:
-        nc = await nats.connect(
-            servers=[u.strip() for u in url.split(",") if u.strip()],
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
+        # With reconnects on, nats-py would retry an unreachable first server forever: bound it.
+        await asyncio.wait_for(
+            nc.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
+            timeout=connect_timeout * len(servers) + 0.5,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise ServerUnavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+        await nc.close()
+        reason = str(exc) or "no answer"
+        raise ServerUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
     try:
         yield nc
     finally:

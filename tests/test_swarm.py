@@ -18,6 +18,7 @@ from ants_nats import (
     EmbeddedServer,
     Lease,
     LeaseLost,
+    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -28,7 +29,17 @@ from .conftest import TEST_LEASE_TTL
 from .helpers import Recorder, swarm
 
 
-async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(board: TaskBoard) -> None:
+async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims: list[str] = []
+    real_claim = board.claim
+
+    async def counting_claim(task_id: str, agent_id: str) -> Lease | Taken:
+        claims.append(task_id)
+        return await real_claim(task_id, agent_id)
+
+    monkeypatch.setattr(board, "claim", counting_claim)
     recorder = Recorder()
     tasks = [Task(id=f"t{i:03d}", kind="work", payload=i) for i in range(200)]
     async with swarm(board, recorder, 20):
@@ -41,6 +52,8 @@ async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(board: Tas
         assert [a.outcome for a in record.attempts] == ["completed"]
         assert record.result == {"task": record.task.id, "agent": record.attempts[0].agent}
     assert len(recorder.by_agent) > 1  # the work was divided, not done by one ant
+    # No thundering herd: a ticket reaches one agent, so a task costs one claim, not one per agent.
+    assert len(claims) == len(tasks)
 
 
 async def test_cancelled_agent_work_is_reclaimed_and_its_late_results_rejected(

@@ -1,0 +1,48 @@
+"""The board on a 3-node JetStream cluster (R3 buckets), agents spread over the nodes."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+
+from ants_nats import Agent, BoardConfig, EmbeddedCluster, Lease, Task, TaskBoard, TaskStatus
+
+from .conftest import TEST_LEASE_TTL
+from .helpers import Recorder
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_swarm_over_three_nodes_completes_each_task_once(nats_cluster: EmbeddedCluster) -> None:
+    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, replicas=3)
+    recorder = Recorder()
+    tasks = [Task(id=f"c{i:02d}", kind="work") for i in range(60)]
+    async with AsyncExitStack() as stack:
+        boards = [
+            await stack.enter_async_context(TaskBoard.connect(url, config, name=f"node{i}"))
+            for i, url in enumerate(nats_cluster.urls)
+        ]
+        for i in range(9):
+            agent = Agent(boards[i % 3], name=f"ant{i}")
+            agent.handler("work")(recorder.handle)
+            await stack.enter_async_context(agent)
+        await boards[0].submit_many(tasks)
+        final = await boards[1].wait([t.id for t in tasks], timeout=60)
+        info = await boards[2].nc.jetstream().stream_info("KV_ants_tasks")
+    assert info.config.num_replicas == 3
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert recorder.runs == {t.id: 1 for t in tasks}
+    assert recorder.overlaps == []
+
+
+async def test_racing_claims_through_different_nodes_have_one_winner(nats_cluster: EmbeddedCluster) -> None:
+    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, replicas=3)
+    async with AsyncExitStack() as stack:
+        boards = [
+            await stack.enter_async_context(TaskBoard.connect(url, config, name=f"racer{i}"))
+            for i, url in enumerate(nats_cluster.urls)
+        ]
+        await boards[0].submit(Task(id="contested", kind="work"))
+        outcomes = [await b.claim("contested", f"racer{i}") for i, b in enumerate(boards)]
+    assert sum(isinstance(o, Lease) for o in outcomes) == 1
