@@ -26,7 +26,8 @@ async def connect(
         log.debug("nats.error", error=str(exc) or type(exc).__name__)
 
     async def on_disconnected() -> None:
-        log.warning("nats.disconnected", url=url)
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("nats.disconnected", url=url)
 
     async def on_reconnected() -> None:
         log.info("nats.reconnected", url=str(nc.connected_url.geturl()) if nc.connected_url else url)
@@ -39,10 +40,11 @@ async def connect(
             nc.connect(
                 servers=servers,
                 name=name,
-                connect_timeout=connect_timeout,
+                # nats-py annotates these as int but takes seconds as float.
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,

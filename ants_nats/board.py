@@ -196,19 +196,22 @@ class TaskBoard:
                 records.append(record)
         return records
 
-    async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
-        """Wait (watching the bucket, no polling) until every task in ``task_ids`` is terminal.
+    async def watch(self) -> AsyncIterator[TaskRecord]:
+        """Every task's current record, then every change as it happens (no polling)."""
+        async for key, value in watch_values(self._js, TASKS_BUCKET):
+            record = _parse_watched(key, value)
+            if record is not None:
+                yield record
 
-        Raises ``TimeoutError`` after ``timeout`` seconds.
-        """
+    async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
+        """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s."""
         wanted = set(task_ids)
         final: dict[str, TaskRecord] = {}
 
         async def consume() -> None:
-            async for key, value in watch_values(self._js, TASKS_BUCKET):
-                record = _parse_watched(key, value) if key in wanted else None
-                if record is not None and record.status.terminal:
-                    final[key] = record
+            async for record in self.watch():
+                if record.task.id in wanted and record.status.terminal:
+                    final[record.task.id] = record
                 if wanted <= final.keys():
                     return
 
