@@ -23,7 +23,7 @@ from pydantic import JsonValue
 
 from ._store import translate_errors
 from .board import Lease, Taken, TaskBoard
-from .errors import AntsError, LeaseLost, ServerUnavailable
+from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .log import get_logger
 from .models import Task, Ticket
 from .names import WORK_STREAM, is_valid_id, work_consumer
@@ -204,7 +204,13 @@ class Agent:
             log.warning("ticket.corrupt", agent=self.id, subject=msg.subject)
             await msg.term()
             return
-        outcome = await self.board.claim(ticket.task_id, self.id)
+        try:
+            outcome = await self.board.claim(ticket.task_id, self.id)
+        except CorruptEntry as exc:
+            # Garbage in the bucket must not crash us nor loop the ticket forever.
+            log.error("task.corrupt", agent=self.id, task_id=ticket.task_id, error=str(exc))
+            await msg.term()
+            return
         if isinstance(outcome, Taken):
             await self._settle_ticket(msg, outcome)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -215,3 +216,13 @@ async def test_invalid_and_unknown_ids(board: TaskBoard) -> None:
     with pytest.raises(TaskNotFound):
         await board.get("missing")
     assert await board.claim("missing", "a") == Taken("missing", "unknown")
+
+
+async def test_deadline_passed_fails_the_task_and_its_dependents(board: TaskBoard) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await board.submit_many(
+        [Task(id="late", kind="work", deadline=past), Task(id="next", kind="work", depends_on=("late",))]
+    )
+    assert await board.claim("late", "a") == Taken("late", "finished", status=TaskStatus.FAILED)
+    assert (await board.get("late")).error == "deadline passed before a claim"
+    assert (await board.get("next")).status is TaskStatus.FAILED

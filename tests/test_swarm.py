@@ -268,3 +268,19 @@ async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
             final = await board.wait(ids, timeout=60)
     assert {r.status for r in final.values()} == {TaskStatus.DONE}
     assert all(final[i].result == i for i in ids)
+
+
+async def test_garbage_tickets_and_records_do_not_stop_an_agent(board: TaskBoard) -> None:
+    recorder = Recorder()
+    await board.submit(Task(id="good", kind="work"))
+    js = board.nc.jetstream()
+    await js.publish("ants.work.any", b"not json")
+    await board.tasks.update("good", b"{garbage", last=(await board.tasks.get("good")).revision)  # type: ignore[union-attr]
+    await board.submit(Task(id="fine", kind="work"))
+    async with swarm(board, recorder, 1):
+        final = await board.wait(["fine"], timeout=10)
+        assert final["fine"].status is TaskStatus.DONE
+        assert recorder.runs == {"fine": 1}
+        # Every ticket, bad ones included, was taken off the queue; none was handed back.
+        info = await js.consumer_info("ANTS_WORK", "work_any")
+        assert (info.num_pending, info.num_redelivered) == (0, 0)
