@@ -47,8 +47,9 @@ from .errors import (
     UnknownDependency,
 )
 from .log import get_logger
-from .models import Attempt, LeaseRecord, Task, TaskRecord, TaskStatus, utcnow
+from .models import Attempt, LeaseRecord, Task, TaskRecord, TaskStatus, TrailEvent, utcnow
 from .names import LEASES_BUCKET, TASKS_BUCKET, is_valid_id
+from .trail import Trail, TrailConfig
 
 log = get_logger("board")
 
@@ -142,6 +143,8 @@ class TaskBoard:
         self.tasks = Bucket(js, TASKS_BUCKET)
         self.leases = Bucket(js, LEASES_BUCKET)
         self._routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
+        self.trail = Trail(js, TrailConfig(replicas=config.replicas))
+        """The trail every state change of this board is written to."""
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -170,6 +173,20 @@ class TaskBoard:
             js, LEASES_BUCKET, replicas=replicas, history=1, marker_ttl=max(self.config.lease_ttl, 1.0)
         )
         await self._routes.ensure()
+        await self.trail.ensure()
+
+    async def _event(
+        self,
+        kind: str,
+        task_id: str,
+        *,
+        agent: str | None = None,
+        token: int | None = None,
+        data: JsonValue = None,
+    ) -> None:
+        """Log a state change and leave it on the trail (after the CAS that made it true)."""
+        log.info(kind, task_id=task_id, agent=agent, token=token)
+        await self.trail.emit(TrailEvent(kind=kind, ref=task_id, agent=agent, token=token, data=data))
 
     # ----------------------------------------------------------------- reading
 
@@ -261,7 +278,16 @@ class TaskBoard:
             except Conflict as exc:
                 raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
             await self._routes.register(task.requires)
-            log.info("task.submitted", task_id=task.id, kind=task.kind, route=task.route)
+            await self._event(
+                "task.submitted",
+                task.id,
+                agent=task.created_by,
+                data={
+                    "kind": task.kind,
+                    "requires": list(task.requires),
+                    "depends_on": list(task.depends_on),
+                },
+            )
 
         for task in batch:
             for dep in task.depends_on:
@@ -270,7 +296,7 @@ class TaskBoard:
         for task in batch:
             record, _ = await self._get_entry(task.id)
             if record.ready:
-                await self._routes.announce(record.task)
+                await self._announce(record.task)
         return [(await self._get_entry(task.id))[0] for task in batch]
 
     async def _attach_to_dependency(self, task_id: str, dep: str) -> None:
@@ -322,7 +348,9 @@ class TaskBoard:
         if record.waiting_on:
             return Taken(task_id, "not_ready")
         if record.task.deadline is not None and utcnow() > record.task.deadline:
-            final = await self._finish_unclaimed(task_id, TaskStatus.FAILED, "deadline passed before a claim")
+            final = await self._finish_unclaimed(
+                task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
+            )
             return Taken(task_id, "finished", status=final.status)
 
         now = utcnow()
@@ -333,13 +361,18 @@ class TaskBoard:
         except Conflict:
             return await self._held(task_id)
 
+        expired: Attempt | None = None
+
         def take(record: TaskRecord) -> TaskRecord | None:
-            attempts = record.attempts
-            if record.status is TaskStatus.CLAIMED and record.token is not None:
-                # Our create succeeded, so the previous holder's lease is gone: it expired.
-                attempts = (*attempts, _attempt(record, "expired", now))
+            nonlocal expired
             if record.status.terminal:
                 return None
+            attempts = record.attempts
+            expired = None
+            if record.status is TaskStatus.CLAIMED and record.token is not None:
+                # Our create succeeded, so the previous holder's lease is gone: it expired.
+                expired = _attempt(record, "expired", now)
+                attempts = (*attempts, expired)
             stale = record.model_copy(update={"attempts": attempts})
             if stale.counted_attempts >= record.task.max_attempts:
                 return stale.model_copy(
@@ -355,14 +388,30 @@ class TaskBoard:
             )
 
         final = await self._mutate(task_id, take)
+        if expired is not None:
+            await self._event(
+                "task.expired",
+                task_id,
+                agent=expired.agent,
+                token=expired.token,
+                data={"noticed_by": agent_id},
+            )
         if final.status is not TaskStatus.CLAIMED or final.token != token:
             await self._drop_lease(task_id, token)
-            if final.status is TaskStatus.DEAD:
-                log.warning("task.dead", task_id=task_id, attempts=final.counted_attempts)
+            if final.status is TaskStatus.DEAD and expired is not None:
+                await self._event("task.dead", task_id, data={"error": final.error})
                 await self._block_dependents(final)
             return Taken(task_id, "finished", status=final.status)
-        log.info(
-            "task.claimed", task_id=task_id, agent=agent_id, token=token, attempt=len(final.attempts) + 1
+        await self._event(
+            "task.claimed",
+            task_id,
+            agent=agent_id,
+            token=token,
+            data={
+                "kind": final.task.kind,
+                "requires": list(final.task.requires),
+                "attempt": len(final.attempts) + 1,
+            },
         )
         return Lease(final.task, token, agent_id, ttl, now + timedelta(seconds=ttl), _revision=token)
 
@@ -398,6 +447,7 @@ class TaskBoard:
         except Conflict as exc:
             raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken") from exc
         lease.expires_at = now + timedelta(seconds=lease.ttl)
+        await self._event("task.heartbeat", lease.task_id, agent=lease.agent_id, token=lease.token)
 
     async def _settle(self, lease: Lease, settle: Callable[[TaskRecord], TaskRecord]) -> TaskRecord:
         """Apply a holder's final transition: only with the current token, then drop the lease."""
@@ -437,7 +487,9 @@ class TaskBoard:
                 }
             ),
         )
-        log.info("task.completed", task_id=lease.task_id, agent=lease.agent_id, token=lease.token)
+        await self._event(
+            "task.completed", lease.task_id, agent=lease.agent_id, token=lease.token, data=_caps(final)
+        )
         return final
 
     async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
@@ -457,7 +509,15 @@ class TaskBoard:
             )
 
         final = await self._settle(lease, failed)
-        log.info("task.failed", task_id=lease.task_id, agent=lease.agent_id, status=final.status, error=error)
+        await self._event(
+            "task.failed",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={**_caps(final), "error": error, "retry": retry, "status": final.status.value},
+        )
+        if final.status is TaskStatus.DEAD:
+            await self._event("task.dead", lease.task_id, data={"error": final.error})
         return final
 
     async def release(self, lease: Lease) -> TaskRecord:
@@ -473,7 +533,7 @@ class TaskBoard:
                 }
             ),
         )
-        log.info("task.released", task_id=lease.task_id, agent=lease.agent_id)
+        await self._event("task.released", lease.task_id, agent=lease.agent_id, token=lease.token)
         return final
 
     # ----------------------------------------------------------------- dependencies
@@ -492,32 +552,43 @@ class TaskBoard:
         after = await self._mutate(task_id, drop)
         # Only the writer that emptied ``waiting_on`` announces; the ticket's msg id dedupes the rest.
         if emptied and after.ready:
-            await self._routes.announce(after.task)
+            await self._announce(after.task)
+
+    async def _announce(self, task: Task) -> None:
+        await self._routes.announce(task)
+        await self._event("task.ready", task.id, data={"route": task.route})
 
     async def _block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
         reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
         if dep_record.error:
             reason += f" ({dep_record.error})"
-        final = await self._finish_unclaimed(task_id, TaskStatus.FAILED, reason)
-        if final.error == reason:
-            log.warning("task.blocked", task_id=task_id, dependency=dep, status=dep_record.status)
+        await self._finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked")
 
     async def _block_dependents(self, record: TaskRecord) -> None:
         for dependent in record.dependents:
             await self._block(dependent, record.task.id, record)
 
-    async def _finish_unclaimed(self, task_id: str, status: TaskStatus, reason: str) -> TaskRecord:
+    async def _finish_unclaimed(
+        self, task_id: str, status: TaskStatus, reason: str, *, event: str
+    ) -> TaskRecord:
         """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents."""
+        changed = False
 
         def finish(record: TaskRecord) -> TaskRecord | None:
-            if record.status.terminal or record.status is TaskStatus.CLAIMED:
-                return None
-            return record.model_copy(update={"status": status, "error": reason})
+            nonlocal changed
+            changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED)
+            return record.model_copy(update={"status": status, "error": reason}) if changed else None
 
         final = await self._mutate(task_id, finish)
-        if final.status is status and final.error == reason:
+        if changed:
+            await self._event(event, task_id, data={"error": reason, "status": status.value})
             await self._block_dependents(final)
         return final
+
+
+def _caps(record: TaskRecord) -> dict[str, JsonValue]:
+    """What reputation needs to know of a task: its kind and required capabilities."""
+    return {"kind": record.task.kind, "requires": list(record.task.requires)}
 
 
 def _attempt(

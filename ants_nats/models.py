@@ -139,3 +139,25 @@ class Route(_Wire):
     def name(self) -> str:
         """The route's canonical name (its key in the routes bucket)."""
         return route_of(self.requires)
+
+
+class TrailEvent(_Wire):
+    """One event on the trail (stream ``ANTS_TRAIL``, subject ``ants.trail.<kind>.<ref>``).
+
+    ``kind`` is ``task.<what>``, ``agent.<what>`` or ``mark.<name>``; ``ref`` the task id, agent id
+    or mark key. ``seq`` is the stream sequence, filled in when the event is read (never written).
+    """
+
+    kind: str
+    ref: str
+    at: datetime = Field(default_factory=utcnow)
+    agent: str | None = Field(default=None, description="Who laid it.")
+    token: int | None = Field(default=None, description="Fencing token, for lease events.")
+    intensity: float = Field(default=1.0, ge=0, le=1_000_000)
+    data: JsonValue = None
+    seq: int | None = None
+
+    def strength(self, now: datetime, half_life: float) -> float:
+        """Intensity left at ``now``: it halves every ``half_life`` seconds (evaporation)."""
+        age = max((now - self.at).total_seconds(), 0.0)
+        return float(self.intensity * 0.5 ** (age / half_life))

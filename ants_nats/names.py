@@ -23,6 +23,11 @@ WORK_STREAM = "ANTS_WORK"
 
 WORK_SUBJECT_PREFIX = "ants.work"
 
+TRAIL_STREAM = "ANTS_TRAIL"
+"""Stream of trail events (the pheromone trail), on ``ants.trail.<category>.<event>.<ref>``."""
+
+TRAIL_SUBJECT_PREFIX = "ants.trail"
+
 NO_REQUIREMENTS_ROUTE = "any"
 """Route of tasks that require no capability: every agent serves it."""
 
@@ -33,6 +38,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 
 CAPABILITY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Capability names and task kinds: lower case, safe as a subject token."""
+
+MARK_NAME_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
+"""Names of marks: dotted lower-case tokens, e.g. ``artifact.written``."""
 
 _ID_RE = re.compile(ID_PATTERN)
 
@@ -56,3 +64,8 @@ def work_subject(route: str) -> str:
 def work_consumer(route: str) -> str:
     """Durable pull consumer shared by every agent able to serve ``route``."""
     return f"work_{route}"
+
+
+def trail_subject(kind: str, ref: str) -> str:
+    """Subject of a trail event: ``ants.trail.<kind>.<ref>`` (``kind`` is dotted, e.g. ``task.claimed``)."""
+    return f"{TRAIL_SUBJECT_PREFIX}.{kind}.{ref}"

@@ -1,0 +1,237 @@
+"""The pheromone trail: every state change leaves a typed event on the ``ANTS_TRAIL`` stream.
+
+Services react to the trail instead of being told what to do. Events are at-least-once: a follower
+acks an event only after its loop body handled it, so a crash means redelivery. Marks are events
+that agents lay on purpose; their intensity evaporates (halves every ``half_life``) and is reinforced
+by further deposits of the same mark, and the stream's ``max_age`` drops old events altogether.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+import pydantic
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from pydantic import JsonValue
+
+from ._store import translate_errors
+from .errors import InvalidTask
+from .log import get_logger
+from .models import TrailEvent, utcnow
+from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
+
+log = get_logger("trail")
+
+_MARK_RE = re.compile(MARK_NAME_PATTERN)
+_FETCH_BATCH = 256
+_FETCH_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class TrailConfig:
+    """Retention and evaporation of the trail."""
+
+    max_age: float = 7 * 24 * 3600.0
+    """Seconds an event stays on the stream (then the server drops it)."""
+    half_life: float = 600.0
+    """Seconds in which a mark's intensity halves."""
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class Scent:
+    """The current strength of one mark (name + key), summed over every deposit."""
+
+    subject: str
+    name: str
+    key: str
+    strength: float
+    deposits: int
+    last: TrailEvent
+
+
+def _parse(msg: Msg) -> TrailEvent | None:
+    try:
+        event = TrailEvent.model_validate_json(msg.data)
+    except pydantic.ValidationError:
+        log.warning("trail.corrupt_event", subject=msg.subject)
+        return None
+    return event.model_copy(update={"seq": msg.metadata.sequence.stream})
+
+
+class Trail:
+    """Read and write the trail. ``Trail.open(nc)`` creates the stream if it is missing."""
+
+    def __init__(self, js: JetStreamContext, config: TrailConfig | None = None) -> None:
+        self.config = config or TrailConfig()
+        self._js = js
+
+    @classmethod
+    async def open(cls, nc: Client, config: TrailConfig | None = None) -> Trail:
+        """Bind to the trail on ``nc``, creating the stream unless it exists."""
+        trail = cls(nc.jetstream(), config)
+        await trail.ensure()
+        return trail
+
+    async def ensure(self) -> None:
+        """Create the ``ANTS_TRAIL`` stream unless it exists."""
+        async with translate_errors(f"open stream {TRAIL_STREAM}"):
+            try:
+                await self._js.stream_info(TRAIL_STREAM)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_stream(
+                    StreamConfig(
+                        name=TRAIL_STREAM,
+                        subjects=[f"{TRAIL_SUBJECT_PREFIX}.>"],
+                        storage=StorageType.FILE,
+                        max_age=self.config.max_age,
+                        num_replicas=self.config.replicas,
+                    )
+                )
+
+    async def emit(self, event: TrailEvent, *, msg_id: str | None = None) -> int:
+        """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append idempotent."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        async with translate_errors(f"append {event.kind} to the trail"):
+            ack = await self._js.publish(
+                trail_subject(event.kind, event.ref),
+                event.model_dump_json(exclude={"seq"}).encode(),
+                headers=headers,
+            )
+        return int(ack.seq)
+
+    async def mark(
+        self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None
+    ) -> TrailEvent:
+        """Lay (or reinforce) the mark ``name`` on ``key``: another deposit adds to its strength."""
+        if not _MARK_RE.match(name):
+            raise InvalidTask(f"invalid mark name {name!r}: dotted tokens of a-z 0-9 _ -")
+        if not is_valid_id(key):
+            raise InvalidTask(f"invalid mark key {key!r}: use 1-128 of A-Z a-z 0-9 _ -")
+        try:
+            event = TrailEvent(kind=f"mark.{name}", ref=key, data=data, intensity=intensity, agent=agent)
+        except pydantic.ValidationError as exc:
+            raise InvalidTask(f"invalid mark: {exc.errors()[0]['msg']}") from exc
+        seq = await self.emit(event)
+        return event.model_copy(update={"seq": seq})
+
+    async def replay(
+        self, subjects: str = f"{TRAIL_SUBJECT_PREFIX}.>", *, since: datetime | None = None
+    ) -> list[TrailEvent]:
+        """Every event still on the stream under ``subjects`` (optionally from ``since``), in order."""
+        config = ConsumerConfig(
+            filter_subject=subjects,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+            opt_start_time=since,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        events: list[TrailEvent] = []
+        async with translate_errors("replay the trail"):
+            sub = await self._js.pull_subscribe(subjects, stream=TRAIL_STREAM, config=config)
+            try:
+                pending = (await sub.consumer_info()).num_pending
+                while pending:
+                    for msg in await sub.fetch(min(pending, _FETCH_BATCH), timeout=5):
+                        event = _parse(msg)
+                        if event is not None:
+                            events.append(event)
+                        pending = msg.metadata.num_pending
+            finally:
+                await sub.unsubscribe()
+        return events
+
+    async def history(self, task_id: str) -> list[TrailEvent]:
+        """The whole recorded life of a task, in order."""
+        return await self.replay(f"{TRAIL_SUBJECT_PREFIX}.task.*.{task_id}")
+
+    async def strongest(
+        self,
+        subjects: str = f"{TRAIL_SUBJECT_PREFIX}.mark.>",
+        *,
+        limit: int = 10,
+        now: datetime | None = None,
+    ) -> list[Scent]:
+        """The marks under ``subjects`` with the most strength left right now, strongest first."""
+        now = now or utcnow()
+        groups: dict[str, list[TrailEvent]] = defaultdict(list)
+        for event in await self.replay(subjects):
+            if event.kind.startswith("mark."):
+                groups[trail_subject(event.kind, event.ref)].append(event)
+        scents = [
+            Scent(
+                subject=subject,
+                name=deposits[-1].kind.removeprefix("mark."),
+                key=deposits[-1].ref,
+                strength=sum(e.strength(now, self.config.half_life) for e in deposits),
+                deposits=len(deposits),
+                last=deposits[-1],
+            )
+            for subject, deposits in groups.items()
+        ]
+        scents.sort(key=lambda s: s.strength, reverse=True)
+        return scents[:limit]
+
+    async def follow(
+        self,
+        subjects: str,
+        *,
+        durable: str | None = None,
+        since: datetime | None = None,
+        new_only: bool = False,
+        ack_wait: float = 30.0,
+    ) -> AsyncIterator[TrailEvent]:
+        """Events under ``subjects``, as they come, for a reacting service.
+
+        Each event is acked when the loop asks for the next one, i.e. after the body handled it: if
+        the body raises or the process dies, the event is redelivered after ``ack_wait``. Replicas of
+        a service passing the same ``durable`` share one consumer, so each event goes to one of them
+        (the durable remembers its position across restarts). Without ``durable``, delivery starts at
+        the beginning, at ``since``, or with new events only (``new_only``).
+        """
+        if durable is not None and not is_valid_id(durable):
+            raise InvalidTask(f"invalid durable name {durable!r}")
+        policy = DeliverPolicy.ALL
+        if since is not None:
+            policy = DeliverPolicy.BY_START_TIME
+        elif new_only:
+            policy = DeliverPolicy.NEW
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subjects,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=policy,
+            opt_start_time=since,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            inactive_threshold=None if durable else 60.0,
+        )
+        async with translate_errors(f"follow {subjects}"):
+            sub = await self._js.pull_subscribe(subjects, durable=durable, stream=TRAIL_STREAM, config=config)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(1, timeout=_FETCH_TIMEOUT_S)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                for msg in msgs:
+                    event = _parse(msg)
+                    if event is None:
+                        await msg.term()  # never valid: redelivering it would only loop
+                        continue
+                    yield event
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
