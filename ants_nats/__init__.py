@@ -17,8 +17,9 @@ from .errors import (
     UnknownDependency,
 )
 from .log import configure_logging
-from .models import Attempt, LeaseRecord, Route, Task, TaskRecord, TaskStatus, Ticket
+from .models import Attempt, LeaseRecord, Route, Task, TaskRecord, TaskStatus, Ticket, TrailEvent
 from .server import EmbeddedCluster, EmbeddedServer
+from .trail import Scent, Trail, TrailConfig
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "LeaseRecord",
     "PayloadTooLarge",
     "Route",
+    "Scent",
     "ServerStartError",
     "ServerUnavailable",
     "Taken",
@@ -49,6 +51,9 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "Ticket",
+    "Trail",
+    "TrailConfig",
+    "TrailEvent",
     "UnknownDependency",
     "__version__",
     "configure_logging",

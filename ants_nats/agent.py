@@ -25,7 +25,7 @@ from ._store import translate_errors
 from .board import Lease, Taken, TaskBoard
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .log import get_logger
-from .models import Task, Ticket
+from .models import Task, Ticket, TrailEvent
 from .names import WORK_STREAM, is_valid_id, work_consumer
 
 log = get_logger("agent")
@@ -106,6 +106,7 @@ class Agent:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
+        await self._announce_presence("agent.joined")
         self._discovery = asyncio.create_task(self._discover(), name=f"{self.id}:discover")
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
@@ -146,7 +147,17 @@ class Agent:
             for task in pending:
                 task.cancel()  # the runner releases its lease and hands the ticket back
             await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(ServerUnavailable):  # leaving without a connection is still leaving
+            await self._announce_presence("agent.left")
         log.info("agent.stopped", agent=self.id)
+
+    async def _announce_presence(self, kind: str) -> None:
+        data: JsonValue = {
+            "name": self.name,
+            "capabilities": sorted(self.capabilities),
+            "capacity": self.capacity,
+        }
+        await self.board.trail.emit(TrailEvent(kind=kind, ref=self.id, agent=self.id, data=data))
 
     # ----------------------------------------------------------------- pulling
 

@@ -1,0 +1,143 @@
+"""The trail: exact events per board operation, marks, evaporation, followers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, TrailEvent
+from ants_nats.models import utcnow
+
+
+def summary(events: list[TrailEvent]) -> list[tuple[str, str | None, int | None]]:
+    return [(e.kind, e.agent, e.token) for e in events]
+
+
+async def test_each_board_operation_leaves_its_event_in_order(board: TaskBoard) -> None:
+    await board.submit(Task(id="t", kind="work", created_by="alice"))
+    lease = await board.claim("t", "a")
+    assert isinstance(lease, Lease)
+    await board.heartbeat(lease)
+    await board.complete(lease, 1)
+    events = await board.trail.history("t")
+    assert summary(events) == [
+        ("task.submitted", "alice", None),
+        ("task.ready", None, None),
+        ("task.claimed", "a", lease.token),
+        ("task.heartbeat", "a", lease.token),
+        ("task.completed", "a", lease.token),
+    ]
+    seqs = [e.seq or 0 for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert events[2].data == {"kind": "work", "requires": [], "attempt": 1}
+
+
+async def test_expiry_failure_and_blocking_are_on_the_trail(board: TaskBoard) -> None:
+    await board.submit_many(
+        [Task(id="t", kind="work", max_attempts=2), Task(id="child", kind="work", depends_on=("t",))]
+    )
+    first = await board.claim("t", "a")
+    assert isinstance(first, Lease)
+    kv = await board.nc.jetstream().key_value("ants_leases")
+    watcher = await kv.watch("t")
+    async for entry in watcher:  # wait for the server's expiry marker
+        if entry is not None and entry.operation is not None:
+            break
+    await watcher.stop()
+    second = await board.claim("t", "b")
+    assert isinstance(second, Lease)
+    await board.fail(second, "broken")
+    events = await board.trail.history("t")
+    assert summary(events)[2:] == [
+        ("task.claimed", "a", first.token),
+        ("task.expired", "a", first.token),
+        ("task.claimed", "b", second.token),
+        ("task.failed", "b", second.token),
+        ("task.dead", None, None),
+    ]
+    assert events[3].data == {"noticed_by": "b"}
+    child = await board.trail.history("child")
+    assert [e.kind for e in child] == ["task.submitted", "task.blocked"]
+
+
+async def test_marks_evaporate_and_reinforce(board: TaskBoard) -> None:
+    trail = board.trail
+    half = trail.config.half_life
+    await trail.mark("food.found", key="north", agent="a")
+    await trail.mark("food.found", key="north", agent="b")  # reinforcement by another agent
+    await trail.mark("food.found", key="south", agent="a", intensity=1.5)
+    now = utcnow()
+    scents = await trail.strongest("ants.trail.mark.food.>", now=now)
+    assert [(s.key, s.deposits) for s in scents] == [("north", 2), ("south", 1)]
+    assert scents[0].strength == pytest.approx(2.0, rel=1e-3)
+    later = await trail.strongest("ants.trail.mark.food.>", now=now + timedelta(seconds=2 * half))
+    assert [s.strength for s in later] == pytest.approx([0.5, 0.375], rel=1e-3)
+
+
+async def test_bad_marks_are_rejected(board: TaskBoard) -> None:
+    with pytest.raises(InvalidTask):
+        await board.trail.mark("Bad Name", key="k")
+    with pytest.raises(InvalidTask):
+        await board.trail.mark("ok", key="no.dots")
+    with pytest.raises(InvalidTask):
+        await board.trail.mark("ok", key="k", intensity=-1)
+
+
+async def test_replay_from_a_time(board: TaskBoard) -> None:
+    await board.trail.mark("tick", key="one")
+    cut = utcnow()
+    await board.trail.mark("tick", key="two")
+    events = await board.trail.replay("ants.trail.mark.>", since=cut)
+    assert [e.ref for e in events] == ["two"]
+
+
+async def test_a_crashed_follower_gets_the_event_again(board: TaskBoard) -> None:
+    await board.trail.mark("job", key="j1")
+
+    class Crash(Exception):
+        pass
+
+    with pytest.raises(Crash):
+        async for _event in board.trail.follow("ants.trail.mark.>", durable="svc", ack_wait=0.5):
+            raise Crash
+    seen = []
+    async for event in board.trail.follow("ants.trail.mark.>", durable="svc", ack_wait=0.5):
+        seen.append(event.ref)
+        break
+    assert seen == ["j1"]
+
+
+async def test_replicas_sharing_a_durable_handle_each_event_once(board: TaskBoard) -> None:
+    keys = [f"k{i}" for i in range(30)]
+    handled: dict[str, list[str]] = {"r1": [], "r2": []}
+    all_done = asyncio.Event()
+
+    async def replica(name: str) -> None:
+        async for event in board.trail.follow("ants.trail.mark.work.>", durable="shared"):
+            handled[name].append(event.ref)
+            await asyncio.sleep(0)  # let the other replica pull too
+            if len(handled["r1"]) + len(handled["r2"]) >= len(keys):
+                all_done.set()
+
+    replicas = [asyncio.create_task(replica(n)) for n in handled]
+    try:
+        for key in keys:
+            await board.trail.mark("work", key=key)
+        await asyncio.wait_for(all_done.wait(), 20)
+    finally:
+        for task in replicas:
+            task.cancel()
+        await asyncio.gather(*replicas, return_exceptions=True)
+    assert sorted(handled["r1"] + handled["r2"]) == sorted(keys)
+    assert not set(handled["r1"]) & set(handled["r2"])
+
+
+async def test_agents_leave_joined_and_left_marks(board: TaskBoard) -> None:
+    agent = Agent(board, name="scout", capabilities=["look"])
+    async with agent:
+        pass
+    events = await board.trail.replay(f"ants.trail.agent.*.{agent.id}")
+    assert [e.kind for e in events] == ["agent.joined", "agent.left"]
+    assert events[0].data == {"name": "scout", "capabilities": ["look"], "capacity": 1}
