@@ -152,11 +152,8 @@ class Agent:
         log.info("agent.stopped", agent=self.id)
 
     async def _announce_presence(self, kind: str) -> None:
-        data: JsonValue = {
-            "name": self.name,
-            "capabilities": sorted(self.capabilities),
-            "capacity": self.capacity,
-        }
+        capabilities: list[JsonValue] = [*sorted(self.capabilities)]
+        data: JsonValue = {"name": self.name, "capabilities": capabilities, "capacity": self.capacity}
         await self.board.trail.emit(TrailEvent(kind=kind, ref=self.id, agent=self.id, data=data))
 
     # ----------------------------------------------------------------- pulling
