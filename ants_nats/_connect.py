@@ -36,8 +36,8 @@ async def connect(
     nc = Client()
     try:
         # With reconnects on, nats-py would retry an unreachable first server forever: bound it.
-        await asyncio.wait_for(
-            nc.connect(
+        async with asyncio.timeout(connect_timeout * len(servers) + 0.5):
+            await nc.connect(
                 servers=servers,
                 name=name,
                 # nats-py annotates these as int but takes seconds as float.
@@ -48,9 +48,7 @@ async def connect(
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
-            ),
-            timeout=connect_timeout * len(servers) + 0.5,
-        )
+            )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         await nc.close()
         reason = str(exc) or "no answer"

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 
-from .errors import ServerUnavailable
+from .errors import AntsError, ServerUnavailable
 
 _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _KV_OPERATION = "KV-Operation"
@@ -158,7 +158,10 @@ async def watch_values(
     Deletions and expiry markers are skipped.
     """
     async with translate_errors(f"watch bucket {bucket}"):
-        kv = await js.key_value(bucket)
+        try:
+            kv = await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
         watcher = await kv.watchall(ignore_deletes=True)
     try:
         async for entry in watcher:

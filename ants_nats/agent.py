@@ -21,6 +21,7 @@ import pydantic
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
+from ._pull import fetch
 from ._store import translate_errors
 from .board import Lease, Taken, TaskBoard
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
@@ -174,9 +175,7 @@ class Agent:
             while True:
                 await self._room.wait()
                 try:
-                    msgs = await sub.fetch(1, timeout=_FETCH_TIMEOUT_S)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
+                    msgs = await fetch(sub, 1, _FETCH_TIMEOUT_S)
                 except nats.errors.Error as exc:  # disconnected: the client reconnects by itself
                     log.debug("agent.fetch_failed", agent=self.id, route=route, error=str(exc))
                     await asyncio.sleep(_RETRY_BACKOFF_S)
@@ -274,7 +273,8 @@ class Agent:
         if self.handler_timeout is None:
             return await handler(task, ctx)
         try:
-            return await asyncio.wait_for(handler(task, ctx), self.handler_timeout)
+            async with asyncio.timeout(self.handler_timeout):
+                return await handler(task, ctx)
         except TimeoutError:
             raise TimeoutError(f"handler exceeded {self.handler_timeout}s") from None
 

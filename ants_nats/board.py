@@ -233,7 +233,8 @@ class TaskBoard:
                     return
 
         if wanted:
-            await asyncio.wait_for(consume(), timeout)
+            async with asyncio.timeout(timeout):
+                await consume()
         return final
 
     # ----------------------------------------------------------------- submitting
@@ -394,7 +395,7 @@ class TaskBoard:
                 task_id,
                 agent=expired.agent,
                 token=expired.token,
-                data={"noticed_by": agent_id},
+                data={**_caps(final), "noticed_by": agent_id},
             )
         if final.status is not TaskStatus.CLAIMED or final.token != token:
             await self._drop_lease(task_id, token)

@@ -23,6 +23,9 @@ WORK_STREAM = "ANTS_WORK"
 
 WORK_SUBJECT_PREFIX = "ants.work"
 
+LEDGER_BUCKET = "ants_ledger"
+"""KV bucket: one key per agent id, value an ``AgentLedger`` projected from the trail."""
+
 TRAIL_STREAM = "ANTS_TRAIL"
 """Stream of trail events (the pheromone trail), on ``ants.trail.<category>.<event>.<ref>``."""
 

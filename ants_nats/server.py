@@ -172,7 +172,8 @@ class EmbeddedServer:
             return
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
+            async with asyncio.timeout(10):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

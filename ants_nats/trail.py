@@ -24,8 +24,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
+from ._pull import fetch
 from ._store import translate_errors
-from .errors import InvalidTask
+from .errors import AntsError, InvalidTask
 from .log import get_logger
 from .models import TrailEvent, utcnow
 from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
@@ -35,6 +36,7 @@ log = get_logger("trail")
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_BATCH = 256
 _FETCH_TIMEOUT_S = 1.0
+_REPLAY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,10 @@ class Trail:
             try:
                 pending = (await sub.consumer_info()).num_pending
                 while pending:
-                    for msg in await sub.fetch(min(pending, _FETCH_BATCH), timeout=5):
+                    msgs = await fetch(sub, min(pending, _FETCH_BATCH), _REPLAY_TIMEOUT_S)
+                    if not msgs:
+                        raise AntsError(f"replay of {subjects} stalled with {pending} events left")
+                    for msg in msgs:
                         event = _parse(msg)
                         if event is not None:
                             events.append(event)
@@ -191,6 +196,7 @@ class Trail:
         since: datetime | None = None,
         new_only: bool = False,
         ack_wait: float = 30.0,
+        in_order: bool = False,
     ) -> AsyncIterator[TrailEvent]:
         """Events under ``subjects``, as they come, for a reacting service.
 
@@ -198,7 +204,8 @@ class Trail:
         the body raises or the process dies, the event is redelivered after ``ack_wait``. Replicas of
         a service passing the same ``durable`` share one consumer, so each event goes to one of them
         (the durable remembers its position across restarts). Without ``durable``, delivery starts at
-        the beginning, at ``since``, or with new events only (``new_only``).
+        the beginning, at ``since``, or with new events only (``new_only``). ``in_order`` allows one
+        unacked event at a time across all replicas, for projections that must apply events in order.
         """
         if durable is not None and not is_valid_id(durable):
             raise InvalidTask(f"invalid durable name {durable!r}")
@@ -215,17 +222,14 @@ class Trail:
             opt_start_time=since,
             ack_wait=ack_wait,
             max_deliver=-1,
+            max_ack_pending=1 if in_order else None,
             inactive_threshold=None if durable else 60.0,
         )
         async with translate_errors(f"follow {subjects}"):
             sub = await self._js.pull_subscribe(subjects, durable=durable, stream=TRAIL_STREAM, config=config)
         try:
             while True:
-                try:
-                    msgs = await sub.fetch(1, timeout=_FETCH_TIMEOUT_S)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                for msg in msgs:
+                for msg in await fetch(sub, 1, _FETCH_TIMEOUT_S):
                     event = _parse(msg)
                     if event is None:
                         await msg.term()  # never valid: redelivering it would only loop

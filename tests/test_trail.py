@@ -57,7 +57,7 @@ async def test_expiry_failure_and_blocking_are_on_the_trail(board: TaskBoard) ->
         ("task.failed", "b", second.token),
         ("task.dead", None, None),
     ]
-    assert events[3].data == {"noticed_by": "b"}
+    assert events[3].data == {"kind": "work", "requires": [], "noticed_by": "b"}
     child = await board.trail.history("child")
     assert [e.kind for e in child] == ["task.submitted", "task.blocked"]
 

@@ -1,0 +1,1 @@
+"""Small independent services that react to the trail. None of them schedules anything."""

@@ -1,0 +1,53 @@
+"""What every service process shares: arguments, logging, signals, and clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from ants_nats import AntsError, configure_logging
+
+EXIT_BAD_INPUT = 2
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every service takes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument(
+        "--server",
+        default=os.environ.get("ANTS_NATS_URL", "nats://127.0.0.1:4222"),
+        help="NATS URL (default: $ANTS_NATS_URL or nats://127.0.0.1:4222)",
+    )
+    p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
+    p.add_argument("--json-logs", action="store_true")
+    return p
+
+
+async def until_signalled(work: Awaitable[None]) -> None:
+    """Run ``work`` until it returns or SIGINT/SIGTERM arrives (then cancel it cleanly)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(args: argparse.Namespace, main: Callable[[argparse.Namespace], Awaitable[None]]) -> int:
+    """Configure logging, run ``main(args)`` until done or signalled; AntsError -> message, exit 2."""
+    configure_logging(json=args.json_logs, level=args.log_level)
+    try:
+        asyncio.run(until_signalled(main(args)))
+    except AntsError as exc:
+        print(f"{sys.argv[0]}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

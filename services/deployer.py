@@ -1,0 +1,73 @@
+"""Deployer: when an ``artifact.written`` mark appears, copy the artifact into a publish directory
+and lay an ``artifact.deployed`` mark. It knows nothing of who writes artifacts.
+
+Mark data it expects: ``{"path": "<file>"}``. A mark it cannot act on gets an
+``artifact.deploy_failed`` mark with the reason (nothing is dropped silently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from ants_nats import Trail, TrailEvent, connect
+from ants_nats.log import get_logger
+
+from . import _common
+
+log = get_logger("deployer")
+
+WATCHED = "ants.trail.mark.artifact.written.>"
+
+
+def _publish(source: Path, publish_dir: Path, key: str) -> Path:
+    """Copy ``source`` into ``publish_dir`` as ``<key><suffix>``, atomically (copy, then rename)."""
+    if not source.is_file():
+        raise FileNotFoundError(f"no readable file at {str(source)!r}")
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    target = publish_dir / f"{key}{source.suffix}"
+    partial = target.with_suffix(target.suffix + ".partial")
+    shutil.copyfile(source, partial)
+    partial.replace(target)  # a reader of publish_dir never sees a half-written file
+    return target
+
+
+async def deploy(trail: Trail, event: TrailEvent, publish_dir: Path) -> None:
+    """Deploy the artifact named by one ``artifact.written`` mark."""
+    data = event.data if isinstance(event.data, dict) else {}
+    try:
+        if not isinstance(data.get("path"), str):
+            raise ValueError("the mark's data has no 'path'")
+        target = await asyncio.to_thread(_publish, Path(str(data["path"])), publish_dir, event.ref)
+    except (OSError, ValueError) as exc:
+        log.error("artifact.deploy_failed", key=event.ref, reason=str(exc))
+        await trail.mark("artifact.deploy_failed", key=event.ref, data={"reason": str(exc)}, agent="deployer")
+        return
+    log.info("artifact.deployed", key=event.ref, path=str(target))
+    await trail.mark("artifact.deployed", key=event.ref, data={"path": str(target)}, agent="deployer")
+
+
+async def serve(url: str, publish_dir: Path, *, durable: str = "deployer") -> None:
+    """React to every ``artifact.written`` mark, forever (replicas share ``durable``)."""
+    async with connect(url, name="deployer") as nc:
+        trail = await Trail.open(nc)
+        async for event in trail.follow(WATCHED, durable=durable):
+            await deploy(trail, event, publish_dir)
+
+
+async def _main(args: argparse.Namespace) -> None:
+    await serve(args.server, args.publish_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ants-deployer``."""
+    p = _common.parser("ants-deployer", __doc__ or "")
+    p.add_argument("--publish-dir", type=Path, required=True, help="where deployed artifacts go")
+    return _common.run(p.parse_args(argv), _main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

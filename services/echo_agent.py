@@ -1,0 +1,41 @@
+"""A generic worker agent configured on the command line: it handles the given task kinds by
+echoing the payload back as the result. Handy for demos, smoke tests and compose files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import JsonValue
+
+from ants_nats import Agent, Task, TaskBoard, TaskContext
+
+from . import _common
+
+
+async def echo(task: Task, ctx: TaskContext) -> JsonValue:
+    """The result of an echo task is its payload."""
+    return task.payload
+
+
+async def _main(args: argparse.Namespace) -> None:
+    async with TaskBoard.connect(args.server, name=f"echo-{args.name}") as board:
+        agent = Agent(board, name=args.name, capabilities=args.cap, capacity=args.capacity)
+        for kind in args.kind or ["echo"]:
+            agent.handler(kind)(echo)
+        async with agent:
+            await agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ants-echo-agent``."""
+    p = _common.parser("ants-echo-agent", __doc__ or "")
+    p.add_argument("--name", default="echo")
+    p.add_argument("--cap", action="append", default=[], help="a capability (repeatable)")
+    p.add_argument("--kind", action="append", help="a task kind to handle (repeatable; default: echo)")
+    p.add_argument("--capacity", type=int, default=1)
+    return _common.run(p.parse_args(argv), _main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Ledger: projects the trail into per-agent history (bucket ``ants_ledger``), for reputation.
+
+Run several replicas if you like: they share one durable consumer and apply events in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ants_nats import Trail, connect
+from ants_nats.ledger import Ledger
+
+from . import _common
+
+
+async def _main(args: argparse.Namespace) -> None:
+    async with connect(args.server, name="ledger") as nc:
+        await Ledger(nc).project(await Trail.open(nc), durable=args.durable)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ants-ledger``."""
+    p = _common.parser("ants-ledger", __doc__ or "")
+    p.add_argument("--durable", default="ledger", help="durable consumer name (a new one replays all)")
+    return _common.run(p.parse_args(argv), _main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The independent services, run as the separate processes they are."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+
+from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, TrailEvent
+from ants_nats._store import watch_values
+from ants_nats.ledger import AgentLedger, Ledger
+from ants_nats.server import free_port
+
+ROOT = Path(__file__).parents[1]
+
+
+@asynccontextmanager
+async def service(module: str, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run ``python -m services.<module>`` and stop it with SIGTERM; it must exit 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        f"services.{module}",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "ANTS_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def first_event(board: TaskBoard, subjects: str) -> TrailEvent:
+    async for event in board.trail.follow(subjects):
+        return event
+    raise AssertionError("follow ended")
+
+
+async def test_deployer_reacts_to_a_mark_from_an_agent_it_does_not_know(
+    board: TaskBoard, nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "build" / "report.html"
+    artifact.parent.mkdir()
+    artifact.write_text("<h1>done</h1>")
+    publish = tmp_path / "public"
+    async with service("deployer", "--server", nats_server.url, "--publish-dir", str(publish)):
+        await board.trail.mark("artifact.written", key="report", data={"path": str(artifact)}, agent="writer")
+        await board.trail.mark("artifact.written", key="ghost", data={"path": str(tmp_path / "nope")})
+        deployed = await asyncio.wait_for(first_event(board, "ants.trail.mark.artifact.deployed.>"), 20)
+        failed = await asyncio.wait_for(first_event(board, "ants.trail.mark.artifact.deploy_failed.>"), 20)
+    assert deployed.ref == "report"
+    assert (publish / "report.html").read_text() == "<h1>done</h1>"
+    assert failed.ref == "ghost"
+    assert isinstance(failed.data, dict) and "no readable file" in str(failed.data["reason"])
+
+
+async def test_echo_agent_process_serves_its_capability_and_leaves_cleanly(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    args = ("--server", nats_server.url, "--name", "shouter", "--cap", "shout", "--kind", "yell")
+    async with service("echo_agent", *args):
+        await board.submit(Task(id="y", kind="yell", requires=("shout",), payload={"say": "hi"}))
+        final = await board.wait(["y"], timeout=20)
+    assert final["y"].status is TaskStatus.DONE
+    assert final["y"].result == {"say": "hi"}
+    events = await board.trail.replay("ants.trail.agent.>")
+    assert [e.kind for e in events] == ["agent.joined", "agent.left"]
+
+
+async def test_service_with_unreachable_server_exits_2_with_a_message() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.ledger",
+        "--server",
+        f"nats://127.0.0.1:{free_port()}",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"cannot connect to NATS" in err
+    assert b"Traceback" not in err
+
+
+async def test_ledger_projects_each_agents_history(board: TaskBoard, nats_server: EmbeddedServer) -> None:
+    async def ok(task: Task, ctx: TaskContext) -> str:
+        return "ok"
+
+    async def bad(task: Task, ctx: TaskContext) -> str:
+        raise RuntimeError("nope")
+
+    good_agent = Agent(board, name="good", capabilities=["fetch"])
+    good_agent.handler("work")(ok)
+    tasks = [Task(id=f"g{i}", kind="work", requires=("fetch",)) for i in range(5)]
+    async with good_agent:
+        await board.submit_many(tasks)
+        await board.wait([t.id for t in tasks], timeout=20)
+    bad_agent = Agent(board, name="bad", capabilities=["fetch"])
+    bad_agent.handler("work")(bad)
+    async with bad_agent:
+        await board.submit(Task(id="b0", kind="work", requires=("fetch",), max_attempts=2))
+        await board.wait(["b0"], timeout=20)
+
+    ledger = Ledger(board.nc)
+    await ledger.ensure()
+    projector = asyncio.create_task(ledger.project(board.trail))
+    try:
+        wanted = {good_agent.id: 5, bad_agent.id: 2}
+        seen: dict[str, AgentLedger] = {}
+        async with aclosing(watch_values(board.nc.jetstream(), "ants_ledger")) as values:
+            async for key, value in values:
+                seen[key] = AgentLedger.model_validate_json(value)
+                good = seen.get(good_agent.id)
+                broken = seen.get(bad_agent.id)
+                if good and broken and good.totals.completed == 5 and broken.totals.failed == 2:
+                    break
+    finally:
+        projector.cancel()
+        await asyncio.gather(projector, return_exceptions=True)
+    assert wanted == {
+        good_agent.id: seen[good_agent.id].totals.claimed,
+        bad_agent.id: seen[bad_agent.id].totals.claimed,
+    }
+    assert seen[good_agent.id].by_capability["fetch"].completed == 5
+    assert seen[bad_agent.id].by_capability["fetch"].failed == 2
+    # Replaying the same events again changes nothing: the projection is idempotent.
+    events = await board.trail.replay("ants.trail.task.>")
+    assert not any([await ledger.record(e) for e in events])
