@@ -1,6 +1,7 @@
 """ants-nats: leaderless work division for autonomous agents on NATS JetStream."""
 
 from ._connect import connect
+from ._version import __version__
 from .agent import Agent, Handler, TaskContext
 from .board import BoardConfig, Lease, Taken, TaskBoard
 from .errors import (
@@ -20,8 +21,6 @@ from .log import configure_logging
 from .models import Attempt, LeaseRecord, Route, Task, TaskRecord, TaskStatus, Ticket, TrailEvent
 from .server import EmbeddedCluster, EmbeddedServer
 from .trail import Scent, Trail, TrailConfig
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Agent",

@@ -7,8 +7,8 @@ reads and writes the KV stream directly, following ADR-8, and treats markers as 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,7 +40,7 @@ class Entry:
 
 
 @asynccontextmanager
-async def translate_errors(action: str) -> AsyncIterator[None]:
+async def translate_errors(action: str) -> AsyncGenerator[None, None]:
     """Turn connection-level NATS failures into ``ServerUnavailable`` naming the action."""
     try:
         yield
@@ -111,6 +111,12 @@ class Bucket:
             # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
             return await self._publish(key, value, last=last, ttl=ttl, op=None)
 
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Write ``key`` unconditionally (last writer wins); returns the new revision."""
+        async with translate_errors(f"write {self.name}/{key}"):
+            ack = await self._js.publish(self._prefix + key, value, msg_ttl=ttl)
+        return int(ack.seq)
+
     async def update(self, key: str, value: bytes, *, last: int, ttl: float | None = None) -> int:
         """Write ``key`` only if its last revision is ``last``; returns the new revision."""
         return await self._publish(key, value, last=last, ttl=ttl, op=None)
@@ -149,26 +155,36 @@ async def ensure_kv(
         )
 
 
-async def watch_values(
+async def watch_entries(
     js: JetStreamContext, bucket: str, *, history_only: bool = False
-) -> AsyncIterator[tuple[str, bytes]]:
-    """Live values of ``bucket``: the current one of every key first, then each new write.
+) -> AsyncGenerator[tuple[str, bytes | None], None]:
+    """Every key of ``bucket``: its current value first, then each change as it happens.
 
-    With ``history_only`` the iteration ends once the current values have been delivered.
-    Deletions and expiry markers are skipped.
+    A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only`` the
+    iteration ends once the current values have been delivered.
     """
     async with translate_errors(f"watch bucket {bucket}"):
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError as exc:
             raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
-        watcher = await kv.watchall(ignore_deletes=True)
+        watcher = await kv.watchall()
     try:
         async for entry in watcher:
             if entry is None:  # the client's "caught up" marker
                 if history_only:
                     return
                 continue
-            yield entry.key, entry.value or b""
+            yield entry.key, (None if entry.operation else entry.value or b"")
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def watch_values(
+    js: JetStreamContext, bucket: str, *, history_only: bool = False
+) -> AsyncGenerator[tuple[str, bytes], None]:
+    """Like ``watch_entries``, without deletions."""
+    async with aclosing(watch_entries(js, bucket, history_only=history_only)) as entries:
+        async for key, value in entries:
+            if value is not None:
+                yield key, value

@@ -13,7 +13,7 @@ acked only when its task has reached a terminal state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 
 import nats.js.errors
 import pydantic
@@ -104,7 +104,7 @@ class Routes:
             )
         log.debug("task.announced", task_id=task.id, route=task.route)
 
-    async def watch(self) -> AsyncIterator[Route]:
+    async def watch(self) -> AsyncGenerator[Route, None]:
         """Every route, existing ones first, then new ones as they are registered."""
         async for key, value in watch_values(self._js, ROUTES_BUCKET):
             try:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -33,9 +33,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import JsonValue
 
-from . import _tickets
+from . import _tickets, matching
 from ._connect import connect
 from ._store import Bucket, Conflict, Entry, ensure_kv, watch_values
+from .cards import Directory
 from .dag import check_batch
 from .errors import (
     CorruptEntry,
@@ -47,7 +48,7 @@ from .errors import (
     UnknownDependency,
 )
 from .log import get_logger
-from .models import Attempt, LeaseRecord, Task, TaskRecord, TaskStatus, TrailEvent, utcnow
+from .models import Attempt, LeaseRecord, Outcome, Task, TaskRecord, TaskStatus, TrailEvent, utcnow
 from .names import LEASES_BUCKET, TASKS_BUCKET, is_valid_id
 from .trail import Trail, TrailConfig
 
@@ -66,6 +67,8 @@ class BoardConfig:
     """Largest accepted task payload, and task result, as JSON."""
     task_history: int = 5
     """Revisions kept per task key (inspect them with ``nats kv history``)."""
+    card_ttl: float = 10.0
+    """Seconds an agent card lives without a fresh announcement (agents announce every TTL/3)."""
 
 
 @dataclass
@@ -144,6 +147,8 @@ class TaskBoard:
         self.leases = Bucket(js, LEASES_BUCKET)
         self._routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
+        self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
+        """Live agent cards: who can do what right now."""
         """The trail every state change of this board is written to."""
 
     @classmethod
@@ -159,7 +164,7 @@ class TaskBoard:
     @asynccontextmanager
     async def connect(
         cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats"
-    ) -> AsyncIterator[TaskBoard]:
+    ) -> AsyncGenerator[TaskBoard, None]:
         """Connect to ``url``, open the board, and close the connection on exit."""
         async with connect(url, name=name) as nc:
             yield await cls.open(nc, config)
@@ -174,6 +179,7 @@ class TaskBoard:
         )
         await self._routes.ensure()
         await self.trail.ensure()
+        await self.directory.ensure()
 
     async def _event(
         self,
@@ -213,7 +219,7 @@ class TaskBoard:
                 records.append(record)
         return records
 
-    async def watch(self) -> AsyncIterator[TaskRecord]:
+    async def watch(self) -> AsyncGenerator[TaskRecord, None]:
         """Every task's current record, then every change as it happens (no polling)."""
         async for key, value in watch_values(self._js, TASKS_BUCKET):
             record = _parse_watched(key, value)
@@ -226,11 +232,12 @@ class TaskBoard:
         final: dict[str, TaskRecord] = {}
 
         async def consume() -> None:
-            async for record in self.watch():
-                if record.task.id in wanted and record.status.terminal:
-                    final[record.task.id] = record
-                if wanted <= final.keys():
-                    return
+            async with aclosing(self.watch()) as records:
+                async for record in records:
+                    if record.task.id in wanted and record.status.terminal:
+                        final[record.task.id] = record
+                    if wanted <= final.keys():
+                        return
 
         if wanted:
             async with asyncio.timeout(timeout):
@@ -265,6 +272,7 @@ class TaskBoard:
             if await self.tasks.get(dep) is None:
                 raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
 
+        cards = await self.directory.cards()
         dependents: dict[str, list[str]] = {task.id: [] for task in batch}
         for task in batch:
             for dep in task.depends_on:
@@ -272,7 +280,10 @@ class TaskBoard:
                     dependents[dep].append(task.id)
         for task in batch:
             record = TaskRecord(
-                task=task, waiting_on=task.depends_on, dependents=tuple(sorted(dependents[task.id]))
+                task=task,
+                waiting_on=task.depends_on,
+                dependents=tuple(sorted(dependents[task.id])),
+                unroutable=matching.unroutable(cards, task.requires),
             )
             try:
                 await self.tasks.create(task.id, _dump(record))
@@ -289,6 +300,9 @@ class TaskBoard:
                     "depends_on": list(task.depends_on),
                 },
             )
+            if record.unroutable is not None:
+                log.warning("task.unroutable", task_id=task.id, missing=record.unroutable)
+                await self._event("task.unroutable", task.id, data={"missing": list(record.unroutable)})
 
         for task in batch:
             for dep in task.depends_on:
@@ -385,7 +399,13 @@ class TaskBoard:
                     }
                 )
             return stale.model_copy(
-                update={"status": TaskStatus.CLAIMED, "holder": agent_id, "token": token, "claimed_at": now}
+                update={
+                    "status": TaskStatus.CLAIMED,
+                    "holder": agent_id,
+                    "token": token,
+                    "claimed_at": now,
+                    "unroutable": None,
+                }
             )
 
         final = await self._mutate(task_id, take)
@@ -521,21 +541,41 @@ class TaskBoard:
             await self._event("task.dead", lease.task_id, data={"error": final.error})
         return final
 
-    async def release(self, lease: Lease) -> TaskRecord:
-        """Give the task back untouched (not counted as an attempt), e.g. on shutdown."""
+    async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
+        """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
+        chose not to take it and why. Neither counts as an attempt."""
         now = utcnow()
+        outcome: Outcome = "released" if declined is None else "declined"
         final = await self._settle(
             lease,
             lambda r: r.model_copy(
                 update={
                     "status": TaskStatus.PENDING,
                     "holder": None,
-                    "attempts": (*r.attempts, _attempt(r, "released", now)),
+                    "attempts": (*r.attempts, _attempt(r, outcome, now, declined)),
                 }
             ),
         )
-        await self._event("task.released", lease.task_id, agent=lease.agent_id, token=lease.token)
+        await self._event(
+            f"task.{outcome}",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={"reason": declined},
+        )
         return final
+
+    async def progress(self, lease: Lease, fraction: float, note: str = "") -> None:
+        """Leave a progress mark for a held task on the trail (no state change)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise InvalidTask(f"progress must be within [0, 1], got {fraction}")
+        await self._event(
+            "task.progress",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={"fraction": fraction, "note": note},
+        )
 
     # ----------------------------------------------------------------- dependencies
 
@@ -594,7 +634,7 @@ def _caps(record: TaskRecord) -> dict[str, JsonValue]:
 
 def _attempt(
     record: TaskRecord,
-    outcome: Literal["completed", "failed", "expired", "released"],
+    outcome: Outcome,
     now: datetime,
     error: str | None = None,
 ) -> Attempt:

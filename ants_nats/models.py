@@ -66,7 +66,7 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DEAD)
 
 
-Outcome = Literal["completed", "failed", "expired", "released"]
+Outcome = Literal["completed", "failed", "expired", "released", "declined"]
 
 
 class Attempt(_Wire):
@@ -85,6 +85,36 @@ class Attempt(_Wire):
         return self.outcome in ("failed", "expired")
 
 
+class CapabilitySpec(_Wire):
+    """A capability an agent announces: a name, optionally a version and numeric limits."""
+
+    name: Capability
+    version: str | None = Field(default=None, max_length=64)
+    limits: dict[str, float] = Field(default_factory=dict, description="e.g. {'max_tokens': 4000}")
+
+
+class AgentCard(_Wire):
+    """What an agent *can* do and how busy it is: key ``<agent id>`` in ``ants_agents``."""
+
+    id: AgentId
+    name: str = Field(max_length=128)
+    capabilities: tuple[CapabilitySpec, ...] = ()
+    load: int = Field(ge=0)
+    capacity: int = Field(ge=1)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    software: str = Field(description="ants-nats version the agent runs.")
+
+    @property
+    def capability_names(self) -> frozenset[str]:
+        """Names of the announced capabilities."""
+        return frozenset(c.name for c in self.capabilities)
+
+    @property
+    def spare(self) -> int:
+        """Tasks it could still take."""
+        return max(self.capacity - self.load, 0)
+
+
 class TaskRecord(_Wire):
     """A task and its state: the value of key ``<task id>`` in the tasks bucket."""
 
@@ -98,6 +128,9 @@ class TaskRecord(_Wire):
     attempts: tuple[Attempt, ...] = ()
     result: JsonValue = None
     error: str | None = None
+    unroutable: tuple[Capability, ...] | None = Field(
+        default=None, description="Set while no live agent announces these required capabilities."
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -23,6 +23,15 @@ WORK_STREAM = "ANTS_WORK"
 
 WORK_SUBJECT_PREFIX = "ants.work"
 
+AGENTS_BUCKET = "ants_agents"
+"""KV bucket: one key per live agent id, value its ``AgentCard``; keys expire when it stops announcing."""
+
+CARD_SUBJECT_PREFIX = "ants.cap"
+"""Agents announce their card on ``ants.cap.<agent id>`` (core NATS) as well as in the bucket."""
+
+MICRO_SERVICE_NAME = "ants-agent"
+"""Name under which every agent answers the NATS services framework's PING/INFO/STATS."""
+
 LEDGER_BUCKET = "ants_ledger"
 """KV bucket: one key per agent id, value an ``AgentLedger`` projected from the trail."""
 
@@ -72,3 +81,8 @@ def work_consumer(route: str) -> str:
 def trail_subject(kind: str, ref: str) -> str:
     """Subject of a trail event: ``ants.trail.<kind>.<ref>`` (``kind`` is dotted, e.g. ``task.claimed``)."""
     return f"{TRAIL_SUBJECT_PREFIX}.{kind}.{ref}"
+
+
+def card_subject(agent_id: str) -> str:
+    """Subject on which ``agent_id`` announces its card."""
+    return f"{CARD_SUBJECT_PREFIX}.{agent_id}"

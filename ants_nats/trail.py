@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -197,7 +197,7 @@ class Trail:
         new_only: bool = False,
         ack_wait: float = 30.0,
         in_order: bool = False,
-    ) -> AsyncIterator[TrailEvent]:
+    ) -> AsyncGenerator[TrailEvent, None]:
         """Events under ``subjects``, as they come, for a reacting service.
 
         Each event is acked when the loop asks for the next one, i.e. after the body handled it: if

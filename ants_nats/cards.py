@@ -1,0 +1,107 @@
+"""Capability broadcasting: agent cards in ``ants_agents`` (expiring) and on ``ants.cap.<id>``.
+
+An agent announces what it *can* do, plus its load, periodically and when something changes. The
+bucket keeps the last card per agent with a per-key TTL, so a late joiner reads the full picture at
+once and a crashed agent's card disappears by itself (the expiry marker is the "left" event).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Literal
+
+import pydantic
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from . import matching
+from ._store import Bucket, Conflict, ensure_kv, translate_errors, watch_entries, watch_values
+from .log import get_logger
+from .models import AgentCard
+from .names import AGENTS_BUCKET, card_subject
+
+log = get_logger("cards")
+
+
+@dataclass(frozen=True)
+class CardChange:
+    """A change in the set of live agents."""
+
+    kind: Literal["joined", "changed", "left"]
+    agent_id: str
+    card: AgentCard | None
+    """The new card (None when the agent left)."""
+
+
+def _card(key: str, value: bytes) -> AgentCard | None:
+    try:
+        return AgentCard.model_validate_json(value)
+    except pydantic.ValidationError:
+        log.warning("card.corrupt", agent=key)
+        return None
+
+
+class Directory:
+    """Who is alive and what can they do: read the cards, or watch them change."""
+
+    def __init__(self, nc: Client, *, replicas: int = 1, card_ttl: float = 10.0) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._bucket = Bucket(self._js, AGENTS_BUCKET)
+        self.replicas = replicas
+        self.card_ttl = card_ttl
+
+    async def ensure(self) -> None:
+        """Create the bucket unless it exists (per-key TTLs with expiry markers)."""
+        await ensure_kv(
+            self._js, AGENTS_BUCKET, replicas=self.replicas, history=1, marker_ttl=max(self.card_ttl, 1.0)
+        )
+
+    async def cards(self) -> list[AgentCard]:
+        """Every live agent's card (one pass over the bucket)."""
+        found = []
+        async for key, value in watch_values(self._js, AGENTS_BUCKET, history_only=True):
+            card = _card(key, value)
+            if card is not None:
+                found.append(card)
+        return found
+
+    async def who_can(self, requires: Iterable[str]) -> list[AgentCard]:
+        """Live agents having every capability in ``requires``, least loaded first."""
+        return matching.rank(await self.cards(), requires)
+
+    async def watch(self) -> AsyncGenerator[CardChange, None]:
+        """Joins, changes and departures (including crashes, via expiry) as they happen; the agents
+        already alive come first as ``joined``."""
+        alive: set[str] = set()
+        async with aclosing(watch_entries(self._js, AGENTS_BUCKET)) as entries:
+            async for key, value in entries:
+                if value is None:
+                    if key in alive:
+                        alive.discard(key)
+                        yield CardChange("left", key, None)
+                    continue
+                card = _card(key, value)
+                if card is None:
+                    continue
+                kind: Literal["joined", "changed"] = "changed" if key in alive else "joined"
+                alive.add(key)
+                yield CardChange(kind, key, card)
+
+    async def announce(self, card: AgentCard) -> None:
+        """Publish ``card``: kept in the bucket for ``card_ttl`` s and sent on ``ants.cap.<id>``."""
+        value = card.model_dump_json().encode()
+        await self._bucket.put(card.id, value, ttl=self.card_ttl)
+        async with translate_errors(f"announce {card.id}"):
+            await self._nc.publish(card_subject(card.id), value)
+
+    async def withdraw(self, agent_id: str) -> None:
+        """Remove an agent's card at once (graceful departure)."""
+        entry = await self._bucket.get(agent_id)
+        if entry is not None:
+            # Conflict: re-announced meanwhile by a concurrent loop; the TTL will clear it.
+            with contextlib.suppress(Conflict):
+                await self._bucket.delete(agent_id, last=entry.revision)

@@ -1,0 +1,74 @@
+"""The rule layer that matches tasks to capabilities. Pure functions: every agent applies them to
+itself; nothing central runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .models import AgentCard, CapabilitySpec, Task
+
+
+def can_serve(capabilities: Iterable[str], task: Task) -> bool:
+    """True when ``capabilities`` include every capability ``task`` requires."""
+    return set(task.requires) <= set(capabilities)
+
+
+def missing(capabilities: Iterable[str], requires: Iterable[str]) -> tuple[str, ...]:
+    """Required capabilities absent from ``capabilities``, sorted."""
+    return tuple(sorted(set(requires) - set(capabilities)))
+
+
+def unroutable(cards: Iterable[AgentCard], requires: Iterable[str]) -> tuple[str, ...] | None:
+    """None when some live agent has all of ``requires``; otherwise what is missing.
+
+    If every capability exists but on different agents, the whole set is named: no single agent
+    can take the task.
+    """
+    needed = set(requires)
+    if not needed:
+        return None  # any agent will do, whenever one comes
+    everything: set[str] = set()
+    for card in cards:
+        if needed <= card.capability_names:
+            return None
+        everything |= card.capability_names
+    return missing(everything, needed) or tuple(sorted(needed))
+
+
+def rank(cards: Iterable[AgentCard], requires: Iterable[str]) -> list[AgentCard]:
+    """Live agents able to serve ``requires``, least loaded (by load/capacity) first."""
+    needed = set(requires)
+    able = [card for card in cards if needed <= card.capability_names]
+    return sorted(able, key=lambda card: (card.load / card.capacity, card.id))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An agent's own decision about one task."""
+
+    accept: bool
+    reason: str = ""
+
+
+def decide(capabilities: Iterable[CapabilitySpec], load: int, capacity: int, task: Task) -> Verdict:
+    """The default rule an agent applies before working on ``task``.
+
+    Decline when a required capability is missing (a misrouted ticket), when the agent is already at
+    capacity, or when the task's payload asks for more than a capability's announced limit: a
+    payload ``{"limits": {"<capability>.<limit>": value}}`` must not exceed the limit of that name.
+    """
+    specs = {spec.name: spec for spec in capabilities}
+    lacking = missing(specs, task.requires)
+    if lacking:
+        return Verdict(False, f"lacks capability {', '.join(lacking)}")
+    if load >= capacity:
+        return Verdict(False, f"at capacity ({load}/{capacity})")
+    asked = task.payload.get("limits") if isinstance(task.payload, dict) else None
+    if isinstance(asked, dict):
+        for key, value in asked.items():
+            cap, _, limit = str(key).partition(".")
+            bound = specs[cap].limits.get(limit) if cap in specs else None
+            if bound is not None and isinstance(value, int | float) and value > bound:
+                return Verdict(False, f"{key}={value} exceeds this agent's limit {bound}")
+    return Verdict(True)
