@@ -2,8 +2,10 @@
 
 from ._connect import connect
 from ._version import __version__
-from .agent import Agent, Handler, TaskContext
+from .agent import Agent, Decider
 from .board import BoardConfig, Lease, Taken, TaskBoard
+from .cards import CardChange, Directory
+from .context import Decline, Handler, TaskContext
 from .errors import (
     AntsError,
     CorruptEntry,
@@ -18,17 +20,35 @@ from .errors import (
     UnknownDependency,
 )
 from .log import configure_logging
-from .models import Attempt, LeaseRecord, Route, Task, TaskRecord, TaskStatus, Ticket, TrailEvent
+from .matching import Verdict
+from .models import (
+    AgentCard,
+    Attempt,
+    CapabilitySpec,
+    LeaseRecord,
+    Route,
+    Task,
+    TaskRecord,
+    TaskStatus,
+    Ticket,
+    TrailEvent,
+)
 from .server import EmbeddedCluster, EmbeddedServer
 from .trail import Scent, Trail, TrailConfig
 
 __all__ = [
     "Agent",
+    "AgentCard",
     "AntsError",
     "Attempt",
     "BoardConfig",
+    "CapabilitySpec",
+    "CardChange",
     "CorruptEntry",
+    "Decider",
+    "Decline",
     "DependencyCycle",
+    "Directory",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Handler",
@@ -54,6 +74,7 @@ __all__ = [
     "TrailConfig",
     "TrailEvent",
     "UnknownDependency",
+    "Verdict",
     "__version__",
     "configure_logging",
     "connect",

@@ -1,8 +1,9 @@
-"""The agent runtime: pull tickets with spare capacity, claim, run handlers under heartbeats.
+"""The agent runtime: pull tickets with spare capacity, claim, decide, run handlers under heartbeats.
 
-An ``Agent`` owns every background task it starts (route discovery, one pull loop per route it can
-serve, one runner per task in flight) and cancels them on exit. Shutdown stops pulling first, lets
-running handlers finish within ``shutdown_grace``, then releases what is left so others take it.
+An ``Agent`` owns every background task it starts (its presence, route discovery, one pull loop per
+route it can serve, one runner per task in flight) and cancels them on exit. Shutdown stops pulling
+first, lets running handlers finish within ``shutdown_grace``, releases what is left so others take
+it, then withdraws the agent's card.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -21,40 +21,25 @@ import pydantic
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
+from . import matching
 from ._pull import fetch
 from ._store import translate_errors
+from ._version import __version__
 from .board import Lease, Taken, TaskBoard
+from .context import Decline, Handler, TaskContext
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .log import get_logger
-from .models import Task, Ticket, TrailEvent
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket
 from .names import WORK_STREAM, is_valid_id, work_consumer
+from .presence import Presence, as_specs
 
 log = get_logger("agent")
 
+Decider = Callable[[tuple[CapabilitySpec, ...], int, int, Task], matching.Verdict]
+"""``decide(capabilities, load, capacity, task)``: an agent's own rule for accepting a task."""
+
 _FETCH_TIMEOUT_S = 2.0
 _RETRY_BACKOFF_S = 0.5
-
-
-@dataclass
-class TaskContext:
-    """What a handler gets besides the task: its lease, the board, and a lost-lease signal."""
-
-    task: Task
-    lease: Lease
-    board: TaskBoard
-    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def payload(self) -> JsonValue:
-        """The task's payload."""
-        return self.task.payload
-
-    async def dependency_results(self) -> dict[str, JsonValue]:
-        """Results of the task's dependencies (all done, or the task would not have been claimable)."""
-        return {dep: (await self.board.get(dep)).result for dep in self.task.depends_on}
-
-
-Handler = Callable[[Task, TaskContext], Awaitable[JsonValue]]
 
 
 class Agent:
@@ -65,11 +50,13 @@ class Agent:
         board: TaskBoard,
         *,
         name: str,
-        capabilities: Iterable[str] = (),
+        capabilities: Iterable[str | CapabilitySpec] = (),
         capacity: int = 1,
         agent_id: str | None = None,
         handler_timeout: float | None = None,
         shutdown_grace: float = 10.0,
+        decide: Decider = matching.decide,
+        decline_backoff: float = 1.0,
     ) -> None:
         if capacity < 1:
             raise AntsError(f"capacity must be at least 1, got {capacity}")
@@ -78,12 +65,16 @@ class Agent:
         self.id = agent_id or f"{name}-{uuid.uuid4().hex[:8]}"
         if not is_valid_id(self.id):
             raise AntsError(f"invalid agent id {self.id!r}")
-        self.capabilities = frozenset(capabilities)
+        self.specs = as_specs(capabilities)
         self.capacity = capacity
         self.handler_timeout = handler_timeout
         self.shutdown_grace = shutdown_grace
+        self.decline_backoff = decline_backoff
+        self._decide = decide
         self._handlers: dict[str, Handler] = {}
+        self._routes: dict[str, Route] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
+        self._presence = Presence(board, self.card)
         self._runners: set[asyncio.Task[None]] = set()
         self._discovery: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -104,10 +95,36 @@ class Agent:
         """Tasks in flight right now."""
         return len(self._runners)
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """Names of the capabilities this agent announces."""
+        return frozenset(spec.name for spec in self.specs)
+
+    def card(self) -> AgentCard:
+        """This agent's card as it would be announced now."""
+        return AgentCard(
+            id=self.id,
+            name=self.name,
+            capabilities=self.specs,
+            load=self.load,
+            capacity=self.capacity,
+            software=__version__,
+        )
+
+    async def update_capabilities(self, capabilities: Iterable[str | CapabilitySpec]) -> None:
+        """Change what this agent can do: re-announce, and pull from exactly the routes it now serves."""
+        self.specs = as_specs(capabilities)
+        await self._presence.capabilities_changed()
+        for name in list(self._pullers):
+            if not set(self._routes[name].requires) <= self.capabilities:
+                self._pullers.pop(name).cancel()
+        for route in self._routes.values():
+            self._maybe_pull(route)
+
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        await self._announce_presence("agent.joined")
+        await self._presence.start()
         self._discovery = asyncio.create_task(self._discover(), name=f"{self.id}:discover")
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
@@ -148,24 +165,22 @@ class Agent:
             for task in pending:
                 task.cancel()  # the runner releases its lease and hands the ticket back
             await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(ServerUnavailable):  # leaving without a connection is still leaving
-            await self._announce_presence("agent.left")
+        await self._presence.stop()
         log.info("agent.stopped", agent=self.id)
-
-    async def _announce_presence(self, kind: str) -> None:
-        capabilities: list[JsonValue] = [*sorted(self.capabilities)]
-        data: JsonValue = {"name": self.name, "capabilities": capabilities, "capacity": self.capacity}
-        await self.board.trail.emit(TrailEvent(kind=kind, ref=self.id, agent=self.id, data=data))
 
     # ----------------------------------------------------------------- pulling
 
     async def _discover(self) -> None:
         """Start a pull loop for every route (existing or future) whose requirements we meet."""
-        async for route in self.board._routes.watch():
-            name = route.name
-            if name in self._pullers or not set(route.requires) <= self.capabilities:
-                continue
-            self._pullers[name] = asyncio.create_task(self._pull(name), name=f"{self.id}:pull:{name}")
+        async for route in self.board.routes.watch():
+            self._routes[route.name] = route
+            self._maybe_pull(route)
+
+    def _maybe_pull(self, route: Route) -> None:
+        if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):
+            self._pullers[route.name] = asyncio.create_task(
+                self._pull(route.name), name=f"{self.id}:pull:{route.name}"
+            )
 
     async def _pull(self, route: str) -> None:
         js = self.board.nc.jetstream()
@@ -193,12 +208,14 @@ class Agent:
         runner = asyncio.create_task(self._work(msg), name=f"{self.id}:work")
         self._runners.add(runner)
         runner.add_done_callback(self._runner_done)
+        self._presence.changed()
         if len(self._runners) >= self.capacity:
             self._room.clear()
 
     def _runner_done(self, runner: asyncio.Task[None]) -> None:
         self._runners.discard(runner)
         self._room.set()
+        self._presence.changed()
         if not runner.cancelled() and runner.exception() is not None:
             log.error("agent.runner_crashed", agent=self.id, error=repr(runner.exception()))
 
@@ -223,11 +240,13 @@ class Agent:
             return
         lease = outcome
         handler = self._handlers.get(lease.task.kind)
+        verdict = self._decide(self.specs, self.load - 1, self.capacity, lease.task)
         if handler is None:
-            log.warning("task.no_handler", agent=self.id, task_id=lease.task_id, kind=lease.task.kind)
-            await self.board.release(lease)
-            await msg.nak(delay=lease.ttl)
+            verdict = matching.Verdict(False, f"no handler for kind {lease.task.kind!r}")
+        if not verdict.accept:
+            await self._decline(msg, lease, verdict.reason)
             return
+        assert handler is not None
         try:
             await self._run_handler(msg, lease, handler)
         except asyncio.CancelledError:
@@ -235,6 +254,12 @@ class Agent:
             with contextlib.suppress(AntsError, nats.errors.Error):
                 await asyncio.shield(self._give_back(msg, lease))
             raise
+
+    async def _decline(self, msg: Msg, lease: Lease, reason: str) -> None:
+        log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
+        await self.board.release(lease, declined=reason)
+        # Delay our own copy, so that another capable agent gets the ticket first.
+        await msg.nak(delay=self.decline_backoff)
 
     async def _give_back(self, msg: Msg, lease: Lease) -> None:
         await self.board.release(lease)
@@ -258,6 +283,9 @@ class Agent:
                 log.warning("task.abandoned", agent=self.id, task_id=lease.task_id, reason="lease lost")
                 return
             raise
+        except Decline as exc:
+            await self._decline(msg, lease, str(exc) or "declined by handler")
+            return
         except Exception as exc:  # a handler's failure is the task's failure, not ours
             await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
             return

@@ -145,7 +145,7 @@ class TaskBoard:
         self._js = js
         self.tasks = Bucket(js, TASKS_BUCKET)
         self.leases = Bucket(js, LEASES_BUCKET)
-        self._routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
+        self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
         """Live agent cards: who can do what right now."""
@@ -177,7 +177,7 @@ class TaskBoard:
         await ensure_kv(
             js, LEASES_BUCKET, replicas=replicas, history=1, marker_ttl=max(self.config.lease_ttl, 1.0)
         )
-        await self._routes.ensure()
+        await self.routes.ensure()
         await self.trail.ensure()
         await self.directory.ensure()
 
@@ -289,7 +289,7 @@ class TaskBoard:
                 await self.tasks.create(task.id, _dump(record))
             except Conflict as exc:
                 raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
-            await self._routes.register(task.requires)
+            await self.routes.register(task.requires)
             await self._event(
                 "task.submitted",
                 task.id,
@@ -596,7 +596,7 @@ class TaskBoard:
             await self._announce(after.task)
 
     async def _announce(self, task: Task) -> None:
-        await self._routes.announce(task)
+        await self.routes.announce(task)
         await self._event("task.ready", task.id, data={"route": task.route})
 
     async def _block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
-from .agent import Agent, Handler, TaskContext
+from .agent import Agent
 from .board import BoardConfig, TaskBoard
+from .context import Handler, TaskContext
 from .models import Task, TaskRecord
 
 

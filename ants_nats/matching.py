@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from .models import AgentCard, CapabilitySpec, Task
 
 
-def can_serve(capabilities: Iterable[str], task: Task) -> bool:
-    """True when ``capabilities`` include every capability ``task`` requires."""
-    return set(task.requires) <= set(capabilities)
+def can_serve_route(capabilities: Iterable[str], requires: Iterable[str]) -> bool:
+    """True when ``capabilities`` cover a route's required capabilities."""
+    return set(requires) <= set(capabilities)
 
 
 def missing(capabilities: Iterable[str], requires: Iterable[str]) -> tuple[str, ...]:

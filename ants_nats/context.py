@@ -1,0 +1,51 @@
+"""What a handler is given and may raise: the public contract of writing a handler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import JsonValue
+
+from .board import Lease, TaskBoard
+from .errors import AntsError
+from .models import Task
+
+
+class Decline(AntsError):
+    """Raise from a handler to turn a task down (not counted as an attempt); another agent takes it.
+
+    The reason is recorded on the task's attempts and on the trail.
+    """
+
+
+@dataclass
+class TaskContext:
+    """What a handler gets besides the task: its lease, the board, and a lost-lease signal.
+
+    When the lease is lost (it expired, e.g. after a long network partition) the handler is
+    cancelled and ``lease_lost`` is set: its result would be rejected anyway.
+    """
+
+    task: Task
+    lease: Lease
+    board: TaskBoard
+    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def payload(self) -> JsonValue:
+        """The task's payload."""
+        return self.task.payload
+
+    async def dependency_results(self) -> dict[str, JsonValue]:
+        """Results of the task's dependencies (all done, or the task would not have been claimable)."""
+        return {dep: (await self.board.get(dep)).result for dep in self.task.depends_on}
+
+    async def progress(self, fraction: float, note: str = "") -> None:
+        """Report progress (0..1) on the trail, as ``task.progress``."""
+        await self.board.progress(self.lease, fraction, note)
+
+
+Handler = Callable[[Task, TaskContext], Awaitable[JsonValue]]
+"""``async def handler(task, ctx) -> result``: the result must be JSON."""
