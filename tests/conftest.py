@@ -18,6 +18,7 @@ import pytest
 from ants_nats import BoardConfig, EmbeddedCluster, EmbeddedServer, TaskBoard, configure_logging, connect
 
 TEST_LEASE_TTL = 1.5
+TEST_CARD_TTL = 1.0
 
 configure_logging(level="DEBUG")
 
@@ -49,7 +50,8 @@ async def wipe(url: str) -> None:
 async def board(nats_server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
     """An empty board on the module's server, with a short lease TTL."""
     await wipe(nats_server.url)
-    async with TaskBoard.connect(nats_server.url, BoardConfig(lease_ttl=TEST_LEASE_TTL), name="test") as b:
+    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL)
+    async with TaskBoard.connect(nats_server.url, config, name="test") as b:
         yield b
 
 
