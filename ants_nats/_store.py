@@ -7,6 +7,7 @@ reads and writes the KV stream directly, following ADR-8, and treats markers as 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,41 @@ _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+_NO_RESPONDERS_RETRY_S = 10.0
+"""How long a publish waits for a stream to get a leader (cluster start-up, failover)."""
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    ttl: float | None = None,
+) -> int:
+    """Publish to a stream and return the stored sequence.
+
+    ``ttl`` is sent exactly (nats-py would truncate it to whole seconds). "No responders" means
+    the stream has no leader right now (a new or failing-over replica set): nothing was stored, so
+    retrying is safe, and we do, briefly. Timeouts are not retried: the write may have landed.
+    """
+    headers = dict(headers or {})
+    if ttl is not None:
+        headers["Nats-TTL"] = f"{round(ttl * 1000)}ms"
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _NO_RESPONDERS_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            ack = await js.publish(subject, payload, headers=headers or None)
+            return int(ack.seq)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            if loop.time() + delay > give_up:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class Conflict(Exception):
@@ -51,6 +87,7 @@ async def translate_errors(action: str) -> AsyncGenerator[None, None]:
         nats.errors.ConnectionDrainingError,
         nats.errors.ConnectionReconnectingError,
         nats.js.errors.ServiceUnavailableError,
+        nats.js.errors.NoStreamResponseError,
     ) as exc:
         raise ServerUnavailable(f"{action}: NATS server did not answer ({type(exc).__name__})") from exc
 
@@ -93,12 +130,11 @@ class Bucket:
             headers[_KV_OPERATION] = op
         async with translate_errors(f"write {self.name}/{key}"):
             try:
-                ack = await self._js.publish(self._prefix + key, value, headers=headers, msg_ttl=ttl)
+                return await publish(self._js, self._prefix + key, value, headers=headers, ttl=ttl)
             except nats.js.errors.APIError as exc:
                 if exc.err_code in _WRONG_LAST_SEQUENCE:
                     raise Conflict(f"{self.name}/{key}: {exc.description}") from exc
                 raise
-        return int(ack.seq)
 
     async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write ``key`` only if it has no live value; returns the new revision or raises ``Conflict``."""
@@ -114,8 +150,7 @@ class Bucket:
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write ``key`` unconditionally (last writer wins); returns the new revision."""
         async with translate_errors(f"write {self.name}/{key}"):
-            ack = await self._js.publish(self._prefix + key, value, msg_ttl=ttl)
-        return int(ack.seq)
+            return await publish(self._js, self._prefix + key, value, ttl=ttl)
 
     async def update(self, key: str, value: bytes, *, last: int, ttl: float | None = None) -> int:
         """Write ``key`` only if its last revision is ``last``; returns the new revision."""

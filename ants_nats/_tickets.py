@@ -20,7 +20,7 @@ import pydantic
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from ._store import Bucket, Conflict, ensure_kv, translate_errors, watch_values
+from ._store import Bucket, Conflict, ensure_kv, publish, translate_errors, watch_values
 from .log import get_logger
 from .models import Route, Task, Ticket
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
@@ -97,7 +97,8 @@ class Routes:
         """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped)."""
         ticket = Ticket(task_id=task.id, route=task.route)
         async with translate_errors(f"announce {task.id}"):
-            await self._js.publish(
+            await publish(
+                self._js,
                 work_subject(task.route),
                 ticket.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"ticket-{task.id}"},

@@ -39,6 +39,7 @@ from ._store import Bucket, Conflict, Entry, ensure_kv, watch_values
 from .cards import Directory
 from .dag import check_batch
 from .errors import (
+    AntsError,
     CorruptEntry,
     InvalidTask,
     LeaseLost,
@@ -69,6 +70,14 @@ class BoardConfig:
     """Revisions kept per task key (inspect them with ``nats kv history``)."""
     card_ttl: float = 10.0
     """Seconds an agent card lives without a fresh announcement (agents announce every TTL/3)."""
+
+    def __post_init__(self) -> None:
+        # The server rejects per-message TTLs under one second.
+        for name in ("lease_ttl", "card_ttl"):
+            if getattr(self, name) < 1.0:
+                raise AntsError(f"BoardConfig.{name} must be at least 1 second")
+        if self.replicas not in (1, 3, 5):
+            raise AntsError("BoardConfig.replicas must be 1, 3 or 5")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from ``$ANTS_NATS_SERVER_BIN``, or from ``PATH``. Servers listen on 127.0.0.1 on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -51,22 +52,42 @@ def free_port() -> int:
         return port
 
 
-async def _healthy(monitor_port: int) -> bool:
-    """True when the server's ``/healthz`` answers 200 (JetStream included)."""
+async def _monitor_get(monitor_port: int, path: str) -> tuple[int, bytes]:
+    """HTTP GET on the monitoring port: (status, body); (0, b"") when it does not answer."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", monitor_port)
     except OSError:
-        return False
+        return 0, b""
     try:
-        writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
         await writer.drain()
-        status_line = await reader.readline()
-        return b" 200 " in status_line
+        response = await reader.read()
     except OSError:
-        return False
+        return 0, b""
     finally:
         writer.close()
         await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+
+
+async def _healthy(monitor_port: int) -> bool:
+    """True when the server's ``/healthz`` answers 200 (JetStream included)."""
+    status, _ = await _monitor_get(monitor_port, "/healthz")
+    return status == 200
+
+
+async def _meta_leader(monitor_port: int) -> str | None:
+    """Name of the JetStream meta-group leader this server knows of, if any."""
+    status, body = await _monitor_get(monitor_port, "/jsz")
+    if status != 200:
+        return None
+    try:
+        leader = json.loads(body).get("meta_cluster", {}).get("leader")
+    except ValueError:
+        return None
+    return str(leader) if leader else None
 
 
 @dataclass
@@ -221,10 +242,23 @@ class EmbeddedCluster:
         try:
             # Members must start together: JetStream needs a quorum before any of them is healthy.
             await asyncio.gather(*(server.start() for server in self.servers))
+            await self._wait_for_meta_leader()
         except BaseException:
             await self._stop_all()
             raise
         return self
+
+    async def _wait_for_meta_leader(self, timeout: float = 30.0) -> None:
+        """Healthy members can still lack a JetStream meta leader; stream creation would time out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            leaders = {await _meta_leader(server.monitor_port) for server in self.servers}
+            if len(leaders) == 1 and None not in leaders:
+                log.info("cluster.ready", leader=leaders.pop(), size=self.size)
+                return
+            await asyncio.sleep(_HEALTH_POLL_S)
+        raise ServerStartError(f"JetStream cluster elected no meta leader within {timeout}s")
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

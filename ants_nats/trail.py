@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from pydantic import JsonValue
 
 from ._pull import fetch
-from ._store import translate_errors
+from ._store import publish, translate_errors
 from .errors import AntsError, InvalidTask
 from .log import get_logger
 from .models import TrailEvent, utcnow
@@ -105,12 +105,12 @@ class Trail:
         """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append idempotent."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         async with translate_errors(f"append {event.kind} to the trail"):
-            ack = await self._js.publish(
+            return await publish(
+                self._js,
                 trail_subject(event.kind, event.ref),
                 event.model_dump_json(exclude={"seq"}).encode(),
                 headers=headers,
             )
-        return int(ack.seq)
 
     async def mark(
         self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None
