@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -242,7 +243,7 @@ async def test_graceful_shutdown_releases_unfinished_work(board: TaskBoard) -> N
 
 
 async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
-    config = BoardConfig(lease_ttl=TEST_LEASE_TTL)
+    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, card_ttl=1.5)
     ids = [f"r{i:03d}" for i in range(60)]
     half = asyncio.Event()
     done: set[str] = set()
@@ -265,22 +266,15 @@ async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
             await board.submit_many([Task(id=i, kind="work") for i in ids])
             await asyncio.wait_for(half.wait(), 30)
             await server.restart()
+            restarted_at = datetime.now(UTC)
             final = await board.wait(ids, timeout=60)
+            # The agents re-announce after the reconnect: fresh cards from all of them.
+            fresh: set[str] = set()
+            async with aclosing(board.directory.watch()) as changes:
+                async for change in changes:
+                    if change.card is not None and change.card.heartbeat_at > restarted_at:
+                        fresh.add(change.agent_id)
+                    if fresh >= {a.id for a in agents}:
+                        break
     assert {r.status for r in final.values()} == {TaskStatus.DONE}
     assert all(final[i].result == i for i in ids)
-
-
-async def test_garbage_tickets_and_records_do_not_stop_an_agent(board: TaskBoard) -> None:
-    recorder = Recorder()
-    await board.submit(Task(id="good", kind="work"))
-    js = board.nc.jetstream()
-    await js.publish("ants.work.any", b"not json")
-    await board.tasks.update("good", b"{garbage", last=(await board.tasks.get("good")).revision)  # type: ignore[union-attr]
-    await board.submit(Task(id="fine", kind="work"))
-    async with swarm(board, recorder, 1):
-        final = await board.wait(["fine"], timeout=10)
-        assert final["fine"].status is TaskStatus.DONE
-        assert recorder.runs == {"fine": 1}
-        # Every ticket, bad ones included, was taken off the queue; none was handed back.
-        info = await js.consumer_info("ANTS_WORK", "work_any")
-        assert (info.num_pending, info.num_redelivered) == (0, 0)
