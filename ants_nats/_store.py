@@ -8,6 +8,7 @@ reads and writes the KV stream directly, following ADR-8, and treats markers as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import datetime
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
 from .errors import AntsError, ServerUnavailable
 
@@ -161,6 +162,15 @@ class Bucket:
         await self._publish(key, b"", last=last, ttl=None, op="DEL")
 
 
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create stream ``config.name`` unless it exists (an existing one is used as configured)."""
+    async with translate_errors(f"open stream {config.name}"):
+        try:
+            await js.stream_info(str(config.name))
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+
+
 async def ensure_kv(
     js: JetStreamContext,
     bucket: str,
@@ -212,7 +222,9 @@ async def watch_entries(
                 continue
             yield entry.key, (None if entry.operation else entry.value or b"")
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        # On a closed connection stop() raises; that must not mask the exception that ended us.
+        with contextlib.suppress(nats.errors.Error):
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 async def watch_values(

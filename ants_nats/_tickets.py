@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterable
 
 import nats.js.errors
-import pydantic
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from ._store import Bucket, Conflict, ensure_kv, publish, translate_errors, watch_values
+from ._store import Bucket, Conflict, ensure_kv, ensure_stream, publish, translate_errors, watch_values
 from .log import get_logger
-from .models import Route, Task, Ticket
+from .models import Route, Task, Ticket, parse_or_none
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
 
 log = get_logger("tickets")
@@ -43,20 +42,17 @@ class Routes:
     async def ensure(self) -> None:
         """Create the routes bucket and the work stream unless they exist."""
         await ensure_kv(self._js, ROUTES_BUCKET, replicas=self._replicas, history=1)
-        async with translate_errors(f"open stream {WORK_STREAM}"):
-            try:
-                await self._js.stream_info(WORK_STREAM)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_stream(
-                    StreamConfig(
-                        name=WORK_STREAM,
-                        subjects=[f"{WORK_SUBJECT_PREFIX}.>"],
-                        retention=RetentionPolicy.WORK_QUEUE,
-                        storage=StorageType.FILE,
-                        num_replicas=self._replicas,
-                        duplicate_window=_DUPLICATE_WINDOW_S,
-                    )
-                )
+        await ensure_stream(
+            self._js,
+            StreamConfig(
+                name=WORK_STREAM,
+                subjects=[f"{WORK_SUBJECT_PREFIX}.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=self._replicas,
+                duplicate_window=_DUPLICATE_WINDOW_S,
+            ),
+        )
 
     async def register(self, requires: Iterable[str]) -> str:
         """Make sure the route of ``requires`` exists with its consumer; returns the route name."""
@@ -108,7 +104,6 @@ class Routes:
     async def watch(self) -> AsyncGenerator[Route, None]:
         """Every route, existing ones first, then new ones as they are registered."""
         async for key, value in watch_values(self._js, ROUTES_BUCKET):
-            try:
-                yield Route.model_validate_json(value)
-            except pydantic.ValidationError:
-                log.warning("route.corrupt", key=key)
+            route = parse_or_none(Route, value, where=f"{ROUTES_BUCKET}/{key}")
+            if route is not None:
+                yield route

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from . import matching
-from ._pull import fetch
+from ._aio import cancel_and_wait, fetch
 from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
@@ -115,9 +115,10 @@ class Agent:
         """Change what this agent can do: re-announce, and pull from exactly the routes it now serves."""
         self.specs = as_specs(capabilities)
         await self._presence.capabilities_changed()
-        for name in list(self._pullers):
-            if not set(self._routes[name].requires) <= self.capabilities:
-                self._pullers.pop(name).cancel()
+        unserved = [
+            name for name in self._pullers if not set(self._routes[name].requires) <= self.capabilities
+        ]
+        await cancel_and_wait([self._pullers.pop(name) for name in unserved])
         for route in self._routes.values():
             self._maybe_pull(route)
 
@@ -155,16 +156,11 @@ class Agent:
 
     async def _shutdown(self) -> None:
         # Stop pulling first, so no new work arrives while we drain.
-        pullers = [*self._pullers.values(), *([self._discovery] if self._discovery else [])]
-        for task in pullers:
-            task.cancel()
-        await asyncio.gather(*pullers, return_exceptions=True)
+        await cancel_and_wait([*self._pullers.values(), *([self._discovery] if self._discovery else [])])
         self._pullers.clear()
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()  # the runner releases its lease and hands the ticket back
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)  # each runner releases its lease and hands the ticket back
         await self._presence.stop()
         log.info("agent.stopped", agent=self.id)
 
@@ -290,11 +286,7 @@ class Agent:
             await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
-            if not work.done():
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+            await cancel_and_wait([beat, work])
         await self._finish(msg, lease, result=result)
 
     async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:

@@ -49,7 +49,17 @@ from .errors import (
     UnknownDependency,
 )
 from .log import get_logger
-from .models import Attempt, LeaseRecord, Outcome, Task, TaskRecord, TaskStatus, TrailEvent, utcnow
+from .models import (
+    Attempt,
+    LeaseRecord,
+    Outcome,
+    Task,
+    TaskRecord,
+    TaskStatus,
+    TrailEvent,
+    parse_or_none,
+    utcnow,
+)
 from .names import LEASES_BUCKET, TASKS_BUCKET, is_valid_id
 from .trail import Trail, TrailConfig
 
@@ -129,11 +139,7 @@ def _record(entry: Entry) -> TaskRecord:
 
 
 def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
-    try:
-        return TaskRecord.model_validate_json(value)
-    except pydantic.ValidationError:
-        log.warning("task.corrupt", task_id=key)
-        return None
+    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")
 
 
 def _lease_token(entry: Entry) -> int | None:

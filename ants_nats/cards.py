@@ -13,14 +13,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
-import pydantic
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from . import matching
 from ._store import Bucket, Conflict, ensure_kv, translate_errors, watch_entries, watch_values
 from .log import get_logger
-from .models import AgentCard
+from .models import AgentCard, parse_or_none
 from .names import AGENTS_BUCKET, card_subject
 
 log = get_logger("cards")
@@ -37,11 +36,7 @@ class CardChange:
 
 
 def _card(key: str, value: bytes) -> AgentCard | None:
-    try:
-        return AgentCard.model_validate_json(value)
-    except pydantic.ValidationError:
-        log.warning("card.corrupt", agent=key)
-        return None
+    return parse_or_none(AgentCard, value, where=f"{AGENTS_BUCKET}/{key}")
 
 
 class Directory:

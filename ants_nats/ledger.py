@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pydantic
 from nats.aio.client import Client
 from pydantic import Field
 
 from ._store import Bucket, Conflict, ensure_kv
 from .log import get_logger
-from .models import TrailEvent, _Wire
+from .models import TrailEvent, _Wire, parse_or_none
 from .names import LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
 from .trail import Trail
 
@@ -85,13 +84,14 @@ class Ledger:
     async def get(self, agent: str) -> AgentLedger:
         """The ledger of ``agent`` (empty if it never did anything)."""
         entry = await self._bucket.get(agent)
-        if entry is None:
-            return AgentLedger(agent=agent)
-        try:
-            return AgentLedger.model_validate_json(entry.value)
-        except pydantic.ValidationError:
-            log.warning("ledger.corrupt", agent=agent)
-            return AgentLedger(agent=agent)
+        return self._parse(agent, entry.value if entry else None)
+
+    @staticmethod
+    def _parse(agent: str, value: bytes | None) -> AgentLedger:
+        parsed = (
+            None if value is None else parse_or_none(AgentLedger, value, where=f"{LEDGER_BUCKET}/{agent}")
+        )
+        return parsed or AgentLedger(agent=agent)  # a corrupt entry is rebuilt from the next event on
 
     async def record(self, event: TrailEvent) -> bool:
         """Apply ``event`` to its agent's entry with CAS; True when it changed the ledger."""
@@ -102,13 +102,7 @@ class Ledger:
     async def _update(self, agent: str, change: Callable[[AgentLedger], AgentLedger | None]) -> bool:
         while True:
             entry = await self._bucket.get(agent)
-            current = AgentLedger(agent=agent)
-            if entry is not None:
-                try:
-                    current = AgentLedger.model_validate_json(entry.value)
-                except pydantic.ValidationError:
-                    log.warning("ledger.corrupt", agent=agent)  # rebuilt from this event on
-            new = change(current)
+            new = change(self._parse(agent, entry.value if entry else None))
             if new is None:
                 return False
             value = new.model_dump_json().encode()

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
+from .log import get_logger
 from .names import CAPABILITY_PATTERN, ID_PATTERN, route_of
+
+log = get_logger("wire")
 
 TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 AgentId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -194,3 +205,18 @@ class TrailEvent(_Wire):
         """Intensity left at ``now``: it halves every ``half_life`` seconds (evaporation)."""
         age = max((now - self.at).total_seconds(), 0.0)
         return float(self.intensity * 0.5 ** (age / half_life))
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:
+    """``data`` as a ``model``, or None (logged with ``where``) when it does not validate.
+
+    Shared state can hold garbage (a buggy or hostile writer); readers skip it instead of crashing.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValidationError:
+        log.warning("wire.invalid", model=model.__name__, where=where)
+        return None

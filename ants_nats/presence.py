@@ -14,6 +14,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 from pydantic import JsonValue
 
+from ._aio import cancel_and_wait
 from ._version import __version__
 from .board import TaskBoard
 from .errors import InvalidTask, ServerUnavailable
@@ -67,8 +68,7 @@ class Presence:
     async def stop(self) -> None:
         """Stop announcing, withdraw the card and leave an ``agent.left`` mark."""
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+            await cancel_and_wait([self._loop_task])
         if self._service is not None:
             with contextlib.suppress(Exception):  # the connection may be gone: nothing left to stop
                 await self._service.stop()

@@ -24,11 +24,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._pull import fetch
-from ._store import publish, translate_errors
+from ._aio import fetch
+from ._store import ensure_stream, publish, translate_errors
 from .errors import AntsError, InvalidTask
 from .log import get_logger
-from .models import TrailEvent, utcnow
+from .models import TrailEvent, parse_or_none, utcnow
 from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
 
 log = get_logger("trail")
@@ -63,12 +63,8 @@ class Scent:
 
 
 def _parse(msg: Msg) -> TrailEvent | None:
-    try:
-        event = TrailEvent.model_validate_json(msg.data)
-    except pydantic.ValidationError:
-        log.warning("trail.corrupt_event", subject=msg.subject)
-        return None
-    return event.model_copy(update={"seq": msg.metadata.sequence.stream})
+    event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
+    return None if event is None else event.model_copy(update={"seq": msg.metadata.sequence.stream})
 
 
 class Trail:
@@ -87,19 +83,16 @@ class Trail:
 
     async def ensure(self) -> None:
         """Create the ``ANTS_TRAIL`` stream unless it exists."""
-        async with translate_errors(f"open stream {TRAIL_STREAM}"):
-            try:
-                await self._js.stream_info(TRAIL_STREAM)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_stream(
-                    StreamConfig(
-                        name=TRAIL_STREAM,
-                        subjects=[f"{TRAIL_SUBJECT_PREFIX}.>"],
-                        storage=StorageType.FILE,
-                        max_age=self.config.max_age,
-                        num_replicas=self.config.replicas,
-                    )
-                )
+        await ensure_stream(
+            self._js,
+            StreamConfig(
+                name=TRAIL_STREAM,
+                subjects=[f"{TRAIL_SUBJECT_PREFIX}.>"],
+                storage=StorageType.FILE,
+                max_age=self.config.max_age,
+                num_replicas=self.config.replicas,
+            ),
+        )
 
     async def emit(self, event: TrailEvent, *, msg_id: str | None = None) -> int:
         """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append idempotent."""

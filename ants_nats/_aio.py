@@ -1,0 +1,42 @@
+"""Cancellation that cannot get lost.
+
+On Python 3.11, ``asyncio.wait_for`` (used throughout nats-py) swallows a cancellation that arrives
+just as the awaited result does (CPython gh-86296): the task is marked as cancelling but keeps
+running, so a naive shutdown can hang forever. ``fetch`` re-raises such a cancellation after a pull;
+``cancel_and_wait`` cancels again until the tasks have really ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """Up to ``batch`` messages, or ``[]`` when none came within ``timeout`` seconds."""
+    try:
+        msgs = await sub.fetch(batch, timeout=timeout)
+    except (nats.errors.TimeoutError, TimeoutError):
+        msgs = []
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # Messages fetched here are not acked: the server redelivers them after their ack wait.
+        raise asyncio.CancelledError
+    return msgs
+
+
+_RECANCEL_EVERY_S = 0.5
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, re-cancelling any that swallowed it."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=_RECANCEL_EVERY_S)
