@@ -224,8 +224,14 @@ class Agent:
             log.warning("ticket.corrupt", agent=self.id, subject=msg.subject)
             await msg.term()
             return
+        delivered = msg.metadata.num_delivered
+        reputation = self.board.reputation
         try:
-            outcome = await self.board.claim(ticket.task_id, self.id)
+            if delivered == 1 and await self._defers_to_others(ticket.task_id):
+                await msg.nak(delay=self.decline_backoff)
+                return
+            probation = delivered >= reputation.config.probation_after
+            outcome = await self.board.claim(ticket.task_id, self.id, probation=probation)
         except CorruptEntry as exc:
             # Garbage in the bucket must not crash us nor loop the ticket forever.
             log.error("task.corrupt", agent=self.id, task_id=ticket.task_id, error=str(exc))
@@ -261,10 +267,19 @@ class Agent:
         await self.board.release(lease)
         await msg.nak()
 
+    async def _defers_to_others(self, task_id: str) -> bool:
+        """On a fresh ticket, an agent with a poor record lets better ones go first."""
+        record = await self.board.get(task_id)
+        scores = await self.board.reputation.scores(self.id, record.task.requires)
+        return min(scores.values()) < self.board.reputation.config.prefer_above
+
     async def _settle_ticket(self, msg: Msg, taken: Taken) -> None:
         if taken.reason == "held":
             # Look again about when the holder's lease would expire: one check per TTL, not a herd.
             await msg.nak(delay=(taken.retry_after or 0.0) + 0.05)
+        elif taken.reason == "quarantined":
+            log.info("task.refused", agent=self.id, task_id=taken.task_id, quarantined=taken.quarantined)
+            await msg.nak(delay=self.decline_backoff)  # others first; probation comes with redeliveries
         else:
             await msg.ack()
 

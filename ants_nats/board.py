@@ -60,7 +60,8 @@ from .models import (
     parse_or_none,
     utcnow,
 )
-from .names import LEASES_BUCKET, TASKS_BUCKET, is_valid_id
+from .names import BAD_RESULT_MARK, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
+from .reputation import Reputation, ReputationConfig
 from .trail import Trail, TrailConfig
 
 log = get_logger("board")
@@ -80,6 +81,8 @@ class BoardConfig:
     """Revisions kept per task key (inspect them with ``nats kv history``)."""
     card_ttl: float = 10.0
     """Seconds an agent card lives without a fresh announcement (agents announce every TTL/3)."""
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    """How reputation gates claims (quarantine, probation, preference)."""
 
     def __post_init__(self) -> None:
         # The server rejects per-message TTLs under one second.
@@ -113,14 +116,17 @@ class Taken:
 
     ``reason``: ``held`` (another agent holds a live lease; retry after ``retry_after`` s),
     ``finished`` (the task is done, failed or dead; ``status`` says which), ``not_ready``
-    (dependencies are not done yet) or ``unknown`` (no such task).
+    (dependencies are not done yet), ``unknown`` (no such task) or ``quarantined`` (the claimant's
+    reputation for a required capability is too low, and the claim was not on probation).
     """
 
     task_id: str
-    reason: Literal["held", "finished", "not_ready", "unknown"]
+    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined"]
     holder: str | None = None
     retry_after: float | None = None
     status: TaskStatus | None = None
+    quarantined: tuple[str, ...] = ()
+    """With reason ``quarantined``: the capabilities the claimant is not trusted with right now."""
 
 
 def _dump(model: pydantic.BaseModel) -> bytes:
@@ -163,6 +169,8 @@ class TaskBoard:
         self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
+        self.reputation = Reputation(nc, config.reputation)
+        """Scores read from the ledger; every claim through this board checks them."""
         """Live agent cards: who can do what right now."""
         """The trail every state change of this board is written to."""
 
@@ -195,6 +203,7 @@ class TaskBoard:
         await self.routes.ensure()
         await self.trail.ensure()
         await self.directory.ensure()
+        await ensure_kv(js, LEDGER_BUCKET, replicas=replicas, history=1)
 
     async def _event(
         self,
@@ -365,8 +374,12 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- claiming
 
-    async def claim(self, task_id: str, agent_id: str) -> Lease | Taken:
-        """Try to claim ``task_id`` for ``agent_id``: a ``Lease`` if this call won, else ``Taken``."""
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
+        """Try to claim ``task_id`` for ``agent_id``: a ``Lease`` if this call won, else ``Taken``.
+
+        An agent quarantined for one of the task's capabilities is refused unless ``probation``
+        (the runtime sets it once a ticket has been offered ``probation_after`` times).
+        """
         _check_id(task_id)
         _check_id(agent_id, what="agent id")
         try:
@@ -382,6 +395,11 @@ class TaskBoard:
                 task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
             )
             return Taken(task_id, "finished", status=final.status)
+
+        if not probation:
+            distrusted = await self.reputation.quarantined(agent_id, record.task.requires)
+            if distrusted:
+                return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
 
         now = utcnow()
         ttl = self.config.lease_ttl
@@ -579,6 +597,21 @@ class TaskBoard:
             data={"reason": declined},
         )
         return final
+
+    async def mark_bad(self, task_id: str, reason: str, *, by: str | None = None) -> None:
+        """Record that a done task's result was wrong: its completer's reputation pays for it."""
+        record = await self.get(task_id)
+        completer = next((a.agent for a in reversed(record.attempts) if a.outcome == "completed"), None)
+        if record.status is not TaskStatus.DONE or completer is None:
+            raise InvalidTask(
+                f"task {task_id!r} is {record.status.value}: only a done task's result can be bad"
+            )
+        await self.trail.mark(
+            BAD_RESULT_MARK,
+            key=task_id,
+            agent=by,
+            data={"agent": completer, "requires": list(record.task.requires), "reason": reason},
+        )
 
     async def progress(self, lease: Lease, fraction: float, note: str = "") -> None:
         """Leave a progress mark for a held task on the trail (no state change)."""

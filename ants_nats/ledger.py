@@ -1,4 +1,4 @@
-"""The ledger: per-agent history projected from the trail into the ``ants_ledger`` bucket.
+"""The ledger: per-agent history and reputation projected from the trail into ``ants_ledger``.
 
 The projection is a pure fold (``apply``) over task events, so it can be rebuilt from the trail at
 any time. It is idempotent: each agent's entry remembers the last stream sequence it applied, and
@@ -10,59 +10,52 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.aio.client import Client
-from pydantic import Field
 
 from ._store import Bucket, Conflict, ensure_kv
 from .log import get_logger
-from .models import TrailEvent, _Wire, parse_or_none
-from .names import LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
+from .models import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent, parse_or_none
+from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
+from .reputation import COUNTED, EVIDENCE
 from .trail import Trail
 
 log = get_logger("ledger")
 
-COUNTED = ("claimed", "completed", "failed", "expired", "released")
-"""Task events the ledger counts, by the ``task.<what>`` they are named after."""
+WATCHED = (f"{TRAIL_SUBJECT_PREFIX}.task.>", f"{TRAIL_SUBJECT_PREFIX}.mark.{BAD_RESULT_MARK}.>")
 
 
-class Counts(_Wire):
-    """How often something happened."""
-
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-    expired: int = 0
-    released: int = 0
-
-    def plus(self, what: str) -> Counts:
-        """These counts with one more ``what``."""
-        return self.model_copy(update={what: getattr(self, what) + 1})
+def _what(event: TrailEvent) -> str:
+    return "bad_result" if event.kind == f"mark.{BAD_RESULT_MARK}" else event.kind.removeprefix("task.")
 
 
-class AgentLedger(_Wire):
-    """The value of key ``<agent id>`` in ``ants_ledger``."""
+def accountable(event: TrailEvent) -> str | None:
+    """The agent an event counts for: the actor, or for a bad-result mark the task's completer."""
+    if _what(event) == "bad_result":
+        data = event.data if isinstance(event.data, dict) else {}
+        agent = data.get("agent")
+        return agent if isinstance(agent, str) else None
+    return event.agent
 
-    agent: str
-    totals: Counts = Counts()
-    by_capability: dict[str, Counts] = Field(default_factory=dict)
-    last_seq: int = 0
-    updated_at: str = ""
 
-
-def apply(ledger: AgentLedger, event: TrailEvent) -> AgentLedger | None:
+def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentLedger | None:
     """Fold one trail event into an agent's ledger; None when it changes nothing (or was seen)."""
-    what = event.kind.removeprefix("task.")
+    what = _what(event)
     if what not in COUNTED or event.seq is None or event.seq <= ledger.last_seq:
         return None
     data = event.data if isinstance(event.data, dict) else {}
     requires = data.get("requires")
     capabilities = [str(c) for c in requires] if isinstance(requires, list) else []
+    good, bad = EVIDENCE.get(what, (0.0, 0.0))
     by_capability = dict(ledger.by_capability)
-    for cap in capabilities or ["any"]:
+    scores = dict(ledger.scores)
+    for cap in capabilities or [ANY_CAPABILITY]:
         by_capability[cap] = by_capability.get(cap, Counts()).plus(what)
+        if good or bad:
+            scores[cap] = scores.get(cap, Score()).add(good, bad, event.at, half_life)
     return ledger.model_copy(
         update={
             "totals": ledger.totals.plus(what),
             "by_capability": by_capability,
+            "scores": scores,
             "last_seq": event.seq,
             "updated_at": event.at.isoformat(),
         }
@@ -72,9 +65,10 @@ def apply(ledger: AgentLedger, event: TrailEvent) -> AgentLedger | None:
 class Ledger:
     """Read and update the per-agent ledger."""
 
-    def __init__(self, nc: Client, *, replicas: int = 1) -> None:
+    def __init__(self, nc: Client, *, replicas: int = 1, half_life: float = 3600.0) -> None:
         self._nc = nc
         self._replicas = replicas
+        self._half_life = half_life
         self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
 
     async def ensure(self) -> None:
@@ -95,9 +89,10 @@ class Ledger:
 
     async def record(self, event: TrailEvent) -> bool:
         """Apply ``event`` to its agent's entry with CAS; True when it changed the ledger."""
-        if event.agent is None:
+        agent = accountable(event)
+        if agent is None:
             return False
-        return await self._update(event.agent, lambda ledger: apply(ledger, event))
+        return await self._update(agent, lambda ledger: apply(ledger, event, half_life=self._half_life))
 
     async def _update(self, agent: str, change: Callable[[AgentLedger], AgentLedger | None]) -> bool:
         while True:
@@ -118,9 +113,9 @@ class Ledger:
     async def project(self, trail: Trail, *, durable: str = "ledger") -> None:
         """Follow the trail's task events forever, folding them into the ledger in order."""
         await self.ensure()
-        async for event in trail.follow(f"{TRAIL_SUBJECT_PREFIX}.task.>", durable=durable, in_order=True):
+        async for event in trail.follow(WATCHED, durable=durable, in_order=True):
             if await self.record(event):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
 
 
-__all__ = ["COUNTED", "AgentLedger", "Counts", "Ledger", "apply"]
+__all__ = ["Ledger", "accountable", "apply"]

@@ -210,6 +210,67 @@ class TrailEvent(_Wire):
 _M = TypeVar("_M", bound=BaseModel)
 
 
+ANY_CAPABILITY = "any"
+"""The capability name under which tasks that require nothing are accounted."""
+
+
+class Counts(_Wire):
+    """How often something happened."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    expired: int = 0
+    released: int = 0
+    declined: int = 0
+    bad_result: int = 0
+
+    def plus(self, what: str) -> Counts:
+        """These counts with one more ``what``."""
+        return self.model_copy(update={what: getattr(self, what) + 1})
+
+
+class Score(_Wire):
+    """A Beta reputation with exponential forgetting (Jøsang & Ismail, 2002).
+
+    ``good`` and ``bad`` are evidence weights decayed to time ``at``; evidence halves every
+    ``half_life`` seconds. The score is the expected value of Beta(1 + good, 1 + bad): 0.5 with no
+    evidence, toward 1 with successes, toward 0 with failures.
+    """
+
+    good: float = 0.0
+    bad: float = 0.0
+    at: datetime | None = None
+
+    def decayed(self, now: datetime, half_life: float) -> Score:
+        """The same evidence, as it stands at ``now``."""
+        if self.at is None:
+            return self.model_copy(update={"at": now})
+        factor = 0.5 ** (max((now - self.at).total_seconds(), 0.0) / half_life)
+        return Score(good=self.good * factor, bad=self.bad * factor, at=max(now, self.at))
+
+    def add(self, good: float, bad: float, at: datetime, half_life: float) -> Score:
+        """This score with more evidence observed at ``at``."""
+        current = self.decayed(at, half_life)
+        return current.model_copy(update={"good": current.good + good, "bad": current.bad + bad})
+
+    def value(self, now: datetime, half_life: float) -> float:
+        """The reputation at ``now``, in (0, 1)."""
+        current = self.decayed(now, half_life)
+        return (1.0 + current.good) / (2.0 + current.good + current.bad)
+
+
+class AgentLedger(_Wire):
+    """The value of key ``<agent id>`` in ``ants_ledger``: counts and reputation per capability."""
+
+    agent: str
+    totals: Counts = Counts()
+    by_capability: dict[str, Counts] = Field(default_factory=dict)
+    scores: dict[str, Score] = Field(default_factory=dict)
+    last_seq: int = 0
+    updated_at: str = ""
+
+
 def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:
     """``data`` as a ``model``, or None (logged with ``where``) when it does not validate.
 

@@ -35,6 +35,9 @@ MICRO_SERVICE_NAME = "ants-agent"
 LEDGER_BUCKET = "ants_ledger"
 """KV bucket: one key per agent id, value an ``AgentLedger`` projected from the trail."""
 
+BAD_RESULT_MARK = "result.bad"
+"""Mark laid (by anyone) on a task whose result turned out wrong; ``data.agent`` is the completer."""
+
 TRAIL_STREAM = "ANTS_TRAIL"
 """Stream of trail events (the pheromone trail), on ``ants.trail.<category>.<event>.<ref>``."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -183,7 +183,7 @@ class Trail:
 
     async def follow(
         self,
-        subjects: str,
+        subjects: str | Sequence[str],
         *,
         durable: str | None = None,
         since: datetime | None = None,
@@ -207,9 +207,11 @@ class Trail:
             policy = DeliverPolicy.BY_START_TIME
         elif new_only:
             policy = DeliverPolicy.NEW
+        filters = [subjects] if isinstance(subjects, str) else list(subjects)
         config = ConsumerConfig(
             durable_name=durable,
-            filter_subject=subjects,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=policy,
             opt_start_time=since,
@@ -219,7 +221,9 @@ class Trail:
             inactive_threshold=None if durable else 60.0,
         )
         async with translate_errors(f"follow {subjects}"):
-            sub = await self._js.pull_subscribe(subjects, durable=durable, stream=TRAIL_STREAM, config=config)
+            sub = await self._js.pull_subscribe(
+                filters[0], durable=durable, stream=TRAIL_STREAM, config=config
+            )
         try:
             while True:
                 for msg in await fetch(sub, 1, _FETCH_TIMEOUT_S):

@@ -36,9 +36,9 @@ async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
     claims: list[str] = []
     real_claim = board.claim
 
-    async def counting_claim(task_id: str, agent_id: str) -> Lease | Taken:
+    async def counting_claim(task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
         claims.append(task_id)
-        return await real_claim(task_id, agent_id)
+        return await real_claim(task_id, agent_id, probation=probation)
 
     monkeypatch.setattr(board, "claim", counting_claim)
     recorder = Recorder()
