@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
 
-from ants_nats import Agent, Task, TaskBoard, TaskContext
+from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskRecord
+from ants_nats._store import watch_values
+from ants_nats.models import AgentLedger
 
 
 @dataclass
@@ -47,3 +49,27 @@ async def swarm(
             agent.handler(kind)(recorder.handle)
             agents.append(await stack.enter_async_context(agent))
         yield agents
+
+
+async def until_ledger(board: TaskBoard, agent: str, done: Callable[[AgentLedger], bool]) -> AgentLedger:
+    """Watch ``ants_ledger`` until ``agent``'s entry satisfies ``done``."""
+    async with aclosing(watch_values(board.nc.jetstream(), "ants_ledger")) as values:
+        async for key, value in values:
+            if key == agent:
+                ledger = AgentLedger.model_validate_json(value)
+                if done(ledger):
+                    return ledger
+    raise AssertionError("watch ended")
+
+
+async def until_tasks(
+    board: TaskBoard, done: Callable[[dict[str, TaskRecord]], bool]
+) -> dict[str, TaskRecord]:
+    """Watch the tasks bucket until the records seen so far satisfy ``done``."""
+    records: dict[str, TaskRecord] = {}
+    async with aclosing(board.watch()) as changes:
+        async for record in changes:
+            records[record.task.id] = record
+            if done(records):
+                return records
+    raise AssertionError("watch ended")

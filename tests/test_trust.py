@@ -1,0 +1,106 @@
+"""Adversarial agents on a real server: the system notices, adapts, and loses no task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from pydantic import JsonValue
+
+from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, TaskContext, TaskNotFound, TaskStatus
+from ants_nats.ledger import Ledger
+from ants_nats.reputation import Reputation
+
+from .helpers import Recorder, until_ledger, until_tasks
+
+
+@asynccontextmanager
+async def ledger_running(board: TaskBoard) -> AsyncIterator[Ledger]:
+    ledger = Ledger(board.nc, half_life=board.config.reputation.half_life)
+    await ledger.ensure()
+    projector = asyncio.create_task(ledger.project(board.trail))
+    try:
+        yield ledger
+    finally:
+        projector.cancel()
+        await asyncio.gather(projector, return_exceptions=True)
+
+
+class Slacker(Agent):
+    """Claims work and never heartbeats nor finishes: its leases expire on the server."""
+
+    async def _heartbeat(self, *args: object) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_an_agent_that_abandons_claims_is_quarantined_and_its_work_redone(board: TaskBoard) -> None:
+    async def never(task: Task, ctx: TaskContext) -> JsonValue:
+        await asyncio.Event().wait()
+        return None
+
+    slacker = Slacker(board, name="slacker", capabilities=["cpu"], capacity=3, shutdown_grace=0.1)
+    slacker.handler("work")(never)
+    tasks = [Task(id=f"s{i}", kind="work", requires=("cpu",), max_attempts=10) for i in range(8)]
+    recorder = Recorder()
+    async with ledger_running(board), slacker:
+        await board.submit_many(tasks[:3])
+        # The slacker grabs the first three before any honest agent exists.
+        await until_tasks(board, lambda seen: sum(r.holder == slacker.id for r in seen.values()) == 3)
+        honest = Agent(board, name="honest", capabilities=["cpu"], capacity=2)
+        honest.handler("work")(recorder.handle)
+        async with honest:
+            await board.submit_many(tasks[3:])
+            final = await board.wait([t.id for t in tasks], timeout=60)
+            quarantine = await board.reputation.quarantined(slacker.id, ["cpu"])
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert set(recorder.runs) == {t.id for t in tasks}
+    abandoned = [a for r in final.values() for a in r.attempts if a.agent == slacker.id]
+    assert all(a.outcome == "expired" for a in abandoned)
+    assert 3 <= len(abandoned) <= 5  # bounded: after a few expiries it gets no fresh work
+    assert quarantine == ["cpu"]
+
+
+async def test_a_false_capability_costs_reputation_for_that_capability_only(board: TaskBoard) -> None:
+    async def fake_translate(task: Task, ctx: TaskContext) -> JsonValue:
+        if task.kind == "translate":
+            raise RuntimeError("cannot actually translate")
+        return "fetched"
+
+    liar = Agent(board, name="liar", capabilities=["translate", "fetch"], capacity=2)
+    for kind in ("translate", "fetch"):
+        liar.handler(kind)(fake_translate)
+    tasks = [
+        *(Task(id=f"tr{i}", kind="translate", requires=("translate",), max_attempts=1) for i in range(3)),
+        *(Task(id=f"fe{i}", kind="fetch", requires=("fetch",)) for i in range(3)),
+    ]
+    async with ledger_running(board), liar:
+        await board.submit_many(tasks)
+        await board.wait([t.id for t in tasks], timeout=30)
+        # Let the projection catch up with the liar's whole history, then read it afresh (no cache).
+        await until_ledger(board, liar.id, lambda entry: entry.totals.claimed == len(tasks))
+        fresh = Reputation(board.nc, board.config.reputation)
+        translate = await fresh.quarantined(liar.id, ["translate"])
+        fetch = await fresh.quarantined(liar.id, ["fetch"])
+        scores = await fresh.scores(liar.id, ["translate", "fetch"])
+    assert translate == ["translate"]
+    assert fetch == []
+    assert scores["fetch"] > 0.5 > scores["translate"]
+
+
+async def test_a_bad_result_mark_lowers_the_completers_score(board: TaskBoard) -> None:
+    await board.submit(Task(id="r", kind="work", requires=("math",)))
+    lease = await board.claim("r", "sloppy")
+    assert isinstance(lease, Lease)
+    await board.complete(lease, 2 + 2 == 5)
+    async with ledger_running(board):
+        await board.mark_bad("r", "2 + 2 is not 5", by="checker")
+        entry = await until_ledger(board, "sloppy", lambda e: e.totals.bad_result == 1)
+    assert entry.scores["math"].bad == pytest.approx(2.0)
+    assert entry.scores["math"].good == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(TaskNotFound):
+        await board.mark_bad("r-missing", "no such task")
+    await board.submit(Task(id="open", kind="work"))
+    with pytest.raises(InvalidTask, match="only a done task"):
+        await board.mark_bad("open", "not even done")
