@@ -157,6 +157,20 @@ class Bucket:
         """Write ``key`` only if its last revision is ``last``; returns the new revision."""
         return await self._publish(key, value, last=last, ttl=ttl, op=None)
 
+    async def history(self, key: str) -> list[Entry]:
+        """Every revision the bucket still keeps of ``key``, oldest first (tombstones left out)."""
+        async with translate_errors(f"read history of {self.name}/{key}"):
+            kv = await self._js.key_value(self.name)
+            try:
+                entries = await kv.history(key)
+            except nats.js.errors.NoKeysError:
+                return []
+        return [
+            Entry(key=key, value=e.value or b"", revision=e.revision or 0, time=None)
+            for e in entries
+            if not e.operation
+        ]
+
     async def delete(self, key: str, *, last: int) -> None:
         """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise)."""
         await self._publish(key, b"", last=last, ttl=None, op="DEL")

@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Self
 
 import nats.errors
-import pydantic
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
@@ -29,7 +28,7 @@ from .board import Lease, Taken, TaskBoard
 from .context import Decline, Handler, TaskContext
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .log import get_logger
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
 from .names import WORK_STREAM, is_valid_id, work_consumer
 from .presence import Presence, as_specs
 
@@ -218,11 +217,13 @@ class Agent:
     # ----------------------------------------------------------------- working
 
     async def _work(self, msg: Msg) -> None:
-        try:
-            ticket = Ticket.model_validate_json(msg.data)
-        except pydantic.ValidationError:
-            log.warning("ticket.corrupt", agent=self.id, subject=msg.subject)
-            await msg.term()
+        ticket = parse_or_none(Ticket, msg.data, where=msg.subject)
+        if ticket is None:
+            await msg.term()  # never valid: redelivering it would only loop
+            seq = msg.metadata.sequence.stream
+            await self.board.trail.emit(
+                TrailEvent(kind="corrupt.ticket", ref=str(seq), agent=self.id, data={"subject": msg.subject})
+            )
             return
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
@@ -233,8 +234,8 @@ class Agent:
             probation = delivered >= reputation.config.probation_after
             outcome = await self.board.claim(ticket.task_id, self.id, probation=probation)
         except CorruptEntry as exc:
-            # Garbage in the bucket must not crash us nor loop the ticket forever.
-            log.error("task.corrupt", agent=self.id, task_id=ticket.task_id, error=str(exc))
+            # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
+            log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
             await msg.term()
             return
         if isinstance(outcome, Taken):

@@ -66,6 +66,9 @@ from .trail import Trail, TrailConfig
 
 log = get_logger("board")
 
+_CLOCK_SKEW_S = 2.0
+"""Tolerance between this host's clock and the server's when judging a lease's age."""
+
 
 @dataclass(frozen=True)
 class BoardConfig:
@@ -135,13 +138,6 @@ def _dump(model: pydantic.BaseModel) -> bytes:
 
 def _json_size(value: JsonValue) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode())
-
-
-def _record(entry: Entry) -> TaskRecord:
-    try:
-        return TaskRecord.model_validate_json(entry.value)
-    except pydantic.ValidationError as exc:
-        raise CorruptEntry(f"{TASKS_BUCKET}/{entry.key} rev {entry.revision} is not a TaskRecord") from exc
 
 
 def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
@@ -223,16 +219,45 @@ class TaskBoard:
     async def get(self, task_id: str) -> TaskRecord:
         """The current record of ``task_id``; ``TaskNotFound`` if there is none."""
         _check_id(task_id)
-        entry = await self.tasks.get(task_id)
-        if entry is None:
-            raise TaskNotFound(f"no task {task_id!r} on the board")
-        return _record(entry)
+        return (await self._get_entry(task_id))[0]
 
     async def _get_entry(self, task_id: str) -> tuple[TaskRecord, int]:
         entry = await self.tasks.get(task_id)
         if entry is None:
             raise TaskNotFound(f"no task {task_id!r} on the board")
-        return _record(entry), entry.revision
+        record = parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
+        if record is None or record.task.id != task_id:
+            return await self._restore(task_id, entry.revision)
+        return record, entry.revision
+
+    async def _restore(self, task_id: str, bad_revision: int) -> tuple[TaskRecord, int]:
+        """Put back the last valid revision of a record someone overwrote with garbage.
+
+        No honest writer produces an invalid record, so the key's history (``task_history``
+        revisions) still holds the true state. The repair is a CAS on the bad revision and is
+        recorded on the trail as ``corrupt.task``.
+        """
+        for entry in reversed(await self.tasks.history(task_id)):
+            record = parse_or_none(
+                TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}@{entry.revision}"
+            )
+            if record is not None and record.task.id == task_id:
+                break
+        else:
+            raise CorruptEntry(f"{TASKS_BUCKET}/{task_id} holds no valid revision to restore")
+        try:
+            revision = await self.tasks.update(task_id, _dump(record), last=bad_revision)
+        except Conflict:
+            return await self._get_entry(task_id)  # someone wrote (or restored) it meanwhile
+        log.warning("task.restored", task_id=task_id, bad_revision=bad_revision, restored=entry.revision)
+        await self.trail.emit(
+            TrailEvent(
+                kind="corrupt.task",
+                ref=task_id,
+                data={"bad_revision": bad_revision, "restored_revision": entry.revision},
+            )
+        )
+        return record, revision
 
     async def all_tasks(self) -> list[TaskRecord]:
         """Every task on the board (one pass over the bucket; corrupt values are logged and skipped)."""
@@ -474,12 +499,19 @@ class TaskBoard:
         if entry is None:
             # Released or expired between our create and this read: worth retrying at once.
             return Taken(task_id, "held", retry_after=0.0)
-        try:
-            lease = LeaseRecord.model_validate_json(entry.value)
-        except pydantic.ValidationError:
-            return Taken(task_id, "held", retry_after=self.config.lease_ttl)
+        lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{task_id}")
+        # The server's write time, not anything in the value, says how old the lease is.
         age = (utcnow() - (entry.time or utcnow())).total_seconds()
-        return Taken(task_id, "held", holder=lease.agent, retry_after=max(lease.ttl - age, 0.0))
+        if lease is None or age > 2 * self.config.lease_ttl + _CLOCK_SKEW_S:
+            # Garbage, or a lease written without a TTL that the server would have expired long
+            # ago: no honest holder wrote it, so it must not block the task forever.
+            await self._drop_lease(task_id, entry.revision)
+            log.warning("lease.corrupt", task_id=task_id, revision=entry.revision, age=age)
+            await self.trail.emit(
+                TrailEvent(kind="corrupt.lease", ref=task_id, data={"revision": entry.revision, "age": age})
+            )
+            return Taken(task_id, "held", retry_after=0.0)
+        return Taken(task_id, "held", holder=lease.agent, retry_after=max(self.config.lease_ttl - age, 0.0))
 
     async def _drop_lease(self, task_id: str, revision: int) -> None:
         # Conflict: already expired or replaced, so nothing of ours is left to remove.

@@ -150,6 +150,13 @@ class Trail:
                 await sub.unsubscribe()
         return events
 
+    async def _record_corrupt(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        await self.emit(
+            TrailEvent(kind="corrupt.event", ref=str(seq), data={"subject": msg.subject}),
+            msg_id=f"corrupt-event-{seq}",  # several followers may meet the same bad event
+        )
+
     async def history(self, task_id: str) -> list[TrailEvent]:
         """The whole recorded life of a task, in order."""
         return await self.replay(f"{TRAIL_SUBJECT_PREFIX}.task.*.{task_id}")
@@ -230,6 +237,7 @@ class Trail:
                     event = _parse(msg)
                     if event is None:
                         await msg.term()  # never valid: redelivering it would only loop
+                        await self._record_corrupt(msg)
                         continue
                     yield event
                     await msg.ack()

@@ -9,11 +9,23 @@ from contextlib import asynccontextmanager
 import pytest
 from pydantic import JsonValue
 
-from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, TaskContext, TaskNotFound, TaskStatus
+from ants_nats import (
+    Agent,
+    BoardConfig,
+    EmbeddedServer,
+    InvalidTask,
+    Lease,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskNotFound,
+    TaskStatus,
+)
 from ants_nats.ledger import Ledger
 from ants_nats.reputation import Reputation
 
-from .helpers import Recorder, until_ledger, until_tasks
+from .conftest import TEST_CARD_TTL
+from .helpers import Recorder, swarm, until_ledger, until_tasks
 
 
 @asynccontextmanager
@@ -104,3 +116,40 @@ async def test_a_bad_result_mark_lowers_the_completers_score(board: TaskBoard) -
     await board.submit(Task(id="open", kind="work"))
     with pytest.raises(InvalidTask, match="only a done task"):
         await board.mark_bad("open", "not even done")
+
+
+async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    js = board.nc.jetstream()
+    await board.submit_many([Task(id=f"c{i}", kind="work") for i in range(4)])
+    # The vandal: garbage over a task record, garbage in a lease, a lease with no TTL (it would
+    # block its task forever), a malformed ticket and a malformed trail event.
+    revision = (await board.tasks.get("c0")).revision  # type: ignore[union-attr]
+    await board.tasks.update("c0", b'{"status": "done", "result": "forged"', last=revision)
+    await board.leases.put("c1", b"\x00garbage")
+    await board.leases.put(
+        "c2", b'{"task_id": "c2", "agent": "vandal", "ttl": 1e9, "claimed_at": "2026-01-01T00:00:00Z"}'
+    )
+    await js.publish("ants.work.any", b"{not a ticket")
+    await js.publish("ants.trail.task.completed.c3", b"{not an event")
+
+    recorder = Recorder()
+    config = BoardConfig(lease_ttl=1.0, card_ttl=TEST_CARD_TTL)
+    async with TaskBoard.connect(nats_server.url, config) as honest_board, swarm(honest_board, recorder, 2):
+        seen: list[str] = []
+        async for event in honest_board.trail.follow("ants.trail.task.completed.>"):
+            seen.append(event.ref)  # the follower skips the bad event and keeps going
+            if len(seen) == 4:
+                break
+        final = await honest_board.wait([f"c{i}" for i in range(4)], timeout=30)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert recorder.runs == {f"c{i}": 1 for i in range(4)}
+    assert final["c0"].result == {"task": "c0", "agent": final["c0"].attempts[-1].agent}
+    recorded: dict[str, list[str]] = {}
+    for event in await board.trail.replay("ants.trail.corrupt.>"):
+        recorded.setdefault(event.kind, []).append(event.ref)
+    assert sorted(recorded["corrupt.lease"]) == ["c1", "c2"]
+    assert recorded["corrupt.task"] == ["c0"]
+    assert len(recorded["corrupt.ticket"]) == 1
+    assert len(recorded["corrupt.event"]) == 1
