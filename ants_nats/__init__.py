@@ -19,6 +19,8 @@ from .errors import (
     TaskNotFound,
     UnknownDependency,
 )
+from .identity import Identity
+from .ledger import Ledger
 from .log import configure_logging
 from .matching import Verdict
 from .models import (
@@ -33,14 +35,17 @@ from .models import (
     Ticket,
     TrailEvent,
 )
+from .reputation import Reputation, ReputationConfig
 from .server import EmbeddedCluster, EmbeddedServer
 from .trail import Scent, Trail, TrailConfig
+from .verify import Authenticity, Verifier
 
 __all__ = [
     "Agent",
     "AgentCard",
     "AntsError",
     "Attempt",
+    "Authenticity",
     "BoardConfig",
     "CapabilitySpec",
     "CardChange",
@@ -52,11 +57,15 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "Handler",
+    "Identity",
     "InvalidTask",
     "Lease",
     "LeaseLost",
     "LeaseRecord",
+    "Ledger",
     "PayloadTooLarge",
+    "Reputation",
+    "ReputationConfig",
     "Route",
     "Scent",
     "ServerStartError",
@@ -75,6 +84,7 @@ __all__ = [
     "TrailEvent",
     "UnknownDependency",
     "Verdict",
+    "Verifier",
     "__version__",
     "configure_logging",
     "connect",

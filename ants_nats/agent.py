@@ -27,6 +27,7 @@ from ._version import __version__
 from .board import Lease, Taken, TaskBoard
 from .context import Decline, Handler, TaskContext
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
+from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
 from .names import WORK_STREAM, is_valid_id, work_consumer
@@ -56,6 +57,7 @@ class Agent:
         shutdown_grace: float = 10.0,
         decide: Decider = matching.decide,
         decline_backoff: float = 1.0,
+        identity: Identity | None = None,
     ) -> None:
         if capacity < 1:
             raise AntsError(f"capacity must be at least 1, got {capacity}")
@@ -73,7 +75,9 @@ class Agent:
         self._handlers: dict[str, Handler] = {}
         self._routes: dict[str, Route] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
-        self._presence = Presence(board, self.card)
+        self.identity = identity or Identity.generate()
+        """The key this agent signs its trail events with; its public half is on the card."""
+        self._presence = Presence(board, self.card, self.identity)
         self._runners: set[asyncio.Task[None]] = set()
         self._discovery: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -108,6 +112,7 @@ class Agent:
             load=self.load,
             capacity=self.capacity,
             software=__version__,
+            public_key=self.identity.public_key,
         )
 
     async def update_capabilities(self, capabilities: Iterable[str | CapabilitySpec]) -> None:
@@ -124,6 +129,7 @@ class Agent:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
+        self.board.sign_as(self.id, self.identity)
         await self._presence.start()
         self._discovery = asyncio.create_task(self._discover(), name=f"{self.id}:discover")
         log.info(

@@ -48,6 +48,7 @@ from .errors import (
     TaskNotFound,
     UnknownDependency,
 )
+from .identity import Identity
 from .log import get_logger
 from .models import (
     Attempt,
@@ -166,6 +167,7 @@ class TaskBoard:
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
         self.reputation = Reputation(nc, config.reputation)
+        self._identities: dict[str, Identity] = {}
         """Scores read from the ledger; every claim through this board checks them."""
         """Live agent cards: who can do what right now."""
         """The trail every state change of this board is written to."""
@@ -201,6 +203,10 @@ class TaskBoard:
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=replicas, history=1)
 
+    def sign_as(self, agent_id: str, identity: Identity) -> None:
+        """Sign the events this board lays on behalf of ``agent_id`` with ``identity``."""
+        self._identities[agent_id] = identity
+
     async def _event(
         self,
         kind: str,
@@ -209,10 +215,20 @@ class TaskBoard:
         agent: str | None = None,
         token: int | None = None,
         data: JsonValue = None,
+        by: str | None = None,
     ) -> None:
-        """Log a state change and leave it on the trail (after the CAS that made it true)."""
+        """Log a state change and leave it on the trail (after the CAS that made it true).
+
+        The event is signed by the agent that caused it (``by``, else ``agent``) when this board
+        holds that agent's identity.
+        """
         log.info(kind, task_id=task_id, agent=agent, token=token)
-        await self.trail.emit(TrailEvent(kind=kind, ref=task_id, agent=agent, token=token, data=data))
+        emitter = by or agent
+        signer = self._identities.get(emitter) if emitter else None
+        event = TrailEvent(
+            kind=kind, ref=task_id, agent=agent, token=token, data=data, by=emitter if signer else None
+        )
+        await self.trail.emit(event, signer=signer)
 
     # ----------------------------------------------------------------- reading
 
@@ -474,6 +490,7 @@ class TaskBoard:
                 agent=expired.agent,
                 token=expired.token,
                 data={**_caps(final), "noticed_by": agent_id},
+                by=agent_id,
             )
         if final.status is not TaskStatus.CLAIMED or final.token != token:
             await self._drop_lease(task_id, token)

@@ -86,6 +86,11 @@ class Directory:
                 alive.add(key)
                 yield CardChange(kind, key, card)
 
+    async def card(self, agent_id: str) -> AgentCard | None:
+        """The live card of ``agent_id``, or None."""
+        entry = await self._bucket.get(agent_id)
+        return _card(agent_id, entry.value) if entry else None
+
     async def announce(self, card: AgentCard) -> None:
         """Publish ``card``: kept in the bucket for ``card_ttl`` s and sent on ``ants.cap.<id>``."""
         value = card.model_dump_json().encode()

@@ -114,6 +114,7 @@ class AgentCard(_Wire):
     capacity: int = Field(ge=1)
     heartbeat_at: datetime = Field(default_factory=utcnow)
     software: str = Field(description="ants-nats version the agent runs.")
+    public_key: str | None = Field(default=None, description="nkey (U...) its trail events are signed with.")
 
     @property
     def capability_names(self) -> frozenset[str]:
@@ -199,7 +200,14 @@ class TrailEvent(_Wire):
     token: int | None = Field(default=None, description="Fencing token, for lease events.")
     intensity: float = Field(default=1.0, ge=0, le=1_000_000)
     data: JsonValue = None
+    by: str | None = Field(default=None, description="The agent that laid it (signed it), if any.")
+    signer: str | None = Field(default=None, description="Public nkey (U...) of the signer.")
+    sig: str | None = Field(default=None, description="ed25519 signature of the event without sig/seq.")
     seq: int | None = None
+
+    def signed_bytes(self) -> bytes:
+        """The canonical bytes a signature covers: the event without ``sig`` and ``seq``."""
+        return self.model_dump_json(exclude={"sig", "seq"}).encode()
 
     def strength(self, now: datetime, half_life: float) -> float:
         """Intensity left at ``now``: it halves every ``half_life`` seconds (evaporation)."""

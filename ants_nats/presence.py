@@ -18,6 +18,7 @@ from ._aio import cancel_and_wait
 from ._version import __version__
 from .board import TaskBoard
 from .errors import InvalidTask, ServerUnavailable
+from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, TrailEvent
 from .names import MICRO_SERVICE_NAME
@@ -31,9 +32,10 @@ _MIN_ANNOUNCE_GAP_S = 0.25
 class Presence:
     """Keeps one agent visible while it runs. Owned by ``Agent``; ``card()`` reads its live state."""
 
-    def __init__(self, board: TaskBoard, card: Callable[[], AgentCard]) -> None:
+    def __init__(self, board: TaskBoard, card: Callable[[], AgentCard], identity: Identity) -> None:
         self._board = board
         self._card = card
+        self._identity = identity
         self._dirty = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._service: Service | None = None
@@ -96,7 +98,8 @@ class Presence:
     async def _mark(self, kind: str, card: AgentCard) -> None:
         capabilities: list[JsonValue] = [*sorted(card.capability_names)]
         data: JsonValue = {"name": card.name, "capabilities": capabilities, "capacity": card.capacity}
-        await self._board.trail.emit(TrailEvent(kind=kind, ref=card.id, agent=card.id, data=data))
+        event = TrailEvent(kind=kind, ref=card.id, agent=card.id, by=card.id, data=data)
+        await self._board.trail.emit(event, signer=self._identity)
 
 
 def as_specs(capabilities: Iterable[str | CapabilitySpec]) -> tuple[CapabilitySpec, ...]:

@@ -27,6 +27,7 @@ from pydantic import JsonValue
 from ._aio import fetch
 from ._store import ensure_stream, publish, translate_errors
 from .errors import AntsError, InvalidTask
+from .identity import Identity
 from .log import get_logger
 from .models import TrailEvent, parse_or_none, utcnow
 from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
@@ -94,8 +95,14 @@ class Trail:
             ),
         )
 
-    async def emit(self, event: TrailEvent, *, msg_id: str | None = None) -> int:
-        """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append idempotent."""
+    async def emit(
+        self, event: TrailEvent, *, msg_id: str | None = None, signer: Identity | None = None
+    ) -> int:
+        """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append
+        idempotent; with ``signer`` the event is signed (``signer``/``sig`` fields)."""
+        if signer is not None:
+            event = event.model_copy(update={"signer": signer.public_key, "sig": None})
+            event = event.model_copy(update={"sig": signer.sign(event.signed_bytes())})
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         async with translate_errors(f"append {event.kind} to the trail"):
             return await publish(

@@ -11,8 +11,10 @@ from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
+    AntsError,
     BoardConfig,
     EmbeddedServer,
+    Identity,
     InvalidTask,
     Lease,
     Task,
@@ -20,6 +22,8 @@ from ants_nats import (
     TaskContext,
     TaskNotFound,
     TaskStatus,
+    TrailEvent,
+    Verifier,
 )
 from ants_nats.ledger import Ledger
 from ants_nats.reputation import Reputation
@@ -153,3 +157,36 @@ async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
     assert recorded["corrupt.task"] == ["c0"]
     assert len(recorded["corrupt.ticket"]) == 1
     assert len(recorded["corrupt.event"]) == 1
+
+
+async def test_forged_and_altered_events_fail_verification(board: TaskBoard) -> None:
+    honest = Agent(board, name="honest")
+    honest.handler("work")(Recorder().handle)
+    async with honest:
+        await board.submit(Task(id="v", kind="work"))
+        await board.wait(["v"], timeout=20)
+        verifier = Verifier(board.directory)
+        genuine = [e for e in await board.trail.history("v") if e.by == honest.id]
+        checks = {e.kind: await verifier.check(e) for e in genuine}
+        assert checks == {"task.claimed": "verified", "task.completed": "verified"}
+
+        impostor = Identity.generate()
+        forged = TrailEvent(kind="task.completed", ref="v", agent=honest.id, by=honest.id, data="fake")
+        forged = forged.model_copy(update={"signer": impostor.public_key})
+        forged = forged.model_copy(update={"sig": impostor.sign(forged.signed_bytes())})
+        altered = genuine[-1].model_copy(update={"data": {"kind": "work", "requires": ["root"]}})
+        unsigned = TrailEvent(kind="task.completed", ref="v", agent=honest.id, by=honest.id)
+        assert await verifier.check(forged) == "forged"
+        assert await verifier.check(altered) == "forged"
+        assert await verifier.check(unsigned) == "forged"
+        joined = (await board.trail.replay(f"ants.trail.agent.joined.{honest.id}"))[0]
+        assert await verifier.check(joined) == "verified"
+    assert await verifier.check(genuine[0]) == "unknown"  # its card is withdrawn: nothing to check against
+
+
+def test_identities_round_trip_through_their_seed() -> None:
+    identity = Identity.generate()
+    again = Identity.from_seed(identity.seed)
+    assert again.public_key == identity.public_key and identity.public_key.startswith("U")
+    with pytest.raises(AntsError):
+        Identity.from_seed("SUnot-a-seed")
