@@ -19,7 +19,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
-from .errors import AntsError, ServerUnavailable
+from ._connect import denied
+from .errors import AntsError, PermissionDenied, ServerUnavailable
 
 _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _KV_OPERATION = "KV-Operation"
@@ -60,6 +61,13 @@ async def publish(
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+        except nats.errors.TimeoutError as exc:
+            # nats-py gives no public handle on a context's connection; the refusal is on it.
+            if denied(js._nc, subject):
+                raise PermissionDenied(
+                    f"the server does not allow this connection to write {subject}"
+                ) from exc
+            raise
 
 
 class Conflict(Exception):

@@ -184,10 +184,11 @@ class TaskBoard:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats"
+        cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats", seed: str | None = None
     ) -> AsyncGenerator[TaskBoard, None]:
-        """Connect to ``url``, open the board, and close the connection on exit."""
-        async with connect(url, name=name) as nc:
+        """Connect to ``url`` (as nkeys user ``seed``, if given), open the board, and close the
+        connection on exit."""
+        async with connect(url, name=name, seed=seed) as nc:
             yield await cls.open(nc, config)
 
     async def _ensure(self) -> None:

@@ -54,3 +54,7 @@ class LeaseLost(AntsError):
 
 class CorruptEntry(AntsError):
     """A value read from a bucket does not validate against its wire model."""
+
+
+class PermissionDenied(AntsError):
+    """The NATS server refused an operation under this connection's permissions."""

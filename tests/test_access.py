@@ -1,0 +1,74 @@
+"""Access control enforced by the NATS server, from a generated configuration."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats.errors
+import pytest
+
+from ants_nats import (
+    Agent,
+    AgentCard,
+    EmbeddedServer,
+    Identity,
+    PermissionDenied,
+    Task,
+    TaskBoard,
+    TaskStatus,
+    connect,
+)
+from ants_nats.access import server_config
+
+from .helpers import Recorder
+
+AGENT = Identity.generate()
+OBSERVER = Identity.generate()
+
+
+@pytest.fixture(scope="module")
+async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
+    config = tmp_path_factory.mktemp("auth") / "auth.conf"
+    config.write_text(server_config({"ant-a": AGENT.public_key}, {"watcher": OBSERVER.public_key}))
+    async with EmbeddedServer(extra_args=["-c", str(config)]) as server:
+        yield server
+
+
+async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> None:
+    recorder = Recorder()
+    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
+        agent = Agent(board, name="a", agent_id="ant-a", identity=AGENT)
+        agent.handler("work")(recorder.handle)
+        async with agent:
+            await board.submit(Task(id="allowed", kind="work"))
+            final = await board.wait(["allowed"], timeout=20)
+    assert final["allowed"].status is TaskStatus.DONE
+
+
+async def test_announcing_another_agents_card_is_refused(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
+        impersonation = AgentCard(id="ant-b", name="b", load=0, capacity=1, software="x")
+        with pytest.raises(PermissionDenied, match=r"\$KV\.ants_agents\.ant-b"):
+            await board.directory.announce(impersonation)
+        # Deleting shared state is refused by the server too: the stream survives.
+        with pytest.raises(nats.errors.TimeoutError):
+            await board.nc.request("$JS.API.STREAM.DELETE.ANTS_TRAIL", b"", timeout=1)
+        assert (await board.nc.jetstream().stream_info("ANTS_TRAIL")).config.name == "ANTS_TRAIL"
+
+
+async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
+        await board.submit(Task(id="visible", kind="work"))
+    async with TaskBoard.connect(secured.url, seed=OBSERVER.seed) as observer:
+        assert (await observer.get("visible")).task.id == "visible"
+        assert "visible" in {r.task.id for r in await observer.all_tasks()}
+        with pytest.raises(PermissionDenied):
+            await observer.submit(Task(id="sneaky", kind="work"))
+        with pytest.raises(PermissionDenied):
+            await observer.trail.mark("graffiti", key="wall")
+
+
+async def test_unknown_credentials_are_rejected(secured: EmbeddedServer) -> None:
+    with pytest.raises(PermissionDenied, match="rejected the credentials"):
+        async with connect(secured.url, seed=Identity.generate().seed):
+            pass
