@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from ants_nats import Task, TaskBoard
 from ants_nats.server import EmbeddedServer, free_port
 
 
@@ -46,3 +48,22 @@ def test_bad_input_is_a_clear_message_and_exit_2(args: tuple[str, ...], message:
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_config_generator_output_is_accepted_by_the_server(tmp_path: Path) -> None:
+    result = run_cli("config", "--agent", "ant-1", "--observer", "watcher", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    seed = (tmp_path / "ant-1.seed").read_text().strip()
+    assert oct((tmp_path / "ant-1.seed").stat().st_mode & 0o777) == "0o600"
+    config = str(tmp_path / "nats-server.conf")
+    async with (
+        EmbeddedServer(extra_args=["-c", config]) as server,
+        TaskBoard.connect(server.url, seed=seed) as board,
+    ):
+        assert (await board.submit(Task(id="ok", kind="work"))).ready
+
+
+def test_config_without_users_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("config", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "name at least one --agent or --observer" in result.stderr
