@@ -17,6 +17,7 @@ from .models import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent, pars
 from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
 from .reputation import COUNTED, EVIDENCE
 from .trail import Trail
+from .verify import Verifier
 
 log = get_logger("ledger")
 
@@ -110,10 +111,24 @@ class Ledger:
                 continue
             return True
 
-    async def project(self, trail: Trail, *, durable: str = "ledger") -> None:
-        """Follow the trail's task events forever, folding them into the ledger in order."""
+    async def project(
+        self, trail: Trail, *, durable: str = "ledger", verifier: Verifier | None = None
+    ) -> None:
+        """Follow the trail's task events forever, folding them into the ledger in order.
+
+        With a ``verifier``, events whose signature does not match their author's announced key
+        are left out (and recorded as ``corrupt.forged``): nobody can buy reputation with forgeries.
+        """
         await self.ensure()
         async for event in trail.follow(WATCHED, durable=durable, in_order=True):
+            if verifier is not None and await verifier.check(event) == "forged":
+                log.warning("ledger.forged_event", kind=event.kind, by=event.by, seq=event.seq)
+                await trail.emit(
+                    TrailEvent(
+                        kind="corrupt.forged", ref=str(event.seq), data={"kind": event.kind, "by": event.by}
+                    )
+                )
+                continue
             if await self.record(event):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
 

@@ -1,4 +1,5 @@
-"""Ledger: projects the trail into per-agent history (bucket ``ants_ledger``), for reputation.
+"""Ledger: projects the trail into per-agent history and reputation (bucket ``ants_ledger``),
+leaving out events whose signature does not match their author's announced key.
 
 Run several replicas if you like: they share one durable consumer and apply events in order.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ants_nats import Trail, connect
+from ants_nats import Directory, Trail, Verifier, connect
 from ants_nats.ledger import Ledger
 
 from . import _common
@@ -16,7 +17,8 @@ from . import _common
 
 async def _main(args: argparse.Namespace) -> None:
     async with connect(args.server, name="ledger") as nc:
-        await Ledger(nc).project(await Trail.open(nc), durable=args.durable)
+        verifier = Verifier(Directory(nc))
+        await Ledger(nc).project(await Trail.open(nc), durable=args.durable, verifier=verifier)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from ants_nats import (
     Identity,
     InvalidTask,
     Lease,
+    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -25,7 +26,8 @@ from ants_nats import (
     TrailEvent,
     Verifier,
 )
-from ants_nats.ledger import Ledger
+from ants_nats.ledger import Ledger, accountable, apply
+from ants_nats.models import AgentLedger
 from ants_nats.reputation import Reputation
 
 from .conftest import TEST_CARD_TTL
@@ -36,7 +38,7 @@ from .helpers import Recorder, swarm, until_ledger, until_tasks
 async def ledger_running(board: TaskBoard) -> AsyncIterator[Ledger]:
     ledger = Ledger(board.nc, half_life=board.config.reputation.half_life)
     await ledger.ensure()
-    projector = asyncio.create_task(ledger.project(board.trail))
+    projector = asyncio.create_task(ledger.project(board.trail, verifier=Verifier(board.directory)))
     try:
         yield ledger
     finally:
@@ -190,3 +192,61 @@ def test_identities_round_trip_through_their_seed() -> None:
     assert again.public_key == identity.public_key and identity.public_key.startswith("U")
     with pytest.raises(AntsError):
         Identity.from_seed("SUnot-a-seed")
+
+
+async def test_the_ledger_ignores_forged_events_and_can_be_rebuilt_from_the_trail(board: TaskBoard) -> None:
+    honest = Agent(board, name="honest", capabilities=["cpu"])
+    honest.handler("work")(Recorder().handle)
+    impostor = Identity.generate()
+    async with honest, ledger_running(board):
+        # A forger tries to buy the honest agent a bad name with fake failures.
+        for i in range(3):
+            fake = TrailEvent(
+                kind="task.failed",
+                ref=f"x{i}",
+                agent=honest.id,
+                by=honest.id,
+                seq=None,
+                data={"requires": ["cpu"]},
+            )
+            fake = fake.model_copy(update={"signer": impostor.public_key})
+            await board.trail.emit(fake.model_copy(update={"sig": impostor.sign(fake.signed_bytes())}))
+        await board.submit(Task(id="real", kind="work", requires=("cpu",)))
+        stored = await until_ledger(board, honest.id, lambda e: e.totals.completed == 1)
+        forged = await board.trail.replay("ants.trail.corrupt.forged.>")
+        # Rebuilding from scratch (while the agent's key is still announced): the same ledger.
+        rebuilt = AgentLedger(agent=honest.id)
+        verifier = Verifier(board.directory)
+        for event in await board.trail.replay("ants.trail.task.>"):
+            if accountable(event) == honest.id and await verifier.check(event) != "forged":
+                rebuilt = apply(rebuilt, event, half_life=board.config.reputation.half_life) or rebuilt
+    assert stored.totals.failed == 0
+    assert len(forged) == 3
+    assert rebuilt.totals == stored.totals
+    assert rebuilt.scores["cpu"].good == pytest.approx(stored.scores["cpu"].good)
+
+
+async def test_a_quarantined_agent_recovers_on_probation(board: TaskBoard) -> None:
+    config = board.config.reputation
+    async with ledger_running(board):
+        # History: two abandoned claims put "lonely" in quarantine for "cpu".
+        for i in range(2):
+            await board.submit(Task(id=f"old{i}", kind="work", requires=("cpu",)))
+            await board.trail.emit(
+                TrailEvent(kind="task.expired", ref=f"old{i}", agent="lonely", data={"requires": ["cpu"]})
+            )
+        await until_ledger(board, "lonely", lambda e: e.totals.expired == 2)
+        fresh = Reputation(board.nc, config)
+        assert await fresh.quarantined("lonely", ["cpu"]) == ["cpu"]
+        refused = await board.claim("old0", "lonely")
+        assert isinstance(refused, Taken) and refused.reason == "quarantined"
+        # Nobody else is around: after probation_after offers the ticket is its to take.
+        lonely = Agent(board, name="lonely", agent_id="lonely", capabilities=["cpu"], decline_backoff=0.1)
+        lonely.handler("work")(Recorder().handle)
+        async with lonely:
+            final = await board.wait(["old0", "old1"], timeout=30)
+        entry = await until_ledger(board, "lonely", lambda e: e.totals.completed == 2)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert (
+        entry.scores["cpu"].value(entry.scores["cpu"].at or final["old0"].updated_at, config.half_life) >= 0.5
+    )
