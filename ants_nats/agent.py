@@ -260,8 +260,12 @@ class Agent:
             await self._run_handler(msg, lease, handler)
         except asyncio.CancelledError:
             # Shutdown past the grace period: give the task back so another agent takes it now.
-            with contextlib.suppress(AntsError, nats.errors.Error):
-                await asyncio.shield(self._give_back(msg, lease))
+            # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
+            # again, or fails, the lease simply expires on the server.)
+            try:
+                await self._give_back(msg, lease)
+            except (AntsError, nats.errors.Error) as exc:
+                log.warning("task.give_back_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
             raise
 
     async def _decline(self, msg: Msg, lease: Lease, reason: str) -> None:

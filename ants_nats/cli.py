@@ -1,86 +1,273 @@
-"""The ``ants-nats`` command line."""
+"""The ``ants-nats`` command line.
+
+Every command that talks to NATS takes ``--server URL`` (default ``$ANTS_NATS_URL``, else
+``nats://127.0.0.1:4222``); reading commands take ``--json``. Bad input or an unreachable server is
+one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import JsonValue
 
 from . import __version__
 from .access import server_config
-from .demo import SWARM, DemoSummary, run_demo
-from .errors import AntsError
+from .board import BoardConfig, TaskBoard
+from .context import Handler, TaskContext
+from .demo import HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
+from .errors import AntsError, InvalidTask
 from .identity import Identity
+from .ledger import Ledger
 from .log import configure_logging
-from .models import TaskRecord
-from .server import EmbeddedServer
+from .models import Task, utcnow
+from .server import EmbeddedServer, monitor_json
+from .views import agents_table, event_line, reputation_table, tasks_table
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_URL = "nats://127.0.0.1:4222"
+DEMO_DEADLINE_S = 55.0
+"""The demo promises to finish within a minute; past this it stops with an error."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ants-nats", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ants-nats", description="Leaderless work division on NATS JetStream."
+    )
     parser.add_argument("--version", action="version", version=f"ants-nats {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "WARNING"))
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, text: str, *, server: bool = True, json_out: bool = False
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        if server:
+            p.add_argument("--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL")
+        if json_out:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
 
     demo = sub.add_parser("demo", help="run a demo swarm on an embedded server and report")
     demo.add_argument("--documents", type=int, default=8, help="documents in the pipeline (default 8)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the unreliable agent's failures")
     demo.add_argument("--server", default=os.environ.get("ANTS_NATS_URL"), help="use this server instead")
 
-    config = sub.add_parser("config", help="generate a server configuration with one nkey user per agent")
+    server = command("server", "run an embedded JetStream server until Ctrl-C", server=False)
+    server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
+    server.add_argument("--store", type=Path, default=None, help="JetStream store directory")
+
+    agent = command("agent", "run one agent until SIGINT/SIGTERM")
+    agent.add_argument("--name", default="agent")
+    agent.add_argument("--cap", action="append", default=[], help="a capability (repeatable)")
+    agent.add_argument("--capacity", type=int, default=2)
+    agent.add_argument("--lease-ttl", type=float, default=BoardConfig.lease_ttl)
+    agent.add_argument("--demo", action="store_true", help="handle the demo pipeline's task kinds")
+    agent.add_argument("--fail-rate", type=float, default=0.0, help="fail this share of tasks (unreliable)")
+    agent.add_argument("--abandon", action="store_true", help="claim work and abandon it (adversarial)")
+    agent.add_argument("--seed", type=int, default=0)
+
+    submit = command(
+        "submit", "submit tasks from a JSON file (a task or a list) or from flags", json_out=True
+    )
+    submit.add_argument("file", nargs="?", help="JSON file, or - for standard input")
+    submit.add_argument("--id")
+    submit.add_argument("--kind")
+    submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
+    submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
+    submit.add_argument("--payload", default="null", help="payload as JSON")
+
+    command("tasks", "list the tasks on the board", json_out=True)
+    command("agents", "list the live agents and their load", json_out=True)
+    command("reputation", "list reputation scores per agent and capability", json_out=True)
+    trail = command("trail", "print trail events", json_out=True)
+    trail.add_argument("--subject", default="ants.trail.>", help="subject filter")
+    trail.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    config = command("config", "generate a server configuration with one nkey user per agent", server=False)
     config.add_argument("--agent", action="append", default=[], help="agent id (repeatable)")
     config.add_argument("--observer", action="append", default=[], help="read-only user name (repeatable)")
     config.add_argument("--out", type=Path, required=True, help="directory for nats-server.conf and seeds")
-
-    server = sub.add_parser("server", help="run an embedded JetStream server until Ctrl-C")
-    server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
-    server.add_argument("--store", type=Path, default=None, help="JetStream store directory")
     return parser
 
 
-def _progress(done: int, total: int, record: TaskRecord) -> None:
-    width = 30
-    filled = width * done // total
-    bar = "#" * filled + "." * (width - filled)
-    tries = len(record.attempts)
-    print(f"[{bar}] {done:3d}/{total}  {record.status.value:6s} {record.task.id} ({tries} attempt(s))")
+def _emit_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+# ------------------------------------------------------------------- demo and server
 
 
 def _report(summary: DemoSummary) -> None:
     total = len(summary.records)
-    print(
-        f"\n{total} tasks in {summary.seconds:.1f}s: "
-        + ", ".join(f"{n} {s}" for s, n in summary.by_status.items())
-    )
-    print(f"retries: {summary.retries}")
-    print("work by agent:")
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items()))
+    print(f"\n{total} tasks in {summary.seconds:.1f}s: {statuses}; {summary.retries} redone")
+    print("\nwork done by agent:")
     for agent, n in sorted(summary.work_by_agent.items()):
         print(f"  {agent:28s} {n:3d}")
+    print("\nreputation:")
+    print(reputation_table(summary.ledgers, utcnow(), BoardConfig().reputation.half_life))
+    if summary.messages is not None and summary.bytes is not None and total:
+        print(
+            f"\ncoordination: {summary.messages / total:.1f} messages and "
+            f"{summary.bytes / total / 1024:.1f} KiB through the server per task"
+        )
 
 
 async def _demo(args: argparse.Namespace) -> int:
     if args.documents < 1:
-        raise AntsError("--documents must be at least 1")
-    print(f"ants-nats demo: {len(SWARM)} agents, {args.documents * 3 + 1} tasks")
-    if args.server:
-        summary = await run_demo(args.server, documents=args.documents, seed=args.seed, progress=_progress)
-    else:
-        async with EmbeddedServer() as server:
-            print(f"embedded JetStream server at {server.url}")
-            summary = await run_demo(server.url, documents=args.documents, seed=args.seed, progress=_progress)
+        raise InvalidTask("--documents must be at least 1")
+    print(f"ants-nats demo: {len(SWARM)} agent processes, {args.documents * 3 + 1} tasks")
+
+    async def run(url: str, traffic: Callable[[], Awaitable[tuple[int, int]]] | None) -> DemoSummary:
+        return await run_demo(url, documents=args.documents, seed=args.seed, say=print, traffic=traffic)
+
+    async with asyncio.timeout(DEMO_DEADLINE_S):
+        summary = await _run_demo_somewhere(args, run)
     _report(summary)
     return 0 if summary.by_status.get("done", 0) == len(summary.records) else 1
 
 
+async def _run_demo_somewhere(
+    args: argparse.Namespace,
+    run: Callable[[str, Callable[[], Awaitable[tuple[int, int]]] | None], Awaitable[DemoSummary]],
+) -> DemoSummary:
+    if args.server:
+        return await run(args.server, None)
+    else:
+        async with EmbeddedServer() as server:
+            print(f"embedded JetStream server at {server.url}")
+
+            async def traffic() -> tuple[int, int]:
+                varz = await monitor_json(server.monitor_port, "/varz")
+                return int(varz["in_msgs"]) + int(varz["out_msgs"]), int(varz["in_bytes"]) + int(
+                    varz["out_bytes"]
+                )
+
+            return await run(server.url, traffic)
+
+
+async def _server(args: argparse.Namespace) -> int:
+    async with EmbeddedServer(store_dir=args.store, port=args.port) as server:
+        print(f"nats-server with JetStream at {server.url} (store {server.store_dir}); Ctrl-C stops it")
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+    return 0
+
+
+async def _agent(args: argparse.Namespace) -> int:
+    spec = AgentSpec(args.name, tuple(args.cap), fail_rate=args.fail_rate, abandons=args.abandon)
+    async with TaskBoard.connect(args.server, BoardConfig(lease_ttl=args.lease_ttl), name=args.name) as board:
+        handlers: dict[str, Handler] = HANDLERS if args.demo else {"echo": _echo}
+        agent = agent_for(board, spec, seed=args.seed, handlers=handlers, capacity=args.capacity)
+        async with agent:
+            print(
+                f"agent {agent.id} serving {', '.join(sorted(agent.capabilities)) or 'anything'}", flush=True
+            )
+            await agent.run()
+    return 0
+
+
+async def _echo(task: Task, ctx: TaskContext) -> JsonValue:
+    return task.payload
+
+
+# ------------------------------------------------------------------- reading and writing
+
+
+def _tasks_from(args: argparse.Namespace) -> list[Any]:
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidTask(f"{args.file}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+        return data if isinstance(data, list) else [data]
+    if not (args.id and args.kind):
+        raise InvalidTask("give a JSON file, or at least --id and --kind")
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise InvalidTask(f"--payload is not JSON: {exc.msg}") from exc
+    return [
+        {
+            "id": args.id,
+            "kind": args.kind,
+            "requires": args.require,
+            "depends_on": args.depends_on,
+            "payload": payload,
+        }
+    ]
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    tasks = _tasks_from(args)
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        records = await board.submit_many(tasks)
+    if args.json:
+        _emit_json([r.model_dump(mode="json") for r in records])
+    else:
+        print(tasks_table(records))
+    return 0
+
+
+async def _tasks(args: argparse.Namespace) -> int:
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        records = await board.all_tasks()
+    if args.json:
+        _emit_json([r.model_dump(mode="json") for r in records])
+    else:
+        print(tasks_table(records))
+    return 0
+
+
+async def _agents(args: argparse.Namespace) -> int:
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        cards = await board.directory.cards()
+    if args.json:
+        _emit_json([c.model_dump(mode="json") for c in cards])
+    else:
+        print(agents_table(cards))
+    return 0
+
+
+async def _reputation(args: argparse.Namespace) -> int:
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        ledgers = await Ledger(board.nc).all()
+        now, half_life = utcnow(), board.config.reputation.half_life
+    if args.json:
+        _emit_json([entry.model_dump(mode="json") for entry in ledgers])
+    else:
+        print(reputation_table(ledgers, now, half_life))
+    return 0
+
+
+async def _trail(args: argparse.Namespace) -> int:
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        if not args.follow:
+            for event in await board.trail.replay(args.subject):
+                print(event.model_dump_json() if args.json else event_line(event))
+            return 0
+        async with aclosing(board.trail.follow(args.subject)) as events:
+            async for event in events:
+                print(event.model_dump_json() if args.json else event_line(event), flush=True)
+    return 0
+
+
 async def _config(args: argparse.Namespace) -> int:
     if not args.agent and not args.observer:
-        raise AntsError("name at least one --agent or --observer")
+        raise InvalidTask("name at least one --agent or --observer")
     identities = {name: Identity.generate() for name in [*args.agent, *args.observer]}
     text = server_config(
         {a: identities[a].public_key for a in args.agent},
@@ -97,23 +284,33 @@ async def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _server(args: argparse.Namespace) -> int:
-    async with EmbeddedServer(store_dir=args.store, port=args.port) as server:
-        print(f"nats-server with JetStream at {server.url} (store {server.store_dir}); Ctrl-C stops it")
-        sys.stdout.flush()
-        await asyncio.Event().wait()
-    return 0
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "demo": _demo,
+    "server": _server,
+    "agent": _agent,
+    "submit": _submit,
+    "tasks": _tasks,
+    "agents": _agents,
+    "reputation": _reputation,
+    "trail": _trail,
+    "config": _config,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ants-nats``; returns the exit status."""
     args = _parser().parse_args(argv)
     configure_logging(json=args.json_logs, level=args.log_level)
-    command = {"demo": _demo, "server": _server, "config": _config}[args.command]
     try:
-        return asyncio.run(command(args))
-    except AntsError as exc:
+        return asyncio.run(COMMANDS[args.command](args))
+    except (AntsError, OSError) as exc:
         print(f"ants-nats: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TimeoutError:
+        print(f"ants-nats: error: {args.command} did not finish in time", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except pydantic.ValidationError as exc:
+        print(f"ants-nats: error: {exc.errors()[0]['msg']}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("ants-nats: interrupted, stopped cleanly", file=sys.stderr)

@@ -1,34 +1,44 @@
-"""The demo swarm: agents with different capabilities work through a document pipeline DAG.
+"""The demo swarm: independent agent processes work through a document pipeline DAG.
 
 fetch(doc) -> parse(doc) -> summarise(doc) for each document, then one ``publish`` task waiting on
-every summary. One agent is unreliable (its handlers fail now and then), so retries show up.
+every summary. Each agent is its own ``ants-nats agent`` process; one is unreliable (its handlers
+fail now and then) and one is adversarial (it claims work and abandons it), so retries, expiries
+and the reputation system show up. Nothing but the NATS server connects them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import JsonValue
 
+from ._aio import cancel_and_wait
+from ._store import watch_values
 from .agent import Agent
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
-from .models import Task, TaskRecord
+from .ledger import Ledger, accountable
+from .models import AgentLedger, Task, TaskRecord, TrailEvent, parse_or_none, utcnow
+from .names import LEDGER_BUCKET
+from .verify import Verifier
 
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """One agent of the demo swarm."""
+    """One agent process of the demo swarm."""
 
     name: str
     capabilities: tuple[str, ...]
-    failure_rate: float = 0.0
+    fail_rate: float = 0.0
+    abandons: bool = False
 
 
 SWARM = (
@@ -36,8 +46,9 @@ SWARM = (
     AgentSpec("fetcher-2", ("net",)),
     AgentSpec("parser", ("parse",)),
     AgentSpec("summariser-1", ("llm",)),
-    AgentSpec("summariser-2", ("llm", "parse"), failure_rate=0.3),
+    AgentSpec("summariser-2", ("llm", "parse"), fail_rate=0.3),
     AgentSpec("publisher", ("net", "publish")),
+    AgentSpec("freeloader", ("parse", "llm"), abandons=True),
 )
 
 
@@ -100,7 +111,9 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def _unreliable(handler: Handler, rate: float, rng: random.Random) -> Handler:
+def unreliable(handler: Handler, rate: float, rng: random.Random) -> Handler:
+    """``handler``, failing with probability ``rate``."""
+
     async def flaky(task: Task, ctx: TaskContext) -> JsonValue:
         if rng.random() < rate:
             raise RuntimeError("flaky agent dropped the ball")
@@ -109,12 +122,42 @@ def _unreliable(handler: Handler, rate: float, rng: random.Random) -> Handler:
     return flaky
 
 
+class AbandoningAgent(Agent):
+    """The demo's adversary: it claims work and never heartbeats nor finishes it."""
+
+    async def _heartbeat(self, *args: object) -> None:
+        await asyncio.Event().wait()
+
+
+async def _never(task: Task, ctx: TaskContext) -> JsonValue:
+    await asyncio.Event().wait()
+    return None
+
+
+def agent_for(
+    board: TaskBoard, spec: AgentSpec, *, seed: int, handlers: Mapping[str, Handler], capacity: int = 2
+) -> Agent:
+    """The agent a process runs for ``spec``: ``handlers``, made flaky or abandoned as it says."""
+    cls = AbandoningAgent if spec.abandons else Agent
+    agent = cls(board, name=spec.name, capabilities=spec.capabilities, capacity=capacity, shutdown_grace=2.0)
+    rng = random.Random(seed)
+    for kind, handler in handlers.items():
+        chosen = _never if spec.abandons else handler
+        if spec.fail_rate and not spec.abandons:
+            chosen = unreliable(handler, spec.fail_rate, rng)
+        agent.handler(kind)(chosen)
+    return agent
+
+
 @dataclass
 class DemoSummary:
     """What the demo reports at the end."""
 
     records: list[TaskRecord]
     seconds: float
+    ledgers: list[AgentLedger]
+    messages: int | None
+    bytes: int | None
 
     @property
     def by_status(self) -> Counter[str]:
@@ -123,8 +166,8 @@ class DemoSummary:
 
     @property
     def retries(self) -> int:
-        """Attempts beyond the first, over all tasks."""
-        return sum(max(len([a for a in r.attempts if a.outcome != "released"]) - 1, 0) for r in self.records)
+        """Attempts that failed or were abandoned, hence redone, over all tasks."""
+        return sum(r.counted_attempts for r in self.records)
 
     @property
     def work_by_agent(self) -> Counter[str]:
@@ -132,28 +175,118 @@ class DemoSummary:
         return Counter(a.agent for r in self.records for a in r.attempts if a.outcome == "completed")
 
 
+Say = Callable[[str], None]
+Traffic = Callable[[], Awaitable[tuple[int, int]]]
+
+
+def _agent_command(url: str, spec: AgentSpec, *, lease_ttl: float, seed: int) -> list[str]:
+    command = [sys.executable, "-m", "ants_nats.cli", "--log-level", "ERROR", "agent", "--server", url]
+    command += ["--name", spec.name, "--lease-ttl", str(lease_ttl), "--seed", str(seed), "--demo"]
+    for cap in spec.capabilities:
+        command += ["--cap", cap]
+    if spec.fail_rate:
+        command += ["--fail-rate", str(spec.fail_rate)]
+    if spec.abandons:
+        command.append("--abandon")
+    return command
+
+
+def _terminal(event: TrailEvent) -> bool:
+    data = event.data if isinstance(event.data, dict) else {}
+    if event.kind in ("task.completed", "task.dead", "task.blocked"):
+        return True
+    return event.kind == "task.failed" and data.get("status") in ("failed", "dead")
+
+
 async def run_demo(
-    url: str, *, documents: int, seed: int, progress: Callable[[int, int, TaskRecord], None]
+    url: str,
+    *,
+    documents: int,
+    seed: int,
+    say: Say,
+    traffic: Traffic | None = None,
+    swarm: Sequence[AgentSpec] = SWARM,
+    lease_ttl: float = 3.0,
 ) -> DemoSummary:
     """Run the swarm against the server at ``url`` until the whole DAG is terminal."""
-    rng = random.Random(seed)
     tasks = pipeline(documents)
-    started = time.monotonic()
+    wanted = {t.id for t in tasks}
+    config = BoardConfig(lease_ttl=lease_ttl)
     async with AsyncExitStack() as stack:
-        board = await stack.enter_async_context(TaskBoard.connect(url, BoardConfig(lease_ttl=5.0)))
-        for spec in SWARM:
-            agent = Agent(board, name=spec.name, capabilities=spec.capabilities, capacity=2)
-            for kind, handler in HANDLERS.items():
-                chosen = _unreliable(handler, spec.failure_rate, rng) if spec.failure_rate else handler
-                agent.handler(kind)(chosen)
-            await stack.enter_async_context(agent)
+        board = await stack.enter_async_context(TaskBoard.connect(url, config, name="demo"))
+        ledger = Ledger(board.nc, half_life=config.reputation.half_life)
+        await ledger.ensure()
+        projector = asyncio.create_task(ledger.project(board.trail, verifier=Verifier(board.directory)))
+        stack.push_async_callback(cancel_and_wait, [projector])
+        for i, spec in enumerate(swarm):
+            command = _agent_command(url, spec, lease_ttl=lease_ttl, seed=seed + i)
+            proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
+            stack.push_async_callback(_stop, proc)
+        await _until_agents(board, len(swarm), say)
+        before = await traffic() if traffic else None
+        started, since = time.monotonic(), utcnow()
         await board.submit_many(tasks)
-        wanted = {t.id for t in tasks}
-        final: dict[str, TaskRecord] = {}
-        async for record in board.watch():
-            if record.task.id in wanted and record.status.terminal and record.task.id not in final:
-                final[record.task.id] = record
-                progress(len(final), len(wanted), record)
-            if len(final) == len(wanted):
-                break
-    return DemoSummary(records=list(final.values()), seconds=time.monotonic() - started)
+        await _follow(board, wanted, say, since)
+        seconds = time.monotonic() - started
+        after = await traffic() if traffic else None
+        final = {r.task.id: r for r in await board.all_tasks() if r.task.id in wanted}
+        await _until_ledger_settles(board)
+        ledgers = await ledger.all()
+    messages = after[0] - before[0] if before and after else None
+    volume = after[1] - before[1] if before and after else None
+    return DemoSummary(list(final.values()), seconds, ledgers, messages, volume)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        async with asyncio.timeout(10):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def _until_agents(board: TaskBoard, count: int, say: Say) -> None:
+    seen: set[str] = set()
+    async with aclosing(board.directory.watch()) as changes:
+        async for change in changes:
+            if change.kind == "joined" and change.card is not None:
+                seen.add(change.agent_id)
+                caps = ",".join(sorted(change.card.capability_names))
+                say(f"  agent up: {change.card.name:<13} can {caps}")
+            if len(seen) >= count:
+                return
+
+
+async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime) -> None:
+    done: set[str] = set()
+    async with aclosing(board.trail.follow("ants.trail.>", since=since)) as events:
+        async for event in events:
+            if event.kind == "task.expired":
+                say(f"  ! lease expired: {event.ref} abandoned by {event.agent}")
+            elif event.kind == "task.failed" and event.ref in wanted and not _terminal(event):
+                say(f"  ! {event.ref} failed on {event.agent}; back on the board")
+            elif event.kind == "corrupt.forged":
+                say(f"  ! forged event rejected: {event.ref}")
+            if event.ref in wanted and _terminal(event) and event.ref not in done:
+                done.add(event.ref)
+                bar = "#" * (30 * len(done) // len(wanted))
+                outcome = event.kind.removeprefix("task.")
+                say(f"  [{bar:<30}] {len(done):3d}/{len(wanted)} {outcome:<9} {event.ref}")
+            if done >= wanted:
+                return
+
+
+async def _until_ledger_settles(board: TaskBoard) -> None:
+    """Wait until the ledger has applied the trail's last accountable event (for the table)."""
+    events = await board.trail.replay("ants.trail.task.>")
+    last = max((e.seq or 0 for e in events if accountable(e)), default=0)
+    applied = 0
+    async with asyncio.timeout(10), aclosing(watch_values(board.nc.jetstream(), LEDGER_BUCKET)) as values:
+        async for _, value in values:
+            entry = parse_or_none(AgentLedger, value, where=LEDGER_BUCKET)
+            applied = max(applied, entry.last_seq if entry else 0)
+            if applied >= last:
+                return

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 
-from ._store import Bucket, Conflict, ensure_kv
+from ._store import Bucket, Conflict, ensure_kv, watch_values
 from .log import get_logger
 from .models import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent, parse_or_none
 from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
@@ -87,6 +87,13 @@ class Ledger:
             None if value is None else parse_or_none(AgentLedger, value, where=f"{LEDGER_BUCKET}/{agent}")
         )
         return parsed or AgentLedger(agent=agent)  # a corrupt entry is rebuilt from the next event on
+
+    async def all(self) -> list[AgentLedger]:
+        """Every agent's ledger entry."""
+        found = []
+        async for key, value in watch_values(self._nc.jetstream(), LEDGER_BUCKET, history_only=True):
+            found.append(self._parse(key, value))
+        return found
 
     async def record(self, event: TrailEvent) -> bool:
         """Apply ``event`` to its agent's entry with CAS; True when it changed the ledger."""

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from .errors import ServerStartError
 from .log import get_logger
@@ -78,15 +78,21 @@ async def _healthy(monitor_port: int) -> bool:
     return status == 200
 
 
+async def monitor_json(monitor_port: int, path: str) -> dict[str, Any]:
+    """A JSON document from the server's monitoring port (``/varz``, ``/jsz``...); {} if none."""
+    status, body = await _monitor_get(monitor_port, path)
+    if status != 200:
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 async def _meta_leader(monitor_port: int) -> str | None:
     """Name of the JetStream meta-group leader this server knows of, if any."""
-    status, body = await _monitor_get(monitor_port, "/jsz")
-    if status != 200:
-        return None
-    try:
-        leader = json.loads(body).get("meta_cluster", {}).get("leader")
-    except ValueError:
-        return None
+    leader = (await monitor_json(monitor_port, "/jsz")).get("meta_cluster", {}).get("leader")
     return str(leader) if leader else None
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +70,68 @@ def test_config_without_users_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("config", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "name at least one --agent or --observer" in result.stderr
+
+
+async def test_agent_submit_and_the_inspection_commands(nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    url = nats_server.url
+    async with TaskBoard.connect(url) as board:  # a fresh board for this module's server
+        await board.all_tasks()
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ants_nats.cli",
+        "agent",
+        "--server",
+        url,
+        "--name",
+        "cli-agent",
+        "--cap",
+        "shout",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert agent.stdout is not None
+        assert b"serving shout" in await asyncio.wait_for(agent.stdout.readline(), 20)
+        submitted = run_cli(
+            "submit",
+            "--server",
+            url,
+            "--id",
+            "c1",
+            "--kind",
+            "echo",
+            "--require",
+            "shout",
+            "--payload",
+            '{"say": "hi"}',
+            "--json",
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        assert json.loads(submitted.stdout)[0]["task"]["id"] == "c1"
+        async with TaskBoard.connect(url) as board:
+            await board.wait(["c1"], timeout=20)
+        tasks = json.loads(run_cli("tasks", "--server", url, "--json").stdout)
+        assert [(t["task"]["id"], t["status"], t["result"]) for t in tasks if t["task"]["id"] == "c1"] == [
+            ("c1", "done", {"say": "hi"})
+        ]
+        assert "c1" in run_cli("tasks", "--server", url).stdout
+        agents = json.loads(run_cli("agents", "--server", url, "--json").stdout)
+        assert [a["name"] for a in agents] == ["cli-agent"]
+        trail = run_cli("trail", "--server", url, "--subject", "ants.trail.task.*.c1", "--json").stdout
+        assert [json.loads(line)["kind"] for line in trail.splitlines()][-1] == "task.completed"
+        assert run_cli("reputation", "--server", url, "--json").returncode == 0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(agent.wait(), 20) == 0
+
+
+def test_submit_rejects_bad_files_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "tasks.json"
+    bad.write_text("{nope")
+    result = run_cli("submit", "--server", "nats://127.0.0.1:1", str(bad))
+    assert result.returncode == 2 and "not JSON" in result.stderr
+    result = run_cli("submit", "--server", "nats://127.0.0.1:1")
+    assert result.returncode == 2 and "--id and --kind" in result.stderr
+    result = run_cli("tasks", "--server", f"nats://127.0.0.1:{free_port()}")
+    assert result.returncode == 2 and "cannot connect" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,66 @@
+"""Plain-text tables of the shared state, for the CLI (pure functions: rows in, text out)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from .models import AgentCard, AgentLedger, TaskRecord, TrailEvent
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Left-aligned columns, one header line, one line per row."""
+    cells = [[str(h) for h in headers], *([("" if c is None else str(c)) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def tasks_table(records: Iterable[TaskRecord]) -> str:
+    """One line per task."""
+    return table(
+        ["TASK", "KIND", "STATUS", "HOLDER", "ATTEMPTS", "WAITING ON", "NOTE"],
+        (
+            [
+                r.task.id,
+                r.task.kind,
+                r.status.value,
+                r.holder or "",
+                len(r.attempts),
+                ",".join(r.waiting_on),
+                r.error or (f"unroutable: needs {','.join(r.unroutable)}" if r.unroutable else ""),
+            ]
+            for r in sorted(records, key=lambda r: r.task.id)
+        ),
+    )
+
+
+def agents_table(cards: Iterable[AgentCard]) -> str:
+    """One line per live agent."""
+    return table(
+        ["AGENT", "NAME", "CAPABILITIES", "LOAD", "SOFTWARE"],
+        (
+            [c.id, c.name, ",".join(sorted(c.capability_names)), f"{c.load}/{c.capacity}", c.software]
+            for c in sorted(cards, key=lambda c: c.id)
+        ),
+    )
+
+
+def reputation_table(ledgers: Iterable[AgentLedger], now: datetime, half_life: float) -> str:
+    """One line per agent and capability, with its score and counts."""
+    rows = []
+    for ledger in sorted(ledgers, key=lambda entry: entry.agent):
+        for cap, counts in sorted(ledger.by_capability.items()):
+            score = ledger.scores[cap].value(now, half_life) if cap in ledger.scores else 0.5
+            rows.append([ledger.agent, cap, f"{score:.2f}", counts.completed, counts.failed, counts.expired])
+    return table(["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED"], rows)
+
+
+def event_line(event: TrailEvent) -> str:
+    """One trail event as a log-like line."""
+    who = f" by {event.agent}" if event.agent else ""
+    token = f" token={event.token}" if event.token is not None else ""
+    return f"{event.seq or '-':>6} {event.at:%H:%M:%S} {event.kind:<18} {event.ref}{who}{token}"
