@@ -20,7 +20,7 @@ from .errors import (
     TaskNotFound,
     UnknownDependency,
 )
-from .identity import Identity
+from .identity import Identity, read_seed
 from .ledger import Ledger
 from .log import configure_logging
 from .matching import Verdict
@@ -90,4 +90,5 @@ __all__ = [
     "__version__",
     "configure_logging",
     "connect",
+    "read_seed",
 ]

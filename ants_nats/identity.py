@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
@@ -47,6 +48,17 @@ class Identity:
         """URL-safe base64 of the ed25519 signature of ``data``."""
         signature: bytes = self._keypair.sign(data)
         return base64.urlsafe_b64encode(signature).decode()
+
+
+def read_seed(path: Path) -> str:
+    """The nkeys seed stored in ``path`` (as written by ``ants-nats config``)."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise AntsError(f"cannot read seed file {path}: {exc.strerror}") from exc
+    if not text.startswith("SU"):
+        raise AntsError(f"{path} does not hold a user nkeys seed (SU...)")
+    return text
 
 
 def verify(public_key: str, data: bytes, signature: str) -> bool:

@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from ants_nats import AntsError, configure_logging
+from ants_nats import AntsError, configure_logging, read_seed
 
 EXIT_BAD_INPUT = 2
 
@@ -23,9 +24,20 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         default=os.environ.get("ANTS_NATS_URL", "nats://127.0.0.1:4222"),
         help="NATS URL (default: $ANTS_NATS_URL or nats://127.0.0.1:4222)",
     )
+    p.add_argument(
+        "--seed-file",
+        type=Path,
+        default=os.environ.get("ANTS_NATS_SEED_FILE"),
+        help="nkeys seed to authenticate with (default: $ANTS_NATS_SEED_FILE)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
     p.add_argument("--json-logs", action="store_true")
     return p
+
+
+def seed(args: argparse.Namespace) -> str | None:
+    """The nkeys seed named by ``--seed-file``, if any."""
+    return read_seed(args.seed_file) if args.seed_file else None
 
 
 async def until_signalled(work: Awaitable[None]) -> None:

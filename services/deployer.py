@@ -50,16 +50,16 @@ async def deploy(trail: Trail, event: TrailEvent, publish_dir: Path) -> None:
     await trail.mark("artifact.deployed", key=event.ref, data={"path": str(target)}, agent="deployer")
 
 
-async def serve(url: str, publish_dir: Path, *, durable: str = "deployer") -> None:
+async def serve(url: str, publish_dir: Path, *, durable: str = "deployer", seed: str | None = None) -> None:
     """React to every ``artifact.written`` mark, forever (replicas share ``durable``)."""
-    async with connect(url, name="deployer") as nc:
+    async with connect(url, name="deployer", seed=seed) as nc:
         trail = await Trail.open(nc)
         async for event in trail.follow(WATCHED, durable=durable):
             await deploy(trail, event, publish_dir)
 
 
 async def _main(args: argparse.Namespace) -> None:
-    await serve(args.server, args.publish_dir)
+    await serve(args.server, args.publish_dir, seed=_common.seed(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import sys
 
 from pydantic import JsonValue
 
-from ants_nats import Agent, Task, TaskBoard, TaskContext
+from ants_nats import Agent, Identity, Task, TaskBoard, TaskContext
 
 from . import _common
 
@@ -19,8 +19,18 @@ async def echo(task: Task, ctx: TaskContext) -> JsonValue:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    async with TaskBoard.connect(args.server, name=f"echo-{args.name}") as board:
-        agent = Agent(board, name=args.name, capabilities=args.cap, capacity=args.capacity)
+    secret = _common.seed(args)
+    async with TaskBoard.connect(args.server, name=f"echo-{args.name}", seed=secret) as board:
+        identity = Identity.from_seed(secret) if secret else None
+        agent_id = args.name if secret else None  # under access control the id is the user's
+        agent = Agent(
+            board,
+            name=args.name,
+            agent_id=agent_id,
+            identity=identity,
+            capabilities=args.cap,
+            capacity=args.capacity,
+        )
         for kind in args.kind or ["echo"]:
             agent.handler(kind)(echo)
         async with agent:
