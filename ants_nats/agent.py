@@ -185,6 +185,8 @@ class Agent:
 
     async def _pull(self, route: str) -> None:
         js = self.board.nc.jetstream()
+        # Another client may have registered the route without its consumer (README wire format).
+        await self.board.routes.ensure_consumer(route)
         async with translate_errors(f"bind consumer {work_consumer(route)}"):
             sub = await js.pull_subscribe_bind(durable=work_consumer(route), stream=WORK_STREAM)
         try:
