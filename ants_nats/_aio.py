@@ -9,6 +9,7 @@ running, so a naive shutdown can hang forever. ``fetch`` re-raises such a cancel
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,3 +41,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=_RECANCEL_EVERY_S)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, *, kill: bool = False, grace: float = 10.0) -> None:
+    """End a child process: SIGTERM (or SIGKILL), then SIGKILL if it is still alive after ``grace``."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .ledger import Ledger
 from .log import configure_logging
-from .models import Task, utcnow
+from .models import AgentCard, AgentLedger, Task, TaskRecord, utcnow
 from .server import EmbeddedServer, monitor_json
 from .views import agents_table, event_line, reputation_table, tasks_table
 
@@ -211,46 +211,54 @@ def _tasks_from(args: argparse.Namespace) -> list[Any]:
     ]
 
 
+Rows = Sequence[pydantic.BaseModel]
+
+
+async def _show(
+    args: argparse.Namespace,
+    read: Callable[[TaskBoard], Awaitable[Rows]],
+    render: Callable[[Rows], str],
+) -> int:
+    """Read rows from the board and print them as a table, or as JSON with ``--json``."""
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        rows = await read(board)
+    if args.json:
+        _emit_json([row.model_dump(mode="json") for row in rows])
+    else:
+        print(render(rows))
+    return 0
+
+
+def _render_tasks(rows: Rows) -> str:
+    return tasks_table(row for row in rows if isinstance(row, TaskRecord))
+
+
 async def _submit(args: argparse.Namespace) -> int:
     tasks = _tasks_from(args)
-    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-        records = await board.submit_many(tasks)
-    if args.json:
-        _emit_json([r.model_dump(mode="json") for r in records])
-    else:
-        print(tasks_table(records))
-    return 0
+    return await _show(args, lambda board: board.submit_many(tasks), _render_tasks)
 
 
 async def _tasks(args: argparse.Namespace) -> int:
-    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-        records = await board.all_tasks()
-    if args.json:
-        _emit_json([r.model_dump(mode="json") for r in records])
-    else:
-        print(tasks_table(records))
-    return 0
+    return await _show(args, lambda board: board.all_tasks(), _render_tasks)
 
 
 async def _agents(args: argparse.Namespace) -> int:
-    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-        cards = await board.directory.cards()
-    if args.json:
-        _emit_json([c.model_dump(mode="json") for c in cards])
-    else:
-        print(agents_table(cards))
-    return 0
+    return await _show(
+        args,
+        lambda board: board.directory.cards(),
+        lambda rows: agents_table(row for row in rows if isinstance(row, AgentCard)),
+    )
 
 
 async def _reputation(args: argparse.Namespace) -> int:
-    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-        ledgers = await Ledger(board.nc).all()
-        now, half_life = utcnow(), board.config.reputation.half_life
-    if args.json:
-        _emit_json([entry.model_dump(mode="json") for entry in ledgers])
-    else:
-        print(reputation_table(ledgers, now, half_life))
-    return 0
+    half_life = BoardConfig().reputation.half_life
+    return await _show(
+        args,
+        lambda board: Ledger(board.nc).all(),
+        lambda rows: reputation_table(
+            (row for row in rows if isinstance(row, AgentLedger)), utcnow(), half_life
+        ),
+    )
 
 
 async def _trail(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from pydantic import JsonValue
 
-from ._aio import cancel_and_wait
+from ._aio import cancel_and_wait, stop_process
 from ._store import watch_values
 from .agent import Agent
 from .board import BoardConfig, TaskBoard
@@ -221,7 +221,7 @@ async def run_demo(
         for i, spec in enumerate(swarm):
             command = _agent_command(url, spec, lease_ttl=lease_ttl, seed=seed + i)
             proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
-            stack.push_async_callback(_stop, proc)
+            stack.push_async_callback(stop_process, proc)
         await _until_agents(board, len(swarm), say)
         before = await traffic() if traffic else None
         started, since = time.monotonic(), utcnow()
@@ -235,17 +235,6 @@ async def run_demo(
     messages = after[0] - before[0] if before and after else None
     volume = after[1] - before[1] if before and after else None
     return DemoSummary(list(final.values()), seconds, ledgers, messages, volume)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-    try:
-        async with asyncio.timeout(10):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 async def _until_agents(board: TaskBoard, count: int, say: Say) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ._aio import stop_process
 from .errors import ServerStartError
 from .log import get_logger
 
@@ -197,13 +197,7 @@ class EmbeddedServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_process(proc, kill=kill)
         log.info("server.stopped", name=self.name, url=self.url, killed=kill)
 
     async def restart(self) -> None:
