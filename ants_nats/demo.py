@@ -218,10 +218,14 @@ async def run_demo(
         await ledger.ensure()
         projector = asyncio.create_task(ledger.project(board.trail, verifier=Verifier(board.directory)))
         stack.push_async_callback(cancel_and_wait, [projector])
+        processes: list[asyncio.subprocess.Process] = []
+        # All stop together (each drains its own work), so shutdown takes one grace period, not seven.
+        stack.push_async_callback(lambda: asyncio.gather(*(stop_process(p) for p in processes)))
         for i, spec in enumerate(swarm):
             command = _agent_command(url, spec, lease_ttl=lease_ttl, seed=seed + i)
-            proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
-            stack.push_async_callback(stop_process, proc)
+            processes.append(
+                await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
+            )
         await _until_agents(board, len(swarm), say)
         before = await traffic() if traffic else None
         started, since = time.monotonic(), utcnow()

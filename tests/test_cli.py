@@ -135,3 +135,41 @@ def test_submit_rejects_bad_files_with_exit_2(tmp_path: Path) -> None:
     result = run_cli("tasks", "--server", f"nats://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_ctrl_c_stops_the_demo_and_all_its_processes() -> None:
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ants_nats.cli",
+        "demo",
+        "--documents",
+        "500",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert demo.stdout is not None and demo.stderr is not None
+    url = ""
+    while True:  # wait until the swarm is up: the server URL, then the agents
+        line = (await asyncio.wait_for(demo.stdout.readline(), 30)).decode()
+        assert line, "demo ended early"
+        url = line.split(" at ")[-1].strip() if "embedded JetStream server" in line else url
+        if "agent up" in line:
+            break
+    demo.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(demo.communicate(), 30)
+    assert demo.returncode == 130
+    assert "interrupted, stopped cleanly" in err.decode()
+    assert url and _processes_mentioning(url) == []
+
+
+def _processes_mentioning(text: str) -> list[Path]:
+    """Processes whose command line contains ``text`` (the demo's agents name its server URL)."""
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (proc_dir / "cmdline").read_bytes():
+                found.append(proc_dir)
+        except OSError:
+            continue  # ended while we looked
+    return found
