@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import yaml
 from pydantic import JsonValue
 
 from . import __version__
@@ -79,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--seed", type=int, default=0)
 
     submit = command(
-        "submit", "submit tasks from a JSON file (a task or a list) or from flags", json_out=True
+        "submit", "submit tasks from a JSON or YAML file (a task or a list) or from flags", json_out=True
     )
-    submit.add_argument("file", nargs="?", help="JSON file, or - for standard input")
+    submit.add_argument("file", nargs="?", help="JSON or YAML (.yaml/.yml) file, or - for JSON on stdin")
     submit.add_argument("--id")
     submit.add_argument("--kind")
     submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
@@ -189,10 +190,7 @@ async def _echo(task: Task, ctx: TaskContext) -> JsonValue:
 def _tasks_from(args: argparse.Namespace) -> list[Any]:
     if args.file:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidTask(f"{args.file}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+        data = _parse_document(args.file, text)
         return data if isinstance(data, list) else [data]
     if not (args.id and args.kind):
         raise InvalidTask("give a JSON file, or at least --id and --kind")
@@ -231,6 +229,19 @@ async def _show(
 
 def _render_tasks(rows: Rows) -> str:
     return tasks_table(row for row in rows if isinstance(row, TaskRecord))
+
+
+def _parse_document(name: str, text: str) -> Any:
+    """JSON, or YAML for ``.yaml``/``.yml`` files."""
+    if name.endswith((".yaml", ".yml")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InvalidTask(f"{name}: not YAML ({exc})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidTask(f"{name}: not JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
 async def _submit(args: argparse.Namespace) -> int:

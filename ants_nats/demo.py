@@ -253,10 +253,22 @@ async def _until_agents(board: TaskBoard, count: int, say: Say) -> None:
                 return
 
 
+_HOLDING_ENDS = ("task.completed", "task.failed", "task.released", "task.declined", "task.expired")
+
+
 async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime) -> None:
+    """Narrate the run from the trail alone: outcomes, troubles, and who is busy with what."""
     done: set[str] = set()
+    load: Counter[str] = Counter()
+    claims = 0
+    every = max(len(wanted) // 5, 1)
     async with aclosing(board.trail.follow("ants.trail.>", since=since)) as events:
         async for event in events:
+            if event.kind == "task.claimed" and event.agent:
+                claims += 1
+                load[event.agent] += 1
+            elif event.kind in _HOLDING_ENDS and event.agent:
+                load[event.agent] = max(load[event.agent] - 1, 0)
             if event.kind == "task.expired":
                 say(f"  ! lease expired: {event.ref} abandoned by {event.agent}")
             elif event.kind == "task.failed" and event.ref in wanted and not _terminal(event):
@@ -268,6 +280,11 @@ async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime)
                 bar = "#" * (30 * len(done) // len(wanted))
                 outcome = event.kind.removeprefix("task.")
                 say(f"  [{bar:<30}] {len(done):3d}/{len(wanted)} {outcome:<9} {event.ref}")
+                if len(done) % every == 0:
+                    busy = ", ".join(
+                        f"{agent.rsplit('-', 1)[0]}={n}" for agent, n in sorted(load.items()) if n
+                    )
+                    say(f"    claims so far {claims}; busy now: {busy or 'nobody'}")
             if done >= wanted:
                 return
 

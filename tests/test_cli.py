@@ -173,3 +173,22 @@ def _processes_mentioning(text: str) -> list[Path]:
         except OSError:
             continue  # ended while we looked
     return found
+
+
+async def test_submit_reads_yaml_files(nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    tasks = tmp_path / "pipeline.yaml"
+    tasks.write_text(
+        "- {id: y-fetch, kind: fetch, requires: [net]}\n"
+        "- id: y-parse\n  kind: parse\n  depends_on: [y-fetch]\n  payload: {lang: en}\n"
+    )
+    result = await asyncio.to_thread(run_cli, "submit", "--server", nats_server.url, str(tasks), "--json")
+    assert result.returncode == 0, result.stderr
+    submitted = json.loads(result.stdout)
+    assert [(r["task"]["id"], r["waiting_on"]) for r in submitted] == [
+        ("y-fetch", []),
+        ("y-parse", ["y-fetch"]),
+    ]
+    broken = tmp_path / "broken.yml"
+    broken.write_text("- {id: [unclosed")
+    result = await asyncio.to_thread(run_cli, "submit", "--server", nats_server.url, str(broken))
+    assert result.returncode == 2 and "not YAML" in result.stderr
