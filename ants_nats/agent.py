@@ -30,7 +30,7 @@ from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
-from .names import WORK_STREAM, is_valid_id, work_consumer
+from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 
 log = get_logger("agent")
@@ -236,7 +236,7 @@ class Agent:
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
         try:
-            if delivered == 1 and await self._defers_to_others(ticket.task_id):
+            if delivered == 1 and await self._defers_to_others(ticket):
                 await msg.nak(delay=self.decline_backoff)
                 return
             probation = delivered >= reputation.config.probation_after
@@ -280,10 +280,10 @@ class Agent:
         await self.board.release(lease)
         await msg.nak()
 
-    async def _defers_to_others(self, task_id: str) -> bool:
+    async def _defers_to_others(self, ticket: Ticket) -> bool:
         """On a fresh ticket, an agent with a poor record lets better ones go first."""
-        record = await self.board.get(task_id)
-        scores = await self.board.reputation.scores(self.id, record.task.requires)
+        # The route names the required capabilities: no need to read the task for them.
+        scores = await self.board.reputation.scores(self.id, requires_of(ticket.route))
         return min(scores.values()) < self.board.reputation.config.prefer_above
 
     async def _settle_ticket(self, msg: Msg, taken: Taken) -> None:

@@ -71,6 +71,11 @@ def route_of(requires: Iterable[str]) -> str:
     return ROUTE_SEPARATOR.join(caps) if caps else NO_REQUIREMENTS_ROUTE
 
 
+def requires_of(route: str) -> tuple[str, ...]:
+    """The required capabilities a route name stands for (inverse of ``route_of``)."""
+    return () if route == NO_REQUIREMENTS_ROUTE else tuple(route.split(ROUTE_SEPARATOR))
+
+
 def work_subject(route: str) -> str:
     """Subject on which tickets for ``route`` are published."""
     return f"{WORK_SUBJECT_PREFIX}.{route}"

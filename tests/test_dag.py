@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from ants_nats import Task
 from ants_nats.dag import find_cycle
+from ants_nats.names import requires_of, route_of
 
 
 @given(st.integers(min_value=1, max_value=30), st.data())
@@ -37,3 +38,8 @@ def test_task_sets_are_canonical() -> None:
     b = Task(id="t", kind="k", requires=("a", "b"), depends_on=("x", "y"))
     assert a.model_dump_json() == b.model_dump_json()
     assert a.route == "a=b"
+
+
+def test_route_names_round_trip() -> None:
+    assert requires_of(route_of(["b", "a"])) == ("a", "b")
+    assert requires_of(route_of([])) == ()
