@@ -17,7 +17,7 @@ from datetime import datetime
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, KeyValueConfig, StorageType, StreamConfig
 
 from ._connect import denied
 from .errors import AntsError, PermissionDenied, ServerUnavailable
@@ -191,6 +191,15 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             await js.stream_info(str(config.name))
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create durable consumer ``config.durable_name`` on ``stream`` unless it exists."""
+    async with translate_errors(f"open consumer {config.durable_name}"):
+        try:
+            await js.consumer_info(stream, str(config.durable_name))
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(stream, config)
 
 
 async def ensure_kv(

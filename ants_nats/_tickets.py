@@ -15,11 +15,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
 
-import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from ._store import Bucket, Conflict, ensure_kv, ensure_stream, publish, translate_errors, watch_values
+from ._store import (
+    Bucket,
+    Conflict,
+    ensure_consumer,
+    ensure_kv,
+    ensure_stream,
+    publish,
+    translate_errors,
+    watch_values,
+)
 from .log import get_logger
 from .models import Route, Task, Ticket, parse_or_none
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
@@ -72,22 +80,18 @@ class Routes:
 
     async def ensure_consumer(self, route: str) -> None:
         """Create the durable consumer of ``route`` unless it exists."""
-        durable = work_consumer(route)
-        async with translate_errors(f"open consumer {durable}"):
-            try:
-                await self._js.consumer_info(WORK_STREAM, durable)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_consumer(
-                    WORK_STREAM,
-                    ConsumerConfig(
-                        durable_name=durable,
-                        filter_subject=work_subject(route),
-                        ack_policy=AckPolicy.EXPLICIT,
-                        ack_wait=self._ack_wait,
-                        max_deliver=-1,
-                        max_ack_pending=-1,
-                    ),
-                )
+        await ensure_consumer(
+            self._js,
+            WORK_STREAM,
+            ConsumerConfig(
+                durable_name=work_consumer(route),
+                filter_subject=work_subject(route),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                max_deliver=-1,
+                max_ack_pending=-1,
+            ),
+        )
 
     async def announce(self, task: Task) -> None:
         """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped)."""

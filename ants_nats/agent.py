@@ -30,7 +30,7 @@ from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
-from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
+from .names import EXPIRY_CONSUMER, LEASES_BUCKET, WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 
 log = get_logger("agent")
@@ -39,6 +39,8 @@ Decider = Callable[[tuple[CapabilitySpec, ...], int, int, Task], matching.Verdic
 """``decide(capabilities, load, capacity, task)``: an agent's own rule for accepting a task."""
 
 _FETCH_TIMEOUT_S = 2.0
+_EXPIRY_BATCH = 64
+_MARKER_REASON = "Nats-Marker-Reason"
 _RETRY_BACKOFF_S = 0.5
 
 
@@ -80,6 +82,7 @@ class Agent:
         self._presence = Presence(board, self.card, self.identity)
         self._runners: set[asyncio.Task[None]] = set()
         self._discovery: asyncio.Task[None] | None = None
+        self._expiries: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
@@ -132,6 +135,7 @@ class Agent:
         self.board.sign_as(self.id, self.identity)
         await self._presence.start()
         self._discovery = asyncio.create_task(self._discover(), name=f"{self.id}:discover")
+        self._expiries = asyncio.create_task(self._notice_expiries(), name=f"{self.id}:expiries")
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
         )
@@ -161,7 +165,8 @@ class Agent:
 
     async def _shutdown(self) -> None:
         # Stop pulling first, so no new work arrives while we drain.
-        await cancel_and_wait([*self._pullers.values(), *([self._discovery] if self._discovery else [])])
+        background = [self._discovery, self._expiries]
+        await cancel_and_wait([*self._pullers.values(), *(task for task in background if task is not None)])
         self._pullers.clear()
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
@@ -176,6 +181,37 @@ class Agent:
         async for route in self.board.routes.watch():
             self._routes[route.name] = route
             self._maybe_pull(route)
+
+    async def _notice_expiries(self) -> None:
+        """Return tasks whose lease the server expired (one agent sees each marker)."""
+        js = self.board.nc.jetstream()
+        async with translate_errors(f"bind consumer {EXPIRY_CONSUMER}"):
+            sub = await js.pull_subscribe_bind(durable=EXPIRY_CONSUMER, stream=f"KV_{LEASES_BUCKET}")
+        prefix = f"$KV.{LEASES_BUCKET}."
+        try:
+            while True:
+                try:
+                    msgs = await fetch(sub, _EXPIRY_BATCH, _FETCH_TIMEOUT_S)
+                except nats.errors.Error as exc:  # disconnected: the client reconnects by itself
+                    log.debug("agent.fetch_failed", agent=self.id, consumer=EXPIRY_CONSUMER, error=str(exc))
+                    await asyncio.sleep(_RETRY_BACKOFF_S)
+                    continue
+                for msg in msgs:
+                    # Claims, heartbeats and releases pass through too; only markers mean expiry.
+                    if msg.headers and _MARKER_REASON in msg.headers:
+                        try:
+                            await self.board.reconcile_expiry(
+                                msg.subject.removeprefix(prefix), noticed_by=self.id
+                            )
+                        except AntsError as exc:  # redelivered after the ack wait
+                            log.warning(
+                                "lease.expiry_unhandled", agent=self.id, subject=msg.subject, error=str(exc)
+                            )
+                            continue
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     def _maybe_pull(self, route: Route) -> None:
         if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):

@@ -31,11 +31,12 @@ from typing import Any, Literal
 import pydantic
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import JsonValue
 
 from . import _tickets, matching
 from ._connect import connect
-from ._store import Bucket, Conflict, Entry, ensure_kv, watch_values
+from ._store import Bucket, Conflict, Entry, ensure_consumer, ensure_kv, watch_values
 from .cards import Directory
 from .dag import check_batch
 from .errors import (
@@ -61,7 +62,7 @@ from .models import (
     parse_or_none,
     utcnow,
 )
-from .names import BAD_RESULT_MARK, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
+from .names import BAD_RESULT_MARK, EXPIRY_CONSUMER, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
 from .reputation import Reputation, ReputationConfig
 from .trail import Trail, TrailConfig
 
@@ -203,6 +204,18 @@ class TaskBoard:
         await self.trail.ensure()
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=replicas, history=1)
+        await ensure_consumer(
+            js,
+            f"KV_{LEASES_BUCKET}",
+            ConsumerConfig(
+                durable_name=EXPIRY_CONSUMER,
+                filter_subject=f"$KV.{LEASES_BUCKET}.>",
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=-1,
+                max_ack_pending=-1,
+            ),
+        )
 
     def sign_as(self, agent_id: str, identity: Identity) -> None:
         """Sign the events this board lays on behalf of ``agent_id`` with ``identity``."""
@@ -457,22 +470,13 @@ class TaskBoard:
             nonlocal expired
             if record.status.terminal:
                 return None
-            attempts = record.attempts
             expired = None
+            stale = record
             if record.status is TaskStatus.CLAIMED and record.token is not None:
                 # Our create succeeded, so the previous holder's lease is gone: it expired.
-                expired = _attempt(record, "expired", now)
-                attempts = (*attempts, expired)
-            stale = record.model_copy(update={"attempts": attempts})
-            if stale.counted_attempts >= record.task.max_attempts:
-                return stale.model_copy(
-                    update={
-                        "status": TaskStatus.DEAD,
-                        "holder": None,
-                        "error": f"gave up after {stale.counted_attempts} attempts "
-                        f"(max_attempts={record.task.max_attempts})",
-                    }
-                )
+                stale, expired = _expire(record, now)
+                if stale.status is TaskStatus.DEAD:
+                    return stale
             return stale.model_copy(
                 update={
                     "status": TaskStatus.CLAIMED,
@@ -511,6 +515,43 @@ class TaskBoard:
             },
         )
         return Lease(final.task, token, agent_id, ttl, now + timedelta(seconds=ttl), _revision=token)
+
+    async def reconcile_expiry(self, task_id: str, *, noticed_by: str | None = None) -> TaskRecord | None:
+        """The server expired the lease of ``task_id``: count the attempt and put the task back
+        (pending, or dead after ``max_attempts``). A no-op if someone re-claimed it meanwhile.
+
+        Agents call this when the leases bucket shows an expiry marker, so a task returns to the
+        board at once even when no agent is free to re-claim it; a claim that finds a stale
+        ``claimed`` record does the same work itself.
+        """
+        try:
+            record, _ = await self._get_entry(task_id)
+        except TaskNotFound:
+            return None
+        if record.status is not TaskStatus.CLAIMED or await self.leases.get(task_id) is not None:
+            return None
+        stale_token, now = record.token, utcnow()
+        expired: list[Attempt] = []
+
+        def expire(current: TaskRecord) -> TaskRecord | None:
+            # Guarded by the token: a claim that raced in after our lease check wins.
+            if current.status is not TaskStatus.CLAIMED or current.token != stale_token:
+                return None
+            returned, attempt = _expire(current, now)
+            expired[:] = [attempt]
+            return returned
+
+        final = await self._mutate(task_id, expire)
+        if expired:
+            attempt = expired[0]
+            data: JsonValue = {**_caps(final), "noticed_by": noticed_by}
+            await self._event(
+                "task.expired", task_id, agent=attempt.agent, token=attempt.token, data=data, by=noticed_by
+            )
+            if final.status is TaskStatus.DEAD:
+                await self._event("task.dead", task_id, data={"error": final.error})
+                await self._block_dependents(final)
+        return final
 
     async def _held(self, task_id: str) -> Taken:
         entry = await self.leases.get(task_id)
@@ -723,6 +764,20 @@ class TaskBoard:
             await self._event(event, task_id, data={"error": reason, "status": status.value})
             await self._block_dependents(final)
         return final
+
+
+def _expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
+    """``record`` after its holder's lease expired: the attempt counted, pending or dead."""
+    attempt = _attempt(record, "expired", now)
+    returned = record.model_copy(
+        update={"attempts": (*record.attempts, attempt), "holder": None, "status": TaskStatus.PENDING}
+    )
+    if returned.counted_attempts >= record.task.max_attempts:
+        error = (
+            f"gave up after {returned.counted_attempts} attempts (max_attempts={record.task.max_attempts})"
+        )
+        returned = returned.model_copy(update={"status": TaskStatus.DEAD, "error": error})
+    return returned, attempt
 
 
 def _caps(record: TaskRecord) -> dict[str, JsonValue]:

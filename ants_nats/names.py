@@ -15,6 +15,10 @@ TASKS_BUCKET = "ants_tasks"
 LEASES_BUCKET = "ants_leases"
 """KV bucket: one key per claimed task id, value a ``LeaseRecord``; keys expire on the server."""
 
+EXPIRY_CONSUMER = "lease_expiries"
+"""Durable consumer on the leases bucket's stream, shared by all agents: each expiry marker (the
+server's record that a lease's TTL ran out) reaches one agent, which returns the task to the board."""
+
 ROUTES_BUCKET = "ants_routes"
 """KV bucket: one key per capability route (set of required capabilities), value a ``Route``."""
 

@@ -27,7 +27,7 @@ from ants_nats import (
 )
 
 from .conftest import TEST_LEASE_TTL
-from .helpers import Recorder, swarm
+from .helpers import Recorder, swarm, until_tasks
 
 
 async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
@@ -278,3 +278,35 @@ async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
                         break
     assert {r.status for r in final.values()} == {TaskStatus.DONE}
     assert all(final[i].result == i for i in ids)
+
+
+async def test_an_expired_lease_returns_the_task_to_the_board_by_itself(board: TaskBoard) -> None:
+    # The only live agent cannot serve these tasks, so nobody re-claims them: the expiry alone,
+    # seen by that agent through the leases bucket, must put them back (or dead-letter them).
+    bystander = Agent(board, name="bystander", capabilities=["other"])
+    async with bystander:
+        await board.submit_many(
+            [
+                Task(id="again", kind="work", requires=("x",), max_attempts=2),
+                Task(id="last-chance", kind="work", requires=("x",), max_attempts=1),
+                Task(id="after", kind="work", depends_on=("last-chance",)),
+            ]
+        )
+        leases = [await board.claim(t, "ghost") for t in ("again", "last-chance")]
+        assert all(isinstance(lease, Lease) for lease in leases)
+        seen = await until_tasks(
+            board,
+            lambda records: (
+                records.get("again") is not None
+                and records["again"].status is TaskStatus.PENDING
+                and records.get("after") is not None
+                and records["after"].status is TaskStatus.FAILED
+            ),
+        )
+    again, last, after = seen["again"], await board.get("last-chance"), seen["after"]
+    assert [(a.agent, a.outcome) for a in again.attempts] == [("ghost", "expired")]
+    assert again.holder is None
+    assert last.status is TaskStatus.DEAD
+    assert after.error is not None and "dependency 'last-chance' is dead" in after.error
+    expired = [e for e in await board.trail.history("again") if e.kind == "task.expired"]
+    assert [(e.agent, e.by) for e in expired] == [("ghost", bystander.id)]
