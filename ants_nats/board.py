@@ -433,7 +433,8 @@ class TaskBoard:
         """Try to claim ``task_id`` for ``agent_id``: a ``Lease`` if this call won, else ``Taken``.
 
         An agent quarantined for one of the task's capabilities is refused unless ``probation``
-        (the runtime sets it once a ticket has been offered ``probation_after`` times).
+        (the runtime sets it once a ticket has been offered ``probation_after`` times) and the
+        task has more than one attempt left.
         """
         _check_id(task_id)
         _check_id(agent_id, what="agent id")
@@ -451,10 +452,11 @@ class TaskBoard:
             )
             return Taken(task_id, "finished", status=final.status)
 
-        if not probation:
-            distrusted = await self.reputation.quarantined(agent_id, record.task.requires)
-            if distrusted:
-                return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
+        distrusted = await self.reputation.quarantined(agent_id, record.task.requires)
+        # Probation never spends a task's last attempt on an agent we do not trust.
+        last_chance = record.counted_attempts + 1 >= record.task.max_attempts
+        if distrusted and (not probation or last_chance):
+            return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
 
         now = utcnow()
         ttl = self.config.lease_ttl

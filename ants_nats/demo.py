@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from pydantic import JsonValue
 
@@ -52,23 +53,31 @@ SWARM = (
 )
 
 
+_ATTEMPTS = 6
+_step = partial(Task, max_attempts=_ATTEMPTS)
+
+
 def pipeline(documents: int) -> list[Task]:
-    """The demo DAG for ``documents`` documents."""
+    """The demo DAG for ``documents`` documents.
+
+    Every step may be tried ``_ATTEMPTS`` times: the swarm includes an unreliable and an
+    adversarial agent, and a pipeline facing such agents retries generously.
+    """
     tasks: list[Task] = []
     for i in range(documents):
         doc = f"doc{i:02d}"
         tasks += [
-            Task(
+            _step(
                 id=f"fetch-{doc}",
                 kind="fetch",
                 requires=("net",),
                 payload={"url": f"https://example.org/{doc}"},
             ),
-            Task(id=f"parse-{doc}", kind="parse", requires=("parse",), depends_on=(f"fetch-{doc}",)),
-            Task(id=f"summarise-{doc}", kind="summarise", requires=("llm",), depends_on=(f"parse-{doc}",)),
+            _step(id=f"parse-{doc}", kind="parse", requires=("parse",), depends_on=(f"fetch-{doc}",)),
+            _step(id=f"summarise-{doc}", kind="summarise", requires=("llm",), depends_on=(f"parse-{doc}",)),
         ]
     tasks.append(
-        Task(
+        _step(
             id="publish",
             kind="publish",
             requires=("publish",),

@@ -250,3 +250,21 @@ async def test_a_quarantined_agent_recovers_on_probation(board: TaskBoard) -> No
     assert (
         entry.scores["cpu"].value(entry.scores["cpu"].at or final["old0"].updated_at, config.half_life) >= 0.5
     )
+
+
+async def test_probation_never_spends_a_tasks_last_attempt(board: TaskBoard) -> None:
+    async with ledger_running(board):
+        for i in range(2):
+            await board.trail.emit(
+                TrailEvent(kind="task.expired", ref=f"old{i}", agent="shaky", data={"requires": ["cpu"]})
+            )
+        await until_ledger(board, "shaky", lambda e: e.totals.expired == 2)
+    await board.submit_many(
+        [
+            Task(id="roomy", kind="work", requires=("cpu",), max_attempts=3),
+            Task(id="final", kind="work", requires=("cpu",), max_attempts=1),
+        ]
+    )
+    assert isinstance(await board.claim("roomy", "shaky", probation=True), Lease)
+    refused = await board.claim("final", "shaky", probation=True)
+    assert isinstance(refused, Taken) and refused.quarantined == ("cpu",)
