@@ -148,9 +148,8 @@ def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
 
 def _lease_token(entry: Entry) -> int | None:
     """Token of a lease entry: written in the value after the first heartbeat, else its revision."""
-    try:
-        lease = LeaseRecord.model_validate_json(entry.value)
-    except pydantic.ValidationError:
+    lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{entry.key}")
+    if lease is None:
         return None
     return lease.token if lease.token is not None else entry.revision
 
