@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +21,9 @@ from nats.js.api import ConsumerConfig, KeyValueConfig, StorageType, StreamConfi
 
 from ._connect import denied
 from .errors import AntsError, PermissionDenied, ServerUnavailable
+from .log import get_logger
+
+log = get_logger("store")
 
 _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _KV_OPERATION = "KV-Operation"
@@ -184,22 +187,71 @@ class Bucket:
         await self._publish(key, b"", last=last, ttl=None, op="DEL")
 
 
+_ADMIN_RETRY_S = 30.0
+"""How long stream/consumer set-up keeps asking a cluster that does not answer yet."""
+
+_UNANSWERED = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+_NO_PEERS = 10005
+"""JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
+
+
+async def _admin(action: str, op: Callable[[], Awaitable[None]]) -> None:
+    """Run an idempotent set-up request, retrying while the cluster cannot serve it.
+
+    A freshly formed cluster, one electing a leader or one missing members can leave JetStream
+    API requests unanswered (or refuse to place replicas) for seconds. Looking up and creating a
+    stream, bucket or consumer with the same configuration is idempotent, so asking again is safe.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _ADMIN_RETRY_S
+    delay = 0.1
+    while True:
+        try:
+            async with translate_errors(action):
+                await op()
+            return
+        except ServerUnavailable as exc:
+            if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
+                raise
+            reason = type(exc.__cause__).__name__
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _NO_PEERS:
+                refusal = f"{exc.description} (code {exc.err_code})"
+                raise AntsError(f"{action}: the server refused: {refusal}") from exc
+            if loop.time() + delay > give_up:
+                raise ServerUnavailable(f"{action}: {exc.description}") from exc
+            reason = str(exc.description)
+        log.warning("store.retry", action=action, reason=reason)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create stream ``config.name`` unless it exists (an existing one is used as configured)."""
-    async with translate_errors(f"open stream {config.name}"):
+
+    async def op() -> None:
         try:
             await js.stream_info(str(config.name))
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
 
+    await _admin(f"open stream {config.name}", op)
+
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
     """Create durable consumer ``config.durable_name`` on ``stream`` unless it exists."""
-    async with translate_errors(f"open consumer {config.durable_name}"):
+
+    async def op() -> None:
         try:
             await js.consumer_info(stream, str(config.durable_name))
         except nats.js.errors.NotFoundError:
             await js.add_consumer(stream, config)
+
+    await _admin(f"open consumer {config.durable_name}", op)
 
 
 async def ensure_kv(
@@ -212,7 +264,8 @@ async def ensure_kv(
     marker_ttl: float | None = None,
 ) -> None:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured)."""
-    async with translate_errors(f"open bucket {bucket}"):
+
+    async def op() -> None:
         try:
             await js.stream_info(f"KV_{bucket}")
             return
@@ -230,6 +283,8 @@ async def ensure_kv(
             )
         )
 
+    await _admin(f"open bucket {bucket}", op)
+
 
 async def watch_entries(
     js: JetStreamContext, bucket: str, *, history_only: bool = False
@@ -244,14 +299,20 @@ async def watch_entries(
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError as exc:
             raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
+        # nats-py's own "caught up" marker can arrive before values already pushed to us, so a
+        # snapshot ends on our own rule: the stream's last sequence, taken before watching, is reached
+        # (or the server says nothing is pending).
+        state = (await js.stream_info(f"KV_{bucket}")).state
+        if history_only and state.messages == 0:
+            return
         watcher = await kv.watchall()
     try:
         async for entry in watcher:
-            if entry is None:  # the client's "caught up" marker
-                if history_only:
-                    return
+            if entry is None:
                 continue
             yield entry.key, (None if entry.operation else entry.value or b"")
+            if history_only and ((entry.revision or 0) >= state.last_seq or entry.delta == 0):
+                return
     finally:
         # On a closed connection stop() raises; that must not mask the exception that ended us.
         with contextlib.suppress(nats.errors.Error):

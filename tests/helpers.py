@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
+import structlog
 from pydantic import JsonValue
 
 from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskRecord
@@ -35,6 +36,31 @@ class Recorder:
             return {"task": task.id, "agent": ctx.lease.agent_id}
         finally:
             self.active.discard(task.id)
+
+
+EventDict = MutableMapping[str, object]
+
+
+@contextmanager
+def on_log(event: str) -> Iterator[asyncio.Event]:
+    """An ``asyncio.Event`` set when the library logs ``event``.
+
+    structlog's processor list is shared by every (even cached) logger, so a spy inserted into it
+    sees all log calls; it is removed on exit.
+    """
+    seen = asyncio.Event()
+
+    def spy(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("event") == event:
+            seen.set()
+        return event_dict
+
+    processors = structlog.get_config()["processors"]
+    processors.insert(0, spy)
+    try:
+        yield seen
+    finally:
+        processors.remove(spy)
 
 
 @asynccontextmanager

@@ -226,3 +226,10 @@ async def test_deadline_passed_fails_the_task_and_its_dependents(board: TaskBoar
     assert await board.claim("late", "a") == Taken("late", "finished", status=TaskStatus.FAILED)
     assert (await board.get("late")).error == "deadline passed before a claim"
     assert (await board.get("next")).status is TaskStatus.FAILED
+
+
+async def test_snapshot_right_after_each_write_sees_every_task(board: TaskBoard) -> None:
+    # A snapshot that trusted nats-py's "caught up" marker could end before values already pushed.
+    for i in range(25):
+        await board.submit(Task(id=f"snap{i}", kind="work"))
+        assert len(await board.all_tasks()) == i + 1

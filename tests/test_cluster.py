@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from ants_nats import Agent, BoardConfig, EmbeddedCluster, Lease, Task, TaskBoard, TaskStatus
 
 from .conftest import TEST_LEASE_TTL
-from .helpers import Recorder
+from .helpers import Recorder, on_log
 
 pytestmark = pytest.mark.cluster
 
@@ -46,3 +47,26 @@ async def test_racing_claims_through_different_nodes_have_one_winner(nats_cluste
         await boards[0].submit(Task(id="contested", kind="work"))
         outcomes = [await b.claim("contested", f"racer{i}") for i, b in enumerate(boards)]
     assert sum(isinstance(o, Lease) for o in outcomes) == 1
+
+
+async def test_opening_a_board_waits_for_a_cluster_to_regain_quorum() -> None:
+    # A dedicated cluster: this test takes two of its members down.
+    async with EmbeddedCluster(size=3, name="quorum") as cluster:
+        survivor, *others = cluster.servers
+        await asyncio.gather(*(server.stop() for server in others))
+
+        async def open_board() -> list[str]:
+            config = BoardConfig(lease_ttl=TEST_LEASE_TTL, replicas=3)
+            async with TaskBoard.connect(survivor.url, config, name="patient") as board:
+                await board.submit(Task(id="after-quorum", kind="work"))
+                return [record.task.id for record in await board.all_tasks()]
+
+        with on_log("store.retry") as retried:
+            opening = asyncio.create_task(open_board())
+            retry = asyncio.create_task(retried.wait())
+            # The survivor alone leaves set-up requests unanswered: the board must retry, not give up.
+            await asyncio.wait({opening, retry}, return_when=asyncio.FIRST_COMPLETED)
+            retry.cancel()
+            assert not opening.done(), opening.exception()
+            await asyncio.gather(*(server.start() for server in others))
+            assert await opening == ["after-quorum"]
