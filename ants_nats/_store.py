@@ -13,17 +13,20 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig
 
 from ._connect import denied
 from .errors import AntsError, PermissionDenied, ServerUnavailable
 from .log import get_logger
 
 log = get_logger("store")
+
+T = TypeVar("T")
 
 _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _KV_OPERATION = "KV-Operation"
@@ -104,6 +107,49 @@ async def translate_errors(action: str) -> AsyncGenerator[None, None]:
         raise ServerUnavailable(f"{action}: NATS server did not answer ({type(exc).__name__})") from exc
 
 
+_PATIENCE_S = 30.0
+"""How long idempotent requests keep asking a cluster that cannot serve them yet."""
+
+_UNANSWERED = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+_NO_PEERS = 10005
+"""JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
+
+
+async def _patiently(action: str, op: Callable[[], Awaitable[T]]) -> T:
+    """Run an idempotent request, retrying while the cluster cannot serve it.
+
+    A freshly formed cluster, one electing a leader or one missing members can leave JetStream
+    API requests unanswered (or refuse to place replicas) for seconds. Reads, and looking up or
+    creating a stream, bucket or consumer with the same configuration, are idempotent, so asking
+    again is safe. Writes are not retried here: a timed-out write may have landed.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _PATIENCE_S
+    delay = 0.1
+    while True:
+        try:
+            async with translate_errors(action):
+                return await op()
+        except ServerUnavailable as exc:
+            if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
+                raise
+            reason = type(exc.__cause__).__name__
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _NO_PEERS:
+                refusal = f"{exc.description} (code {exc.err_code})"
+                raise AntsError(f"{action}: the server refused: {refusal}") from exc
+            if loop.time() + delay > give_up:
+                raise ServerUnavailable(f"{action}: {exc.description}") from exc
+            reason = str(exc.description)
+        log.warning("store.retry", action=action, reason=reason)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 def _is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
@@ -121,11 +167,16 @@ class Bucket:
 
     async def _last(self, key: str) -> tuple[Entry | None, int]:
         """The live entry (None if absent or deleted) and the key's last revision (0 if none)."""
-        async with translate_errors(f"read {self.name}/{key}"):
+
+        async def read() -> RawStreamMsg | None:
             try:
-                msg = await self._js.get_msg(self.stream, subject=self._prefix + key)
+                return await self._js.get_msg(self.stream, subject=self._prefix + key)
             except nats.js.errors.NotFoundError:
-                return None, 0
+                return None
+
+        msg = await _patiently(f"read {self.name}/{key}", read)
+        if msg is None:
+            return None, 0
         revision = int(msg.seq or 0)
         if _is_tombstone(msg.headers):
             return None, revision
@@ -187,49 +238,6 @@ class Bucket:
         await self._publish(key, b"", last=last, ttl=None, op="DEL")
 
 
-_ADMIN_RETRY_S = 30.0
-"""How long stream/consumer set-up keeps asking a cluster that does not answer yet."""
-
-_UNANSWERED = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-)
-_NO_PEERS = 10005
-"""JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
-
-
-async def _admin(action: str, op: Callable[[], Awaitable[None]]) -> None:
-    """Run an idempotent set-up request, retrying while the cluster cannot serve it.
-
-    A freshly formed cluster, one electing a leader or one missing members can leave JetStream
-    API requests unanswered (or refuse to place replicas) for seconds. Looking up and creating a
-    stream, bucket or consumer with the same configuration is idempotent, so asking again is safe.
-    """
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + _ADMIN_RETRY_S
-    delay = 0.1
-    while True:
-        try:
-            async with translate_errors(action):
-                await op()
-            return
-        except ServerUnavailable as exc:
-            if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
-                raise
-            reason = type(exc.__cause__).__name__
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != _NO_PEERS:
-                refusal = f"{exc.description} (code {exc.err_code})"
-                raise AntsError(f"{action}: the server refused: {refusal}") from exc
-            if loop.time() + delay > give_up:
-                raise ServerUnavailable(f"{action}: {exc.description}") from exc
-            reason = str(exc.description)
-        log.warning("store.retry", action=action, reason=reason)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-
-
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create stream ``config.name`` unless it exists (an existing one is used as configured)."""
 
@@ -239,7 +247,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
 
-    await _admin(f"open stream {config.name}", op)
+    await _patiently(f"open stream {config.name}", op)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -251,7 +259,7 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         except nats.js.errors.NotFoundError:
             await js.add_consumer(stream, config)
 
-    await _admin(f"open consumer {config.durable_name}", op)
+    await _patiently(f"open consumer {config.durable_name}", op)
 
 
 async def ensure_kv(
@@ -283,7 +291,7 @@ async def ensure_kv(
             )
         )
 
-    await _admin(f"open bucket {bucket}", op)
+    await _patiently(f"open bucket {bucket}", op)
 
 
 async def watch_entries(
