@@ -150,6 +150,20 @@ async def _patiently(action: str, op: Callable[[], Awaitable[T]]) -> T:
         delay = min(delay * 2, 2.0)
 
 
+async def last_message(
+    js: JetStreamContext, stream: str, subject: str, *, action: str
+) -> RawStreamMsg | None:
+    """The last message ``stream`` holds on ``subject``, or None (read from the stream leader)."""
+
+    async def read() -> RawStreamMsg | None:
+        try:
+            return await js.get_msg(stream, subject=subject)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    return await _patiently(action, read)
+
+
 def _is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
@@ -168,13 +182,7 @@ class Bucket:
     async def _last(self, key: str) -> tuple[Entry | None, int]:
         """The live entry (None if absent or deleted) and the key's last revision (0 if none)."""
 
-        async def read() -> RawStreamMsg | None:
-            try:
-                return await self._js.get_msg(self.stream, subject=self._prefix + key)
-            except nats.js.errors.NotFoundError:
-                return None
-
-        msg = await _patiently(f"read {self.name}/{key}", read)
+        msg = await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
         if msg is None:
             return None, 0
         revision = int(msg.seq or 0)

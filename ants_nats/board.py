@@ -68,6 +68,11 @@ from .trail import Trail, TrailConfig
 
 log = get_logger("board")
 
+_ONCE_PER_LEASE = frozenset(
+    {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
+)
+_ONCE_PER_TASK = frozenset({"task.submitted", "task.dead"})
+
 _CLOCK_SKEW_S = 2.0
 """Tolerance between this host's clock and the server's when judging a lease's age."""
 
@@ -233,7 +238,8 @@ class TaskBoard:
         """Log a state change and leave it on the trail (after the CAS that made it true).
 
         The event is signed by the agent that caused it (``by``, else ``agent``) when this board
-        holds that agent's identity.
+        holds that agent's identity. Events that happen once per task or per lease carry a message
+        id, so a repair racing the original writer (``_recover``) cannot record them twice.
         """
         log.info(kind, task_id=task_id, agent=agent, token=token)
         emitter = by or agent
@@ -241,7 +247,12 @@ class TaskBoard:
         event = TrailEvent(
             kind=kind, ref=task_id, agent=agent, token=token, data=data, by=emitter if signer else None
         )
-        await self.trail.emit(event, signer=signer)
+        msg_id = None
+        if kind in _ONCE_PER_LEASE:
+            msg_id = f"{kind}-{task_id}-{token}"
+        elif kind in _ONCE_PER_TASK:
+            msg_id = f"{kind}-{task_id}"
+        await self.trail.emit(event, signer=signer, msg_id=msg_id)
 
     # ----------------------------------------------------------------- reading
 
@@ -332,8 +343,14 @@ class TaskBoard:
         """Submit a batch of tasks (a DAG may span the batch and tasks already on the board).
 
         Everything is validated before anything is written: malformed fields (``InvalidTask``),
-        oversized payloads (``PayloadTooLarge``), duplicate or existing ids (``TaskExists``), unknown
-        dependencies (``UnknownDependency``) and cycles (``DependencyCycle``).
+        oversized payloads (``PayloadTooLarge``), duplicate ids or ids on the board with another
+        definition (``TaskExists``), unknown dependencies (``UnknownDependency``) and cycles
+        (``DependencyCycle``).
+
+        Submitting is idempotent by task id: a task already on the board with the same definition
+        is accepted as it is, and whatever a failed earlier submission left undone (announcing it,
+        linking it to its dependencies, its trail event) is completed. So a caller that lost the
+        answer to a submission, or crashed during it, can simply submit again.
         """
         batch = [_parse_task(task) for task in tasks]
         for task in batch:
@@ -342,21 +359,20 @@ class TaskBoard:
                 raise PayloadTooLarge(f"payload of task {task.id!r}", size, self.config.max_payload_bytes)
         check_batch(batch)
         ids = {task.id for task in batch}
-        for task in batch:
-            if await self.tasks.get(task.id) is not None:
-                raise TaskExists(f"task {task.id!r} is already on the board")
+        existing = {task.id for task in batch if await self._same_task_exists(task)}
         external = {dep for task in batch for dep in task.depends_on if dep not in ids}
         for dep in sorted(external):
             if await self.tasks.get(dep) is None:
                 raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
 
         cards = await self.directory.cards()
-        dependents: dict[str, list[str]] = {task.id: [] for task in batch}
-        for task in batch:
+        fresh = [task for task in batch if task.id not in existing]
+        dependents: dict[str, list[str]] = {task.id: [] for task in fresh}
+        for task in fresh:
             for dep in task.depends_on:
-                if dep in ids:
+                if dep in dependents:
                     dependents[dep].append(task.id)
-        for task in batch:
+        for task in fresh:
             record = TaskRecord(
                 task=task,
                 waiting_on=task.depends_on,
@@ -366,31 +382,49 @@ class TaskBoard:
             try:
                 await self.tasks.create(task.id, _dump(record))
             except Conflict as exc:
-                raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
+                if not await self._same_task_exists(task):
+                    raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
+                existing.add(task.id)  # an identical concurrent submission: one of us is enough
+                continue
             await self.routes.register(task.requires)
-            await self._event(
-                "task.submitted",
-                task.id,
-                agent=task.created_by,
-                data={
-                    "kind": task.kind,
-                    "requires": list(task.requires),
-                    "depends_on": list(task.depends_on),
-                },
-            )
+            await self._submitted(task)
             if record.unroutable is not None:
                 log.warning("task.unroutable", task_id=task.id, missing=record.unroutable)
                 await self._event("task.unroutable", task.id, data={"missing": list(record.unroutable)})
+        for task in batch:
+            if task.id in existing:
+                await self.routes.register(task.requires)
+                if await self.trail.last("task.submitted", task.id) is None:
+                    await self._submitted(task)
 
+        created = ids - existing
         for task in batch:
             for dep in task.depends_on:
-                if dep not in ids:
+                if dep not in created or task.id in existing:
                     await self._attach_to_dependency(task.id, dep)
         for task in batch:
             record, _ = await self._get_entry(task.id)
             if record.ready:
                 await self._announce(record.task)
         return [(await self._get_entry(task.id))[0] for task in batch]
+
+    async def _same_task_exists(self, task: Task) -> bool:
+        """False if ``task.id`` is free; True if the board holds this very task; else ``TaskExists``."""
+        try:
+            record = await self.get(task.id)
+        except TaskNotFound:
+            return False
+        if record.task != task:
+            raise TaskExists(f"task {task.id!r} is already on the board with a different definition")
+        return True
+
+    async def _submitted(self, task: Task) -> None:
+        data: JsonValue = {
+            "kind": task.kind,
+            "requires": list(task.requires),
+            "depends_on": list(task.depends_on),
+        }
+        await self._event("task.submitted", task.id, agent=task.created_by, data=data)
 
     async def _attach_to_dependency(self, task_id: str, dep: str) -> None:
         """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended."""
@@ -442,6 +476,7 @@ class TaskBoard:
         except TaskNotFound:
             return Taken(task_id, "unknown")
         if record.status.terminal:
+            await self._recover(record, by=agent_id)
             return Taken(task_id, "finished", status=record.status)
         if record.waiting_on:
             return Taken(task_id, "not_ready")
@@ -502,7 +537,7 @@ class TaskBoard:
             await self._drop_lease(task_id, token)
             if final.status is TaskStatus.DEAD and expired is not None:
                 await self._event("task.dead", task_id, data={"error": final.error})
-                await self._block_dependents(final)
+                await self._propagate(final)
             return Taken(task_id, "finished", status=final.status)
         await self._event(
             "task.claimed",
@@ -551,7 +586,7 @@ class TaskBoard:
             )
             if final.status is TaskStatus.DEAD:
                 await self._event("task.dead", task_id, data={"error": final.error})
-                await self._block_dependents(final)
+                await self._propagate(final)
         return final
 
     async def _held(self, task_id: str) -> Taken:
@@ -608,11 +643,6 @@ class TaskBoard:
 
         final = await self._mutate(lease.task_id, guarded)
         await self._drop_lease(lease.task_id, entry.revision)
-        if final.status is TaskStatus.DONE:
-            for dependent in final.dependents:
-                await self._dependency_done(dependent, final.task.id)
-        elif final.status.terminal:
-            await self._block_dependents(final)
         return final
 
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
@@ -636,6 +666,7 @@ class TaskBoard:
         await self._event(
             "task.completed", lease.task_id, agent=lease.agent_id, token=lease.token, data=_caps(final)
         )
+        await self._propagate(final)
         return final
 
     async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
@@ -664,6 +695,7 @@ class TaskBoard:
         )
         if final.status is TaskStatus.DEAD:
             await self._event("task.dead", lease.task_id, data={"error": final.error})
+        await self._propagate(final)
         return final
 
     async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
@@ -719,20 +751,55 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- dependencies
 
-    async def _dependency_done(self, task_id: str, dep: str) -> None:
-        emptied = False
+    async def _propagate(self, record: TaskRecord) -> None:
+        """Carry a finished task's outcome to its dependents.
 
+        Every step is idempotent, so whoever meets a finished task may redo this: that is how the
+        consequences survive a crash right after the final CAS.
+        """
+        if record.status is TaskStatus.DONE:
+            for dependent in record.dependents:
+                await self._dependency_done(dependent, record.task.id)
+        elif record.status.terminal:
+            for dependent in record.dependents:
+                await self._block(dependent, record.task.id, record)
+
+    async def _recover(self, record: TaskRecord, *, by: str) -> None:
+        """Finish what a crash may have cut short after ``record`` reached its terminal state.
+
+        A ticket is acked only after its task's consequences are out, so meeting a finished task
+        through a ticket means its finisher may have died in between: restore the final events the
+        trail lacks (reputation depends on them) and propagate again.
+        """
+        task_id, last = record.task.id, record.attempts[-1] if record.attempts else None
+        # Beyond the trail's retention a missing event is just aged out, not lost.
+        young = utcnow() - record.updated_at < timedelta(seconds=self.trail.config.max_age / 2)
+        if last is not None and last.outcome in ("completed", "failed", "expired") and young:
+            kind = f"task.{last.outcome}"
+            seen = await self.trail.last(kind, task_id)
+            if seen is None or seen.token != last.token:
+                data: dict[str, JsonValue] = {**_caps(record), "repaired": True}
+                if last.outcome == "failed":
+                    data.update(
+                        error=last.error,
+                        retry=record.status is not TaskStatus.FAILED,
+                        status=record.status.value,
+                    )
+                await self._event(kind, task_id, agent=last.agent, token=last.token, data=data, by=by)
+            if record.status is TaskStatus.DEAD and await self.trail.last("task.dead", task_id) is None:
+                await self._event("task.dead", task_id, data={"error": record.error}, by=by)
+        await self._propagate(record)
+
+    async def _dependency_done(self, task_id: str, dep: str) -> None:
         def drop(record: TaskRecord) -> TaskRecord | None:
-            nonlocal emptied
             if dep not in record.waiting_on:
                 return None
-            waiting_on = tuple(d for d in record.waiting_on if d != dep)
-            emptied = not waiting_on
-            return record.model_copy(update={"waiting_on": waiting_on})
+            return record.model_copy(update={"waiting_on": tuple(d for d in record.waiting_on if d != dep)})
 
         after = await self._mutate(task_id, drop)
-        # Only the writer that emptied ``waiting_on`` announces; the ticket's msg id dedupes the rest.
-        if emptied and after.ready:
+        # Whoever finds it ready announces (a redo after a crash included); the ticket's msg id
+        # dedupes racing announcers.
+        if after.ready:
             await self._announce(after.task)
 
     async def _announce(self, task: Task) -> None:
@@ -744,10 +811,6 @@ class TaskBoard:
         if dep_record.error:
             reason += f" ({dep_record.error})"
         await self._finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked")
-
-    async def _block_dependents(self, record: TaskRecord) -> None:
-        for dependent in record.dependents:
-            await self._block(dependent, record.task.id, record)
 
     async def _finish_unclaimed(
         self, task_id: str, status: TaskStatus, reason: str, *, event: str
@@ -763,7 +826,8 @@ class TaskBoard:
         final = await self._mutate(task_id, finish)
         if changed:
             await self._event(event, task_id, data={"error": reason, "status": status.value})
-            await self._block_dependents(final)
+        # Even when unchanged: a crash may have cut the cascade short below this task.
+        await self._propagate(final)
         return final
 
 

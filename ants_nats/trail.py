@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from pydantic import JsonValue
 
 from ._aio import fetch
-from ._store import ensure_stream, publish, translate_errors
+from ._store import ensure_stream, last_message, publish, translate_errors
 from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
@@ -163,6 +163,15 @@ class Trail:
             TrailEvent(kind="corrupt.event", ref=str(seq), data={"subject": msg.subject}),
             msg_id=f"corrupt-event-{seq}",  # several followers may meet the same bad event
         )
+
+    async def last(self, kind: str, ref: str) -> TrailEvent | None:
+        """The latest event of ``kind`` about ``ref`` still on the trail (None if none is left)."""
+        subject = trail_subject(kind, ref)
+        msg = await last_message(self._js, TRAIL_STREAM, subject, action=f"read {subject}")
+        if msg is None:
+            return None
+        event = parse_or_none(TrailEvent, msg.data or b"", where=subject)
+        return None if event is None else event.model_copy(update={"seq": msg.seq})
 
     async def history(self, task_id: str) -> list[TrailEvent]:
         """The whole recorded life of a task, in order."""
