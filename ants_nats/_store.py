@@ -18,7 +18,8 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig, StreamState
+from nats.js.kv import KeyValue
 
 from ._connect import denied
 from .errors import AntsError, PermissionDenied, ServerUnavailable
@@ -310,18 +311,21 @@ async def watch_entries(
     A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only`` the
     iteration ends once the current values have been delivered.
     """
-    async with translate_errors(f"watch bucket {bucket}"):
+
+    async def open_bucket() -> tuple[KeyValue, StreamState]:
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError as exc:
             raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
-        # nats-py's own "caught up" marker can arrive before values already pushed to us, so a
-        # snapshot ends on our own rule: the stream's last sequence, taken before watching, is reached
-        # (or the server says nothing is pending).
-        state = (await js.stream_info(f"KV_{bucket}")).state
-        if history_only and state.messages == 0:
-            return
-        watcher = await kv.watchall()
+        return kv, (await kv.status()).stream_info.state
+
+    # nats-py's own "caught up" marker can arrive before values already pushed to us, so a snapshot
+    # ends on our own rule: the stream's last sequence, taken before watching, is reached (or the
+    # server says nothing is pending).
+    kv, state = await _patiently(f"watch bucket {bucket}", open_bucket)
+    if history_only and state.messages == 0:
+        return
+    watcher = await _patiently(f"watch bucket {bucket}", kv.watchall)
     try:
         async for entry in watcher:
             if entry is None:

@@ -6,8 +6,9 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
+from pydantic import JsonValue
 
-from ants_nats import Agent, BoardConfig, EmbeddedCluster, Lease, Task, TaskBoard, TaskStatus
+from ants_nats import Agent, BoardConfig, EmbeddedCluster, Lease, Task, TaskBoard, TaskContext, TaskStatus
 
 from .conftest import TEST_LEASE_TTL
 from .helpers import Recorder, on_log
@@ -70,3 +71,36 @@ async def test_opening_a_board_waits_for_a_cluster_to_regain_quorum() -> None:
             assert not opening.done(), opening.exception()
             await asyncio.gather(*(server.start() for server in others))
             assert await opening == ["after-quorum"]
+
+
+async def test_killing_the_tasks_leader_mid_run_loses_no_task() -> None:
+    # A dedicated cluster: this test kills a member. Clients know every member, so they fail over.
+    config = BoardConfig(lease_ttl=5.0, replicas=3)
+    ids = [f"f{i:02d}" for i in range(40)]
+    third = asyncio.Event()
+    recorder = Recorder()
+
+    async def step(task: Task, ctx: TaskContext) -> JsonValue:
+        result = await recorder.handle(task, ctx)
+        if len(recorder.runs) >= len(ids) // 3:
+            third.set()
+        return result
+
+    async with EmbeddedCluster(size=3, name="failover") as cluster, AsyncExitStack() as stack:
+        url = ",".join(cluster.urls)
+        board = await stack.enter_async_context(TaskBoard.connect(url, config, name="observer"))
+        for i in range(6):
+            own = await stack.enter_async_context(TaskBoard.connect(url, config, name=f"f{i}"))
+            agent = Agent(own, name=f"f{i}")
+            agent.handler("work")(step)
+            await stack.enter_async_context(agent)
+        await board.submit_many([Task(id=i, kind="work") for i in ids])
+        await third.wait()
+        info = await board.nc.jetstream().stream_info("KV_ants_tasks")
+        assert info.cluster is not None
+        leader = next(s for s in cluster.servers if s.name == info.cluster.leader)
+        await leader.stop(kill=True)
+        final = await board.wait(ids, timeout=90)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert set(recorder.runs) == set(ids)
+    assert recorder.overlaps == []
