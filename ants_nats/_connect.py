@@ -3,33 +3,79 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 import nats.errors
 from nats.aio.client import Client
 
+from ._aio import cancel_and_wait
 from .errors import PermissionDenied, ServerUnavailable
 from .log import get_logger
 
 log = get_logger("connection")
 
-_DENIAL_MEMORY_S = 30.0
-_denials: WeakKeyDictionary[Client, deque[tuple[float, str]]] = WeakKeyDictionary()
+T = TypeVar("T")
 
 
-def denied(nc: Client, subject: str) -> bool:
-    """True when the server recently refused this connection a publish to ``subject``.
+class _Refusals:
+    """The permission violations the server reports on one connection, and who awaits one.
 
-    The server reports a permissions violation asynchronously (``-ERR``), while the refused
-    request simply times out; this links the two so callers get a precise error.
+    The server answers a forbidden publish with an asynchronous ``-ERR`` while the request itself
+    just goes unanswered; racing the two turns a long timeout into an immediate, precise error.
     """
-    now = time.monotonic()
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
+
+    def record(self, text: str) -> None:
+        for matches, future in self._waiters:
+            if not future.done() and matches(text.lower()):
+                future.set_result(text)
+
+    async def race(self, matches: Callable[[str], bool], work: Awaitable[T], action: str) -> T:
+        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiter = (matches, refused)
+        self._waiters.append(waiter)
+        attempt = asyncio.ensure_future(work)
+        either: set[asyncio.Future[Any]] = {attempt, refused}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiters.remove(waiter)
+            if not attempt.done():
+                await cancel_and_wait([attempt])
+        if refused.done() and (attempt.cancelled() or attempt.exception() is not None):
+            raise PermissionDenied(f"{action}: refused by the server ({refused.result()})")
+        return attempt.result()
+
+
+_refusals: WeakKeyDictionary[Client, _Refusals] = WeakKeyDictionary()
+
+
+async def refusable(nc: Client, matches: Callable[[str], bool], work: Awaitable[T], *, action: str) -> T:
+    """``work``'s result, or ``PermissionDenied`` naming ``action`` as soon as the server reports a
+    permissions violation on ``nc`` whose (lower-cased) text ``matches``.
+
+    Only connections opened by ``connect`` report violations; on others ``work`` runs as it is.
+    """
+    refusals = _refusals.get(nc)
+    if refusals is None:
+        return await work
+    return await refusals.race(matches, work, action)
+
+
+def publishing_to(subject: str) -> Callable[[str], bool]:
+    """Matches the violation the server reports for a publish to ``subject``."""
     needle = f'publish to "{subject.lower()}"'
-    return any(now - at < _DENIAL_MEMORY_S and needle in text for at, text in _denials.get(nc, ()))
+    return lambda text: needle in text
+
+
+def requesting_jetstream(text: str) -> bool:
+    """Matches the violation the server reports for a JetStream API request."""
+    return 'publish to "$js.api.' in text
 
 
 @asynccontextmanager
@@ -48,8 +94,8 @@ async def connect(
         text = str(exc) or type(exc).__name__
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
             rejected.append(exc)
-        if "permissions violation" in text:
-            _denials.setdefault(nc, deque(maxlen=64)).append((time.monotonic(), text))
+        if "permissions violation" in text.lower():
+            refusals.record(text)
             log.error("nats.permission_denied", error=text)
         else:
             log.debug("nats.error", error=text)
@@ -63,6 +109,7 @@ async def connect(
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
     nc = Client()
+    refusals = _refusals[nc] = _Refusals()
     try:
         # With reconnects on, nats-py would retry an unreachable first server forever: bound it.
         async with asyncio.timeout(connect_timeout * len(servers) + 0.5):

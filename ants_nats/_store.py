@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig, StreamState
 from nats.js.kv import KeyValue
 
-from ._connect import denied
-from .errors import AntsError, PermissionDenied, ServerUnavailable
+from ._connect import publishing_to, refusable, requesting_jetstream
+from .errors import AntsError, ServerUnavailable
 from .log import get_logger
 
 log = get_logger("store")
@@ -61,20 +61,19 @@ async def publish(
     delay = 0.05
     while True:
         try:
-            ack = await js.publish(subject, payload, headers=headers or None)
+            # nats-py gives no public handle on a context's connection; refusals are reported on it.
+            ack = await refusable(
+                js._nc,
+                publishing_to(subject),
+                js.publish(subject, payload, headers=headers or None),
+                action=f"write {subject}",
+            )
             return int(ack.seq)
         except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
             if loop.time() + delay > give_up:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
-        except nats.errors.TimeoutError as exc:
-            # nats-py gives no public handle on a context's connection; the refusal is on it.
-            if denied(js._nc, subject):
-                raise PermissionDenied(
-                    f"the server does not allow this connection to write {subject}"
-                ) from exc
-            raise
 
 
 class Conflict(Exception):
@@ -120,7 +119,7 @@ _NO_PEERS = 10005
 """JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
 
 
-async def _patiently(action: str, op: Callable[[], Awaitable[T]]) -> T:
+async def _patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitable[T]]) -> T:
     """Run an idempotent request, retrying while the cluster cannot serve it.
 
     A freshly formed cluster, one electing a leader or one missing members can leave JetStream
@@ -134,7 +133,7 @@ async def _patiently(action: str, op: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             async with translate_errors(action):
-                return await op()
+                return await refusable(js._nc, requesting_jetstream, op(), action=action)
         except ServerUnavailable as exc:
             if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
                 raise
@@ -162,7 +161,7 @@ async def last_message(
         except nats.js.errors.NotFoundError:
             return None
 
-    return await _patiently(action, read)
+    return await _patiently(js, action, read)
 
 
 def _is_tombstone(headers: dict[str, str] | None) -> bool:
@@ -256,7 +255,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
 
-    await _patiently(f"open stream {config.name}", op)
+    await _patiently(js, f"open stream {config.name}", op)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -268,7 +267,7 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         except nats.js.errors.NotFoundError:
             await js.add_consumer(stream, config)
 
-    await _patiently(f"open consumer {config.durable_name}", op)
+    await _patiently(js, f"open consumer {config.durable_name}", op)
 
 
 async def ensure_kv(
@@ -300,7 +299,7 @@ async def ensure_kv(
             )
         )
 
-    await _patiently(f"open bucket {bucket}", op)
+    await _patiently(js, f"open bucket {bucket}", op)
 
 
 async def watch_entries(
@@ -322,10 +321,10 @@ async def watch_entries(
     # nats-py's own "caught up" marker can arrive before values already pushed to us, so a snapshot
     # ends on our own rule: the stream's last sequence, taken before watching, is reached (or the
     # server says nothing is pending).
-    kv, state = await _patiently(f"watch bucket {bucket}", open_bucket)
+    kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
     if history_only and state.messages == 0:
         return
-    watcher = await _patiently(f"watch bucket {bucket}", kv.watchall)
+    watcher = await _patiently(js, f"watch bucket {bucket}", kv.watchall)
     try:
         async for entry in watcher:
             if entry is None:

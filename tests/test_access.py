@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats.errors
 import pytest
@@ -62,10 +64,22 @@ async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> No
     async with TaskBoard.connect(secured.url, seed=OBSERVER.seed) as observer:
         assert (await observer.get("visible")).task.id == "visible"
         assert "visible" in {r.task.id for r in await observer.all_tasks()}
-        with pytest.raises(PermissionDenied):
-            await observer.submit(Task(id="sneaky", kind="work"))
+        # Refused as soon as the server says so, not after the request's 5 s timeout.
+        async with asyncio.timeout(2.5):
+            with pytest.raises(PermissionDenied, match="sneaky"):
+                await observer.submit(Task(id="sneaky", kind="work"))
         with pytest.raises(PermissionDenied):
             await observer.trail.mark("graffiti", key="wall")
+
+
+async def test_an_observer_cannot_create_the_board(tmp_path: Path) -> None:
+    config = tmp_path / "auth.conf"
+    config.write_text(server_config({}, {"watcher": OBSERVER.public_key}))
+    async with EmbeddedServer(extra_args=["-c", str(config)]) as empty:
+        async with asyncio.timeout(2.5):  # refused at once, not retried as if the server were slow
+            with pytest.raises(PermissionDenied, match="open bucket ants_tasks"):
+                async with TaskBoard.connect(empty.url, seed=OBSERVER.seed):
+                    pass
 
 
 async def test_unknown_credentials_are_rejected(secured: EmbeddedServer) -> None:
