@@ -17,6 +17,10 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from .log import get_logger
+
+log = get_logger("pull")
+
 
 async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
     """Up to ``batch`` messages, or ``[]`` when none came within ``timeout`` seconds."""
@@ -29,6 +33,25 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: flo
         # Messages fetched here are not acked: the server redelivers them after their ack wait.
         raise asyncio.CancelledError
     return msgs
+
+
+_PULL_RETRY_S = 0.5
+
+
+async def fetch_patiently(
+    sub: JetStreamContext.PullSubscription, batch: int, timeout: float, *, consumer: str
+) -> list[Msg]:
+    """Like ``fetch`` for a long-running pull loop: a failed pull (disconnected, a leader election)
+    is logged and answered with ``[]`` after a short pause, since the client reconnects by itself and
+    the server keeps the consumer's position. Only a closed connection ends the loop."""
+    try:
+        return await fetch(sub, batch, timeout)
+    except nats.errors.ConnectionClosedError:
+        raise
+    except nats.errors.Error as exc:
+        log.debug("pull.failed", consumer=consumer, error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(_PULL_RETRY_S)
+        return []
 
 
 _RECANCEL_EVERY_S = 0.5

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from . import matching
-from ._aio import cancel_and_wait, fetch
+from ._aio import cancel_and_wait, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
@@ -134,8 +134,12 @@ class Agent:
     async def __aenter__(self) -> Self:
         self.board.sign_as(self.id, self.identity)
         await self._presence.start()
-        self._discovery = asyncio.create_task(self._discover(), name=f"{self.id}:discover")
-        self._expiries = asyncio.create_task(self._notice_expiries(), name=f"{self.id}:expiries")
+        self._discovery = asyncio.create_task(
+            self._keep_running("discover", self._discover), name=f"{self.id}:discover"
+        )
+        self._expiries = asyncio.create_task(
+            self._keep_running("expiries", self._notice_expiries), name=f"{self.id}:expiries"
+        )
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
         )
@@ -176,6 +180,20 @@ class Agent:
 
     # ----------------------------------------------------------------- pulling
 
+    async def _keep_running(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the agent's background loops for its whole life.
+
+        A loop that fails (a server unreachable for longer than the library waits, a bug) is logged
+        and restarted, rather than leaving an agent that looks alive but no longer pulls.
+        """
+        while True:
+            try:
+                await loop()
+                return
+            except Exception as exc:
+                log.error("agent.loop_failed", agent=self.id, loop=what, error=repr(exc))
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+
     async def _discover(self) -> None:
         """Start a pull loop for every route (existing or future) whose requirements we meet."""
         async for route in self.board.routes.watch():
@@ -190,13 +208,9 @@ class Agent:
         prefix = f"$KV.{LEASES_BUCKET}."
         try:
             while True:
-                try:
-                    msgs = await fetch(sub, _EXPIRY_BATCH, _FETCH_TIMEOUT_S)
-                except nats.errors.Error as exc:  # disconnected: the client reconnects by itself
-                    log.debug("agent.fetch_failed", agent=self.id, consumer=EXPIRY_CONSUMER, error=str(exc))
-                    await asyncio.sleep(_RETRY_BACKOFF_S)
-                    continue
-                for msg in msgs:
+                for msg in await fetch_patiently(
+                    sub, _EXPIRY_BATCH, _FETCH_TIMEOUT_S, consumer=EXPIRY_CONSUMER
+                ):
                     # Claims, heartbeats and releases pass through too; only markers mean expiry.
                     if msg.headers and _MARKER_REASON in msg.headers:
                         try:
@@ -216,7 +230,8 @@ class Agent:
     def _maybe_pull(self, route: Route) -> None:
         if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):
             self._pullers[route.name] = asyncio.create_task(
-                self._pull(route.name), name=f"{self.id}:pull:{route.name}"
+                self._keep_running(f"pull {route.name}", lambda: self._pull(route.name)),
+                name=f"{self.id}:pull:{route.name}",
             )
 
     async def _pull(self, route: str) -> None:
@@ -228,13 +243,7 @@ class Agent:
         try:
             while True:
                 await self._room.wait()
-                try:
-                    msgs = await fetch(sub, 1, _FETCH_TIMEOUT_S)
-                except nats.errors.Error as exc:  # disconnected: the client reconnects by itself
-                    log.debug("agent.fetch_failed", agent=self.id, route=route, error=str(exc))
-                    await asyncio.sleep(_RETRY_BACKOFF_S)
-                    continue
-                for msg in msgs:
+                for msg in await fetch_patiently(sub, 1, _FETCH_TIMEOUT_S, consumer=work_consumer(route)):
                     if len(self._runners) >= self.capacity:
                         await msg.nak()  # another route's loop filled the last slot meanwhile
                         continue

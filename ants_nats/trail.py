@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._aio import fetch
+from ._aio import fetch, fetch_patiently
 from ._store import ensure_stream, last_message, publish, translate_errors
 from .errors import AntsError, InvalidTask
 from .identity import Identity
@@ -247,16 +247,20 @@ class Trail:
             sub = await self._js.pull_subscribe(
                 filters[0], durable=durable, stream=TRAIL_STREAM, config=config
             )
+        consumer = durable or "ephemeral"
         try:
             while True:
-                for msg in await fetch(sub, 1, _FETCH_TIMEOUT_S):
+                for msg in await fetch_patiently(sub, 1, _FETCH_TIMEOUT_S, consumer=consumer):
                     event = _parse(msg)
                     if event is None:
                         await msg.term()  # never valid: redelivering it would only loop
                         await self._record_corrupt(msg)
                         continue
                     yield event
-                    await msg.ack()
+                    try:
+                        await msg.ack()
+                    except nats.errors.Error as exc:  # the server redelivers it: at least once
+                        log.warning("trail.ack_failed", consumer=consumer, seq=event.seq, error=str(exc))
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

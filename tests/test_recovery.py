@@ -12,7 +12,16 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import JsonValue
 
-from ants_nats import Agent, EmbeddedServer, Lease, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import (
+    Agent,
+    EmbeddedServer,
+    Lease,
+    ServerUnavailable,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskStatus,
+)
 
 from .helpers import Recorder
 
@@ -134,3 +143,23 @@ async def test_resubmitting_a_dependent_links_it_to_its_dependency(
     assert isinstance(lease, Lease)
     await board.complete(lease)
     assert (await board.get("on-top")).ready
+
+
+async def test_a_failed_pull_loop_is_restarted(board: TaskBoard, monkeypatch: pytest.MonkeyPatch) -> None:
+    await board.submit(Task(id="still-served", kind="work"))
+    original = board.routes.ensure_consumer
+    failures: list[str] = []
+
+    async def flaky(route: str) -> None:
+        if not failures:  # the first pull loop dies at once, as if the server had been away too long
+            failures.append(route)
+            raise ServerUnavailable("open consumer: NATS server did not answer (TimeoutError)")
+        await original(route)
+
+    monkeypatch.setattr(board.routes, "ensure_consumer", flaky)
+    agent = Agent(board, name="persistent")
+    agent.handler("work")(Recorder().handle)
+    async with agent:
+        final = await board.wait(["still-served"], timeout=30)
+    assert failures == ["any"]
+    assert final["still-served"].status is TaskStatus.DONE
