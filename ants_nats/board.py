@@ -372,6 +372,7 @@ class TaskBoard:
             for dep in task.depends_on:
                 if dep in dependents:
                     dependents[dep].append(task.id)
+        written: dict[str, TaskRecord] = {}
         for task in fresh:
             record = TaskRecord(
                 task=task,
@@ -386,6 +387,7 @@ class TaskBoard:
                     raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
                 existing.add(task.id)  # an identical concurrent submission: one of us is enough
                 continue
+            written[task.id] = record
             await self.routes.register(task.requires)
             await self._submitted(task)
             if record.unroutable is not None:
@@ -397,16 +399,18 @@ class TaskBoard:
                 if await self.trail.last("task.submitted", task.id) is None:
                     await self._submitted(task)
 
-        created = ids - existing
         for task in batch:
             for dep in task.depends_on:
-                if dep not in created or task.id in existing:
-                    await self._attach_to_dependency(task.id, dep)
+                if dep not in written or task.id in existing:
+                    await self._attach_to_dependency(task.id, dep)  # announces it if now ready
         for task in batch:
-            record, _ = await self._get_entry(task.id)
-            if record.ready:
-                await self._announce(record.task)
-        return [(await self._get_entry(task.id))[0] for task in batch]
+            if task.id in written and not task.depends_on:
+                await self._announce(task)
+                continue
+            written[task.id] = await self.get(task.id)  # dependencies may have changed it
+            if task.id in existing and written[task.id].ready:
+                await self._announce(task)  # finishes an interrupted submission
+        return [written[task.id] for task in batch]
 
     async def _same_task_exists(self, task: Task) -> bool:
         """False if ``task.id`` is free; True if the board holds this very task; else ``TaskExists``."""
@@ -443,15 +447,27 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- CAS helper
 
-    async def _mutate(self, task_id: str, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:
+    async def _mutate(
+        self,
+        task_id: str,
+        change: Callable[[TaskRecord], TaskRecord | None],
+        *,
+        known: tuple[TaskRecord, int] | None = None,
+    ) -> TaskRecord:
         """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote.
 
         ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
+        ``known`` is a (record, revision) the caller just read: the first attempt writes on it
+        without reading again (a conflict means a fresh read, as always).
         """
         while True:
-            record, revision = await self._get_entry(task_id)
+            guessed = known is not None
+            record, revision = known if known is not None else await self._get_entry(task_id)
+            known = None
             new = change(record)
             if new is None:
+                if guessed:
+                    continue  # "nothing to do" is decided on a fresh read only
                 return record
             new = new.model_copy(update={"updated_at": utcnow()})
             try:
@@ -472,7 +488,7 @@ class TaskBoard:
         _check_id(task_id)
         _check_id(agent_id, what="agent id")
         try:
-            record, _ = await self._get_entry(task_id)
+            record, revision = await self._get_entry(task_id)
         except TaskNotFound:
             return Taken(task_id, "unknown")
         if record.status.terminal:
@@ -523,7 +539,7 @@ class TaskBoard:
                 }
             )
 
-        final = await self._mutate(task_id, take)
+        final = await self._mutate(task_id, take, known=(record, revision))
         if expired is not None:
             await self._event(
                 "task.expired",
