@@ -13,7 +13,8 @@ from pydantic import JsonValue
 
 from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskRecord
 from ants_nats._store import watch_values
-from ants_nats.models import AgentLedger
+from ants_nats.models import AgentLedger, TrailEvent
+from ants_nats.names import trail_subject
 
 
 @dataclass
@@ -86,6 +87,14 @@ async def until_ledger(board: TaskBoard, agent: str, done: Callable[[AgentLedger
                 if done(ledger):
                     return ledger
     raise AssertionError("watch ended")
+
+
+async def until_event(board: TaskBoard, kind: str, ref: str) -> TrailEvent:
+    """The first ``kind`` event about ``ref``, once it is on the trail (events follow their CAS)."""
+    async with aclosing(board.trail.follow(trail_subject(kind, ref))) as events:
+        async for event in events:
+            return event
+    raise AssertionError("follow ended")
 
 
 async def until_tasks(

@@ -27,7 +27,7 @@ from ants_nats import (
 )
 
 from .conftest import TEST_LEASE_TTL
-from .helpers import Recorder, swarm, until_tasks
+from .helpers import Recorder, swarm, until_event, until_tasks
 
 
 async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
@@ -308,5 +308,6 @@ async def test_an_expired_lease_returns_the_task_to_the_board_by_itself(board: T
     assert again.holder is None
     assert last.status is TaskStatus.DEAD
     assert after.error is not None and "dependency 'last-chance' is dead" in after.error
+    await until_event(board, "task.expired", "again")
     expired = [e for e in await board.trail.history("again") if e.kind == "task.expired"]
     assert [(e.agent, e.by) for e in expired] == [("ghost", bystander.id)]

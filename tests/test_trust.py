@@ -31,7 +31,7 @@ from ants_nats.models import AgentLedger
 from ants_nats.reputation import Reputation
 
 from .conftest import TEST_CARD_TTL
-from .helpers import Recorder, swarm, until_ledger, until_tasks
+from .helpers import Recorder, swarm, until_event, until_ledger, until_tasks
 
 
 @asynccontextmanager
@@ -167,6 +167,7 @@ async def test_forged_and_altered_events_fail_verification(board: TaskBoard) -> 
     async with honest:
         await board.submit(Task(id="v", kind="work"))
         await board.wait(["v"], timeout=20)
+        await until_event(board, "task.completed", "v")
         verifier = Verifier(board.directory)
         genuine = [e for e in await board.trail.history("v") if e.by == honest.id]
         checks = {e.kind: await verifier.check(e) for e in genuine}
