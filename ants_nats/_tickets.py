@@ -5,6 +5,10 @@ When a task becomes ready, one ticket is published on ``ants.work.<route>`` in t
 durable pull consumer shared by every agent able to serve it, so a ticket reaches **one** agent, which
 then claims through the KV lease (the authoritative lock). An agent pulls only with spare capacity.
 
+A task with ``priority > 0`` has its ticket published on the route's *express lane*
+(``ants.work.<route>.express``, consumer ``work_<route>_express``), which agents drain before the
+normal lane whenever they have room; within a lane, tickets are first-in first-out.
+
 The holder keeps its ticket un-acked while it works (``in_progress`` on each heartbeat; the
 consumer's ack wait equals the lease TTL). If the holder dies, the server redelivers the ticket about
 when the lease expires, and the next agent's claim takes over: no reaper, no polling. A ticket is
@@ -45,7 +49,7 @@ class Routes:
         self._replicas = replicas
         self._ack_wait = lease_ttl
         self._bucket = Bucket(js, ROUTES_BUCKET)
-        self._known: set[str] = set()
+        self._known: set[tuple[str, bool]] = set()
 
     async def ensure(self) -> None:
         """Create the routes bucket and the work stream unless they exist."""
@@ -62,30 +66,43 @@ class Routes:
             ),
         )
 
-    async def register(self, requires: Iterable[str]) -> str:
-        """Make sure the route of ``requires`` exists with its consumer; returns the route name."""
+    async def register(self, requires: Iterable[str], *, express: bool = False) -> str:
+        """Make sure the route of ``requires`` exists with its consumer (and its express lane, with
+        ``express``); returns the route name."""
         route = route_of(requires)
-        if route in self._known:
+        if (route, express) in self._known:
             return route
         await self.ensure_consumer(route)
-        try:
-            await self._bucket.create(
-                route, Route(requires=tuple(sorted(set(requires)))).model_dump_json().encode()
+        if express:
+            await self.ensure_consumer(route, express=True)
+        wanted = Route(requires=tuple(sorted(set(requires))), express=express)
+        while True:
+            entry = await self._bucket.get(route)
+            known = (
+                None if entry is None else parse_or_none(Route, entry.value, where=f"{ROUTES_BUCKET}/{route}")
             )
-            log.info("route.created", route=route)
-        except Conflict:
-            pass  # someone registered it first
-        self._known.add(route)
+            if known is not None and (known.express or not express):
+                break  # registered as needed already
+            try:
+                if entry is None:
+                    await self._bucket.create(route, wanted.model_dump_json().encode())
+                else:  # opening the express lane (or replacing garbage)
+                    await self._bucket.update(route, wanted.model_dump_json().encode(), last=entry.revision)
+            except Conflict:
+                continue  # someone registered it meanwhile: look again
+            log.info("route.registered", route=route, express=express)
+            break
+        self._known.add((route, express))
         return route
 
-    async def ensure_consumer(self, route: str) -> None:
-        """Create the durable consumer of ``route`` unless it exists."""
+    async def ensure_consumer(self, route: str, *, express: bool = False) -> None:
+        """Create the durable consumer of ``route`` (or of its express lane) unless it exists."""
         await ensure_consumer(
             self._js,
             WORK_STREAM,
             ConsumerConfig(
-                durable_name=work_consumer(route),
-                filter_subject=work_subject(route),
+                durable_name=work_consumer(route, express=express),
+                filter_subject=work_subject(route, express=express),
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self._ack_wait,
                 max_deliver=-1,
@@ -99,11 +116,16 @@ class Routes:
         async with translate_errors(f"announce {task.id}"):
             await publish(
                 self._js,
-                work_subject(task.route),
+                work_subject(task.route, express=task.express),
                 ticket.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"ticket-{task.id}"},
             )
         log.debug("task.announced", task_id=task.id, route=task.route)
+
+    async def get(self, route: str) -> Route | None:
+        """The registered route named ``route`` (None if unknown or unreadable)."""
+        entry = await self._bucket.get(route)
+        return None if entry is None else parse_or_none(Route, entry.value, where=f"{ROUTES_BUCKET}/{route}")
 
     async def watch(self) -> AsyncGenerator[Route, None]:
         """Every route, existing ones first, then new ones as they are registered."""

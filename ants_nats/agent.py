@@ -18,6 +18,7 @@ from typing import Self
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from pydantic import JsonValue
 
 from . import matching
@@ -39,6 +40,10 @@ Decider = Callable[[tuple[CapabilitySpec, ...], int, int, Task], matching.Verdic
 """``decide(capabilities, load, capacity, task)``: an agent's own rule for accepting a task."""
 
 _FETCH_TIMEOUT_S = 2.0
+_EXPRESS_LOOK_S = 0.05
+"""How long a look at an express lane waits (a lane holding a ticket answers well within it)."""
+_EXPRESS_IDLE_S = 0.5
+"""Longest an express ticket waits for an idle agent (the normal lane's long poll, when both exist)."""
 _EXPIRY_BATCH = 64
 _MARKER_REASON = "Nats-Marker-Reason"
 _RETRY_BACKOFF_S = 0.5
@@ -234,23 +239,42 @@ class Agent:
                 name=f"{self.id}:pull:{route.name}",
             )
 
-    async def _pull(self, route: str) -> None:
-        js = self.board.nc.jetstream()
+    async def _bind(self, route: str, *, express: bool) -> JetStreamContext.PullSubscription:
         # Another client may have registered the route without its consumer (README wire format).
-        await self.board.routes.ensure_consumer(route)
-        async with translate_errors(f"bind consumer {work_consumer(route)}"):
-            sub = await js.pull_subscribe_bind(durable=work_consumer(route), stream=WORK_STREAM)
+        await self.board.routes.ensure_consumer(route, express=express)
+        durable = work_consumer(route, express=express)
+        async with translate_errors(f"bind consumer {durable}"):
+            return await self.board.nc.jetstream().pull_subscribe_bind(durable=durable, stream=WORK_STREAM)
+
+    async def _pull(self, route: str) -> None:
+        """Take tickets of ``route`` while there is room: its express lane first, once it has one."""
+        normal = await self._bind(route, express=False)
+        express: JetStreamContext.PullSubscription | None = None
         try:
             while True:
                 await self._room.wait()
-                for msg in await fetch_patiently(sub, 1, _FETCH_TIMEOUT_S, consumer=work_consumer(route)):
+                msgs = []
+                if self._routes[route].express:
+                    express = express or await self._bind(route, express=True)
+                    # A short look: the server answers at once when the lane holds a ticket.
+                    msgs = await fetch_patiently(
+                        express, 1, _EXPRESS_LOOK_S, consumer=work_consumer(route, express=True)
+                    )
+                if not msgs:
+                    # With an express lane, wait briefly here, so an express ticket arriving
+                    # while we are idle is looked at again soon.
+                    wait = _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S
+                    msgs = await fetch_patiently(normal, 1, wait, consumer=work_consumer(route))
+                for msg in msgs:
                     if len(self._runners) >= self.capacity:
                         await msg.nak()  # another route's loop filled the last slot meanwhile
                         continue
                     self._start_runner(msg)
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+            for sub in (normal, express):
+                if sub is not None:
+                    with contextlib.suppress(nats.errors.Error):
+                        await sub.unsubscribe()
 
     def _start_runner(self, msg: Msg) -> None:
         runner = asyncio.create_task(self._work(msg), name=f"{self.id}:work")

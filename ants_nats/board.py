@@ -388,14 +388,14 @@ class TaskBoard:
                 existing.add(task.id)  # an identical concurrent submission: one of us is enough
                 continue
             written[task.id] = record
-            await self.routes.register(task.requires)
+            await self.routes.register(task.requires, express=task.express)
             await self._submitted(task)
             if record.unroutable is not None:
                 log.warning("task.unroutable", task_id=task.id, missing=record.unroutable)
                 await self._event("task.unroutable", task.id, data={"missing": list(record.unroutable)})
         for task in batch:
             if task.id in existing:
-                await self.routes.register(task.requires)
+                await self.routes.register(task.requires, express=task.express)
                 if await self.trail.last("task.submitted", task.id) is None:
                     await self._submitted(task)
 

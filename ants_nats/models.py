@@ -48,7 +48,9 @@ class Task(_Wire):
     requires: tuple[Capability, ...] = Field(default=(), description="Capabilities an agent must have.")
     payload: JsonValue = None
     depends_on: tuple[TaskId, ...] = Field(default=(), description="Ids that must be done first.")
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Above 0: the ticket takes the route's express lane."
+    )
     max_attempts: int = Field(default=3, ge=1, le=100)
     deadline: datetime | None = Field(default=None, description="After this, the task fails unclaimed.")
     created_by: str = Field(default="anonymous", max_length=128)
@@ -60,6 +62,11 @@ class Task(_Wire):
     def route(self) -> str:
         """Route of this task: the canonical name of its required capability set."""
         return route_of(self.requires)
+
+    @property
+    def express(self) -> bool:
+        """Whether its ticket takes the express lane (agents drain it before the normal one)."""
+        return self.priority > 0
 
 
 class TaskStatus(StrEnum):
@@ -179,6 +186,9 @@ class Route(_Wire):
     """A set of required capabilities that tasks have been submitted with (key = route name)."""
 
     requires: tuple[Capability, ...]
+    express: bool = Field(
+        default=False, description="Tasks with priority > 0 were submitted: its express lane is in use."
+    )
 
     @property
     def name(self) -> str:

@@ -80,14 +80,18 @@ def requires_of(route: str) -> tuple[str, ...]:
     return () if route == NO_REQUIREMENTS_ROUTE else tuple(route.split(ROUTE_SEPARATOR))
 
 
-def work_subject(route: str) -> str:
-    """Subject on which tickets for ``route`` are published."""
-    return f"{WORK_SUBJECT_PREFIX}.{route}"
+EXPRESS_LANE = "express"
+"""Tickets of tasks with ``priority > 0`` travel on ``ants.work.<route>.express``."""
 
 
-def work_consumer(route: str) -> str:
-    """Durable pull consumer shared by every agent able to serve ``route``."""
-    return f"work_{route}"
+def work_subject(route: str, *, express: bool = False) -> str:
+    """Subject on which tickets for ``route`` are published (its express lane with ``express``)."""
+    return f"{WORK_SUBJECT_PREFIX}.{route}.{EXPRESS_LANE}" if express else f"{WORK_SUBJECT_PREFIX}.{route}"
+
+
+def work_consumer(route: str, *, express: bool = False) -> str:
+    """Durable pull consumer shared by every agent able to serve ``route`` (or its express lane)."""
+    return f"work_{route}_{EXPRESS_LANE}" if express else f"work_{route}"
 
 
 def trail_subject(kind: str, ref: str) -> str:

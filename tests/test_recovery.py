@@ -150,11 +150,11 @@ async def test_a_failed_pull_loop_is_restarted(board: TaskBoard, monkeypatch: py
     original = board.routes.ensure_consumer
     failures: list[str] = []
 
-    async def flaky(route: str) -> None:
+    async def flaky(route: str, *, express: bool = False) -> None:
         if not failures:  # the first pull loop dies at once, as if the server had been away too long
             failures.append(route)
             raise ServerUnavailable("open consumer: NATS server did not answer (TimeoutError)")
-        await original(route)
+        await original(route, express=express)
 
     monkeypatch.setattr(board.routes, "ensure_consumer", flaky)
     agent = Agent(board, name="persistent")

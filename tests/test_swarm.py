@@ -311,3 +311,28 @@ async def test_an_expired_lease_returns_the_task_to_the_board_by_itself(board: T
     await until_event(board, "task.expired", "again")
     expired = [e for e in await board.trail.history("again") if e.kind == "task.expired"]
     assert [(e.agent, e.by) for e in expired] == [("ghost", bystander.id)]
+
+
+async def test_express_tasks_overtake_a_backlog(board: TaskBoard) -> None:
+    order: list[str] = []
+
+    async def step(task: Task, ctx: TaskContext) -> JsonValue:
+        order.append(task.id)
+        return None
+
+    backlog = [Task(id=f"n{i}", kind="work") for i in range(6)]
+    urgent = [Task(id=f"e{i}", kind="work", priority=5) for i in range(2)]
+    await board.submit_many([*backlog, *urgent])  # the express tasks come last
+    route = await board.routes.get("any")
+    assert route is not None and route.express
+    agent = Agent(board, name="one-at-a-time", capacity=1)
+    agent.handler("work")(step)
+    async with agent:
+        final = await board.wait([t.id for t in [*backlog, *urgent]], timeout=30)
+        # An idle agent picks up an express task too (its normal-lane wait is kept short).
+        await board.submit(Task(id="e-late", kind="work", priority=1))
+        final |= await board.wait(["e-late"], timeout=30)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    # FIFO would run them last; the express lane is drained first (in its own FIFO order).
+    assert [t for t in order if t.startswith("e")] == ["e0", "e1", "e-late"]
+    assert order.index("e1") <= 2, order
