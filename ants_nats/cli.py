@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
     submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
     submit.add_argument("--payload", default="null", help="payload as JSON")
+    submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
 
     command("tasks", "list the tasks on the board", json_out=True)
     command("agents", "list the live agents and their load", json_out=True)
@@ -205,6 +206,7 @@ def _tasks_from(args: argparse.Namespace) -> list[Any]:
             "requires": args.require,
             "depends_on": args.depends_on,
             "payload": payload,
+            "priority": args.priority,
         }
     ]
 

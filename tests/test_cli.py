@@ -104,10 +104,13 @@ async def test_agent_submit_and_the_inspection_commands(nats_server: EmbeddedSer
             "shout",
             "--payload",
             '{"say": "hi"}',
+            "--priority",
+            "3",
             "--json",
         )
         assert submitted.returncode == 0, submitted.stderr
         assert json.loads(submitted.stdout)[0]["task"]["id"] == "c1"
+        assert json.loads(submitted.stdout)[0]["task"]["priority"] == 3
         async with TaskBoard.connect(url) as board:
             await board.wait(["c1"], timeout=20)
         tasks = json.loads(run_cli("tasks", "--server", url, "--json").stdout)
