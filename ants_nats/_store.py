@@ -181,7 +181,6 @@ class Bucket:
 
     async def _last(self, key: str) -> tuple[Entry | None, int]:
         """The live entry (None if absent or deleted) and the key's last revision (0 if none)."""
-
         msg = await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
         if msg is None:
             return None, 0

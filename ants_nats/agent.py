@@ -197,6 +197,8 @@ class Agent:
                 return
             except Exception as exc:
                 log.error("agent.loop_failed", agent=self.id, loop=what, error=repr(exc))
+                if self.board.nc.is_closed:  # closed for good: nothing to come back to
+                    return
                 await asyncio.sleep(_RETRY_BACKOFF_S)
 
     async def _discover(self) -> None:
