@@ -47,6 +47,8 @@ class _Refusals:
             self._waiters.remove(waiter)
             if not attempt.done():
                 await cancel_and_wait([attempt])
+            if not attempt.cancelled():
+                attempt.exception()  # mark it seen: when we are cancelled, nobody else will look
         if refused.done() and (attempt.cancelled() or attempt.exception() is not None):
             raise PermissionDenied(f"{action}: refused by the server ({refused.result()})")
         return attempt.result()
