@@ -17,6 +17,7 @@ from ants_nats import (
     PermissionDenied,
     Task,
     TaskBoard,
+    TaskNotFound,
     TaskStatus,
     connect,
 )
@@ -66,8 +67,10 @@ async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> No
         assert "visible" in {r.task.id for r in await observer.all_tasks()}
         # Refused as soon as the server says so, not after the request's 5 s timeout.
         async with asyncio.timeout(2.5):
-            with pytest.raises(PermissionDenied, match="sneaky"):
+            with pytest.raises(PermissionDenied, match="refused by the server"):
                 await observer.submit(Task(id="sneaky", kind="work"))
+        with pytest.raises(TaskNotFound):  # nothing was written
+            await observer.get("sneaky")
         with pytest.raises(PermissionDenied):
             await observer.trail.mark("graffiti", key="wall")
 
