@@ -75,19 +75,17 @@ class Routes:
         await self.ensure_consumer(route)
         if express:
             await self.ensure_consumer(route, express=True)
-        wanted = Route(requires=tuple(sorted(set(requires))), express=express)
+        wanted = Route(requires=tuple(sorted(set(requires))), express=express).model_dump_json().encode()
         while True:
             entry = await self._bucket.get(route)
-            known = (
-                None if entry is None else parse_or_none(Route, entry.value, where=f"{ROUTES_BUCKET}/{route}")
-            )
+            known = None if entry is None else _parse_route(route, entry.value)
             if known is not None and (known.express or not express):
                 break  # registered as needed already
             try:
                 if entry is None:
-                    await self._bucket.create(route, wanted.model_dump_json().encode())
+                    await self._bucket.create(route, wanted)
                 else:  # opening the express lane (or replacing garbage)
-                    await self._bucket.update(route, wanted.model_dump_json().encode(), last=entry.revision)
+                    await self._bucket.update(route, wanted, last=entry.revision)
             except Conflict:
                 continue  # someone registered it meanwhile: look again
             log.info("route.registered", route=route, express=express)
@@ -125,11 +123,16 @@ class Routes:
     async def get(self, route: str) -> Route | None:
         """The registered route named ``route`` (None if unknown or unreadable)."""
         entry = await self._bucket.get(route)
-        return None if entry is None else parse_or_none(Route, entry.value, where=f"{ROUTES_BUCKET}/{route}")
+        return None if entry is None else _parse_route(route, entry.value)
 
     async def watch(self) -> AsyncGenerator[Route, None]:
         """Every route, existing ones first, then new ones as they are registered."""
         async for key, value in watch_values(self._js, ROUTES_BUCKET):
-            route = parse_or_none(Route, value, where=f"{ROUTES_BUCKET}/{key}")
+            route = _parse_route(key, value)
             if route is not None:
                 yield route
+
+
+def _parse_route(key: str, value: bytes) -> Route | None:
+    """The ``Route`` stored under ``key``, or None (logged) when the value does not validate."""
+    return parse_or_none(Route, value, where=f"{ROUTES_BUCKET}/{key}")
