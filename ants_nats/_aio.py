@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -20,6 +20,29 @@ from nats.js import JetStreamContext
 from .log import get_logger
 
 log = get_logger("pull")
+
+T = TypeVar("T")
+
+IN_FLIGHT = 256
+"""Requests a pipelined batch keeps outstanding at once (the client, not the server, is the limit)."""
+
+
+async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int = IN_FLIGHT) -> list[T]:
+    """Await every awaitable with at most ``limit`` in flight; results in order.
+
+    The first failure cancels what has not finished and is raised (nothing is left running).
+    """
+    gate = asyncio.Semaphore(limit)
+
+    async def bounded(aw: Awaitable[T]) -> T:
+        async with gate:
+            return await aw
+
+    tasks = [asyncio.ensure_future(bounded(aw)) for aw in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await cancel_and_wait(tasks)
 
 
 async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:

@@ -76,6 +76,19 @@ async def publish(
             delay = min(delay * 2, 1.0)
 
 
+async def publish_nowait(
+    js: JetStreamContext, subject: str, payload: bytes, *, headers: dict[str, str] | None = None
+) -> None:
+    """Hand a message for a stream to the connection without asking for the stream's ack.
+
+    One message instead of a request and its reply: for records that are worth having but whose
+    loss costs nothing the board depends on (the stream stores it unless it cannot, e.g. while it
+    has no leader). A refused publish is still logged by the connection's error handler.
+    """
+    async with translate_errors(f"write {subject}"):
+        await js._nc.publish(subject, payload, headers=headers)
+
+
 class Conflict(Exception):
     """The key's last revision is not the expected one (a CAS lost). Internal to the library."""
 

@@ -33,7 +33,7 @@ from ._store import (
     watch_values,
 )
 from .log import get_logger
-from .models import Route, Task, Ticket, parse_or_none
+from .models import Route, TaskRecord, Ticket, parse_or_none
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
 
 log = get_logger("tickets")
@@ -108,9 +108,13 @@ class Routes:
             ),
         )
 
-    async def announce(self, task: Task) -> None:
-        """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped)."""
-        ticket = Ticket(task_id=task.id, route=task.route)
+    async def announce(self, record: TaskRecord, revision: int) -> None:
+        """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped).
+
+        The ticket carries the ready record and its revision, so the agent it reaches can claim
+        with a single compare-and-set."""
+        task = record.task
+        ticket = Ticket(task_id=task.id, route=task.route, revision=revision, record=record)
         async with translate_errors(f"announce {task.id}"):
             await publish(
                 self._js,

@@ -31,7 +31,7 @@ from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
-from .names import EXPIRY_CONSUMER, LEASES_BUCKET, WORK_STREAM, is_valid_id, requires_of, work_consumer
+from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 
 log = get_logger("agent")
@@ -44,8 +44,6 @@ _EXPRESS_LOOK_S = 0.05
 """How long a look at an express lane waits (a lane holding a ticket answers well within it)."""
 _EXPRESS_IDLE_S = 0.5
 """Longest an express ticket waits for an idle agent (the normal lane's long poll, when both exist)."""
-_EXPIRY_BATCH = 64
-_MARKER_REASON = "Nats-Marker-Reason"
 _RETRY_BACKOFF_S = 0.5
 
 
@@ -87,7 +85,6 @@ class Agent:
         self._presence = Presence(board, self.card, self.identity)
         self._runners: set[asyncio.Task[None]] = set()
         self._discovery: asyncio.Task[None] | None = None
-        self._expiries: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
@@ -142,9 +139,6 @@ class Agent:
         self._discovery = asyncio.create_task(
             self._keep_running("discover", self._discover), name=f"{self.id}:discover"
         )
-        self._expiries = asyncio.create_task(
-            self._keep_running("expiries", self._notice_expiries), name=f"{self.id}:expiries"
-        )
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
         )
@@ -174,8 +168,8 @@ class Agent:
 
     async def _shutdown(self) -> None:
         # Stop pulling first, so no new work arrives while we drain.
-        background = [self._discovery, self._expiries]
-        await cancel_and_wait([*self._pullers.values(), *(task for task in background if task is not None)])
+        background = [self._discovery] if self._discovery is not None else []
+        await cancel_and_wait([*self._pullers.values(), *background])
         self._pullers.clear()
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
@@ -206,33 +200,6 @@ class Agent:
         async for route in self.board.routes.watch():
             self._routes[route.name] = route
             self._maybe_pull(route)
-
-    async def _notice_expiries(self) -> None:
-        """Return tasks whose lease the server expired (one agent sees each marker)."""
-        js = self.board.nc.jetstream()
-        async with translate_errors(f"bind consumer {EXPIRY_CONSUMER}"):
-            sub = await js.pull_subscribe_bind(durable=EXPIRY_CONSUMER, stream=f"KV_{LEASES_BUCKET}")
-        prefix = f"$KV.{LEASES_BUCKET}."
-        try:
-            while True:
-                for msg in await fetch_patiently(
-                    sub, _EXPIRY_BATCH, _FETCH_TIMEOUT_S, consumer=EXPIRY_CONSUMER
-                ):
-                    # Claims, heartbeats and releases pass through too; only markers mean expiry.
-                    if msg.headers and _MARKER_REASON in msg.headers:
-                        try:
-                            await self.board.reconcile_expiry(
-                                msg.subject.removeprefix(prefix), noticed_by=self.id
-                            )
-                        except AntsError as exc:  # redelivered after the ack wait
-                            log.warning(
-                                "lease.expiry_unhandled", agent=self.id, subject=msg.subject, error=str(exc)
-                            )
-                            continue
-                    await msg.ack()
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
 
     def _maybe_pull(self, route: Route) -> None:
         if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):
@@ -311,7 +278,7 @@ class Agent:
                 await msg.nak(delay=self.decline_backoff)
                 return
             probation = delivered >= reputation.config.probation_after
-            outcome = await self.board.claim(ticket.task_id, self.id, probation=probation)
+            outcome = await self.board.take(ticket, msg, self.id, probation=probation)
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
@@ -364,7 +331,7 @@ class Agent:
         elif taken.reason == "quarantined":
             log.info("task.refused", agent=self.id, task_id=taken.task_id, quarantined=taken.quarantined)
             await msg.nak(delay=self.decline_backoff)  # others first; probation comes with redeliveries
-        else:
+        else:  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
             await msg.ack()
 
     async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler) -> None:
@@ -404,8 +371,7 @@ class Agent:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.board.heartbeat(lease)
-                await msg.in_progress()
+                await self.board.heartbeat(lease)  # also extends the ticket's ack wait
             except LeaseLost:
                 ctx.lease_lost.set()
                 work.cancel()

@@ -1,20 +1,26 @@
-"""The task board: claim-and-lock with self-expiring leases and fencing tokens on JetStream KV.
+"""The task board: claim-and-lock with server-expiring leases and fencing tokens on JetStream KV.
 
-Protocol (all decisions are single compare-and-set writes; there is no coordinator):
+Protocol (every decision is a single compare-and-set write; there is no coordinator):
 
-* A task's state lives in ``ants_tasks/<id>``; a claim is ``ants_leases/<id>``, created with a
-  per-key TTL. Creating the lease is the atomic claim: of N racing agents exactly one create
-  succeeds; its revision is the **fencing token**. The winner then moves the record to ``claimed``
-  with a CAS on the record's revision.
-* ``heartbeat`` re-writes the lease with a CAS on its last revision (and a fresh TTL); ``complete``,
-  ``fail`` and ``release`` check the token against both the live lease and the record and CAS the
-  record. A stale token fails with ``LeaseLost`` and changes nothing.
-* When a holder dies its lease expires on the server. The task's ticket (see ``_tickets``) is then
-  redelivered to another agent, whose claim finds the stale ``claimed`` record, records the expired
-  attempt and either takes over or dead-letters the task after ``max_attempts``.
+* A task's state lives in ``ants_tasks/<id>``. A claim is a CAS of that record from ``pending`` to
+  ``claimed``; the **fencing token** is the record revision the claim was based on, so tokens grow
+  with every claim of a task and a holder's later writes (CAS on the revision it wrote) fail once
+  anyone else has claimed.
+* The lease that keeps a claim alive lives on the server. An agent claims through the task's
+  *ticket* (see ``_tickets``) and holds it un-acked while it works: the ticket's ack wait is the
+  lease, ``in_progress`` the heartbeat, and the server redelivering the ticket the expiry. The
+  record names the ticket (``ticket``), so whoever receives it next knows the old holder's lease
+  ran out, counts the expired attempt and takes over (or dead-letters the task after
+  ``max_attempts``). A direct ``claim(task_id, agent)``, which holds no ticket, keeps its lease as
+  ``ants_leases/<id>``, a key with a per-key TTL that its heartbeats renew.
 * Dependencies: a record lists the dependencies it still ``waits_on`` and its ``dependents``. The
   agent that completes a task removes it from each dependent (CAS); whoever empties the list
   publishes the dependent's ticket. A failed or dead task fails its dependents with a reason.
+* Every change leaves an event on the trail, after the CAS that made it true. Outcomes (completed,
+  failed, expired, dead, blocked, released, declined) wait for the stream's ack, and a ticket is
+  acked only after them, so a crash in between is repaired by the next agent that meets the
+  ticket; progress-like events (submitted, ready, claimed, heartbeat, progress) are sent without
+  waiting for an ack: one message each instead of two.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from typing import Any, Literal
 
 import pydantic
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import JsonValue
 
 from . import _tickets, matching
+from ._aio import gather_bounded
 from ._connect import connect
-from ._store import Bucket, Conflict, Entry, ensure_consumer, ensure_kv, watch_values
+from ._store import Bucket, Conflict, Entry, ensure_kv, translate_errors, watch_values
 from .cards import Directory
 from .dag import check_batch
 from .errors import (
@@ -58,11 +65,12 @@ from .models import (
     Task,
     TaskRecord,
     TaskStatus,
+    Ticket,
     TrailEvent,
     parse_or_none,
     utcnow,
 )
-from .names import BAD_RESULT_MARK, EXPIRY_CONSUMER, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
+from .names import BAD_RESULT_MARK, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
 from .reputation import Reputation, ReputationConfig
 from .trail import Trail, TrailConfig
 
@@ -72,9 +80,16 @@ _ONCE_PER_LEASE = frozenset(
     {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
 )
 _ONCE_PER_TASK = frozenset({"task.submitted", "task.dead"})
+_UNCONFIRMED = frozenset(
+    {"task.submitted", "task.unroutable", "task.ready", "task.claimed", "task.heartbeat", "task.progress"}
+)
+"""Events sent without waiting for the stream's ack (their loss costs nothing the board needs)."""
 
 _CLOCK_SKEW_S = 2.0
 """Tolerance between this host's clock and the server's when judging a lease's age."""
+
+_CARDS_MAX_AGE_S = 1.0
+"""How long a submitter reuses the cards it read to tell whether a task is routable."""
 
 
 @dataclass(frozen=True)
@@ -105,14 +120,21 @@ class BoardConfig:
 
 @dataclass
 class Lease:
-    """A held claim on a task. ``token`` is the fencing token: the lease's KV revision at claim time."""
+    """A held claim on a task. ``token`` is the fencing token: the record revision the claim was
+    based on, larger for every later claim of the same task."""
 
     task: Task
     token: int
     agent_id: str
     ttl: float
     expires_at: datetime
+    _record: TaskRecord = field(repr=False)
+    """The record as this holder last wrote or checked it, and its revision: the next CAS's base."""
     _revision: int = field(repr=False)
+    _ticket: Msg | None = field(default=None, repr=False)
+    """The ticket whose un-acked delivery is this claim's lease (None: a lease key instead)."""
+    _lease_revision: int = field(default=0, repr=False)
+    """With a lease key: its last revision (heartbeats CAS on it)."""
 
     @property
     def task_id(self) -> str:
@@ -126,12 +148,13 @@ class Taken:
 
     ``reason``: ``held`` (another agent holds a live lease; retry after ``retry_after`` s),
     ``finished`` (the task is done, failed or dead; ``status`` says which), ``not_ready``
-    (dependencies are not done yet), ``unknown`` (no such task) or ``quarantined`` (the claimant's
-    reputation for a required capability is too low, and the claim was not on probation).
+    (dependencies are not done yet), ``unknown`` (no such task), ``quarantined`` (the claimant's
+    reputation for a required capability is too low, and the claim was not on probation) or
+    ``duplicate`` (a second ticket for a task that its holder's own ticket keeps alive).
     """
 
     task_id: str
-    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined"]
+    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined", "duplicate"]
     holder: str | None = None
     retry_after: float | None = None
     status: TaskStatus | None = None
@@ -151,14 +174,6 @@ def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
     return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")
 
 
-def _lease_token(entry: Entry) -> int | None:
-    """Token of a lease entry: written in the value after the first heartbeat, else its revision."""
-    lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{entry.key}")
-    if lease is None:
-        return None
-    return lease.token if lease.token is not None else entry.revision
-
-
 class TaskBoard:
     """The shared task board. Open it with ``TaskBoard.connect(url)`` or ``await TaskBoard.open(nc)``."""
 
@@ -170,12 +185,12 @@ class TaskBoard:
         self.leases = Bucket(js, LEASES_BUCKET)
         self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
-        self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
-        self.reputation = Reputation(nc, config.reputation)
-        self._identities: dict[str, Identity] = {}
-        """Scores read from the ledger; every claim through this board checks them."""
-        """Live agent cards: who can do what right now."""
         """The trail every state change of this board is written to."""
+        self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
+        """Live agent cards: who can do what right now."""
+        self.reputation = Reputation(nc, config.reputation)
+        """Scores read from the ledger; every claim through this board checks them."""
+        self._identities: dict[str, Identity] = {}
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -200,7 +215,6 @@ class TaskBoard:
         js = self._js
         replicas = self.config.replicas
         await ensure_kv(js, TASKS_BUCKET, replicas=replicas, history=self.config.task_history)
-        # The marker TTL lets watchers see an expiry as an event before the marker itself goes.
         await ensure_kv(
             js, LEASES_BUCKET, replicas=replicas, history=1, marker_ttl=max(self.config.lease_ttl, 1.0)
         )
@@ -208,18 +222,6 @@ class TaskBoard:
         await self.trail.ensure()
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=replicas, history=1)
-        await ensure_consumer(
-            js,
-            f"KV_{LEASES_BUCKET}",
-            ConsumerConfig(
-                durable_name=EXPIRY_CONSUMER,
-                filter_subject=f"$KV.{LEASES_BUCKET}.>",
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.EXPLICIT,
-                max_deliver=-1,
-                max_ack_pending=-1,
-            ),
-        )
 
     def sign_as(self, agent_id: str, identity: Identity) -> None:
         """Sign the events this board lays on behalf of ``agent_id`` with ``identity``."""
@@ -252,7 +254,10 @@ class TaskBoard:
             msg_id = f"{kind}-{task_id}-{token}"
         elif kind in _ONCE_PER_TASK:
             msg_id = f"{kind}-{task_id}"
-        await self.trail.emit(event, signer=signer, msg_id=msg_id)
+        if kind in _UNCONFIRMED:
+            await self.trail.emit_nowait(event, signer=signer, msg_id=msg_id)
+        else:
+            await self.trail.emit(event, signer=signer, msg_id=msg_id)
 
     # ----------------------------------------------------------------- reading
 
@@ -342,15 +347,18 @@ class TaskBoard:
     async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
         """Submit a batch of tasks (a DAG may span the batch and tasks already on the board).
 
-        Everything is validated before anything is written: malformed fields (``InvalidTask``),
+        Everything is validated before anything is announced: malformed fields (``InvalidTask``),
         oversized payloads (``PayloadTooLarge``), duplicate ids or ids on the board with another
         definition (``TaskExists``), unknown dependencies (``UnknownDependency``) and cycles
-        (``DependencyCycle``).
+        (``DependencyCycle``). A rejected batch leaves nothing on the board.
 
         Submitting is idempotent by task id: a task already on the board with the same definition
         is accepted as it is, and whatever a failed earlier submission left undone (announcing it,
         linking it to its dependencies, its trail event) is completed. So a caller that lost the
         answer to a submission, or crashed during it, can simply submit again.
+
+        Writes are pipelined (up to 256 in flight), so a large batch costs about one round trip
+        per 256 tasks rather than several per task.
         """
         batch = [_parse_task(task) for task in tasks]
         for task in batch:
@@ -359,58 +367,93 @@ class TaskBoard:
                 raise PayloadTooLarge(f"payload of task {task.id!r}", size, self.config.max_payload_bytes)
         check_batch(batch)
         ids = {task.id for task in batch}
-        existing = {task.id for task in batch if await self._same_task_exists(task)}
-        external = {dep for task in batch for dep in task.depends_on if dep not in ids}
-        for dep in sorted(external):
-            if await self.tasks.get(dep) is None:
+        external = sorted({dep for task in batch for dep in task.depends_on if dep not in ids})
+        for dep, entry in zip(
+            external, await gather_bounded(self.tasks.get(d) for d in external), strict=True
+        ):
+            if entry is None:
                 raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
 
-        cards = await self.directory.cards()
-        fresh = [task for task in batch if task.id not in existing]
-        dependents: dict[str, list[str]] = {task.id: [] for task in fresh}
-        for task in fresh:
+        dependents: dict[str, list[str]] = {task.id: [] for task in batch}
+        for task in batch:
             for dep in task.depends_on:
                 if dep in dependents:
                     dependents[dep].append(task.id)
-        written: dict[str, TaskRecord] = {}
-        for task in fresh:
-            record = TaskRecord(
+        unroutable = await self._unroutable(batch)
+        records = {
+            task.id: TaskRecord(
                 task=task,
                 waiting_on=task.depends_on,
                 dependents=tuple(sorted(dependents[task.id])),
-                unroutable=matching.unroutable(cards, task.requires),
+                unroutable=unroutable.get(task.id),
             )
-            try:
-                await self.tasks.create(task.id, _dump(record))
-            except Conflict as exc:
-                if not await self._same_task_exists(task):
-                    raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else") from exc
-                existing.add(task.id)  # an identical concurrent submission: one of us is enough
-                continue
-            written[task.id] = record
-            await self.routes.register(task.requires, express=task.express)
-            await self._submitted(task)
-            if record.unroutable is not None:
-                log.warning("task.unroutable", task_id=task.id, missing=record.unroutable)
-                await self._event("task.unroutable", task.id, data={"missing": list(record.unroutable)})
+            for task in batch
+        }
+        revisions = await gather_bounded(self._create(records[task.id]) for task in batch)
+        written = {task.id: rev for task, rev in zip(batch, revisions, strict=True) if rev is not None}
+        existing: set[str] = set()
+        try:
+            for task in batch:
+                if task.id not in written:
+                    if not await self._same_task_exists(task):
+                        raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else")
+                    existing.add(task.id)
+        except TaskExists:
+            await self._withdraw(written)
+            raise
+
+        for requires, express in sorted({(task.requires, task.express) for task in batch}):
+            await self.routes.register(requires, express=express)
         for task in batch:
-            if task.id in existing:
-                await self.routes.register(task.requires, express=task.express)
-                if await self.trail.last("task.submitted", task.id) is None:
-                    await self._submitted(task)
+            if task.id in written:
+                await self._submitted(task)
+                missing = records[task.id].unroutable
+                if missing is not None:
+                    log.warning("task.unroutable", task_id=task.id, missing=missing)
+                    await self._event("task.unroutable", task.id, data={"missing": list(missing)})
+            elif await self.trail.last("task.submitted", task.id) is None:
+                await self._submitted(task)
 
         for task in batch:
             for dep in task.depends_on:
                 if dep not in written or task.id in existing:
                     await self._attach_to_dependency(task.id, dep)  # announces it if now ready
+        ready = [task for task in batch if task.id in written and not task.depends_on]
+        await gather_bounded(self._announce(records[t.id], written[t.id]) for t in ready)
+        final = {task.id: records[task.id] for task in ready}
         for task in batch:
-            if task.id in written and not task.depends_on:
-                await self._announce(task)
+            if task.id in final:
                 continue
-            written[task.id] = await self.get(task.id)  # dependencies may have changed it
-            if task.id in existing and written[task.id].ready:
-                await self._announce(task)  # finishes an interrupted submission
-        return [written[task.id] for task in batch]
+            record, revision = await self._get_entry(task.id)  # dependencies may have changed it
+            if task.id in existing and record.ready:
+                await self._announce(record, revision)  # finishes an interrupted submission
+            final[task.id] = record
+        return [final[task.id] for task in batch]
+
+    async def _create(self, record: TaskRecord) -> int | None:
+        """Write a new record; its revision, or None when the id is taken."""
+        try:
+            return await self.tasks.create(record.task.id, _dump(record))
+        except Conflict:
+            return None
+
+    async def _withdraw(self, written: Mapping[str, int]) -> None:
+        """Remove the records a rejected batch wrote before the rejection was known (nothing has
+        announced them yet, so nobody else can have touched them)."""
+        for task_id, revision in written.items():
+            with contextlib.suppress(Conflict):
+                await self.tasks.delete(task_id, last=revision)
+
+    async def _unroutable(self, batch: Sequence[Task]) -> dict[str, tuple[str, ...]]:
+        """The capabilities no live agent offers, for each task of ``batch`` that needs some.
+
+        A recent reading of the cards is enough to see that a route is served; only a task that
+        looks unroutable pays for a fresh reading."""
+        cards = await self.directory.cards(max_age=_CARDS_MAX_AGE_S)
+        if any(matching.unroutable(cards, task.requires) for task in batch):
+            cards = await self.directory.cards()
+        missing = {task.id: matching.unroutable(cards, task.requires) for task in batch}
+        return {task_id: caps for task_id, caps in missing.items() if caps is not None}
 
     async def _same_task_exists(self, task: Task) -> bool:
         """False if ``task.id`` is free; True if the board holds this very task; else ``TaskExists``."""
@@ -439,7 +482,7 @@ class TaskBoard:
             return record.model_copy(update={"dependents": tuple(sorted({*record.dependents, task_id}))})
 
         # A terminal dependency is returned unchanged, so its status tells how to settle ``task_id``.
-        dep_record = await self._mutate(dep, add_dependent)
+        dep_record, _ = await self._mutate(dep, add_dependent)
         if dep_record.status is TaskStatus.DONE:
             await self._dependency_done(task_id, dep)
         elif dep_record.status.terminal:
@@ -453,12 +496,13 @@ class TaskBoard:
         change: Callable[[TaskRecord], TaskRecord | None],
         *,
         known: tuple[TaskRecord, int] | None = None,
-    ) -> TaskRecord:
-        """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote.
+    ) -> tuple[TaskRecord, int]:
+        """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote;
+        returns the record and its revision.
 
         ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
-        ``known`` is a (record, revision) the caller just read: the first attempt writes on it
-        without reading again (a conflict means a fresh read, as always).
+        ``known`` is a (record, revision) the caller just read or wrote: the first attempt writes
+        on it without reading again (a conflict means a fresh read, as always).
         """
         while True:
             guessed = known is not None
@@ -468,29 +512,19 @@ class TaskBoard:
             if new is None:
                 if guessed:
                     continue  # "nothing to do" is decided on a fresh read only
-                return record
+                return record, revision
             new = new.model_copy(update={"updated_at": utcnow()})
             try:
-                await self.tasks.update(task_id, _dump(new), last=revision)
+                revision = await self.tasks.update(task_id, _dump(new), last=revision)
             except Conflict:
                 continue
-            return new
+            return new, revision
 
     # ----------------------------------------------------------------- claiming
 
-    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
-        """Try to claim ``task_id`` for ``agent_id``: a ``Lease`` if this call won, else ``Taken``.
-
-        An agent quarantined for one of the task's capabilities is refused unless ``probation``
-        (the runtime sets it once a ticket has been offered ``probation_after`` times) and the
-        task has more than one attempt left.
-        """
-        _check_id(task_id)
-        _check_id(agent_id, what="agent id")
-        try:
-            record, revision = await self._get_entry(task_id)
-        except TaskNotFound:
-            return Taken(task_id, "unknown")
+    async def _claimable(self, record: TaskRecord, agent_id: str, *, probation: bool) -> Taken | None:
+        """Why ``agent_id`` may not claim the task of ``record`` at all (None: it may try)."""
+        task_id = record.task.id
         if record.status.terminal:
             await self._recover(record, by=agent_id)
             return Taken(task_id, "finished", status=record.status)
@@ -501,115 +535,162 @@ class TaskBoard:
                 task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
             )
             return Taken(task_id, "finished", status=final.status)
-
         distrusted = await self.reputation.quarantined(agent_id, record.task.requires)
         # Probation never spends a task's last attempt on an agent we do not trust.
         last_chance = record.counted_attempts + 1 >= record.task.max_attempts
         if distrusted and (not probation or last_chance):
             return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
+        return None
 
-        now = utcnow()
-        ttl = self.config.lease_ttl
-        lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now)
+    async def take(
+        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+    ) -> Lease | Taken:
+        """Claim the task of ``ticket``, delivered as ``msg``, for ``agent_id``: the agent runtime's claim.
+
+        The un-acked delivery of ``msg`` is the lease: the caller keeps it un-acked while it works
+        (``heartbeat`` sends ``in_progress``) and acks it once the task is settled. On a first
+        delivery the ticket's copy of the ready record is claimed with one CAS, without a read.
+        """
+        task_id = ticket.task_id
+        _check_id(agent_id, what="agent id")
+        seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
+        snapshot, revision = ticket.record, ticket.revision
+        known = None
+        if delivered == 1 and snapshot is not None and revision is not None and snapshot.ready:
+            known = (snapshot, revision) if snapshot.task.id == task_id else None
+        checked: int | None = None  # the revision whose record passed ``_claimable``
+        while True:
+            if known is not None:
+                record, revision = known
+                known = None
+            else:
+                try:
+                    record, revision = await self._get_entry(task_id)
+                except TaskNotFound:
+                    return Taken(task_id, "unknown")
+            if checked is None or record.status.terminal or record.waiting_on:
+                refused = await self._claimable(record, agent_id, probation=probation)
+                if refused is not None:
+                    return refused
+                checked = revision
+            expired: Attempt | None = None
+            now = utcnow()
+            if record.status is TaskStatus.CLAIMED:
+                if record.ticket is None:
+                    # A direct claim, kept alive by its lease key: it expired only if the key is gone.
+                    held = await self._held(task_id)
+                    if held is not None:
+                        return held
+                elif record.ticket != seq:
+                    return Taken(task_id, "duplicate", holder=record.holder)
+                # The server delivered the holder's own ticket to us: its lease ran out.
+                record, expired = _expire(record, now)
+            new = record
+            if record.status is not TaskStatus.DEAD:
+                new = _claimed(record, agent_id, token=revision, now=now, ticket=seq)
+            new = new.model_copy(update={"updated_at": now})
+            try:
+                written = await self.tasks.update(task_id, _dump(new), last=revision)
+            except Conflict:
+                continue  # someone wrote meanwhile: judge the fresh record
+            if expired is not None:
+                await self._expired(new, expired, noticed_by=agent_id)
+            if new.status is TaskStatus.DEAD:
+                return Taken(task_id, "finished", status=new.status)
+            await self._claimed_event(new)
+            return Lease(
+                new.task,
+                revision,
+                agent_id,
+                self.config.lease_ttl,
+                now + timedelta(seconds=self.config.lease_ttl),
+                _record=new,
+                _revision=written,
+                _ticket=msg,
+            )
+
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
+        """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
+
+        A direct claim holds no ticket, so its lease is the key ``ants_leases/<task id>`` with a
+        per-key TTL, renewed by ``heartbeat``. An agent quarantined for one of the task's
+        capabilities is refused unless ``probation`` (the runtime sets it once a ticket has been
+        offered ``probation_after`` times) and the task has more than one attempt left.
+        """
+        _check_id(task_id)
+        _check_id(agent_id, what="agent id")
         try:
-            token = await self.leases.create(task_id, _dump(lease_value), ttl=ttl)
+            record, revision = await self._get_entry(task_id)
+        except TaskNotFound:
+            return Taken(task_id, "unknown")
+        refused = await self._claimable(record, agent_id, probation=probation)
+        if refused is not None:
+            return refused
+        if record.status is TaskStatus.CLAIMED and record.ticket is not None:
+            # Held through its ticket: only the ticket's redelivery says that lease ran out.
+            return Taken(task_id, "held", holder=record.holder, retry_after=self.config.lease_ttl)
+
+        now, ttl, token = utcnow(), self.config.lease_ttl, revision
+        lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now, token=token)
+        try:
+            lease_revision = await self.leases.create(task_id, _dump(lease_value), ttl=ttl)
         except Conflict:
-            return await self._held(task_id)
+            return await self._held(task_id) or Taken(task_id, "held", retry_after=0.0)
 
         expired: Attempt | None = None
 
         def take(record: TaskRecord) -> TaskRecord | None:
             nonlocal expired
-            if record.status.terminal:
-                return None
             expired = None
-            stale = record
-            if record.status is TaskStatus.CLAIMED and record.token is not None:
-                # Our create succeeded, so the previous holder's lease is gone: it expired.
-                stale, expired = _expire(record, now)
-                if stale.status is TaskStatus.DEAD:
-                    return stale
-            return stale.model_copy(
-                update={
-                    "status": TaskStatus.CLAIMED,
-                    "holder": agent_id,
-                    "token": token,
-                    "claimed_at": now,
-                    "unroutable": None,
-                }
-            )
+            if record.status.terminal or record.ticket is not None:
+                return None  # finished, or claimed through a ticket, since we looked
+            if record.status is TaskStatus.CLAIMED:
+                # Our lease key create succeeded, so the previous holder's key is gone: it expired.
+                record, expired = _expire(record, now)
+                if record.status is TaskStatus.DEAD:
+                    return record
+            return _claimed(record, agent_id, token=token, now=now, ticket=None)
 
-        final = await self._mutate(task_id, take, known=(record, revision))
+        final, written = await self._mutate(task_id, take, known=(record, revision))
         if expired is not None:
-            await self._event(
-                "task.expired",
-                task_id,
-                agent=expired.agent,
-                token=expired.token,
-                data={**_caps(final), "noticed_by": agent_id},
-                by=agent_id,
-            )
-        if final.status is not TaskStatus.CLAIMED or final.token != token:
-            await self._drop_lease(task_id, token)
-            if final.status is TaskStatus.DEAD and expired is not None:
-                await self._event("task.dead", task_id, data={"error": final.error})
-                await self._propagate(final)
+            await self._expired(final, expired, noticed_by=agent_id)
+        if final.status is not TaskStatus.CLAIMED or final.token != token or final.holder != agent_id:
+            await self._drop_lease(task_id, lease_revision)
+            if final.status is TaskStatus.CLAIMED:
+                return Taken(task_id, "held", holder=final.holder, retry_after=ttl)
             return Taken(task_id, "finished", status=final.status)
-        await self._event(
-            "task.claimed",
-            task_id,
-            agent=agent_id,
-            token=token,
-            data={
-                "kind": final.task.kind,
-                "requires": list(final.task.requires),
-                "attempt": len(final.attempts) + 1,
-            },
+        await self._claimed_event(final)
+        return Lease(
+            final.task,
+            token,
+            agent_id,
+            ttl,
+            now + timedelta(seconds=ttl),
+            _record=final,
+            _revision=written,
+            _lease_revision=lease_revision,
         )
-        return Lease(final.task, token, agent_id, ttl, now + timedelta(seconds=ttl), _revision=token)
 
-    async def reconcile_expiry(self, task_id: str, *, noticed_by: str | None = None) -> TaskRecord | None:
-        """The server expired the lease of ``task_id``: count the attempt and put the task back
-        (pending, or dead after ``max_attempts``). A no-op if someone re-claimed it meanwhile.
+    async def _claimed_event(self, record: TaskRecord) -> None:
+        data: JsonValue = {**_caps(record), "attempt": len(record.attempts) + 1}
+        await self._event("task.claimed", record.task.id, agent=record.holder, token=record.token, data=data)
 
-        Agents call this when the leases bucket shows an expiry marker, so a task returns to the
-        board at once even when no agent is free to re-claim it; a claim that finds a stale
-        ``claimed`` record does the same work itself.
-        """
-        try:
-            record, _ = await self._get_entry(task_id)
-        except TaskNotFound:
-            return None
-        if record.status is not TaskStatus.CLAIMED or await self.leases.get(task_id) is not None:
-            return None
-        stale_token, now = record.token, utcnow()
-        expired: list[Attempt] = []
+    async def _expired(self, record: TaskRecord, attempt: Attempt, *, noticed_by: str) -> None:
+        """Record on the trail that ``attempt``'s lease ran out (and the task's death, if it died)."""
+        task_id = record.task.id
+        data: JsonValue = {**_caps(record), "noticed_by": noticed_by}
+        await self._event(
+            "task.expired", task_id, agent=attempt.agent, token=attempt.token, data=data, by=noticed_by
+        )
+        if record.status is TaskStatus.DEAD:
+            await self._event("task.dead", task_id, data={"error": record.error})
+            await self._propagate(record)
 
-        def expire(current: TaskRecord) -> TaskRecord | None:
-            # Guarded by the token: a claim that raced in after our lease check wins.
-            if current.status is not TaskStatus.CLAIMED or current.token != stale_token:
-                return None
-            returned, attempt = _expire(current, now)
-            expired[:] = [attempt]
-            return returned
-
-        final = await self._mutate(task_id, expire)
-        if expired:
-            attempt = expired[0]
-            data: JsonValue = {**_caps(final), "noticed_by": noticed_by}
-            await self._event(
-                "task.expired", task_id, agent=attempt.agent, token=attempt.token, data=data, by=noticed_by
-            )
-            if final.status is TaskStatus.DEAD:
-                await self._event("task.dead", task_id, data={"error": final.error})
-                await self._propagate(final)
-        return final
-
-    async def _held(self, task_id: str) -> Taken:
+    async def _held(self, task_id: str) -> Taken | None:
+        """``held`` while the lease key of a direct claim lives; None once it is gone."""
         entry = await self.leases.get(task_id)
         if entry is None:
-            # Released or expired between our create and this read: worth retrying at once.
-            return Taken(task_id, "held", retry_after=0.0)
+            return None
         lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{task_id}")
         # The server's write time, not anything in the value, says how old the lease is.
         age = (utcnow() - (entry.time or utcnow())).total_seconds()
@@ -631,34 +712,58 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- holding
 
+    def _holds(self, lease: Lease, record: TaskRecord) -> bool:
+        return (
+            record.status is TaskStatus.CLAIMED
+            and record.token == lease.token
+            and record.holder == lease.agent_id
+        )
+
     async def heartbeat(self, lease: Lease) -> None:
         """Extend ``lease`` by a full TTL; ``LeaseLost`` if it expired or was replaced."""
         now = utcnow()
-        value = LeaseRecord(
-            task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
-        )
-        try:
-            lease._revision = await self.leases.update(
-                lease.task_id, _dump(value), last=lease._revision, ttl=lease.ttl
+        if lease._ticket is not None:
+            record, revision = await self._get_entry(lease.task_id)
+            if not self._holds(lease, record):
+                raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
+            lease._record, lease._revision = record, revision
+            async with translate_errors(f"extend the ticket of {lease.task_id}"):
+                await lease._ticket.in_progress()
+        else:
+            value = LeaseRecord(
+                task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
             )
-        except Conflict as exc:
-            raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken") from exc
+            try:
+                lease._lease_revision = await self.leases.update(
+                    lease.task_id, _dump(value), last=lease._lease_revision, ttl=lease.ttl
+                )
+            except Conflict as exc:
+                raise LeaseLost(
+                    f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken"
+                ) from exc
         lease.expires_at = now + timedelta(seconds=lease.ttl)
         await self._event("task.heartbeat", lease.task_id, agent=lease.agent_id, token=lease.token)
 
     async def _settle(self, lease: Lease, settle: Callable[[TaskRecord], TaskRecord]) -> TaskRecord:
-        """Apply a holder's final transition: only with the current token, then drop the lease."""
-        entry = await self.leases.get(lease.task_id)
-        if entry is None or _lease_token(entry) != lease.token:
-            raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
+        """Apply a holder's final transition: only with the current token, then drop its lease key.
+
+        The CAS is on the revision the holder last wrote, so it succeeds at once unless someone
+        else wrote since; then the fresh record must still name this holder and token."""
+        if lease._ticket is None:
+            entry = await self.leases.get(lease.task_id)
+            token = None if entry is None else _lease_token(entry)
+            if token != lease.token:
+                raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
+            lease._lease_revision = entry.revision if entry is not None else 0
 
         def guarded(record: TaskRecord) -> TaskRecord:
-            if record.status is not TaskStatus.CLAIMED or record.token != lease.token:
+            if not self._holds(lease, record):
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             return settle(record)
 
-        final = await self._mutate(lease.task_id, guarded)
-        await self._drop_lease(lease.task_id, entry.revision)
+        final, _ = await self._mutate(lease.task_id, guarded, known=(lease._record, lease._revision))
+        if lease._ticket is None:
+            await self._drop_lease(lease.task_id, lease._lease_revision)
         return final
 
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
@@ -673,6 +778,7 @@ class TaskBoard:
                 update={
                     "status": TaskStatus.DONE,
                     "holder": None,
+                    "ticket": None,
                     "result": result,
                     "error": None,
                     "attempts": (*r.attempts, _attempt(r, "completed", now)),
@@ -698,7 +804,13 @@ class TaskBoard:
             elif sum(1 for a in attempts if a.counted) >= record.task.max_attempts:
                 status = TaskStatus.DEAD
             return record.model_copy(
-                update={"status": status, "holder": None, "error": error, "attempts": attempts}
+                update={
+                    "status": status,
+                    "holder": None,
+                    "ticket": None,
+                    "error": error,
+                    "attempts": attempts,
+                }
             )
 
         final = await self._settle(lease, failed)
@@ -725,6 +837,7 @@ class TaskBoard:
                 update={
                     "status": TaskStatus.PENDING,
                     "holder": None,
+                    "ticket": None,
                     "attempts": (*r.attempts, _attempt(r, outcome, now, declined)),
                 }
             ),
@@ -812,15 +925,15 @@ class TaskBoard:
                 return None
             return record.model_copy(update={"waiting_on": tuple(d for d in record.waiting_on if d != dep)})
 
-        after = await self._mutate(task_id, drop)
+        after, revision = await self._mutate(task_id, drop)
         # Whoever finds it ready announces (a redo after a crash included); the ticket's msg id
         # dedupes racing announcers.
         if after.ready:
-            await self._announce(after.task)
+            await self._announce(after, revision)
 
-    async def _announce(self, task: Task) -> None:
-        await self.routes.announce(task)
-        await self._event("task.ready", task.id, data={"route": task.route})
+    async def _announce(self, record: TaskRecord, revision: int) -> None:
+        await self.routes.announce(record, revision)
+        await self._event("task.ready", record.task.id, data={"route": record.task.route})
 
     async def _block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
         reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
@@ -839,7 +952,7 @@ class TaskBoard:
             changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED)
             return record.model_copy(update={"status": status, "error": reason}) if changed else None
 
-        final = await self._mutate(task_id, finish)
+        final, _ = await self._mutate(task_id, finish)
         if changed:
             await self._event(event, task_id, data={"error": reason, "status": status.value})
         # Even when unchanged: a crash may have cut the cascade short below this task.
@@ -847,11 +960,38 @@ class TaskBoard:
         return final
 
 
+def _lease_token(entry: Entry) -> int | None:
+    """Token a lease key keeps alive (None when its value is garbage)."""
+    lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{entry.key}")
+    return None if lease is None else lease.token
+
+
+def _claimed(
+    record: TaskRecord, agent_id: str, *, token: int, now: datetime, ticket: int | None
+) -> TaskRecord:
+    """``record`` claimed by ``agent_id`` with fencing ``token`` (through ``ticket``, if any)."""
+    return record.model_copy(
+        update={
+            "status": TaskStatus.CLAIMED,
+            "holder": agent_id,
+            "token": token,
+            "ticket": ticket,
+            "claimed_at": now,
+            "unroutable": None,
+        }
+    )
+
+
 def _expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
     """``record`` after its holder's lease expired: the attempt counted, pending or dead."""
     attempt = _attempt(record, "expired", now)
     returned = record.model_copy(
-        update={"attempts": (*record.attempts, attempt), "holder": None, "status": TaskStatus.PENDING}
+        update={
+            "attempts": (*record.attempts, attempt),
+            "holder": None,
+            "ticket": None,
+            "status": TaskStatus.PENDING,
+        }
     )
     if returned.counted_attempts >= record.task.max_attempts:
         error = (

@@ -8,6 +8,7 @@ once and a crashed agent's card disappears by itself (the expiry marker is the "
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Directory:
         self._bucket = Bucket(self._js, AGENTS_BUCKET)
         self.replicas = replicas
         self.card_ttl = card_ttl
+        self._snapshot: tuple[float, tuple[AgentCard, ...]] | None = None
 
     async def ensure(self) -> None:
         """Create the bucket unless it exists (per-key TTLs with expiry markers)."""
@@ -55,13 +57,18 @@ class Directory:
             self._js, AGENTS_BUCKET, replicas=self.replicas, history=1, marker_ttl=max(self.card_ttl, 1.0)
         )
 
-    async def cards(self) -> list[AgentCard]:
-        """Every live agent's card (one pass over the bucket)."""
+    async def cards(self, *, max_age: float = 0.0) -> list[AgentCard]:
+        """Every live agent's card (one pass over the bucket), or the last pass if it is younger
+        than ``max_age`` seconds."""
+        now = time.monotonic()
+        if self._snapshot is not None and now - self._snapshot[0] < max_age:
+            return list(self._snapshot[1])
         found = []
         async for key, value in watch_values(self._js, AGENTS_BUCKET, history_only=True):
             card = _card(key, value)
             if card is not None:
                 found.append(card)
+        self._snapshot = (now, tuple(found))
         return found
 
     async def who_can(self, requires: Iterable[str]) -> list[AgentCard]:

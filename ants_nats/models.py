@@ -150,6 +150,11 @@ class TaskRecord(_Wire):
     unroutable: tuple[Capability, ...] | None = Field(
         default=None, description="Set while no live agent announces these required capabilities."
     )
+    ticket: int | None = Field(
+        default=None,
+        description="While claimed through a ticket: the ticket's stream sequence. Its un-acked delivery "
+        "is the claim's lease; the server redelivering it means the lease expired.",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -164,22 +169,28 @@ class TaskRecord(_Wire):
 
 
 class LeaseRecord(_Wire):
-    """A claim: the value of key ``<task id>`` in the leases bucket (expires on the server)."""
+    """A direct claim (``TaskBoard.claim``): key ``<task id>`` in the leases bucket, expiring on the
+    server unless its holder heartbeats. Claims made through a ticket need no lease key."""
 
     task_id: TaskId
     agent: str
     ttl: float = Field(gt=0)
     claimed_at: datetime
-    token: int | None = Field(
-        default=None, description="Fencing token; absent on the first write, whose revision is the token."
-    )
+    token: int = Field(description="Fencing token of the claim this lease keeps alive.")
 
 
 class Ticket(_Wire):
-    """A work announcement on ``ants.work.<route>``: 'this task is ready'."""
+    """A work announcement on ``ants.work.<route>``: 'this task is ready'.
+
+    ``record`` and ``revision`` are the ready record as the announcer wrote it, so the agent that
+    first receives the ticket can claim with one compare-and-set, without reading the record first.
+    Both are optional: a ticket without them (or a redelivered one) makes the agent read the record.
+    """
 
     task_id: TaskId
     route: str
+    revision: int | None = None
+    record: TaskRecord | None = None
 
 
 class Route(_Wire):

@@ -13,11 +13,8 @@ TASKS_BUCKET = "ants_tasks"
 """KV bucket: one key per task id, value a ``TaskRecord`` (spec + state)."""
 
 LEASES_BUCKET = "ants_leases"
-"""KV bucket: one key per claimed task id, value a ``LeaseRecord``; keys expire on the server."""
-
-EXPIRY_CONSUMER = "lease_expiries"
-"""Durable consumer on the leases bucket's stream, shared by all agents: each expiry marker (the
-server's record that a lease's TTL ran out) reaches one agent, which returns the task to the board."""
+"""KV bucket: one key per task claimed directly (``TaskBoard.claim``), value a ``LeaseRecord``; keys
+expire on the server. Claims through a ticket keep their lease as the ticket's un-acked delivery."""
 
 ROUTES_BUCKET = "ants_routes"
 """KV bucket: one key per capability route (set of required capabilities), value a ``Route``."""

@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from pydantic import JsonValue
 
 from ._aio import fetch, fetch_patiently
-from ._store import ensure_stream, last_message, publish, translate_errors
+from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
 from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
@@ -98,19 +98,32 @@ class Trail:
     async def emit(
         self, event: TrailEvent, *, msg_id: str | None = None, signer: Identity | None = None
     ) -> int:
-        """Append ``event``; returns its stream sequence. ``msg_id`` makes a retried append
-        idempotent; with ``signer`` the event is signed (``signer``/``sig`` fields)."""
+        """Append ``event`` and wait for the stream to store it; returns its stream sequence.
+        ``msg_id`` makes a retried append idempotent; with ``signer`` the event is signed
+        (``signer``/``sig`` fields)."""
+        subject, payload, headers = self._encode(event, msg_id, signer)
+        async with translate_errors(f"append {event.kind} to the trail"):
+            return await publish(self._js, subject, payload, headers=headers)
+
+    async def emit_nowait(
+        self, event: TrailEvent, *, msg_id: str | None = None, signer: Identity | None = None
+    ) -> None:
+        """Append ``event`` without waiting for the stream's ack: one message instead of two.
+
+        For events whose loss would cost nothing the board depends on (a claim, a heartbeat,
+        progress): the stream stores them unless it cannot (e.g. while it elects a leader)."""
+        subject, payload, headers = self._encode(event, msg_id, signer)
+        await publish_nowait(self._js, subject, payload, headers=headers)
+
+    @staticmethod
+    def _encode(
+        event: TrailEvent, msg_id: str | None, signer: Identity | None
+    ) -> tuple[str, bytes, dict[str, str] | None]:
         if signer is not None:
             event = event.model_copy(update={"signer": signer.public_key, "sig": None})
             event = event.model_copy(update={"sig": signer.sign(event.signed_bytes())})
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        async with translate_errors(f"append {event.kind} to the trail"):
-            return await publish(
-                self._js,
-                trail_subject(event.kind, event.ref),
-                event.model_dump_json(exclude={"seq"}).encode(),
-                headers=headers,
-            )
+        return trail_subject(event.kind, event.ref), event.model_dump_json(exclude={"seq"}).encode(), headers
 
     async def mark(
         self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None

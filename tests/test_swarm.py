@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from ants_nats import (
@@ -24,23 +25,26 @@ from ants_nats import (
     TaskBoard,
     TaskContext,
     TaskStatus,
+    Ticket,
 )
 
 from .conftest import TEST_LEASE_TTL
-from .helpers import Recorder, swarm, until_event, until_tasks
+from .helpers import Recorder, swarm, until_event
 
 
 async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
     board: TaskBoard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims: list[str] = []
-    real_claim = board.claim
+    real_take = board.take
 
-    async def counting_claim(task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
-        claims.append(task_id)
-        return await real_claim(task_id, agent_id, probation=probation)
+    async def counting_take(
+        ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+    ) -> Lease | Taken:
+        claims.append(ticket.task_id)
+        return await real_take(ticket, msg, agent_id, probation=probation)
 
-    monkeypatch.setattr(board, "claim", counting_claim)
+    monkeypatch.setattr(board, "take", counting_take)
     recorder = Recorder()
     tasks = [Task(id=f"t{i:03d}", kind="work", payload=i) for i in range(200)]
     async with swarm(board, recorder, 20):
@@ -127,7 +131,13 @@ async def test_sigkilled_agent_process_work_is_reclaimed(
         assert record.status is TaskStatus.DONE
         assert (record.attempts[0].outcome, record.attempts[0].token) == ("expired", tokens[task_id])
         zombie = Lease(
-            record.task, tokens[task_id], "killed", TEST_LEASE_TTL, datetime.now(UTC), tokens[task_id]
+            record.task,
+            tokens[task_id],
+            "killed",
+            TEST_LEASE_TTL,
+            datetime.now(UTC),
+            _record=record,
+            _revision=tokens[task_id],
         )
         with pytest.raises(LeaseLost):
             await board.complete(zombie, "late")
@@ -280,37 +290,32 @@ async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
     assert all(final[i].result == i for i in ids)
 
 
-async def test_an_expired_lease_returns_the_task_to_the_board_by_itself(board: TaskBoard) -> None:
-    # The only live agent cannot serve these tasks, so nobody re-claims them: the expiry alone,
-    # seen by that agent through the leases bucket, must put them back (or dead-letter them).
-    bystander = Agent(board, name="bystander", capabilities=["other"])
-    async with bystander:
-        await board.submit_many(
-            [
-                Task(id="again", kind="work", requires=("x",), max_attempts=2),
-                Task(id="last-chance", kind="work", requires=("x",), max_attempts=1),
-                Task(id="after", kind="work", depends_on=("last-chance",)),
-            ]
-        )
-        leases = [await board.claim(t, "ghost") for t in ("again", "last-chance")]
-        assert all(isinstance(lease, Lease) for lease in leases)
-        seen = await until_tasks(
-            board,
-            lambda records: (
-                records.get("again") is not None
-                and records["again"].status is TaskStatus.PENDING
-                and records.get("after") is not None
-                and records["after"].status is TaskStatus.FAILED
-            ),
-        )
-    again, last, after = seen["again"], await board.get("last-chance"), seen["after"]
-    assert [(a.agent, a.outcome) for a in again.attempts] == [("ghost", "expired")]
-    assert again.holder is None
+async def test_an_abandoned_claim_is_counted_and_taken_over_once_its_lease_expires(board: TaskBoard) -> None:
+    # A direct claimer vanishes. The tasks' tickets are still queued; the agent they reach finds the
+    # claim alive, looks again when the lease key would have expired on the server, then counts the
+    # expired attempt and takes over (or dead-letters a task with no attempt left).
+    await board.submit_many(
+        [
+            Task(id="again", kind="work", requires=("x",), max_attempts=2),
+            Task(id="last-chance", kind="work", requires=("x",), max_attempts=1),
+            Task(id="after", kind="work", depends_on=("last-chance",)),
+        ]
+    )
+    leases = [await board.claim(t, "ghost") for t in ("again", "last-chance")]
+    assert all(isinstance(lease, Lease) for lease in leases)
+    recorder = Recorder()
+    heir = Agent(board, name="heir", capabilities=["x"])
+    heir.handler("work")(recorder.handle)
+    async with heir:
+        final = await board.wait(["again", "last-chance", "after"], timeout=30)
+    again, last, after = final["again"], final["last-chance"], final["after"]
+    assert [(a.agent, a.outcome) for a in again.attempts] == [("ghost", "expired"), (heir.id, "completed")]
     assert last.status is TaskStatus.DEAD
     assert after.error is not None and "dependency 'last-chance' is dead" in after.error
+    assert recorder.runs == {"again": 1}
     await until_event(board, "task.expired", "again")
     expired = [e for e in await board.trail.history("again") if e.kind == "task.expired"]
-    assert [(e.agent, e.by) for e in expired] == [("ghost", bystander.id)]
+    assert [(e.agent, e.by) for e in expired] == [("ghost", heir.id)]
 
 
 async def test_express_tasks_overtake_a_backlog(board: TaskBoard) -> None:
