@@ -1,0 +1,157 @@
+"""The contender: ants-nats, through its public API only, each measurement on a fresh embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from _results import Latency, Rate, Traffic, traffic
+from pydantic import JsonValue
+
+from ants_nats import Agent, BoardConfig, EmbeddedServer, Task, TaskBoard, TaskContext, TaskRecord
+
+KIND = "noop"
+SUBMIT_CHUNK = 200
+"""Tasks per ``submit_many`` call while agents work."""
+RATE_CHUNK = 500
+"""Tasks per ``submit_many`` call when measuring submission alone."""
+SETTLE_S = 0.5
+"""Pause after the warm-up task, so every agent has bound the route and is waiting on it."""
+READY_TIMEOUT_S = 30.0
+
+
+async def _noop(task: Task, ctx: TaskContext) -> JsonValue:
+    return None
+
+
+@asynccontextmanager
+async def _board() -> AsyncIterator[tuple[EmbeddedServer, TaskBoard]]:
+    async with (
+        EmbeddedServer() as server,
+        TaskBoard.connect(server.url, BoardConfig(lease_ttl=10.0)) as board,
+    ):
+        yield server, board
+
+
+@asynccontextmanager
+async def _swarm(board: TaskBoard, count: int) -> AsyncIterator[list[Agent]]:
+    """``count`` agents of capacity 1 sharing the board's connection, every one pulling on exit."""
+    async with AsyncExitStack() as stack:
+        agents = []
+        for i in range(count):
+            agent = Agent(board, name=f"bench{i}", capacity=1)
+            agent.handler(KIND)(_noop)
+            agents.append(await stack.enter_async_context(agent))
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while len(await board.directory.cards()) < count:  # noqa: ASYNC110 (no event to wait on)
+                await asyncio.sleep(0.05)
+            # The first task registers the route; every agent then discovers it and starts pulling.
+            await board.submit(Task(id="warmup", kind=KIND))
+            await board.wait(["warmup"])
+        await asyncio.sleep(SETTLE_S)
+        yield agents
+
+
+def _batch(tasks: int, prefix: str = "t") -> list[Task]:
+    return [Task(id=f"{prefix}{i:06d}", kind=KIND) for i in range(tasks)]
+
+
+async def throughput(agents: int, tasks: int) -> Rate:
+    """``tasks`` no-op tasks through ``agents`` agents, submission overlapping the work."""
+    batch = _batch(tasks)
+    ids = [t.id for t in batch]
+    async with _board() as (server, board), _swarm(board, agents):
+
+        async def submit() -> None:
+            for start in range(0, tasks, SUBMIT_CHUNK):
+                await board.submit_many(batch[start : start + SUBMIT_CHUNK])
+
+        before = await traffic(server.monitor_port)
+        started = time.perf_counter()
+        await asyncio.gather(board.wait(ids, timeout=60 + tasks / 10), submit())
+        seconds = time.perf_counter() - started
+        after = await traffic(server.monitor_port)
+        wanted = set(ids)
+        attempts = [len(r.attempts) for r in await board.all_tasks() if r.task.id in wanted]
+    return Rate(tasks, seconds, after - before, sum(attempts) / len(attempts))
+
+
+async def submit_rate(tasks: int) -> Rate:
+    """``submit_many`` in chunks of ``RATE_CHUNK`` with no agent running."""
+    batch = _batch(tasks)
+    async with _board() as (server, board):
+        before = await traffic(server.monitor_port)
+        started = time.perf_counter()
+        for start in range(0, tasks, RATE_CHUNK):
+            await board.submit_many(batch[start : start + RATE_CHUNK])
+        seconds = time.perf_counter() - started
+        after = await traffic(server.monitor_port)
+    return Rate(tasks, seconds, after - before)
+
+
+async def submit_latency(samples: int) -> Latency:
+    """``board.submit()`` of one task, ``samples`` times in sequence, no agent running."""
+    batch = _batch(samples, prefix="s")
+    found = []
+    async with _board() as (_, board):
+        await board.submit(Task(id="warmup", kind=KIND))
+        for task in batch:
+            started = time.perf_counter()
+            await board.submit(task)
+            found.append(time.perf_counter() - started)
+    return Latency(tuple(found))
+
+
+async def idle_latency(samples: int, agents: int = 4) -> tuple[Latency, Latency, Traffic]:
+    """Submit -> completion of one task at a time with ``agents`` idle agents waiting.
+
+    Completion is seen through one ``board.watch()`` started beforehand. Returns the latencies, the
+    time ``submit()`` itself took, and the traffic of the whole series.
+    """
+    batch = _batch(samples, prefix="l")
+    pending: dict[str, asyncio.Future[float]] = {}
+    total: list[float] = []
+    submitting: list[float] = []
+
+    async def observe(board: TaskBoard) -> None:
+        async with contextlib.aclosing(board.watch()) as records:
+            async for record in records:
+                _resolve(pending, record)
+
+    async with _board() as (server, board), _swarm(board, agents):
+        watcher = asyncio.create_task(observe(board))
+        try:
+            before = await traffic(server.monitor_port)
+            loop = asyncio.get_running_loop()
+            for task in batch:
+                done = pending[task.id] = loop.create_future()
+                started = time.perf_counter()
+                await board.submit(task)
+                submitting.append(time.perf_counter() - started)
+                async with asyncio.timeout(30):
+                    total.append(await done - started)
+            after = await traffic(server.monitor_port)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    return Latency(tuple(total)), Latency(tuple(submitting)), after - before
+
+
+def _resolve(pending: dict[str, asyncio.Future[float]], record: TaskRecord) -> None:
+    future = pending.get(record.task.id)
+    if future is not None and not future.done() and record.status.terminal:
+        future.set_result(time.perf_counter())
+
+
+async def watch_cost(records: int) -> float:
+    """Server messages per record of one pass over the task bucket (``all_tasks``: a KV watcher)."""
+    async with _board() as (server, board):
+        await board.submit_many(_batch(records))
+        before = await traffic(server.monitor_port)
+        assert len(await board.all_tasks()) == records
+        after = await traffic(server.monitor_port)
+    return (after - before).msgs / records
