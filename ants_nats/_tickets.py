@@ -33,7 +33,7 @@ from ._store import (
     watch_values,
 )
 from .log import get_logger
-from .models import Route, TaskRecord, Ticket, parse_or_none
+from .models import Route, TaskRecord, Ticket, parse_or_none, wire_bytes
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject
 
 log = get_logger("tickets")
@@ -119,7 +119,7 @@ class Routes:
             await publish(
                 self._js,
                 work_subject(task.route, express=task.express),
-                ticket.model_dump_json().encode(),
+                wire_bytes(ticket),
                 headers={"Nats-Msg-Id": f"ticket-{task.id}"},
             )
         log.debug("task.announced", task_id=task.id, route=task.route)

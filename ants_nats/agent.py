@@ -337,7 +337,7 @@ class Agent:
     async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler) -> None:
         ctx = TaskContext(lease.task, lease, self.board)
         work = asyncio.create_task(self._call(handler, lease.task, ctx), name=f"{self.id}:{lease.task_id}")
-        beat = asyncio.create_task(self._heartbeat(msg, lease, ctx, work), name=f"{self.id}:hb")
+        beat = asyncio.create_task(self._hold(msg, lease, ctx, work), name=f"{self.id}:hold")
         try:
             result = await work
         except asyncio.CancelledError:
@@ -363,6 +363,21 @@ class Agent:
                 return await handler(task, ctx)
         except TimeoutError:
             raise TimeoutError(f"handler exceeded {self.handler_timeout}s") from None
+
+    async def _hold(self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]) -> None:
+        """Keep the claim while the handler runs: write a deferred claim once the handler has run
+        for ``claim_after`` (short tasks never pay for it), then heartbeat."""
+        if not lease.claimed:
+            await asyncio.sleep(self.board.config.claim_after)
+            try:
+                await self.board.confirm(lease)
+            except LeaseLost:
+                ctx.lease_lost.set()
+                work.cancel()
+                return
+            except (ServerUnavailable, nats.errors.Error) as exc:  # the first heartbeat tries again
+                log.warning("task.claim_write_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
+        await self._heartbeat(msg, lease, ctx, work)
 
     async def _heartbeat(
         self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]

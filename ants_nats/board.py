@@ -69,6 +69,7 @@ from .models import (
     TrailEvent,
     parse_or_none,
     utcnow,
+    wire_bytes,
 )
 from .names import BAD_RESULT_MARK, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
 from .reputation import Reputation, ReputationConfig
@@ -108,12 +109,17 @@ class BoardConfig:
     """Seconds an agent card lives without a fresh announcement (agents announce every TTL/3)."""
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     """How reputation gates claims (quarantine, probation, preference)."""
+    claim_after: float = 0.25
+    """Seconds a handler runs before the agent writes its claim to the record. A task finished
+    sooner goes from ``pending`` to its outcome in one write; 0 writes every claim at once."""
 
     def __post_init__(self) -> None:
         # The server rejects per-message TTLs under one second.
         for name in ("lease_ttl", "card_ttl"):
             if getattr(self, name) < 1.0:
                 raise AntsError(f"BoardConfig.{name} must be at least 1 second")
+        if not 0.0 <= self.claim_after < self.lease_ttl / 3:
+            raise AntsError("BoardConfig.claim_after must be at least 0 and less than lease_ttl / 3")
         if self.replicas not in (1, 3, 5):
             raise AntsError("BoardConfig.replicas must be 1, 3 or 5")
 
@@ -121,7 +127,14 @@ class BoardConfig:
 @dataclass
 class Lease:
     """A held claim on a task. ``token`` is the fencing token: the record revision the claim was
-    based on, larger for every later claim of the same task."""
+    based on, larger for every later claim of the same task.
+
+    A claim through a ticket may be *deferred*: the handler starts at once and the claim is
+    written only if it still runs after ``BoardConfig.claim_after`` (or on ``confirm``). Until then
+    ``claimed`` is False, the record reads ``pending``, and the token is provisional: the board
+    fences every write with it exactly, but a handler that hands the token to another system
+    should ``await board.confirm(lease)`` (``ctx.confirm()``) first.
+    """
 
     task: Task
     token: int
@@ -135,6 +148,12 @@ class Lease:
     """The ticket whose un-acked delivery is this claim's lease (None: a lease key instead)."""
     _lease_revision: int = field(default=0, repr=False)
     """With a lease key: its last revision (heartbeats CAS on it)."""
+    claimed: bool = True
+    """Whether the claim is written to the record (False while deferred)."""
+    _prior_token: int | None = field(default=None, repr=False)
+    """For a deferred claim: the token the record held when it started (any claim since changes it)."""
+    started_at: datetime = field(default_factory=utcnow)
+    """When the claim began (the attempt's start)."""
 
     @property
     def task_id(self) -> str:
@@ -160,10 +179,6 @@ class Taken:
     status: TaskStatus | None = None
     quarantined: tuple[str, ...] = ()
     """With reason ``quarantined``: the capabilities the claimant is not trusted with right now."""
-
-
-def _dump(model: pydantic.BaseModel) -> bytes:
-    return model.model_dump_json().encode()
 
 
 def _json_size(value: JsonValue) -> int:
@@ -291,7 +306,7 @@ class TaskBoard:
         else:
             raise CorruptEntry(f"{TASKS_BUCKET}/{task_id} holds no valid revision to restore")
         try:
-            revision = await self.tasks.update(task_id, _dump(record), last=bad_revision)
+            revision = await self.tasks.update(task_id, wire_bytes(record), last=bad_revision)
         except Conflict:
             return await self._get_entry(task_id)  # someone wrote (or restored) it meanwhile
         log.warning("task.restored", task_id=task_id, bad_revision=bad_revision, restored=entry.revision)
@@ -383,6 +398,7 @@ class TaskBoard:
         records = {
             task.id: TaskRecord(
                 task=task,
+                status=TaskStatus.PENDING,
                 waiting_on=task.depends_on,
                 dependents=tuple(sorted(dependents[task.id])),
                 unroutable=unroutable.get(task.id),
@@ -419,7 +435,8 @@ class TaskBoard:
                 if dep not in written or task.id in existing:
                     await self._attach_to_dependency(task.id, dep)  # announces it if now ready
         ready = [task for task in batch if task.id in written and not task.depends_on]
-        await gather_bounded(self._announce(records[t.id], written[t.id]) for t in ready)
+        # Their ``task.submitted`` says they are ready: no ``task.ready`` event of their own.
+        await gather_bounded(self._announce(records[t.id], written[t.id], event=False) for t in ready)
         final = {task.id: records[task.id] for task in ready}
         for task in batch:
             if task.id in final:
@@ -433,7 +450,7 @@ class TaskBoard:
     async def _create(self, record: TaskRecord) -> int | None:
         """Write a new record; its revision, or None when the id is taken."""
         try:
-            return await self.tasks.create(record.task.id, _dump(record))
+            return await self.tasks.create(record.task.id, wire_bytes(record))
         except Conflict:
             return None
 
@@ -470,6 +487,7 @@ class TaskBoard:
             "kind": task.kind,
             "requires": list(task.requires),
             "depends_on": list(task.depends_on),
+            "ready": not task.depends_on,
         }
         await self._event("task.submitted", task.id, agent=task.created_by, data=data)
 
@@ -515,7 +533,7 @@ class TaskBoard:
                 return record, revision
             new = new.model_copy(update={"updated_at": utcnow()})
             try:
-                revision = await self.tasks.update(task_id, _dump(new), last=revision)
+                revision = await self.tasks.update(task_id, wire_bytes(new), last=revision)
             except Conflict:
                 continue
             return new, revision
@@ -573,8 +591,11 @@ class TaskBoard:
                 if refused is not None:
                     return refused
                 checked = revision
-            expired: Attempt | None = None
             now = utcnow()
+            if record.ready and revision == ticket.revision and delivered == 1 and self.config.claim_after:
+                # The announcer's own record, first delivery: start at once, write the claim later.
+                return self._lease(record, revision, agent_id, token=revision, ticket=msg, claimed=False)
+            expired: Attempt | None = None
             if record.status is TaskStatus.CLAIMED:
                 if record.ticket is None:
                     # A direct claim, kept alive by its lease key: it expired only if the key is gone.
@@ -590,7 +611,7 @@ class TaskBoard:
                 new = _claimed(record, agent_id, token=revision, now=now, ticket=seq)
             new = new.model_copy(update={"updated_at": now})
             try:
-                written = await self.tasks.update(task_id, _dump(new), last=revision)
+                written = await self.tasks.update(task_id, wire_bytes(new), last=revision)
             except Conflict:
                 continue  # someone wrote meanwhile: judge the fresh record
             if expired is not None:
@@ -598,16 +619,56 @@ class TaskBoard:
             if new.status is TaskStatus.DEAD:
                 return Taken(task_id, "finished", status=new.status)
             await self._claimed_event(new)
-            return Lease(
-                new.task,
-                revision,
-                agent_id,
-                self.config.lease_ttl,
-                now + timedelta(seconds=self.config.lease_ttl),
-                _record=new,
-                _revision=written,
-                _ticket=msg,
-            )
+            return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
+
+    def _lease(
+        self,
+        record: TaskRecord,
+        revision: int,
+        agent_id: str,
+        *,
+        token: int,
+        ticket: Msg | None,
+        claimed: bool = True,
+        started_at: datetime | None = None,
+        lease_revision: int = 0,
+    ) -> Lease:
+        now = started_at or utcnow()
+        ttl = self.config.lease_ttl
+        return Lease(
+            record.task,
+            token,
+            agent_id,
+            ttl,
+            now + timedelta(seconds=ttl),
+            _record=record,
+            _revision=revision,
+            _ticket=ticket,
+            _lease_revision=lease_revision,
+            claimed=claimed,
+            _prior_token=record.token,
+            started_at=now,
+        )
+
+    async def confirm(self, lease: Lease) -> None:
+        """Write a deferred claim now (a no-op once written): the record reads ``claimed``, and the
+        token is final. ``LeaseLost`` if someone else claimed or finished the task meanwhile."""
+        if lease.claimed:
+            return
+        seq = lease._ticket.metadata.sequence.stream if lease._ticket is not None else None
+
+        def claim(record: TaskRecord) -> TaskRecord:
+            if not _holds(lease, record):
+                raise LeaseLost(
+                    f"task {lease.task_id!r} was claimed by another; token {lease.token} is stale"
+                )
+            return _claimed(record, lease.agent_id, token=lease.token, now=lease.started_at, ticket=seq)
+
+        lease._record, lease._revision = await self._mutate(
+            lease.task_id, claim, known=(lease._record, lease._revision)
+        )
+        lease.claimed = True
+        await self._claimed_event(lease._record)
 
     async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
         """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
@@ -633,7 +694,7 @@ class TaskBoard:
         now, ttl, token = utcnow(), self.config.lease_ttl, revision
         lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now, token=token)
         try:
-            lease_revision = await self.leases.create(task_id, _dump(lease_value), ttl=ttl)
+            lease_revision = await self.leases.create(task_id, wire_bytes(lease_value), ttl=ttl)
         except Conflict:
             return await self._held(task_id) or Taken(task_id, "held", retry_after=0.0)
 
@@ -660,15 +721,8 @@ class TaskBoard:
                 return Taken(task_id, "held", holder=final.holder, retry_after=ttl)
             return Taken(task_id, "finished", status=final.status)
         await self._claimed_event(final)
-        return Lease(
-            final.task,
-            token,
-            agent_id,
-            ttl,
-            now + timedelta(seconds=ttl),
-            _record=final,
-            _revision=written,
-            _lease_revision=lease_revision,
+        return self._lease(
+            final, written, agent_id, token=token, ticket=None, started_at=now, lease_revision=lease_revision
         )
 
     async def _claimed_event(self, record: TaskRecord) -> None:
@@ -712,19 +766,14 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- holding
 
-    def _holds(self, lease: Lease, record: TaskRecord) -> bool:
-        return (
-            record.status is TaskStatus.CLAIMED
-            and record.token == lease.token
-            and record.holder == lease.agent_id
-        )
-
     async def heartbeat(self, lease: Lease) -> None:
-        """Extend ``lease`` by a full TTL; ``LeaseLost`` if it expired or was replaced."""
+        """Extend ``lease`` by a full TTL (writing a deferred claim first); ``LeaseLost`` if it
+        expired or was replaced."""
+        await self.confirm(lease)
         now = utcnow()
         if lease._ticket is not None:
             record, revision = await self._get_entry(lease.task_id)
-            if not self._holds(lease, record):
+            if not _holds(lease, record):
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             lease._record, lease._revision = record, revision
             async with translate_errors(f"extend the ticket of {lease.task_id}"):
@@ -735,7 +784,7 @@ class TaskBoard:
             )
             try:
                 lease._lease_revision = await self.leases.update(
-                    lease.task_id, _dump(value), last=lease._lease_revision, ttl=lease.ttl
+                    lease.task_id, wire_bytes(value), last=lease._lease_revision, ttl=lease.ttl
                 )
             except Conflict as exc:
                 raise LeaseLost(
@@ -757,9 +806,11 @@ class TaskBoard:
             lease._lease_revision = entry.revision if entry is not None else 0
 
         def guarded(record: TaskRecord) -> TaskRecord:
-            if not self._holds(lease, record):
+            if not _holds(lease, record):
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
-            return settle(record)
+            # A deferred claim's outcome is its first write: it records the claim's token too.
+            update = {"token": lease.token, "claimed_at": lease.started_at, "unroutable": None}
+            return settle(record.model_copy(update=update))
 
         final, _ = await self._mutate(lease.task_id, guarded, known=(lease._record, lease._revision))
         if lease._ticket is None:
@@ -781,12 +832,16 @@ class TaskBoard:
                     "ticket": None,
                     "result": result,
                     "error": None,
-                    "attempts": (*r.attempts, _attempt(r, "completed", now)),
+                    "attempts": (*r.attempts, _attempt_of(lease, "completed", now)),
                 }
             ),
         )
         await self._event(
-            "task.completed", lease.task_id, agent=lease.agent_id, token=lease.token, data=_caps(final)
+            "task.completed",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data=_held_as(lease, final),
         )
         await self._propagate(final)
         return final
@@ -797,7 +852,7 @@ class TaskBoard:
         now = utcnow()
 
         def failed(record: TaskRecord) -> TaskRecord:
-            attempts = (*record.attempts, _attempt(record, "failed", now, error))
+            attempts = (*record.attempts, _attempt_of(lease, "failed", now, error))
             status = TaskStatus.PENDING
             if not retry:
                 status = TaskStatus.FAILED
@@ -819,7 +874,7 @@ class TaskBoard:
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data={**_caps(final), "error": error, "retry": retry, "status": final.status.value},
+            data={**_held_as(lease, final), "error": error, "retry": retry, "status": final.status.value},
         )
         if final.status is TaskStatus.DEAD:
             await self._event("task.dead", lease.task_id, data={"error": final.error})
@@ -838,7 +893,7 @@ class TaskBoard:
                     "status": TaskStatus.PENDING,
                     "holder": None,
                     "ticket": None,
-                    "attempts": (*r.attempts, _attempt(r, outcome, now, declined)),
+                    "attempts": (*r.attempts, _attempt_of(lease, outcome, now, declined)),
                 }
             ),
         )
@@ -847,7 +902,7 @@ class TaskBoard:
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data={"reason": declined},
+            data={**_held_as(lease, final), "reason": declined},
         )
         return final
 
@@ -867,9 +922,11 @@ class TaskBoard:
         )
 
     async def progress(self, lease: Lease, fraction: float, note: str = "") -> None:
-        """Leave a progress mark for a held task on the trail (no state change)."""
+        """Leave a progress mark for a held task on the trail (writing a deferred claim first:
+        a task that reports progress is one worth showing as claimed)."""
         if not 0.0 <= fraction <= 1.0:
             raise InvalidTask(f"progress must be within [0, 1], got {fraction}")
+        await self.confirm(lease)
         await self._event(
             "task.progress",
             lease.task_id,
@@ -931,9 +988,10 @@ class TaskBoard:
         if after.ready:
             await self._announce(after, revision)
 
-    async def _announce(self, record: TaskRecord, revision: int) -> None:
+    async def _announce(self, record: TaskRecord, revision: int, *, event: bool = True) -> None:
         await self.routes.announce(record, revision)
-        await self._event("task.ready", record.task.id, data={"route": record.task.route})
+        if event:
+            await self._event("task.ready", record.task.id, data={"route": record.task.route})
 
     async def _block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
         reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
@@ -958,6 +1016,18 @@ class TaskBoard:
         # Even when unchanged: a crash may have cut the cascade short below this task.
         await self._propagate(final)
         return final
+
+
+def _holds(lease: Lease, record: TaskRecord) -> bool:
+    """Whether ``record`` still belongs to ``lease``: claimed with its token, or, for a deferred
+    claim, still pending with nobody's claim since the record it started from."""
+    if lease.claimed:
+        return (
+            record.status is TaskStatus.CLAIMED
+            and record.token == lease.token
+            and record.holder == lease.agent_id
+        )
+    return record.ready and record.holder is None and record.token == lease._prior_token
 
 
 def _lease_token(entry: Entry) -> int | None:
@@ -999,6 +1069,24 @@ def _expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
         )
         returned = returned.model_copy(update={"status": TaskStatus.DEAD, "error": error})
     return returned, attempt
+
+
+def _attempt_of(lease: Lease, outcome: Outcome, now: datetime, error: str | None = None) -> Attempt:
+    """The attempt ``lease``'s holder ends with ``outcome``."""
+    return Attempt(
+        agent=lease.agent_id,
+        token=lease.token,
+        started_at=lease.started_at,
+        ended_at=now,
+        outcome=outcome,
+        error=error,
+    )
+
+
+def _held_as(lease: Lease, record: TaskRecord) -> dict[str, JsonValue]:
+    """What an outcome event says of the claim it ends: the task's capabilities, and whether the
+    claim was deferred (never written, so no ``task.claimed`` event precedes it)."""
+    return {**_caps(record), "deferred": True} if not lease.claimed else _caps(record)
 
 
 def _caps(record: TaskRecord) -> dict[str, JsonValue]:

@@ -42,6 +42,12 @@ class TaskContext:
         """Results of the task's dependencies (all done, or the task would not have been claimable)."""
         return {dep: (await self.board.get(dep)).result for dep in self.task.depends_on}
 
+    async def confirm(self) -> int:
+        """Write this task's claim now if it is still deferred, and return the final fencing token:
+        call it before handing the token to another system (see ``Lease``)."""
+        await self.board.confirm(self.lease)
+        return self.lease.token
+
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report progress (0..1) on the trail, as ``task.progress``."""
         await self.board.progress(self.lease, fraction, note)

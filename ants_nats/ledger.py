@@ -46,15 +46,23 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
     requires = data.get("requires")
     capabilities = [str(c) for c in requires] if isinstance(requires, list) else []
     good, bad = EVIDENCE.get(what, (0.0, 0.0))
+    # The outcome of a deferred claim (never written, so never announced) stands for its claim too.
+    counted = [what, "claimed"] if data.get("deferred") is True else [what]
     by_capability = dict(ledger.by_capability)
     scores = dict(ledger.scores)
+    totals = ledger.totals
     for cap in capabilities or [ANY_CAPABILITY]:
-        by_capability[cap] = by_capability.get(cap, Counts()).plus(what)
+        counts = by_capability.get(cap, Counts())
+        for each in counted:
+            counts = counts.plus(each)
+        by_capability[cap] = counts
         if good or bad:
             scores[cap] = scores.get(cap, Score()).add(good, bad, event.at, half_life)
+    for each in counted:
+        totals = totals.plus(each)
     return ledger.model_copy(
         update={
-            "totals": ledger.totals.plus(what),
+            "totals": totals,
             "by_capability": by_capability,
             "scores": scores,
             "last_seq": event.seq,

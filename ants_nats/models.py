@@ -138,7 +138,7 @@ class TaskRecord(_Wire):
     """A task and its state: the value of key ``<task id>`` in the tasks bucket."""
 
     task: Task
-    status: TaskStatus = TaskStatus.PENDING
+    status: TaskStatus
     waiting_on: tuple[TaskId, ...] = Field(default=(), description="Dependencies not done yet.")
     dependents: tuple[TaskId, ...] = Field(default=(), description="Tasks that wait on this one.")
     holder: str | None = None
@@ -298,6 +298,12 @@ class AgentLedger(_Wire):
     scores: dict[str, Score] = Field(default_factory=dict)
     last_seq: int = 0
     updated_at: str = ""
+
+
+def wire_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
+    """``model`` as the JSON ants-nats writes: fields at their default value are left out (readers
+    fill them in), which keeps the messages of the hot path small."""
+    return model.model_dump_json(exclude_defaults=True, exclude=exclude).encode()
 
 
 def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:

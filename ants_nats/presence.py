@@ -25,7 +25,7 @@ from .names import MICRO_SERVICE_NAME
 
 log = get_logger("presence")
 
-_MIN_ANNOUNCE_GAP_S = 0.25
+_MIN_ANNOUNCE_GAP_S = 1.0
 """Load changes are coalesced: at most one announcement per this many seconds."""
 
 

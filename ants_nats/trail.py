@@ -29,7 +29,7 @@ from ._store import ensure_stream, last_message, publish, publish_nowait, transl
 from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
-from .models import TrailEvent, parse_or_none, utcnow
+from .models import TrailEvent, parse_or_none, utcnow, wire_bytes
 from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
 
 log = get_logger("trail")
@@ -123,7 +123,7 @@ class Trail:
             event = event.model_copy(update={"signer": signer.public_key, "sig": None})
             event = event.model_copy(update={"sig": signer.sign(event.signed_bytes())})
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        return trail_subject(event.kind, event.ref), event.model_dump_json(exclude={"seq"}).encode(), headers
+        return trail_subject(event.kind, event.ref), wire_bytes(event, exclude={"seq"}), headers
 
     async def mark(
         self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None

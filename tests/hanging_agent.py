@@ -15,7 +15,7 @@ from ants_nats import Agent, BoardConfig, Task, TaskBoard, TaskContext, configur
 
 async def main(url: str, ttl: float) -> None:
     async def hang(task: Task, ctx: TaskContext) -> JsonValue:
-        print(task.id, ctx.lease.token, flush=True)
+        print(task.id, await ctx.confirm(), flush=True)  # the claim is on the record before we die
         await asyncio.Event().wait()
         return None
 

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from contextlib import aclosing
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,7 @@ async def test_cancelled_agent_work_is_reclaimed_and_its_late_results_rejected(
     all_claimed = asyncio.Event()
 
     async def hang(task: Task, ctx: TaskContext) -> JsonValue:
+        await ctx.confirm()  # on the record before the crash: the crash must cost an attempt
         held[task.id] = ctx.lease
         if len(held) == 3:
             all_claimed.set()
@@ -290,7 +292,9 @@ async def test_server_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
     assert all(final[i].result == i for i in ids)
 
 
-async def test_an_abandoned_claim_is_counted_and_taken_over_once_its_lease_expires(board: TaskBoard) -> None:
+async def test_an_abandoned_claim_is_counted_and_taken_over_once_its_lease_expires(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
     # A direct claimer vanishes. The tasks' tickets are still queued; the agent they reach finds the
     # claim alive, looks again when the lease key would have expired on the server, then counts the
     # expired attempt and takes over (or dead-letters a task with no attempt left).
@@ -304,10 +308,14 @@ async def test_an_abandoned_claim_is_counted_and_taken_over_once_its_lease_expir
     leases = [await board.claim(t, "ghost") for t in ("again", "last-chance")]
     assert all(isinstance(lease, Lease) for lease in leases)
     recorder = Recorder()
-    heir = Agent(board, name="heir", capabilities=["x"])
-    heir.handler("work")(recorder.handle)
-    async with heir:
-        final = await board.wait(["again", "last-chance", "after"], timeout=30)
+    # Claims written at once: a deferred claim would start on the ticket's copy of the record and
+    # only learn of the direct claim when writing (its result rejected, the task run twice).
+    eager = replace(board.config, claim_after=0.0)
+    async with TaskBoard.connect(nats_server.url, eager, name="heir") as heirs_board:
+        heir = Agent(heirs_board, name="heir", capabilities=["x"])
+        heir.handler("work")(recorder.handle)
+        async with heir:
+            final = await board.wait(["again", "last-chance", "after"], timeout=30)
     again, last, after = final["again"], final["last-chance"], final["after"]
     assert [(a.agent, a.outcome) for a in again.attempts] == [("ghost", "expired"), (heir.id, "completed")]
     assert last.status is TaskStatus.DEAD

@@ -23,15 +23,15 @@ async def test_each_board_operation_leaves_its_event_in_order(board: TaskBoard) 
     await board.complete(lease, 1)
     events = await board.trail.history("t")
     assert summary(events) == [
-        ("task.submitted", "alice", None),
-        ("task.ready", None, None),
+        ("task.submitted", "alice", None),  # ready at once: no task.ready of its own
         ("task.claimed", "a", lease.token),
         ("task.heartbeat", "a", lease.token),
         ("task.completed", "a", lease.token),
     ]
     seqs = [e.seq or 0 for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert events[2].data == {"kind": "work", "requires": [], "attempt": 1}
+    assert isinstance(events[0].data, dict) and events[0].data["ready"] is True
+    assert events[1].data == {"kind": "work", "requires": [], "attempt": 1}
 
 
 async def test_expiry_failure_and_blocking_are_on_the_trail(board: TaskBoard) -> None:
@@ -50,14 +50,14 @@ async def test_expiry_failure_and_blocking_are_on_the_trail(board: TaskBoard) ->
     assert isinstance(second, Lease)
     await board.fail(second, "broken")
     events = await board.trail.history("t")
-    assert summary(events)[2:] == [
+    assert summary(events)[1:] == [
         ("task.claimed", "a", first.token),
         ("task.expired", "a", first.token),
         ("task.claimed", "b", second.token),
         ("task.failed", "b", second.token),
         ("task.dead", None, None),
     ]
-    assert events[3].data == {"kind": "work", "requires": [], "noticed_by": "b"}
+    assert events[2].data == {"kind": "work", "requires": [], "noticed_by": "b"}
     child = await board.trail.history("child")
     assert [e.kind for e in child] == ["task.submitted", "task.blocked"]
 

@@ -171,8 +171,12 @@ async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
 
 
 async def test_forged_and_altered_events_fail_verification(board: TaskBoard) -> None:
+    async def confirmed(task: Task, ctx: TaskContext) -> JsonValue:
+        await ctx.confirm()  # written at once, so both its claim and its completion are signed events
+        return "ok"
+
     honest = Agent(board, name="honest")
-    honest.handler("work")(Recorder().handle)
+    honest.handler("work")(confirmed)
     async with honest:
         await board.submit(Task(id="v", kind="work"))
         await board.wait(["v"], timeout=20)

@@ -1,0 +1,142 @@
+"""The fast path: what a task costs in messages and bytes, and the deferred claim that keeps it small.
+
+Counts, not times: the server's own /varz counters over a whole run, so a change that adds traffic
+to the hot path fails here. Timings are in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import pytest
+from pydantic import JsonValue
+
+from ants_nats import (
+    Agent,
+    BoardConfig,
+    EmbeddedServer,
+    Lease,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskStatus,
+)
+from ants_nats.server import monitor_json
+
+from .helpers import Recorder, on_log, swarm, until_event, until_tasks
+
+MESSAGE_BUDGET = 15.0
+"""Messages through the server per task, submit plus processing."""
+BYTE_BUDGET = 2 * 1024
+
+
+async def _noop(task: Task, ctx: TaskContext) -> JsonValue:
+    return None
+
+
+@pytest.mark.parametrize("agents", [1, 16])
+async def test_a_task_costs_at_most_fifteen_messages_and_two_kib(agents: int) -> None:
+    tasks = [Task(id=f"b{i:03d}", kind="noop") for i in range(200)]
+    config = BoardConfig(lease_ttl=10.0)
+    async with (
+        EmbeddedServer() as server,
+        TaskBoard.connect(server.url, config) as board,
+        TaskBoard.connect(server.url, config, name=WAITER) as waiter,
+        swarm(board, Recorder(), agents, kind="noop"),
+    ):
+        # Warm up: the route, its consumer and every agent's pull are in place before counting.
+        await board.submit(Task(id="warm-up", kind="noop"))
+        await board.wait(["warm-up"], timeout=30)
+        before = await _traffic(server)
+        await board.submit_many(tasks)
+        final = await waiter.wait([t.id for t in tasks], timeout=120)
+        after = await _traffic(server)
+    # The waiter's watch is the submitter watching, not coordination: it is left out of the tax.
+    messages, volume = ((a - b) / len(tasks) for a, b in zip(after, before, strict=True))
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert all(len(r.attempts) == 1 for r in final.values())  # one claim per task: no herd
+    assert messages <= MESSAGE_BUDGET, f"{messages:.2f} messages per task"
+    assert volume <= BYTE_BUDGET, f"{volume:.0f} bytes per task"
+
+
+WAITER = "budget-waiter"
+
+
+async def _traffic(server: EmbeddedServer) -> tuple[int, int]:
+    """Messages and bytes through the server so far, less the waiter connection's share."""
+    varz = await monitor_json(server.monitor_port, "/varz")
+    connz = await monitor_json(server.monitor_port, "/connz")
+    waiter = next(c for c in connz["connections"] if c.get("name") == WAITER)
+    messages = varz["in_msgs"] + varz["out_msgs"] - waiter["in_msgs"] - waiter["out_msgs"]
+    volume = varz["in_bytes"] + varz["out_bytes"] - waiter["in_bytes"] - waiter["out_bytes"]
+    return messages, volume
+
+
+async def test_a_short_task_goes_from_pending_to_done_in_one_write(board: TaskBoard) -> None:
+    async with swarm(board, Recorder(), 1) as (agent,):
+        await board.submit(Task(id="quick", kind="work"))
+        final = (await board.wait(["quick"], timeout=20))["quick"]
+        await until_event(board, "task.completed", "quick")
+    assert await _statuses(board, "quick") == ["pending", "done"]
+    (attempt,) = final.attempts
+    assert (attempt.agent, attempt.outcome, attempt.token) == (agent.id, "completed", final.token)
+    kinds = [e.kind for e in await board.trail.history("quick")]
+    assert kinds == ["task.submitted", "task.completed"]
+    completed = await board.trail.last("task.completed", "quick")
+    assert completed is not None and isinstance(completed.data, dict) and completed.data["deferred"] is True
+
+
+async def test_a_long_task_is_shown_claimed_once_it_has_run_for_claim_after(board: TaskBoard) -> None:
+    release = asyncio.Event()
+
+    async def slow(task: Task, ctx: TaskContext) -> JsonValue:
+        await release.wait()
+        return "slow"
+
+    agent = Agent(board, name="slow")
+    agent.handler("work")(slow)
+    async with agent:
+        await board.submit(Task(id="long", kind="work"))
+        seen = await until_tasks(board, lambda r: r.get("long") is not None and r["long"].holder == agent.id)
+        claimed = seen["long"]
+        assert claimed.status is TaskStatus.CLAIMED and claimed.ticket is not None
+        release.set()
+        final = (await board.wait(["long"], timeout=20))["long"]
+    assert final.result == "slow"
+    assert [a.token for a in final.attempts] == [claimed.token]
+    assert await _statuses(board, "long") == ["pending", "claimed", "done"]
+
+
+async def test_a_deferred_claim_loses_to_a_claim_written_first(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def wait_then_finish(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await release.wait()
+        return "late"
+
+    config = replace(board.config, claim_after=0.4)
+    async with TaskBoard.connect(nats_server.url, config, name="deferring") as deferring:
+        agent = Agent(deferring, name="deferring")
+        agent.handler("work")(wait_then_finish)
+        async with agent:
+            await board.submit(Task(id="raced", kind="work"))
+            await started.wait()  # running on a deferred claim: the record still reads pending
+            assert (await board.get("raced")).status is TaskStatus.PENDING
+            rival = await board.claim("raced", "rival")
+            assert isinstance(rival, Lease)
+            with on_log("task.late_result_rejected") as rejected:
+                release.set()
+                await rejected.wait()  # the deferred holder's write met the rival's claim
+            done = await board.complete(rival, "rival's")
+    assert done.result == "rival's"
+    assert [(a.agent, a.outcome) for a in done.attempts] == [("rival", "completed")]
+
+
+async def _statuses(board: TaskBoard, task_id: str) -> list[str]:
+    return [json.loads(entry.value)["status"] for entry in await board.tasks.history(task_id)]
