@@ -253,9 +253,10 @@ class Bucket:
             if not e.operation
         ]
 
-    async def delete(self, key: str, *, last: int) -> None:
-        """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise)."""
-        await self._publish(key, b"", last=last, ttl=None, op="DEL")
+    async def delete(self, key: str, *, last: int, ttl: float | None = None) -> None:
+        """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise);
+        with ``ttl`` the tombstone itself goes after that many seconds."""
+        await self._publish(key, b"", last=last, ttl=ttl, op="DEL")
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

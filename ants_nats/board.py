@@ -762,7 +762,7 @@ class TaskBoard:
     async def _drop_lease(self, task_id: str, revision: int) -> None:
         # Conflict: already expired or replaced, so nothing of ours is left to remove.
         with contextlib.suppress(Conflict):
-            await self.leases.delete(task_id, last=revision)
+            await self.leases.delete(task_id, last=revision, ttl=self.config.lease_ttl)
 
     # ----------------------------------------------------------------- holding
 

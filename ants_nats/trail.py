@@ -21,7 +21,7 @@ import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
 from ._aio import fetch, fetch_patiently
@@ -48,6 +48,8 @@ class TrailConfig:
     """Seconds an event stays on the stream (then the server drops it)."""
     half_life: float = 600.0
     """Seconds in which a mark's intensity halves."""
+    max_bytes: int = 1024**3
+    """Bytes the trail may hold; beyond them the oldest events go first (as they do after max_age)."""
     replicas: int = 1
 
 
@@ -91,6 +93,8 @@ class Trail:
                 subjects=[f"{TRAIL_SUBJECT_PREFIX}.>"],
                 storage=StorageType.FILE,
                 max_age=self.config.max_age,
+                max_bytes=self.config.max_bytes,
+                discard=DiscardPolicy.OLD,
                 num_replicas=self.config.replicas,
             ),
         )
