@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
 import pytest
 from pydantic import JsonValue
@@ -17,7 +16,6 @@ from ants_nats import (
     Agent,
     BoardConfig,
     EmbeddedServer,
-    Lease,
     Task,
     TaskBoard,
     TaskContext,
@@ -25,7 +23,7 @@ from ants_nats import (
 )
 from ants_nats.server import monitor_json
 
-from .helpers import Recorder, on_log, swarm, until_event, until_tasks
+from .helpers import Recorder, swarm, until_event, until_tasks
 
 MESSAGE_BUDGET = 15.0
 """Messages through the server per task, submit plus processing."""
@@ -107,35 +105,6 @@ async def test_a_long_task_is_shown_claimed_once_it_has_run_for_claim_after(boar
     assert final.result == "slow"
     assert [a.token for a in final.attempts] == [claimed.token]
     assert await _statuses(board, "long") == ["pending", "claimed", "done"]
-
-
-async def test_a_deferred_claim_loses_to_a_claim_written_first(
-    board: TaskBoard, nats_server: EmbeddedServer
-) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def wait_then_finish(task: Task, ctx: TaskContext) -> JsonValue:
-        started.set()
-        await release.wait()
-        return "late"
-
-    config = replace(board.config, claim_after=0.4)
-    async with TaskBoard.connect(nats_server.url, config, name="deferring") as deferring:
-        agent = Agent(deferring, name="deferring")
-        agent.handler("work")(wait_then_finish)
-        async with agent:
-            await board.submit(Task(id="raced", kind="work"))
-            await started.wait()  # running on a deferred claim: the record still reads pending
-            assert (await board.get("raced")).status is TaskStatus.PENDING
-            rival = await board.claim("raced", "rival")
-            assert isinstance(rival, Lease)
-            with on_log("task.late_result_rejected") as rejected:
-                release.set()
-                await rejected.wait()  # the deferred holder's write met the rival's claim
-            done = await board.complete(rival, "rival's")
-    assert done.result == "rival's"
-    assert [(a.agent, a.outcome) for a in done.attempts] == [("rival", "completed")]
 
 
 async def _statuses(board: TaskBoard, task_id: str) -> list[str]:
