@@ -150,8 +150,6 @@ class Lease:
     """With a lease key: its last revision (heartbeats CAS on it)."""
     claimed: bool = True
     """Whether the claim is written to the record (False while deferred)."""
-    _prior_token: int | None = field(default=None, repr=False)
-    """For a deferred claim: the token the record held when it started (any claim since changes it)."""
     started_at: datetime = field(default_factory=utcnow)
     """When the claim began (the attempt's start)."""
 
@@ -576,8 +574,9 @@ class TaskBoard:
         known = None
         if delivered == 1 and snapshot is not None and revision is not None and snapshot.ready:
             known = (snapshot, revision) if snapshot.task.id == task_id else None
-        checked: int | None = None  # the revision whose record passed ``_claimable``
+        vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
         while True:
+            from_ticket = known is not None
             if known is not None:
                 record, revision = known
                 known = None
@@ -586,13 +585,13 @@ class TaskBoard:
                     record, revision = await self._get_entry(task_id)
                 except TaskNotFound:
                     return Taken(task_id, "unknown")
-            if checked is None or record.status.terminal or record.waiting_on:
+            if not vetted or record.status.terminal or record.waiting_on:
                 refused = await self._claimable(record, agent_id, probation=probation)
                 if refused is not None:
                     return refused
-                checked = revision
+                vetted = True
             now = utcnow()
-            if record.ready and revision == ticket.revision and delivered == 1 and self.config.claim_after:
+            if from_ticket and self.config.claim_after:
                 # The announcer's own record, first delivery: start at once, write the claim later.
                 return self._lease(record, revision, agent_id, token=revision, ticket=msg, claimed=False)
             expired: Attempt | None = None
@@ -646,7 +645,6 @@ class TaskBoard:
             _ticket=ticket,
             _lease_revision=lease_revision,
             claimed=claimed,
-            _prior_token=record.token,
             started_at=now,
         )
 
@@ -657,11 +655,13 @@ class TaskBoard:
             return
         seq = lease._ticket.metadata.sequence.stream if lease._ticket is not None else None
 
-        def claim(record: TaskRecord) -> TaskRecord:
+        def claim(record: TaskRecord) -> TaskRecord | None:
             if not _holds(lease, record):
                 raise LeaseLost(
                     f"task {lease.task_id!r} was claimed by another; token {lease.token} is stale"
                 )
+            if record.status is TaskStatus.CLAIMED:
+                return None  # an earlier confirm, cancelled after its write landed, wrote it
             return _claimed(record, lease.agent_id, token=lease.token, now=lease.started_at, ticket=seq)
 
         lease._record, lease._revision = await self._mutate(
@@ -793,26 +793,46 @@ class TaskBoard:
         lease.expires_at = now + timedelta(seconds=lease.ttl)
         await self._event("task.heartbeat", lease.task_id, agent=lease.agent_id, token=lease.token)
 
-    async def _settle(self, lease: Lease, settle: Callable[[TaskRecord], TaskRecord]) -> TaskRecord:
-        """Apply a holder's final transition: only with the current token, then drop its lease key.
+    async def _settle(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        change: Callable[[tuple[Attempt, ...]], dict[str, Any]],
+        *,
+        error: str | None = None,
+    ) -> TaskRecord:
+        """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
 
-        The CAS is on the revision the holder last wrote, so it succeeds at once unless someone
-        else wrote since; then the fresh record must still name this holder and token."""
+        Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
+        sets (status, result, error), given the attempts so far. The CAS is on the revision the
+        holder last wrote, so it succeeds at once unless someone else wrote since; then the fresh
+        record must still name this holder and token."""
         if lease._ticket is None:
             entry = await self.leases.get(lease.task_id)
             token = None if entry is None else _lease_token(entry)
             if token != lease.token:
                 raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
             lease._lease_revision = entry.revision if entry is not None else 0
+        attempt = _attempt_of(lease, outcome, utcnow(), error)
 
-        def guarded(record: TaskRecord) -> TaskRecord:
+        def ended(record: TaskRecord) -> TaskRecord:
             if not _holds(lease, record):
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
+            attempts = (*record.attempts, attempt)
             # A deferred claim's outcome is its first write: it records the claim's token too.
-            update = {"token": lease.token, "claimed_at": lease.started_at, "unroutable": None}
-            return settle(record.model_copy(update=update))
+            return record.model_copy(
+                update={
+                    "holder": None,
+                    "ticket": None,
+                    "token": lease.token,
+                    "claimed_at": lease.started_at,
+                    "unroutable": None,
+                    "attempts": attempts,
+                    **change(attempts),
+                }
+            )
 
-        final, _ = await self._mutate(lease.task_id, guarded, known=(lease._record, lease._revision))
+        final, _ = await self._mutate(lease.task_id, ended, known=(lease._record, lease._revision))
         if lease._ticket is None:
             await self._drop_lease(lease.task_id, lease._lease_revision)
         return final
@@ -822,19 +842,8 @@ class TaskBoard:
         size = _json_size(result)
         if size > self.config.max_payload_bytes:
             raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, self.config.max_payload_bytes)
-        now = utcnow()
         final = await self._settle(
-            lease,
-            lambda r: r.model_copy(
-                update={
-                    "status": TaskStatus.DONE,
-                    "holder": None,
-                    "ticket": None,
-                    "result": result,
-                    "error": None,
-                    "attempts": (*r.attempts, _attempt_of(lease, "completed", now)),
-                }
-            ),
+            lease, "completed", lambda _: {"status": TaskStatus.DONE, "result": result, "error": None}
         )
         await self._event(
             "task.completed",
@@ -849,26 +858,16 @@ class TaskBoard:
     async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
         """Record a failed attempt. With ``retry`` the task returns to pending (or goes dead after
         ``max_attempts``); without, it fails for good and so do its dependents."""
-        now = utcnow()
 
-        def failed(record: TaskRecord) -> TaskRecord:
-            attempts = (*record.attempts, _attempt_of(lease, "failed", now, error))
+        def failed(attempts: tuple[Attempt, ...]) -> dict[str, Any]:
             status = TaskStatus.PENDING
             if not retry:
                 status = TaskStatus.FAILED
-            elif sum(1 for a in attempts if a.counted) >= record.task.max_attempts:
+            elif sum(1 for a in attempts if a.counted) >= lease.task.max_attempts:
                 status = TaskStatus.DEAD
-            return record.model_copy(
-                update={
-                    "status": status,
-                    "holder": None,
-                    "ticket": None,
-                    "error": error,
-                    "attempts": attempts,
-                }
-            )
+            return {"status": status, "error": error}
 
-        final = await self._settle(lease, failed)
+        final = await self._settle(lease, "failed", failed, error=error)
         await self._event(
             "task.failed",
             lease.task_id,
@@ -884,19 +883,8 @@ class TaskBoard:
     async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
         """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
         chose not to take it and why. Neither counts as an attempt."""
-        now = utcnow()
         outcome: Outcome = "released" if declined is None else "declined"
-        final = await self._settle(
-            lease,
-            lambda r: r.model_copy(
-                update={
-                    "status": TaskStatus.PENDING,
-                    "holder": None,
-                    "ticket": None,
-                    "attempts": (*r.attempts, _attempt_of(lease, outcome, now, declined)),
-                }
-            ),
-        )
+        final = await self._settle(lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=declined)
         await self._event(
             f"task.{outcome}",
             lease.task_id,
@@ -1021,13 +1009,14 @@ class TaskBoard:
 def _holds(lease: Lease, record: TaskRecord) -> bool:
     """Whether ``record`` still belongs to ``lease``: claimed with its token, or, for a deferred
     claim, still pending with nobody's claim since the record it started from."""
-    if lease.claimed:
-        return (
-            record.status is TaskStatus.CLAIMED
-            and record.token == lease.token
-            and record.holder == lease.agent_id
-        )
-    return record.ready and record.holder is None and record.token == lease._prior_token
+    if record.status is TaskStatus.CLAIMED:
+        # Also a deferred claim whose write landed while its writer was cancelled.
+        return record.token == lease.token and record.holder == lease.agent_id
+    # Until it is written, ``_record`` is the record the deferred claim started from; any claim
+    # since then has changed the token.
+    return (
+        not lease.claimed and record.ready and record.holder is None and record.token == lease._record.token
+    )
 
 
 def _lease_token(entry: Entry) -> int | None:
