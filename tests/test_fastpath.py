@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 from pydantic import JsonValue
@@ -16,9 +17,12 @@ from ants_nats import (
     Agent,
     BoardConfig,
     EmbeddedServer,
+    Lease,
+    LeaseLost,
     Task,
     TaskBoard,
     TaskContext,
+    TaskRecord,
     TaskStatus,
 )
 from ants_nats.server import monitor_json
@@ -105,6 +109,46 @@ async def test_a_long_task_is_shown_claimed_once_it_has_run_for_claim_after(boar
     assert final.result == "slow"
     assert [a.token for a in final.attempts] == [claimed.token]
     assert await _statuses(board, "long") == ["pending", "claimed", "done"]
+
+
+async def test_a_deferred_claim_loses_to_a_claim_written_first(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def wait_then_finish(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await release.wait()
+        return "late"
+
+    # A claim_after far beyond the few steps below: the claim stays deferred until the release.
+    config = replace(board.config, lease_ttl=30.0, claim_after=9.0)
+    async with TaskBoard.connect(nats_server.url, config, name="deferring") as deferring:
+        rejected = asyncio.Event()
+        real_complete = deferring.complete
+
+        async def complete(lease: Lease, result: JsonValue = None) -> TaskRecord:
+            try:
+                return await real_complete(lease, result)
+            except LeaseLost:
+                rejected.set()
+                raise
+
+        deferring.complete = complete  # type: ignore[method-assign]
+        agent = Agent(deferring, name="deferring")
+        agent.handler("work")(wait_then_finish)
+        async with agent:
+            await board.submit(Task(id="raced", kind="work"))
+            await started.wait()  # running on a deferred claim: the record still reads pending
+            assert (await board.get("raced")).status is TaskStatus.PENDING
+            rival = await board.claim("raced", "rival")
+            assert isinstance(rival, Lease)
+            release.set()
+            await rejected.wait()  # the deferred holder's write met the rival's claim
+            done = await board.complete(rival, "rival's")
+    assert done.result == "rival's"
+    assert [(a.agent, a.outcome) for a in done.attempts] == [("rival", "completed")]
 
 
 async def _statuses(board: TaskBoard, task_id: str) -> list[str]:

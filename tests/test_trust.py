@@ -71,10 +71,13 @@ async def test_an_agent_that_abandons_claims_is_quarantined_and_its_work_redone(
         async with honest:
             await board.submit_many(tasks[3:])
             final = await board.wait([t.id for t in tasks], timeout=60)
-            quarantine = await board.reputation.quarantined(slacker.id, ["cpu"])
+            abandoned = [a for r in final.values() for a in r.attempts if a.agent == slacker.id]
+            # Read the score once the projection has taken in every abandoned claim (no cache).
+            await until_ledger(board, slacker.id, lambda e: e.totals.expired == len(abandoned))
+            fresh = Reputation(board.nc, board.config.reputation)
+            quarantine = await fresh.quarantined(slacker.id, ["cpu"])
     assert {r.status for r in final.values()} == {TaskStatus.DONE}
     assert set(recorder.runs) == {t.id for t in tasks}
-    abandoned = [a for r in final.values() for a in r.attempts if a.agent == slacker.id]
     assert all(a.outcome == "expired" for a in abandoned)
     assert 3 <= len(abandoned) <= 5  # bounded: after a few expiries it gets no fresh work
     assert quarantine == ["cpu"]
