@@ -49,7 +49,7 @@ async def test_finisher_dying_after_its_final_write_leaves_nothing_stuck(
     async def die(*args: object, **kwargs: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(other_board, "_event", die)  # dies right after the DONE write
+    monkeypatch.setattr(other_board._core, "event", die)  # dies right after the DONE write
     with pytest.raises(Crash):
         await other_board.complete(lease, "parent's result")
     assert (await board.get("parent")).status is TaskStatus.DONE
@@ -82,7 +82,7 @@ async def test_agent_dying_mid_completion_is_finished_by_another(
         crashed.set()
         raise Crash  # after the DONE write and its event: the dependents were never told
 
-    monkeypatch.setattr(other_board, "_propagate", die_propagating)
+    monkeypatch.setattr(other_board._propagation, "propagate", die_propagating)
 
     async def work(task: Task, ctx: TaskContext) -> JsonValue:
         return task.id
@@ -110,7 +110,7 @@ async def test_resubmitting_after_a_crashed_submission_completes_it(
     async def die(*args: object, **kwargs: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(other_board, "_announce", die)  # written, never announced
+    monkeypatch.setattr(other_board._propagation, "announce", die)  # written, never announced
     with pytest.raises(Crash):
         await other_board.submit(task)
     assert (await board.get("orphan")).status is TaskStatus.PENDING
@@ -132,7 +132,7 @@ async def test_resubmitting_a_dependent_links_it_to_its_dependency(
     async def die(*args: object, **kwargs: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(other_board, "_attach_to_dependency", die)  # written, never linked
+    monkeypatch.setattr(other_board._propagation, "attach", die)  # written, never linked
     with pytest.raises(Crash):
         await other_board.submit(dependent)
     assert (await board.get("base")).dependents == ()

@@ -1,0 +1,172 @@
+"""What every transition of one board shares: its stores, reading and CAS-writing task records,
+and laying events on the trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from pydantic import JsonValue
+
+from .. import _tickets
+from .._store import Bucket, Conflict, ensure_kv
+from ..cards import Directory
+from ..errors import CorruptEntry, InvalidTask, TaskNotFound
+from ..identity import Identity
+from ..log import get_logger
+from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
+from ..names import LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
+from ..reputation import Reputation
+from ..trail import Trail, TrailConfig
+from .config import BoardConfig
+
+log = get_logger("board")
+
+_ONCE_PER_LEASE = frozenset(
+    {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
+)
+_ONCE_PER_TASK = frozenset({"task.submitted", "task.dead"})
+_UNCONFIRMED = frozenset(
+    {"task.submitted", "task.unroutable", "task.ready", "task.claimed", "task.heartbeat", "task.progress"}
+)
+"""Events sent without waiting for the stream's ack (their loss costs nothing the board needs)."""
+
+
+class Core:
+    """One board's connection, stores and settings, and the record and event primitives."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, config: BoardConfig) -> None:
+        self.nc = nc
+        self.js = js
+        self.config = config
+        self.tasks = Bucket(js, TASKS_BUCKET)
+        self.leases = Bucket(js, LEASES_BUCKET)
+        self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
+        self.trail = Trail(js, TrailConfig(replicas=config.replicas))
+        self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
+        self.reputation = Reputation(nc, config.reputation)
+        self.identities: dict[str, Identity] = {}
+
+    async def ensure(self) -> None:
+        """Create the buckets and streams the board needs, where missing."""
+        js, config = self.js, self.config
+        await ensure_kv(js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history)
+        await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=1, marker_ttl=config.lease_ttl)
+        await self.routes.ensure()
+        await self.trail.ensure()
+        await self.directory.ensure()
+        await ensure_kv(js, LEDGER_BUCKET, replicas=config.replicas, history=1)
+
+    async def event(
+        self,
+        kind: str,
+        task_id: str,
+        *,
+        agent: str | None = None,
+        token: int | None = None,
+        data: JsonValue = None,
+        by: str | None = None,
+    ) -> None:
+        """Log a state change and leave it on the trail (after the CAS that made it true).
+
+        The event is signed by the agent that caused it (``by``, else ``agent``) when this board
+        holds that agent's identity. Events that happen once per task or per lease carry a message
+        id, so a repair racing the original writer cannot record them twice.
+        """
+        log.info(kind, task_id=task_id, agent=agent, token=token)
+        emitter = by or agent
+        signer = self.identities.get(emitter) if emitter else None
+        event = TrailEvent(
+            kind=kind, ref=task_id, agent=agent, token=token, data=data, by=emitter if signer else None
+        )
+        msg_id = None
+        if kind in _ONCE_PER_LEASE:
+            msg_id = f"{kind}-{task_id}-{token}"
+        elif kind in _ONCE_PER_TASK:
+            msg_id = f"{kind}-{task_id}"
+        if kind in _UNCONFIRMED:
+            await self.trail.emit_nowait(event, signer=signer, msg_id=msg_id)
+        else:
+            await self.trail.emit(event, signer=signer, msg_id=msg_id)
+
+    async def get_entry(self, task_id: str) -> tuple[TaskRecord, int]:
+        """The record of ``task_id`` and its revision (restored if someone wrote garbage over it)."""
+        entry = await self.tasks.get(task_id)
+        if entry is None:
+            raise TaskNotFound(f"no task {task_id!r} on the board")
+        record = parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
+        if record is None or record.task.id != task_id:
+            return await self._restore(task_id, entry.revision)
+        return record, entry.revision
+
+    async def _restore(self, task_id: str, bad_revision: int) -> tuple[TaskRecord, int]:
+        """Put back the last valid revision of a record someone overwrote with garbage.
+
+        No honest writer produces an invalid record, so the key's history (``task_history``
+        revisions) still holds the true state. The repair is a CAS on the bad revision and is
+        recorded on the trail as ``corrupt.task``.
+        """
+        for entry in reversed(await self.tasks.history(task_id)):
+            record = parse_or_none(
+                TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}@{entry.revision}"
+            )
+            if record is not None and record.task.id == task_id:
+                break
+        else:
+            raise CorruptEntry(f"{TASKS_BUCKET}/{task_id} holds no valid revision to restore")
+        try:
+            revision = await self.tasks.update(task_id, wire_bytes(record), last=bad_revision)
+        except Conflict:
+            return await self.get_entry(task_id)  # someone wrote (or restored) it meanwhile
+        log.warning("task.restored", task_id=task_id, bad_revision=bad_revision, restored=entry.revision)
+        await self.trail.emit(
+            TrailEvent(
+                kind="corrupt.task",
+                ref=task_id,
+                data={"bad_revision": bad_revision, "restored_revision": entry.revision},
+            )
+        )
+        return record, revision
+
+    async def mutate(
+        self,
+        task_id: str,
+        change: Callable[[TaskRecord], TaskRecord | None],
+        *,
+        known: tuple[TaskRecord, int] | None = None,
+    ) -> tuple[TaskRecord, int]:
+        """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote;
+        returns the record and its revision.
+
+        ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
+        ``known`` is a (record, revision) the caller just read or wrote: the first attempt writes
+        on it without reading again (a conflict means a fresh read, as always).
+        """
+        while True:
+            guessed = known is not None
+            record, revision = known if known is not None else await self.get_entry(task_id)
+            known = None
+            new = change(record)
+            if new is None:
+                if guessed:
+                    continue  # "nothing to do" is decided on a fresh read only
+                return record, revision
+            new = new.model_copy(update={"updated_at": utcnow()})
+            try:
+                revision = await self.tasks.update(task_id, wire_bytes(new), last=revision)
+            except Conflict:
+                continue
+            return new, revision
+
+
+def check_id(value: str, *, what: str = "task id") -> None:
+    """``InvalidTask`` unless ``value`` is a valid id (it becomes a key and a subject token)."""
+    if not isinstance(value, str) or not is_valid_id(value):
+        raise InvalidTask(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -, starting alphanumeric")
+
+
+def json_size(value: JsonValue) -> int:
+    """Bytes of ``value`` as compact JSON (what payload and result limits count)."""
+    return len(json.dumps(value, separators=(",", ":")).encode())

@@ -1,0 +1,300 @@
+"""Claiming and holding: the one CAS that makes an agent a task's holder, and keeping it alive.
+
+An agent claims through the task's *ticket* (``take``) and holds the delivery un-acked while it
+works: the ticket's ack wait is the lease, ``in_progress`` the heartbeat, and the server
+redelivering the ticket the expiry. The record names the ticket, so whoever receives it next
+knows the old holder's lease ran out and takes over in the same CAS. A direct ``claim``, which
+holds no ticket, keeps its lease as the key ``ants_leases/<id>`` with a per-key TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from nats.aio.msg import Msg
+from pydantic import JsonValue
+
+from .._store import Conflict, Entry, translate_errors
+from ..errors import LeaseLost, TaskNotFound
+from ..log import get_logger
+from ..models import (
+    Attempt,
+    LeaseRecord,
+    TaskRecord,
+    TaskStatus,
+    Ticket,
+    TrailEvent,
+    parse_or_none,
+    utcnow,
+    wire_bytes,
+)
+from ..names import LEASES_BUCKET
+from ._core import Core, check_id
+from .lease import Lease, Taken, caps, claimed, expire, holds
+from .propagate import Propagation
+from .recover import Recovery
+
+log = get_logger("board")
+
+_CLOCK_SKEW_S = 2.0
+"""Tolerance between this host's clock and the server's when judging a lease's age."""
+
+
+class Claims:
+    """Claims on one board's tasks."""
+
+    def __init__(self, core: Core, propagation: Propagation, recovery: Recovery) -> None:
+        self._core = core
+        self._propagation = propagation
+        self._recovery = recovery
+
+    async def _claimable(self, record: TaskRecord, agent_id: str, *, probation: bool) -> Taken | None:
+        """Why ``agent_id`` may not claim the task of ``record`` at all (None: it may try)."""
+        task_id = record.task.id
+        if record.status.terminal:
+            await self._recovery.recover(record, by=agent_id)
+            return Taken(task_id, "finished", status=record.status)
+        if record.waiting_on:
+            return Taken(task_id, "not_ready")
+        if record.task.deadline is not None and utcnow() > record.task.deadline:
+            final = await self._propagation.finish_unclaimed(
+                task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
+            )
+            return Taken(task_id, "finished", status=final.status)
+        distrusted = await self._core.reputation.quarantined(agent_id, record.task.requires)
+        # Probation never spends a task's last attempt on an agent we do not trust.
+        last_chance = record.counted_attempts + 1 >= record.task.max_attempts
+        if distrusted and (not probation or last_chance):
+            return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
+        return None
+
+    async def take(
+        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+    ) -> Lease | Taken:
+        """See ``TaskBoard.take``."""
+        core, task_id = self._core, ticket.task_id
+        check_id(agent_id, what="agent id")
+        seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
+        snapshot, revision = ticket.record, ticket.revision
+        known = None
+        if delivered == 1 and snapshot is not None and revision is not None and snapshot.ready:
+            known = (snapshot, revision) if snapshot.task.id == task_id else None
+        vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
+        while True:
+            from_ticket = known is not None
+            if known is not None:
+                record, revision = known
+                known = None
+            else:
+                try:
+                    record, revision = await core.get_entry(task_id)
+                except TaskNotFound:
+                    return Taken(task_id, "unknown")
+            if not vetted or record.status.terminal or record.waiting_on:
+                refused = await self._claimable(record, agent_id, probation=probation)
+                if refused is not None:
+                    return refused
+                vetted = True
+            now = utcnow()
+            if from_ticket and core.config.claim_after:
+                # The announcer's own record, first delivery: start at once, write the claim later.
+                return self._lease(record, revision, agent_id, token=revision, ticket=msg, claimed=False)
+            expired: Attempt | None = None
+            if record.status is TaskStatus.CLAIMED:
+                if record.ticket is None:
+                    # A direct claim, kept alive by its lease key: it expired only if the key is gone.
+                    held = await self._held(task_id)
+                    if held is not None:
+                        return held
+                elif record.ticket != seq:
+                    return Taken(task_id, "duplicate", holder=record.holder)
+                # The server delivered the holder's own ticket to us: its lease ran out.
+                record, expired = expire(record, now)
+            new = record
+            if record.status is not TaskStatus.DEAD:
+                new = claimed(record, agent_id, token=revision, now=now, ticket=seq)
+            new = new.model_copy(update={"updated_at": now})
+            try:
+                written = await core.tasks.update(task_id, wire_bytes(new), last=revision)
+            except Conflict:
+                continue  # someone wrote meanwhile: judge the fresh record
+            if expired is not None:
+                await self._recovery.expired(new, expired, noticed_by=agent_id)
+            if new.status is TaskStatus.DEAD:
+                return Taken(task_id, "finished", status=new.status)
+            await self._claimed_event(new)
+            return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
+
+    def _lease(
+        self,
+        record: TaskRecord,
+        revision: int,
+        agent_id: str,
+        *,
+        token: int,
+        ticket: Msg | None,
+        claimed: bool = True,
+        started_at: datetime | None = None,
+        lease_revision: int = 0,
+    ) -> Lease:
+        now = started_at or utcnow()
+        ttl = self._core.config.lease_ttl
+        return Lease(
+            record.task,
+            token,
+            agent_id,
+            ttl,
+            now + timedelta(seconds=ttl),
+            _record=record,
+            _revision=revision,
+            _ticket=ticket,
+            _lease_revision=lease_revision,
+            claimed=claimed,
+            started_at=now,
+        )
+
+    async def confirm(self, lease: Lease) -> None:
+        """See ``TaskBoard.confirm``."""
+        if lease.claimed:
+            return
+        seq = lease._ticket.metadata.sequence.stream if lease._ticket is not None else None
+
+        def claim(record: TaskRecord) -> TaskRecord | None:
+            if not holds(lease, record):
+                raise LeaseLost(
+                    f"task {lease.task_id!r} was claimed by another; token {lease.token} is stale"
+                )
+            if record.status is TaskStatus.CLAIMED:
+                return None  # an earlier confirm, cancelled after its write landed, wrote it
+            return claimed(record, lease.agent_id, token=lease.token, now=lease.started_at, ticket=seq)
+
+        lease._record, lease._revision = await self._core.mutate(
+            lease.task_id, claim, known=(lease._record, lease._revision)
+        )
+        lease.claimed = True
+        await self._claimed_event(lease._record)
+
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
+        """See ``TaskBoard.claim``."""
+        core = self._core
+        check_id(task_id)
+        check_id(agent_id, what="agent id")
+        try:
+            record, revision = await core.get_entry(task_id)
+        except TaskNotFound:
+            return Taken(task_id, "unknown")
+        refused = await self._claimable(record, agent_id, probation=probation)
+        if refused is not None:
+            return refused
+        if record.status is TaskStatus.CLAIMED and record.ticket is not None:
+            # Held through its ticket: only the ticket's redelivery says that lease ran out.
+            return Taken(task_id, "held", holder=record.holder, retry_after=core.config.lease_ttl)
+
+        now, ttl, token = utcnow(), core.config.lease_ttl, revision
+        lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now, token=token)
+        try:
+            lease_revision = await core.leases.create(task_id, wire_bytes(lease_value), ttl=ttl)
+        except Conflict:
+            return await self._held(task_id) or Taken(task_id, "held", retry_after=0.0)
+
+        expired: Attempt | None = None
+
+        def take(record: TaskRecord) -> TaskRecord | None:
+            nonlocal expired
+            expired = None
+            if record.status.terminal or record.ticket is not None:
+                return None  # finished, or claimed through a ticket, since we looked
+            if record.status is TaskStatus.CLAIMED:
+                # Our lease key create succeeded, so the previous holder's key is gone: it expired.
+                record, expired = expire(record, now)
+                if record.status is TaskStatus.DEAD:
+                    return record
+            return claimed(record, agent_id, token=token, now=now, ticket=None)
+
+        final, written = await core.mutate(task_id, take, known=(record, revision))
+        if expired is not None:
+            await self._recovery.expired(final, expired, noticed_by=agent_id)
+        if final.status is not TaskStatus.CLAIMED or final.token != token or final.holder != agent_id:
+            await self.drop_lease(task_id, lease_revision)
+            if final.status is TaskStatus.CLAIMED:
+                return Taken(task_id, "held", holder=final.holder, retry_after=ttl)
+            return Taken(task_id, "finished", status=final.status)
+        await self._claimed_event(final)
+        return self._lease(
+            final, written, agent_id, token=token, ticket=None, started_at=now, lease_revision=lease_revision
+        )
+
+    async def _claimed_event(self, record: TaskRecord) -> None:
+        data: JsonValue = {**caps(record), "attempt": len(record.attempts) + 1}
+        await self._core.event(
+            "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
+        )
+
+    async def _held(self, task_id: str) -> Taken | None:
+        """``held`` while the lease key of a direct claim lives; None once it is gone."""
+        core = self._core
+        entry = await core.leases.get(task_id)
+        if entry is None:
+            return None
+        lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{task_id}")
+        # The server's write time, not anything in the value, says how old the lease is.
+        age = (utcnow() - (entry.time or utcnow())).total_seconds()
+        if lease is None or age > 2 * core.config.lease_ttl + _CLOCK_SKEW_S:
+            # Garbage, or a lease written without a TTL that the server would have expired long
+            # ago: no honest holder wrote it, so it must not block the task forever.
+            await self.drop_lease(task_id, entry.revision)
+            log.warning("lease.corrupt", task_id=task_id, revision=entry.revision, age=age)
+            await core.trail.emit(
+                TrailEvent(kind="corrupt.lease", ref=task_id, data={"revision": entry.revision, "age": age})
+            )
+            return Taken(task_id, "held", retry_after=0.0)
+        return Taken(task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0))
+
+    async def drop_lease(self, task_id: str, revision: int) -> None:
+        """Delete a direct claim's lease key at ``revision`` (its tombstone expires after a TTL)."""
+        # Conflict: already expired or replaced, so nothing of ours is left to remove.
+        with contextlib.suppress(Conflict):
+            await self._core.leases.delete(task_id, last=revision, ttl=self._core.config.lease_ttl)
+
+    async def check_lease_key(self, lease: Lease) -> None:
+        """For a direct claim: ``LeaseLost`` unless its lease key still holds its token (then the
+        key's revision is noted for the drop that follows)."""
+        entry = await self._core.leases.get(lease.task_id)
+        token = None if entry is None else _lease_token(entry)
+        if entry is None or token != lease.token:
+            raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
+        lease._lease_revision = entry.revision
+
+    async def heartbeat(self, lease: Lease) -> None:
+        """See ``TaskBoard.heartbeat``."""
+        core = self._core
+        await self.confirm(lease)
+        now = utcnow()
+        if lease._ticket is not None:
+            record, revision = await core.get_entry(lease.task_id)
+            if not holds(lease, record):
+                raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
+            lease._record, lease._revision = record, revision
+            async with translate_errors(f"extend the ticket of {lease.task_id}"):
+                await lease._ticket.in_progress()
+        else:
+            value = LeaseRecord(
+                task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
+            )
+            try:
+                lease._lease_revision = await core.leases.update(
+                    lease.task_id, wire_bytes(value), last=lease._lease_revision, ttl=lease.ttl
+                )
+            except Conflict as exc:
+                raise LeaseLost(
+                    f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken"
+                ) from exc
+        lease.expires_at = now + timedelta(seconds=lease.ttl)
+        await core.event("task.heartbeat", lease.task_id, agent=lease.agent_id, token=lease.token)
+
+
+def _lease_token(entry: Entry) -> int | None:
+    """Token a lease key keeps alive (None when its value is garbage)."""
+    lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{entry.key}")
+    return None if lease is None else lease.token

@@ -1,0 +1,39 @@
+"""Settings every agent of one board should share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import AntsError
+from ..reputation import ReputationConfig
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """Settings every agent of one board should share."""
+
+    lease_ttl: float = 30.0
+    """Seconds a claim lives without a heartbeat before the server expires it."""
+    replicas: int = 1
+    """Replicas of the buckets and the work stream (3 on a 3-node cluster)."""
+    max_payload_bytes: int = 64 * 1024
+    """Largest accepted task payload, and task result, as JSON."""
+    task_history: int = 5
+    """Revisions kept per task key (inspect them with ``nats kv history``)."""
+    card_ttl: float = 10.0
+    """Seconds an agent card lives without a fresh announcement (agents announce every TTL/3)."""
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    """How reputation gates claims (quarantine, probation, preference)."""
+    claim_after: float = 0.25
+    """Seconds a handler runs before the agent writes its claim to the record. A task finished
+    sooner goes from ``pending`` to its outcome in one write; 0 writes every claim at once."""
+
+    def __post_init__(self) -> None:
+        # The server rejects per-message TTLs under one second.
+        for name in ("lease_ttl", "card_ttl"):
+            if getattr(self, name) < 1.0:
+                raise AntsError(f"BoardConfig.{name} must be at least 1 second")
+        if not 0.0 <= self.claim_after < self.lease_ttl / 3:
+            raise AntsError("BoardConfig.claim_after must be at least 0 and less than lease_ttl / 3")
+        if self.replicas not in (1, 3, 5):
+            raise AntsError("BoardConfig.replicas must be 1, 3 or 5")

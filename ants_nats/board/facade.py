@@ -1,0 +1,204 @@
+"""``TaskBoard``: the board's public face. It reads records itself and hands every transition to
+the module of its family (``submit``, ``claim``, ``settle``; ``propagate`` and ``recover`` work
+behind them)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from pydantic import JsonValue
+
+from .._connect import connect
+from .._store import watch_values
+from ..identity import Identity
+from ..models import Task, TaskRecord, Ticket, parse_or_none
+from ..names import TASKS_BUCKET
+from ._core import Core, check_id
+from .claim import Claims
+from .config import BoardConfig
+from .lease import Lease, Taken
+from .propagate import Propagation
+from .recover import Recovery
+from .settle import Settlement
+from .submit import Submission
+
+
+class TaskBoard:
+    """The shared task board. Open it with ``TaskBoard.connect(url)`` or ``await TaskBoard.open(nc)``."""
+
+    def __init__(self, nc: Client, config: BoardConfig) -> None:
+        core = Core(nc, nc.jetstream(), config)
+        self._core = core
+        self.nc = nc
+        self.config = config
+        self.tasks = core.tasks
+        """The task records (``ants_tasks``)."""
+        self.leases = core.leases
+        """Lease keys of direct claims (``ants_leases``)."""
+        self.routes = core.routes
+        """Where tickets of ready tasks are announced."""
+        self.trail = core.trail
+        """The trail every state change of this board is written to."""
+        self.directory = core.directory
+        """Live agent cards: who can do what right now."""
+        self.reputation = core.reputation
+        """Scores read from the ledger; every claim through this board checks them."""
+        self._propagation = Propagation(core)
+        self._recovery = Recovery(core, self._propagation)
+        self._submission = Submission(core, self._propagation)
+        self._claims = Claims(core, self._propagation, self._recovery)
+        self._settlement = Settlement(core, self._claims, self._propagation)
+
+    @classmethod
+    async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
+        """Bind to the board on an open connection, creating buckets and streams if missing."""
+        board = cls(nc, config or BoardConfig())
+        await board._core.ensure()
+        return board
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats", seed: str | None = None
+    ) -> AsyncGenerator[TaskBoard, None]:
+        """Connect to ``url`` (as nkeys user ``seed``, if given), open the board, and close the
+        connection on exit."""
+        async with connect(url, name=name, seed=seed) as nc:
+            yield await cls.open(nc, config)
+
+    def sign_as(self, agent_id: str, identity: Identity) -> None:
+        """Sign the events this board lays on behalf of ``agent_id`` with ``identity``."""
+        self._core.identities[agent_id] = identity
+
+    # ----------------------------------------------------------------- reading
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """The current record of ``task_id``; ``TaskNotFound`` if there is none."""
+        check_id(task_id)
+        return (await self._core.get_entry(task_id))[0]
+
+    async def all_tasks(self) -> list[TaskRecord]:
+        """Every task on the board (one pass over the bucket; corrupt values are logged and skipped)."""
+        records: list[TaskRecord] = []
+        async for key, value in watch_values(self._core.js, TASKS_BUCKET, history_only=True):
+            record = _parse_watched(key, value)
+            if record is not None:
+                records.append(record)
+        return records
+
+    async def watch(self) -> AsyncGenerator[TaskRecord, None]:
+        """Every task's current record, then every change as it happens (no polling)."""
+        async for key, value in watch_values(self._core.js, TASKS_BUCKET):
+            record = _parse_watched(key, value)
+            if record is not None:
+                yield record
+
+    async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
+        """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s."""
+        wanted = set(task_ids)
+        final: dict[str, TaskRecord] = {}
+
+        async def consume() -> None:
+            async with aclosing(self.watch()) as records:
+                async for record in records:
+                    if record.task.id in wanted and record.status.terminal:
+                        final[record.task.id] = record
+                    if wanted <= final.keys():
+                        return
+
+        if wanted:
+            async with asyncio.timeout(timeout):
+                await consume()
+        return final
+
+    # ----------------------------------------------------------------- submitting
+
+    async def submit(self, task: Task | Mapping[str, Any]) -> TaskRecord:
+        """Submit one task. See ``submit_many``."""
+        return (await self.submit_many([task]))[0]
+
+    async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
+        """Submit a batch of tasks (a DAG may span the batch and tasks already on the board).
+
+        Everything is validated before anything is announced: malformed fields (``InvalidTask``),
+        oversized payloads (``PayloadTooLarge``), duplicate ids or ids on the board with another
+        definition (``TaskExists``), unknown dependencies (``UnknownDependency``) and cycles
+        (``DependencyCycle``). A rejected batch leaves nothing on the board.
+
+        Submitting is idempotent by task id: a task already on the board with the same definition
+        is accepted as it is, and whatever a failed earlier submission left undone (announcing it,
+        linking it to its dependencies, its trail event) is completed. So a caller that lost the
+        answer to a submission, or crashed during it, can simply submit again.
+
+        Writes are pipelined (up to 256 in flight), so a large batch costs about one round trip
+        per 256 tasks rather than several per task.
+        """
+        return await self._submission.submit_many(tasks)
+
+    # ----------------------------------------------------------------- claiming and holding
+
+    async def take(
+        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+    ) -> Lease | Taken:
+        """Claim the task of ``ticket``, delivered as ``msg``, for ``agent_id``: the agent runtime's claim.
+
+        The un-acked delivery of ``msg`` is the lease: the caller keeps it un-acked while it works
+        (``heartbeat`` sends ``in_progress``) and acks it once the task is settled. On a first
+        delivery the ticket's copy of the ready record is claimed with one CAS, without a read.
+        """
+        return await self._claims.take(ticket, msg, agent_id, probation=probation)
+
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
+        """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
+
+        A direct claim holds no ticket, so its lease is the key ``ants_leases/<task id>`` with a
+        per-key TTL, renewed by ``heartbeat``. An agent quarantined for one of the task's
+        capabilities is refused unless ``probation`` (the runtime sets it once a ticket has been
+        offered ``probation_after`` times) and the task has more than one attempt left.
+        """
+        return await self._claims.claim(task_id, agent_id, probation=probation)
+
+    async def confirm(self, lease: Lease) -> None:
+        """Write a deferred claim now (a no-op once written): the record reads ``claimed``, and the
+        token is final. ``LeaseLost`` if someone else claimed or finished the task meanwhile."""
+        await self._claims.confirm(lease)
+
+    async def heartbeat(self, lease: Lease) -> None:
+        """Extend ``lease`` by a full TTL (writing a deferred claim first); ``LeaseLost`` if it
+        expired or was replaced."""
+        await self._claims.heartbeat(lease)
+
+    async def progress(self, lease: Lease, fraction: float, note: str = "") -> None:
+        """Leave a progress mark for a held task on the trail (writing a deferred claim first:
+        a task that reports progress is one worth showing as claimed)."""
+        await self._settlement.progress(lease, fraction, note)
+
+    # ----------------------------------------------------------------- settling
+
+    async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
+        """Mark the task done with ``result`` (JSON). ``LeaseLost`` if the token is stale."""
+        return await self._settlement.complete(lease, result)
+
+    async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
+        """Record a failed attempt. With ``retry`` the task returns to pending (or goes dead after
+        ``max_attempts``); without, it fails for good and so do its dependents."""
+        return await self._settlement.fail(lease, error, retry=retry)
+
+    async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
+        """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
+        chose not to take it and why. Neither counts as an attempt."""
+        return await self._settlement.release(lease, declined=declined)
+
+    async def mark_bad(self, task_id: str, reason: str, *, by: str | None = None) -> None:
+        """Record that a done task's result was wrong: its completer's reputation pays for it."""
+        check_id(task_id)
+        await self._settlement.mark_bad(task_id, reason, by=by)
+
+
+def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
+    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")

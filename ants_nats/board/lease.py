@@ -1,0 +1,148 @@
+"""A held claim (``Lease``), a lost one (``Taken``), and the pure record changes a claim makes.
+
+Nothing here talks to the server: these functions say what a record becomes when it is claimed,
+when its holder's lease runs out, and whether it still belongs to a lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from nats.aio.msg import Msg
+from pydantic import JsonValue
+
+from ..models import Attempt, Outcome, Task, TaskRecord, TaskStatus, utcnow
+
+
+@dataclass
+class Lease:
+    """A held claim on a task. ``token`` is the fencing token: the record revision the claim was
+    based on, larger for every later claim of the same task.
+
+    A claim through a ticket may be *deferred*: the handler starts at once and the claim is
+    written only if it still runs after ``BoardConfig.claim_after`` (or on ``confirm``). Until then
+    ``claimed`` is False, the record reads ``pending``, and the token is provisional: the board
+    fences every write with it exactly, but a handler that hands the token to another system
+    should ``await board.confirm(lease)`` (``ctx.confirm()``) first.
+    """
+
+    task: Task
+    token: int
+    agent_id: str
+    ttl: float
+    expires_at: datetime
+    _record: TaskRecord = field(repr=False)
+    """The record as this holder last wrote or checked it, and its revision: the next CAS's base."""
+    _revision: int = field(repr=False)
+    _ticket: Msg | None = field(default=None, repr=False)
+    """The ticket whose un-acked delivery is this claim's lease (None: a lease key instead)."""
+    _lease_revision: int = field(default=0, repr=False)
+    """With a lease key: its last revision (heartbeats CAS on it)."""
+    claimed: bool = True
+    """Whether the claim is written to the record (False while deferred)."""
+    started_at: datetime = field(default_factory=utcnow)
+    """When the claim began (the attempt's start)."""
+
+    @property
+    def task_id(self) -> str:
+        """Id of the claimed task."""
+        return self.task.id
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The definite answer of a claim that did not win.
+
+    ``reason``: ``held`` (another agent holds a live lease; retry after ``retry_after`` s),
+    ``finished`` (the task is done, failed or dead; ``status`` says which), ``not_ready``
+    (dependencies are not done yet), ``unknown`` (no such task), ``quarantined`` (the claimant's
+    reputation for a required capability is too low, and the claim was not on probation) or
+    ``duplicate`` (a second ticket for a task that its holder's own ticket keeps alive).
+    """
+
+    task_id: str
+    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined", "duplicate"]
+    holder: str | None = None
+    retry_after: float | None = None
+    status: TaskStatus | None = None
+    quarantined: tuple[str, ...] = ()
+    """With reason ``quarantined``: the capabilities the claimant is not trusted with right now."""
+
+
+def holds(lease: Lease, record: TaskRecord) -> bool:
+    """Whether ``record`` still belongs to ``lease``: claimed with its token, or, for a deferred
+    claim, still pending with nobody's claim since the record it started from."""
+    if record.status is TaskStatus.CLAIMED:
+        # Also a deferred claim whose write landed while its writer was cancelled.
+        return record.token == lease.token and record.holder == lease.agent_id
+    # Until it is written, ``_record`` is the record the deferred claim started from; any claim
+    # since then has changed the token.
+    return (
+        not lease.claimed and record.ready and record.holder is None and record.token == lease._record.token
+    )
+
+
+def claimed(
+    record: TaskRecord, agent_id: str, *, token: int, now: datetime, ticket: int | None
+) -> TaskRecord:
+    """``record`` claimed by ``agent_id`` with fencing ``token`` (through ``ticket``, if any)."""
+    return record.model_copy(
+        update={
+            "status": TaskStatus.CLAIMED,
+            "holder": agent_id,
+            "token": token,
+            "ticket": ticket,
+            "claimed_at": now,
+            "unroutable": None,
+        }
+    )
+
+
+def expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
+    """``record`` after its holder's lease expired: the attempt counted, pending or dead."""
+    attempt = Attempt(
+        agent=record.holder or "?",
+        token=record.token or 0,
+        started_at=record.claimed_at or now,
+        ended_at=now,
+        outcome="expired",
+    )
+    returned = record.model_copy(
+        update={
+            "attempts": (*record.attempts, attempt),
+            "holder": None,
+            "ticket": None,
+            "status": TaskStatus.PENDING,
+        }
+    )
+    if returned.counted_attempts >= record.task.max_attempts:
+        error = (
+            f"gave up after {returned.counted_attempts} attempts (max_attempts={record.task.max_attempts})"
+        )
+        returned = returned.model_copy(update={"status": TaskStatus.DEAD, "error": error})
+    return returned, attempt
+
+
+def attempt_of(lease: Lease, outcome: Outcome, now: datetime, error: str | None = None) -> Attempt:
+    """The attempt ``lease``'s holder ends with ``outcome``."""
+    return Attempt(
+        agent=lease.agent_id,
+        token=lease.token,
+        started_at=lease.started_at,
+        ended_at=now,
+        outcome=outcome,
+        error=error,
+    )
+
+
+def held_as(lease: Lease, record: TaskRecord) -> dict[str, JsonValue]:
+    """What an outcome event says of the claim it ends: the task's capabilities, and whether the
+    claim was deferred (never written, so no ``task.claimed`` event precedes it)."""
+    return {**caps(record), "deferred": True} if not lease.claimed else caps(record)
+
+
+def caps(record: TaskRecord) -> dict[str, JsonValue]:
+    """What reputation needs to know of a task: its kind and required capabilities."""
+    return {"kind": record.task.kind, "requires": list(record.task.requires)}

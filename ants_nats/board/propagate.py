@@ -1,0 +1,88 @@
+"""Dependencies: carrying a finished task's outcome to the tasks that wait on it.
+
+A record lists the dependencies it still ``waits_on`` and its ``dependents``. Whoever finishes a
+task removes it from each dependent (CAS); whoever empties a dependent's list announces it (its
+ticket's message id dedupes racing announcers). A failed or dead task fails its dependents as
+``blocked``. Every step is idempotent, so whoever meets a finished task may redo it: that is how
+the consequences survive a crash right after the final CAS.
+"""
+
+from __future__ import annotations
+
+from ..models import TaskRecord, TaskStatus
+from ._core import Core
+
+
+class Propagation:
+    """Dependency bookkeeping of one board."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def propagate(self, record: TaskRecord) -> None:
+        """Carry a finished task's outcome to its dependents."""
+        if record.status is TaskStatus.DONE:
+            for dependent in record.dependents:
+                await self.dependency_done(dependent, record.task.id)
+        elif record.status.terminal:
+            for dependent in record.dependents:
+                await self.block(dependent, record.task.id, record)
+
+    async def attach(self, task_id: str, dep: str) -> None:
+        """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended."""
+
+        def add_dependent(record: TaskRecord) -> TaskRecord | None:
+            if record.status.terminal:
+                return None
+            return record.model_copy(update={"dependents": tuple(sorted({*record.dependents, task_id}))})
+
+        # A terminal dependency is returned unchanged, so its status tells how to settle ``task_id``.
+        dep_record, _ = await self._core.mutate(dep, add_dependent)
+        if dep_record.status is TaskStatus.DONE:
+            await self.dependency_done(task_id, dep)
+        elif dep_record.status.terminal:
+            await self.block(task_id, dep, dep_record)
+
+    async def dependency_done(self, task_id: str, dep: str) -> None:
+        """``dep`` is done: ``task_id`` stops waiting on it, and is announced if now ready."""
+
+        def drop(record: TaskRecord) -> TaskRecord | None:
+            if dep not in record.waiting_on:
+                return None
+            return record.model_copy(update={"waiting_on": tuple(d for d in record.waiting_on if d != dep)})
+
+        after, revision = await self._core.mutate(task_id, drop)
+        # Whoever finds it ready announces (a redo after a crash included).
+        if after.ready:
+            await self.announce(after, revision)
+
+    async def announce(self, record: TaskRecord, revision: int, *, event: bool = True) -> None:
+        """Publish the ticket of a ready task (and, with ``event``, ``task.ready`` on the trail)."""
+        await self._core.routes.announce(record, revision)
+        if event:
+            await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
+
+    async def block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
+        """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""
+        reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
+        if dep_record.error:
+            reason += f" ({dep_record.error})"
+        await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked")
+
+    async def finish_unclaimed(
+        self, task_id: str, status: TaskStatus, reason: str, *, event: str
+    ) -> TaskRecord:
+        """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents."""
+        changed = False
+
+        def finish(record: TaskRecord) -> TaskRecord | None:
+            nonlocal changed
+            changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED)
+            return record.model_copy(update={"status": status, "error": reason}) if changed else None
+
+        final, _ = await self._core.mutate(task_id, finish)
+        if changed:
+            await self._core.event(event, task_id, data={"error": reason, "status": status.value})
+        # Even when unchanged: a crash may have cut the cascade short below this task.
+        await self.propagate(final)
+        return final

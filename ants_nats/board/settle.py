@@ -1,0 +1,153 @@
+"""Settling: how a holder ends its claim (completed, failed, released or declined).
+
+Every ending is one CAS on the revision the holder last wrote, fenced by its token, followed by
+the outcome event (acked before the ticket is) and the outcome's consequences for dependents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import JsonValue
+
+from ..errors import InvalidTask, LeaseLost, PayloadTooLarge
+from ..models import Attempt, Outcome, TaskRecord, TaskStatus, utcnow
+from ..names import BAD_RESULT_MARK
+from ._core import Core, json_size
+from .claim import Claims
+from .lease import Lease, attempt_of, held_as, holds
+from .propagate import Propagation
+
+
+class Settlement:
+    """Outcomes of claims on one board."""
+
+    def __init__(self, core: Core, claims: Claims, propagation: Propagation) -> None:
+        self._core = core
+        self._claims = claims
+        self._propagation = propagation
+
+    async def _settle(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        change: Callable[[tuple[Attempt, ...]], dict[str, Any]],
+        *,
+        error: str | None = None,
+    ) -> TaskRecord:
+        """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
+
+        Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
+        sets (status, result, error), given the attempts so far. The CAS is on the revision the
+        holder last wrote, so it succeeds at once unless someone else wrote since; then the fresh
+        record must still name this holder and token."""
+        if lease._ticket is None:
+            await self._claims.check_lease_key(lease)
+        attempt = attempt_of(lease, outcome, utcnow(), error)
+
+        def ended(record: TaskRecord) -> TaskRecord:
+            if not holds(lease, record):
+                raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
+            attempts = (*record.attempts, attempt)
+            # A deferred claim's outcome is its first write: it records the claim's token too.
+            return record.model_copy(
+                update={
+                    "holder": None,
+                    "ticket": None,
+                    "token": lease.token,
+                    "claimed_at": lease.started_at,
+                    "unroutable": None,
+                    "attempts": attempts,
+                    **change(attempts),
+                }
+            )
+
+        final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
+        if lease._ticket is None:
+            await self._claims.drop_lease(lease.task_id, lease._lease_revision)
+        return final
+
+    async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
+        """See ``TaskBoard.complete``."""
+        limit = self._core.config.max_payload_bytes
+        size = json_size(result)
+        if size > limit:
+            raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, limit)
+        final = await self._settle(
+            lease, "completed", lambda _: {"status": TaskStatus.DONE, "result": result, "error": None}
+        )
+        await self._core.event(
+            "task.completed",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data=held_as(lease, final),
+        )
+        await self._propagation.propagate(final)
+        return final
+
+    async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
+        """See ``TaskBoard.fail``."""
+
+        def failed(attempts: tuple[Attempt, ...]) -> dict[str, Any]:
+            status = TaskStatus.PENDING
+            if not retry:
+                status = TaskStatus.FAILED
+            elif sum(1 for a in attempts if a.counted) >= lease.task.max_attempts:
+                status = TaskStatus.DEAD
+            return {"status": status, "error": error}
+
+        final = await self._settle(lease, "failed", failed, error=error)
+        await self._core.event(
+            "task.failed",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={**held_as(lease, final), "error": error, "retry": retry, "status": final.status.value},
+        )
+        if final.status is TaskStatus.DEAD:
+            await self._core.event("task.dead", lease.task_id, data={"error": final.error})
+        await self._propagation.propagate(final)
+        return final
+
+    async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
+        """See ``TaskBoard.release``."""
+        outcome: Outcome = "released" if declined is None else "declined"
+        final = await self._settle(lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=declined)
+        await self._core.event(
+            f"task.{outcome}",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={**held_as(lease, final), "reason": declined},
+        )
+        return final
+
+    async def progress(self, lease: Lease, fraction: float, note: str = "") -> None:
+        """See ``TaskBoard.progress``."""
+        if not 0.0 <= fraction <= 1.0:
+            raise InvalidTask(f"progress must be within [0, 1], got {fraction}")
+        await self._claims.confirm(lease)
+        await self._core.event(
+            "task.progress",
+            lease.task_id,
+            agent=lease.agent_id,
+            token=lease.token,
+            data={"fraction": fraction, "note": note},
+        )
+
+    async def mark_bad(self, task_id: str, reason: str, *, by: str | None = None) -> None:
+        """See ``TaskBoard.mark_bad``."""
+        record, _ = await self._core.get_entry(task_id)
+        completer = next((a.agent for a in reversed(record.attempts) if a.outcome == "completed"), None)
+        if record.status is not TaskStatus.DONE or completer is None:
+            raise InvalidTask(
+                f"task {task_id!r} is {record.status.value}: only a done task's result can be bad"
+            )
+        await self._core.trail.mark(
+            BAD_RESULT_MARK,
+            key=task_id,
+            agent=by,
+            data={"agent": completer, "requires": list(record.task.requires), "reason": reason},
+        )

@@ -1,0 +1,165 @@
+"""Submission: validating a batch of tasks, writing their records, and announcing the ready ones."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+from pydantic import JsonValue
+
+from .. import matching
+from .._aio import gather_bounded
+from .._store import Conflict
+from ..dag import check_batch
+from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
+from ..log import get_logger
+from ..models import Task, TaskRecord, TaskStatus, wire_bytes
+from ._core import Core, json_size
+from .propagate import Propagation
+
+log = get_logger("board")
+
+_CARDS_MAX_AGE_S = 1.0
+"""How long a submitter reuses the cards it read to tell whether a task is routable."""
+
+
+class Submission:
+    """Submitting tasks to one board."""
+
+    def __init__(self, core: Core, propagation: Propagation) -> None:
+        self._core = core
+        self._propagation = propagation
+
+    async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
+        """See ``TaskBoard.submit_many``."""
+        core, propagation = self._core, self._propagation
+        batch = [parse_task(task) for task in tasks]
+        for task in batch:
+            size = json_size(task.payload)
+            if size > core.config.max_payload_bytes:
+                raise PayloadTooLarge(f"payload of task {task.id!r}", size, core.config.max_payload_bytes)
+        check_batch(batch)
+        ids = {task.id for task in batch}
+        external = sorted({dep for task in batch for dep in task.depends_on if dep not in ids})
+        for dep, entry in zip(
+            external, await gather_bounded(core.tasks.get(d) for d in external), strict=True
+        ):
+            if entry is None:
+                raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
+
+        dependents: dict[str, list[str]] = {task.id: [] for task in batch}
+        for task in batch:
+            for dep in task.depends_on:
+                if dep in dependents:
+                    dependents[dep].append(task.id)
+        unroutable = await self._unroutable(batch)
+        records = {
+            task.id: TaskRecord(
+                task=task,
+                status=TaskStatus.PENDING,
+                waiting_on=task.depends_on,
+                dependents=tuple(sorted(dependents[task.id])),
+                unroutable=unroutable.get(task.id),
+            )
+            for task in batch
+        }
+        revisions = await gather_bounded(self._create(records[task.id]) for task in batch)
+        written = {task.id: rev for task, rev in zip(batch, revisions, strict=True) if rev is not None}
+        existing: set[str] = set()
+        try:
+            for task in batch:
+                if task.id not in written:
+                    if not await self._same_task_exists(task):
+                        raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else")
+                    existing.add(task.id)
+        except TaskExists:
+            await self._withdraw(written)
+            raise
+
+        for requires, express in sorted({(task.requires, task.express) for task in batch}):
+            await core.routes.register(requires, express=express)
+        for task in batch:
+            if task.id in written:
+                await self._submitted(task)
+                missing = records[task.id].unroutable
+                if missing is not None:
+                    log.warning("task.unroutable", task_id=task.id, missing=missing)
+                    await core.event("task.unroutable", task.id, data={"missing": list(missing)})
+            elif await core.trail.last("task.submitted", task.id) is None:
+                await self._submitted(task)
+
+        for task in batch:
+            for dep in task.depends_on:
+                if dep not in written or task.id in existing:
+                    await propagation.attach(task.id, dep)  # announces it if now ready
+        ready = [task for task in batch if task.id in written and not task.depends_on]
+        # Their ``task.submitted`` says they are ready: no ``task.ready`` event of their own.
+        await gather_bounded(propagation.announce(records[t.id], written[t.id], event=False) for t in ready)
+        final = {task.id: records[task.id] for task in ready}
+        for task in batch:
+            if task.id in final:
+                continue
+            record, revision = await core.get_entry(task.id)  # dependencies may have changed it
+            if task.id in existing and record.ready:
+                await propagation.announce(record, revision)  # finishes an interrupted submission
+            final[task.id] = record
+        return [final[task.id] for task in batch]
+
+    async def _create(self, record: TaskRecord) -> int | None:
+        """Write a new record; its revision, or None when the id is taken."""
+        try:
+            return await self._core.tasks.create(record.task.id, wire_bytes(record))
+        except Conflict:
+            return None
+
+    async def _withdraw(self, written: Mapping[str, int]) -> None:
+        """Remove the records a rejected batch wrote before the rejection was known (nothing has
+        announced them yet, so nobody else can have touched them)."""
+        for task_id, revision in written.items():
+            with contextlib.suppress(Conflict):
+                await self._core.tasks.delete(task_id, last=revision)
+
+    async def _unroutable(self, batch: Sequence[Task]) -> dict[str, tuple[str, ...]]:
+        """The capabilities no live agent offers, for each task of ``batch`` that needs some.
+
+        A recent reading of the cards is enough to see that a route is served; only a task that
+        looks unroutable pays for a fresh reading."""
+        cards = await self._core.directory.cards(max_age=_CARDS_MAX_AGE_S)
+        if any(matching.unroutable(cards, task.requires) for task in batch):
+            cards = await self._core.directory.cards()
+        missing = {task.id: matching.unroutable(cards, task.requires) for task in batch}
+        return {task_id: caps for task_id, caps in missing.items() if caps is not None}
+
+    async def _same_task_exists(self, task: Task) -> bool:
+        """False if ``task.id`` is free; True if the board holds this very task; else ``TaskExists``."""
+        try:
+            record, _ = await self._core.get_entry(task.id)
+        except TaskNotFound:
+            return False
+        if record.task != task:
+            raise TaskExists(f"task {task.id!r} is already on the board with a different definition")
+        return True
+
+    async def _submitted(self, task: Task) -> None:
+        data: JsonValue = {
+            "kind": task.kind,
+            "requires": list(task.requires),
+            "depends_on": list(task.depends_on),
+            "ready": not task.depends_on,
+        }
+        await self._core.event("task.submitted", task.id, agent=task.created_by, data=data)
+
+
+def parse_task(task: Task | Mapping[str, Any]) -> Task:
+    """``task`` as a validated ``Task``; ``InvalidTask`` naming every problem."""
+    if isinstance(task, Task):
+        return task
+    try:
+        return Task.model_validate(task)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidTask(f"invalid task: {problems}") from exc
