@@ -11,7 +11,6 @@ from weakref import WeakKeyDictionary
 import nats.errors
 from nats.aio.client import Client
 
-from ._aio import cancel_and_wait
 from .errors import PermissionDenied, ServerUnavailable
 from .log import get_logger
 
@@ -24,34 +23,35 @@ class _Refusals:
     """The permission violations the server reports on one connection, and who awaits one.
 
     The server answers a forbidden publish with an asynchronous ``-ERR`` while the request itself
-    just goes unanswered; racing the two turns a long timeout into an immediate, precise error.
+    just goes unanswered; a matching report cancels the waiting task (as ``asyncio.timeout``
+    does), which turns a long timeout into an immediate, precise error without a task per request.
     """
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
+        self._waiters: list[tuple[Callable[[str], bool], asyncio.Task[Any], list[str]]] = []
 
     def record(self, text: str) -> None:
-        for matches, future in self._waiters:
-            if not future.done() and matches(text.lower()):
-                future.set_result(text)
+        for matches, task, refused in self._waiters:
+            if not refused and matches(text.lower()):
+                refused.append(text)
+                task.cancel()
 
     async def race(self, matches: Callable[[str], bool], work: Awaitable[T], action: str) -> T:
-        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        waiter = (matches, refused)
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cancel, so just wait for the answer
+            return await work
+        refused: list[str] = []
+        waiter = (matches, task, refused)
         self._waiters.append(waiter)
-        attempt = asyncio.ensure_future(work)
-        either: set[asyncio.Future[Any]] = {attempt, refused}
         try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            return await work
+        except asyncio.CancelledError:
+            # Ours only if no one else cancelled the task as well.
+            if refused and task.uncancel() == 0:
+                raise PermissionDenied(f"{action}: refused by the server ({refused[0]})") from None
+            raise
         finally:
             self._waiters.remove(waiter)
-            if not attempt.done():
-                await cancel_and_wait([attempt])
-            if not attempt.cancelled():
-                attempt.exception()  # mark it seen: when we are cancelled, nobody else will look
-        if refused.done() and (attempt.cancelled() or attempt.exception() is not None):
-            raise PermissionDenied(f"{action}: refused by the server ({refused.result()})")
-        return attempt.result()
 
 
 _refusals: WeakKeyDictionary[Client, _Refusals] = WeakKeyDictionary()

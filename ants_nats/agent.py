@@ -337,8 +337,13 @@ class Agent:
     async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler) -> None:
         ctx = TaskContext(lease.task, lease, self.board)
         work = asyncio.create_task(self._call(handler, lease.task, ctx), name=f"{self.id}:{lease.task_id}")
-        beat = asyncio.create_task(self._hold(msg, lease, ctx, work), name=f"{self.id}:hold")
+        beat: asyncio.Task[None] | None = None
         try:
+            if not lease.claimed:
+                # A handler done within ``claim_after`` costs no claim write and no holding task.
+                await asyncio.wait({work}, timeout=self.board.config.claim_after)
+            if not work.done():
+                beat = asyncio.create_task(self._hold(msg, lease, ctx, work), name=f"{self.id}:hold")
             result = await work
         except asyncio.CancelledError:
             if ctx.lease_lost.is_set():
@@ -352,7 +357,7 @@ class Agent:
             await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            await cancel_and_wait([beat, work])
+            await cancel_and_wait([work] if beat is None else [beat, work])
         await self._finish(msg, lease, result=result)
 
     async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
@@ -365,10 +370,9 @@ class Agent:
             raise TimeoutError(f"handler exceeded {self.handler_timeout}s") from None
 
     async def _hold(self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]) -> None:
-        """Keep the claim while the handler runs: write a deferred claim once the handler has run
-        for ``claim_after`` (short tasks never pay for it), then heartbeat."""
+        """Keep the claim while the handler runs: write a deferred claim (the handler has run for
+        ``claim_after`` by now), then heartbeat."""
         if not lease.claimed:
-            await asyncio.sleep(self.board.config.claim_after)
             try:
                 await self.board.confirm(lease)
             except LeaseLost:
