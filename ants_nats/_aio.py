@@ -58,25 +58,6 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: flo
     return msgs
 
 
-_PULL_RETRY_S = 0.5
-
-
-async def fetch_patiently(
-    sub: JetStreamContext.PullSubscription, batch: int, timeout: float, *, consumer: str
-) -> list[Msg]:
-    """Like ``fetch`` for a long-running pull loop: a failed pull (disconnected, a leader election)
-    is logged and answered with ``[]`` after a short pause, since the client reconnects by itself and
-    the server keeps the consumer's position. Only a closed connection ends the loop."""
-    try:
-        return await fetch(sub, batch, timeout)
-    except nats.errors.ConnectionClosedError:
-        raise
-    except nats.errors.Error as exc:
-        log.debug("pull.failed", consumer=consumer, error=str(exc) or type(exc).__name__)
-        await asyncio.sleep(_PULL_RETRY_S)
-        return []
-
-
 _RECANCEL_EVERY_S = 0.5
 
 

@@ -18,12 +18,11 @@ from typing import Self
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from pydantic import JsonValue
 
 from . import matching
-from ._aio import cancel_and_wait, fetch_patiently
-from ._store import translate_errors
+from ._aio import cancel_and_wait
+from ._pull import Puller, fetch_patiently
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
 from .context import Decline, Handler, TaskContext
@@ -88,6 +87,8 @@ class Agent:
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
+        self._declined: dict[str, float] = {}
+        """Tasks this agent declined lately, and until when (loop time) it steps aside for them."""
 
     def handler(self, kind: str) -> Callable[[Handler], Handler]:
         """Decorator registering the coroutine that handles tasks of ``kind``."""
@@ -208,42 +209,34 @@ class Agent:
                 name=f"{self.id}:pull:{route.name}",
             )
 
-    async def _bind(self, route: str, *, express: bool) -> JetStreamContext.PullSubscription:
+    async def _lane(self, stack: contextlib.AsyncExitStack, route: str, *, express: bool) -> Puller:
         # Another client may have registered the route without its consumer (README wire format).
         await self.board.routes.ensure_consumer(route, express=express)
-        durable = work_consumer(route, express=express)
-        async with translate_errors(f"bind consumer {durable}"):
-            return await self.board.nc.jetstream().pull_subscribe_bind(durable=durable, stream=WORK_STREAM)
+        consumer = work_consumer(route, express=express)
+        return await stack.enter_async_context(Puller(self.board.nc, WORK_STREAM, consumer))
 
     async def _pull(self, route: str) -> None:
         """Take tickets of ``route`` while there is room: its express lane first, once it has one."""
-        normal = await self._bind(route, express=False)
-        express: JetStreamContext.PullSubscription | None = None
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            normal = await self._lane(stack, route, express=False)
+            express: Puller | None = None
             while True:
                 await self._room.wait()
-                msgs = []
+                msg = None
                 if self._routes[route].express:
-                    express = express or await self._bind(route, express=True)
+                    express = express or await self._lane(stack, route, express=True)
                     # A short look: the server answers at once when the lane holds a ticket.
-                    msgs = await fetch_patiently(
-                        express, 1, _EXPRESS_LOOK_S, consumer=work_consumer(route, express=True)
-                    )
-                if not msgs:
+                    msg = await fetch_patiently(express, _EXPRESS_LOOK_S)
+                if msg is None:
                     # With an express lane, wait briefly here, so an express ticket arriving
                     # while we are idle is looked at again soon.
-                    wait = _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S
-                    msgs = await fetch_patiently(normal, 1, wait, consumer=work_consumer(route))
-                for msg in msgs:
-                    if len(self._runners) >= self.capacity:
-                        await msg.nak()  # another route's loop filled the last slot meanwhile
-                        continue
-                    self._start_runner(msg)
-        finally:
-            for sub in (normal, express):
-                if sub is not None:
-                    with contextlib.suppress(nats.errors.Error):
-                        await sub.unsubscribe()
+                    msg = await fetch_patiently(normal, _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S)
+                if msg is None:
+                    continue
+                if len(self._runners) >= self.capacity:
+                    await msg.nak()  # another route's loop filled the last slot meanwhile
+                    continue
+                self._start_runner(msg)
 
     def _start_runner(self, msg: Msg) -> None:
         runner = asyncio.create_task(self._work(msg), name=f"{self.id}:work")
@@ -274,7 +267,9 @@ class Agent:
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
         try:
-            if delivered == 1 and await self._defers_to_others(ticket):
+            if self._stepping_aside(ticket.task_id) or (
+                delivered == 1 and await self._defers_to_others(ticket)
+            ):
                 await msg.nak(delay=self.decline_backoff)
                 return
             probation = delivered >= reputation.config.probation_after
@@ -311,8 +306,16 @@ class Agent:
     async def _decline(self, msg: Msg, lease: Lease, reason: str) -> None:
         log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
         await self.board.release(lease, declined=reason)
-        # Delay our own copy, so that another capable agent gets the ticket first.
-        await msg.nak(delay=self.decline_backoff)
+        # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
+        # later); should it come back to us, we hold it back for ``decline_backoff``.
+        now = asyncio.get_running_loop().time()
+        self._declined = {t: until for t, until in self._declined.items() if until > now}
+        self._declined[lease.task_id] = now + self.decline_backoff
+        await msg.nak()
+
+    def _stepping_aside(self, task_id: str) -> bool:
+        """Whether this agent declined ``task_id`` less than ``decline_backoff`` seconds ago."""
+        return self._declined.get(task_id, 0.0) > asyncio.get_running_loop().time()
 
     async def _give_back(self, msg: Msg, lease: Lease) -> None:
         await self.board.release(lease)

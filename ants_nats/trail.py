@@ -24,7 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._aio import fetch, fetch_patiently
+from ._aio import fetch
+from ._pull import Puller, fetch_patiently
 from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
 from .errors import AntsError, InvalidTask
 from .identity import Identity
@@ -261,23 +262,28 @@ class Trail:
             inactive_threshold=None if durable else 60.0,
         )
         async with translate_errors(f"follow {subjects}"):
-            sub = await self._js.pull_subscribe(
-                filters[0], durable=durable, stream=TRAIL_STREAM, config=config
-            )
-        consumer = durable or "ephemeral"
-        try:
+            name = await self._consumer(config)
+        async with Puller(self._js._nc, TRAIL_STREAM, name) as puller:
             while True:
-                for msg in await fetch_patiently(sub, 1, _FETCH_TIMEOUT_S, consumer=consumer):
-                    event = _parse(msg)
-                    if event is None:
-                        await msg.term()  # never valid: redelivering it would only loop
-                        await self._record_corrupt(msg)
-                        continue
-                    yield event
-                    try:
-                        await msg.ack()
-                    except nats.errors.Error as exc:  # the server redelivers it: at least once
-                        log.warning("trail.ack_failed", consumer=consumer, seq=event.seq, error=str(exc))
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+                msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
+                if msg is None:
+                    continue
+                event = _parse(msg)
+                if event is None:
+                    await msg.term()  # never valid: redelivering it would only loop
+                    await self._record_corrupt(msg)
+                    continue
+                yield event
+                try:
+                    await msg.ack()
+                except nats.errors.Error as exc:  # the server redelivers it: at least once
+                    log.warning("trail.ack_failed", consumer=name, seq=event.seq, error=str(exc))
+
+    async def _consumer(self, config: ConsumerConfig) -> str:
+        """The name of the consumer ``config`` describes: an existing durable as it is (changing
+        its settings is an operator's decision), else a new consumer."""
+        if config.durable_name is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                return str((await self._js.consumer_info(TRAIL_STREAM, config.durable_name)).name)
+        info = await self._js.add_consumer(TRAIL_STREAM, config=config)
+        return str(info.name)

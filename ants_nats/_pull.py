@@ -1,0 +1,125 @@
+"""A lean pull consumer: one ticket per request, straight from JetStream's ``CONSUMER.MSG.NEXT`` API.
+
+An agent fetches once per task. nats-py's ``PullSubscription.fetch`` creates two tasks and a uuid
+per call and waits with ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation
+(CPython gh-86296). ``Puller`` keeps one subscription on a private inbox instead, sends one
+``NEXT`` request per fetch (expiring on the server just before the local wait ends) and waits with
+``asyncio.timeout``; it re-raises a cancellation that a ``wait_for`` elsewhere swallowed. Each
+request has its own reply subject, so the end of an abandoned request is never taken for the end
+of the current one; a ticket that arrives late is kept for the next fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+from types import TracebackType
+from typing import Self
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .errors import ServerUnavailable
+from .log import get_logger
+
+log = get_logger("pull")
+
+_EXPIRY_MARGIN_S = 0.1
+"""How much sooner than the local wait the server ends a pull request, so that its end is seen
+(at most a fifth of a short wait)."""
+_HEARTBEAT = "100"
+_NO_MESSAGES = frozenset({"404", "408"})
+
+
+class Puller:
+    """Fetch messages of the durable pull consumer ``consumer`` on ``stream``, one per ``fetch``.
+
+    Use as ``async with Puller(nc, stream, consumer) as puller``; messages fetched but not handed
+    out when it closes are given back to the server (``nak``)."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str) -> None:
+        self.consumer = consumer
+        self._nc = nc
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._ready: collections.deque[Msg] = collections.deque()
+        self._request = 0
+        self._answered: asyncio.Future[None] | None = None
+        self._failure: str | None = None
+
+    async def __aenter__(self) -> Self:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+            while self._ready:
+                await self._ready.popleft().nak()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._ready.append(msg)
+        elif status == _HEARTBEAT or msg.subject != f"{self._inbox}.{self._request}":
+            return  # a keep-alive, or the end of a request we no longer wait for
+        elif status not in _NO_MESSAGES:
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            if status != "409" or "deleted" in description.lower():
+                self._failure = f"{status} {description}".strip()
+            else:  # 409s such as a leadership change or too many waiting requests: ask again
+                log.debug("pull.conflict", consumer=self.consumer, status=status, description=description)
+        if self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)
+
+    async def fetch(self, timeout: float) -> Msg | None:
+        """The next message, or None when none came within ``timeout`` seconds.
+
+        ``ServerUnavailable`` when the server refuses the pull (e.g. the consumer was deleted); a
+        closed connection raises ``nats.errors.ConnectionClosedError``."""
+        if not self._ready:
+            self._request += 1
+            self._answered = asyncio.get_running_loop().create_future()
+            expires_ns = int((timeout - min(_EXPIRY_MARGIN_S, timeout / 5)) * 1e9)
+            request = json.dumps({"batch": 1, "expires": expires_ns}).encode()
+            await self._nc.publish(self._api, request, reply=f"{self._inbox}.{self._request}")
+            # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._answered
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # A cancellation swallowed by ``asyncio.wait_for`` in an earlier request (gh-86296):
+            # honour it here, or the loop would go on forever. An unhanded ticket is given back
+            # when the puller closes.
+            raise asyncio.CancelledError
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise ServerUnavailable(f"pull from consumer {self.consumer} refused: {failure}")
+        return self._ready.popleft() if self._ready else None
+
+
+_PULL_RETRY_S = 0.5
+
+
+async def fetch_patiently(puller: Puller, timeout: float) -> Msg | None:
+    """``puller.fetch`` for a pull loop that lives as long as its owner: a failed pull (a
+    disconnection, a leader election) is logged and answered with None after a short pause, since
+    the client reconnects by itself and the server keeps the consumer's position. A closed
+    connection, or a pull the server refuses, ends the loop (to be restarted)."""
+    try:
+        return await puller.fetch(timeout)
+    except nats.errors.ConnectionClosedError:
+        raise
+    except nats.errors.Error as exc:
+        log.debug("pull.failed", consumer=puller.consumer, error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(_PULL_RETRY_S)
+        return None
