@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
+from weakref import WeakKeyDictionary
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig, StreamState
 from nats.js.kv import KeyValue
 
+from ._aio import gather_bounded
 from ._connect import publishing_to, refusable, requesting_jetstream
 from .errors import AntsError, ServerUnavailable
 from .log import get_logger
@@ -87,6 +91,65 @@ async def publish_nowait(
     """
     async with translate_errors(f"write {subject}"):
         await js._nc.publish(subject, payload, headers=headers)
+
+
+ATOMIC_BATCH_MAX = 1000
+"""Most messages the server takes in one atomic batch (ADR-50)."""
+_ATOMIC_DISABLED = 10174
+_BATCH_TIMEOUT_S = 5.0
+_no_atomic: WeakKeyDictionary[Client, set[str]] = WeakKeyDictionary()
+"""Per connection, the streams that refused atomic batches (created without them): not asked again."""
+
+
+async def publish_batches(
+    js: JetStreamContext, stream: str, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+) -> list[int | None]:
+    """Store ``messages`` (subject, payload, headers) in ``stream`` as atomic batches of up to
+    ``ATOMIC_BATCH_MAX`` (ADR-50): each is stored whole or not at all, for two round trips instead
+    of one per message. Returns each message's stream sequence, or None for every message of a
+    batch the stream refused (a failed expectation such as a create of an existing key, or a
+    stream without atomic batches): the caller writes those one by one and learns why."""
+    nc = js._nc
+    refusing = _no_atomic.setdefault(nc, set())
+    found: list[int | None] = []
+    for start in range(0, len(messages), ATOMIC_BATCH_MAX):
+        chunk = messages[start : start + ATOMIC_BATCH_MAX]
+        seqs = None if stream in refusing else await _publish_batch(nc, stream, chunk)
+        found.extend(seqs if seqs is not None else [None] * len(chunk))
+    return found
+
+
+async def _publish_batch(
+    nc: Client, stream: str, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+) -> list[int] | None:
+    batch_id = nc.new_inbox().rsplit(".", 1)[-1]  # a fresh unique token
+    last = len(messages)
+    answer = None
+    async with translate_errors(f"write a batch of {last} to {stream}"):
+        for n, (subject, payload, own) in enumerate(messages, 1):
+            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
+            if n in (1, last):  # the start is confirmed (empty reply) and the commit acked
+                reply = await refusable(
+                    nc,
+                    publishing_to(subject),
+                    nc.request(subject, payload, headers=headers, timeout=_BATCH_TIMEOUT_S),
+                    action=f"write {subject}",
+                )
+                answer = json.loads(reply.data) if reply.data else None
+                if answer is not None and "error" in answer:
+                    break
+            else:
+                await nc.publish(subject, payload, headers=headers)
+    if answer is None or "error" in answer:
+        error = (answer or {}).get("error", {})
+        if error.get("err_code") == _ATOMIC_DISABLED:
+            _no_atomic.setdefault(nc, set()).add(stream)
+        log.debug("batch.refused", stream=stream, size=last, error=error.get("description"))
+        return None
+    final, count = int(answer["seq"]), int(answer["count"])
+    return list(range(final - count + 1, final + 1))
 
 
 class Conflict(Exception):
@@ -230,6 +293,26 @@ class Bucket:
             # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
             return await self._publish(key, value, last=last, ttl=ttl, op=None)
 
+    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        """Create many keys; each one's revision, or None where the key is taken. Written as
+        atomic batches where the stream allows them; a batch refused because some key is taken
+        (or the stream takes no batches) is written one create at a time, pipelined."""
+        expect_new = {_EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        revisions = await publish_batches(
+            self._js, self.stream, [(self._prefix + key, value, expect_new) for key, value in items]
+        )
+        redo = [i for i, revision in enumerate(revisions) if revision is None]
+        one_by_one = await gather_bounded(self._create_or_none(*items[i]) for i in redo)
+        for i, revision in zip(redo, one_by_one, strict=True):
+            revisions[i] = revision
+        return revisions
+
+    async def _create_or_none(self, key: str, value: bytes) -> int | None:
+        try:
+            return await self.create(key, value)
+        except Conflict:
+            return None
+
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write ``key`` unconditionally (last writer wins); returns the new revision."""
         async with translate_errors(f"write {self.name}/{key}"):
@@ -264,11 +347,26 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
     async def op() -> None:
         try:
-            await js.stream_info(str(config.name))
+            info = await js.stream_info(str(config.name))
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
+            return
+        if config.allow_atomic:
+            await _allow_atomic(js, info.config)
 
     await _patiently(js, f"open stream {config.name}", op)
+
+
+async def _allow_atomic(js: JetStreamContext, config: StreamConfig) -> None:
+    """Let a stream that predates atomic batches take them (without, batches fall back to single
+    writes, which only costs speed)."""
+    if config.allow_atomic:
+        return
+    config.allow_atomic = True
+    try:
+        await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        log.warning("stream.atomic_unavailable", stream=config.name, error=exc.description)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -291,26 +389,32 @@ async def ensure_kv(
     history: int,
     max_value_size: int = -1,
     marker_ttl: float | None = None,
+    atomic: bool = False,
 ) -> None:
-    """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured)."""
+    """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
+    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``)."""
 
     async def op() -> None:
         try:
-            await js.stream_info(f"KV_{bucket}")
-            return
+            info = await js.stream_info(f"KV_{bucket}")
         except nats.js.errors.NotFoundError:
-            pass
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=bucket,
-                history=history,
-                replicas=replicas,
-                direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
-                storage=StorageType.FILE,
-                max_value_size=max_value_size,
-                limit_marker_ttl=marker_ttl,
+            info = None
+        if info is None:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    replicas=replicas,
+                    direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+                    storage=StorageType.FILE,
+                    max_value_size=max_value_size,
+                    limit_marker_ttl=marker_ttl,
+                )
             )
-        )
+            if atomic:
+                info = await js.stream_info(f"KV_{bucket}")
+        if atomic and info is not None:
+            await _allow_atomic(js, info.config)
 
     await _patiently(js, f"open bucket {bucket}", op)
 

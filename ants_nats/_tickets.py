@@ -17,11 +17,12 @@ acked only when its task has reached a terminal state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
+from ._aio import gather_bounded
 from ._store import (
     Bucket,
     Conflict,
@@ -29,6 +30,7 @@ from ._store import (
     ensure_kv,
     ensure_stream,
     publish,
+    publish_batches,
     translate_errors,
     watch_values,
 )
@@ -63,6 +65,7 @@ class Routes:
                 storage=StorageType.FILE,
                 num_replicas=self._replicas,
                 duplicate_window=_DUPLICATE_WINDOW_S,
+                allow_atomic=True,
             ),
         )
 
@@ -113,16 +116,16 @@ class Routes:
 
         The ticket carries the ready record and its revision, so the agent it reaches can claim
         with a single compare-and-set."""
-        task = record.task
-        ticket = Ticket(task_id=task.id, route=task.route, revision=revision, record=record)
-        async with translate_errors(f"announce {task.id}"):
-            await publish(
-                self._js,
-                work_subject(task.route, express=task.express),
-                wire_bytes(ticket),
-                headers={"Nats-Msg-Id": f"ticket-{task.id}"},
-            )
-        log.debug("task.announced", task_id=task.id, route=task.route)
+        subject, payload, headers = _ticket(record, revision)
+        async with translate_errors(f"announce {record.task.id}"):
+            await publish(self._js, subject, payload, headers=headers)
+        log.debug("task.announced", task_id=record.task.id, route=record.task.route)
+
+    async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
+        """``announce`` each (record, revision), as atomic batches where the stream allows (a batch
+        holding a ticket announced already is refused whole, and then announced one by one)."""
+        sent = await publish_batches(self._js, WORK_STREAM, [_ticket(r, rev) for r, rev in ready])
+        await gather_bounded(self.announce(*ready[i]) for i, seq in enumerate(sent) if seq is None)
 
     async def get(self, route: str) -> Route | None:
         """The registered route named ``route`` (None if unknown or unreadable)."""
@@ -135,6 +138,14 @@ class Routes:
             route = _parse_route(key, value)
             if route is not None:
                 yield route
+
+
+def _ticket(record: TaskRecord, revision: int) -> tuple[str, bytes, dict[str, str]]:
+    """Subject, payload and headers of the ticket of ``record`` at ``revision``."""
+    task = record.task
+    ticket = Ticket(task_id=task.id, route=task.route, revision=revision, record=record)
+    subject = work_subject(task.route, express=task.express)
+    return subject, wire_bytes(ticket), {"Nats-Msg-Id": f"ticket-{task.id}"}
 
 
 def _parse_route(key: str, value: bytes) -> Route | None:

@@ -110,7 +110,7 @@ async def test_resubmitting_after_a_crashed_submission_completes_it(
     async def die(*args: object, **kwargs: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(other_board._propagation, "announce", die)  # written, never announced
+    monkeypatch.setattr(other_board._propagation, "announce_many", die)  # written, never announced
     with pytest.raises(Crash):
         await other_board.submit(task)
     assert (await board.get("orphan")).status is TaskStatus.PENDING

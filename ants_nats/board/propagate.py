@@ -9,6 +9,8 @@ the consequences survive a crash right after the final CAS.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..models import TaskRecord, TaskStatus
 from ._core import Core
 
@@ -56,11 +58,15 @@ class Propagation:
         if after.ready:
             await self.announce(after, revision)
 
-    async def announce(self, record: TaskRecord, revision: int, *, event: bool = True) -> None:
-        """Publish the ticket of a ready task (and, with ``event``, ``task.ready`` on the trail)."""
+    async def announce(self, record: TaskRecord, revision: int) -> None:
+        """Publish the ticket of a ready task and leave ``task.ready`` on the trail."""
         await self._core.routes.announce(record, revision)
-        if event:
-            await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
+        await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
+
+    async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
+        """Publish the tickets of many newly ready tasks at once (their ``task.submitted`` says
+        they are ready: no ``task.ready`` events)."""
+        await self._core.routes.announce_many(ready)
 
     async def block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
         """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""

@@ -65,7 +65,7 @@ class Submission:
             )
             for task in batch
         }
-        revisions = await gather_bounded(self._create(records[task.id]) for task in batch)
+        revisions = await core.tasks.create_many([(t.id, wire_bytes(records[t.id])) for t in batch])
         written = {task.id: rev for task, rev in zip(batch, revisions, strict=True) if rev is not None}
         existing: set[str] = set()
         try:
@@ -95,8 +95,7 @@ class Submission:
                 if dep not in written or task.id in existing:
                     await propagation.attach(task.id, dep)  # announces it if now ready
         ready = [task for task in batch if task.id in written and not task.depends_on]
-        # Their ``task.submitted`` says they are ready: no ``task.ready`` event of their own.
-        await gather_bounded(propagation.announce(records[t.id], written[t.id], event=False) for t in ready)
+        await propagation.announce_many([(records[t.id], written[t.id]) for t in ready])
         final = {task.id: records[task.id] for task in ready}
         for task in batch:
             if task.id in final:
@@ -106,13 +105,6 @@ class Submission:
                 await propagation.announce(record, revision)  # finishes an interrupted submission
             final[task.id] = record
         return [final[task.id] for task in batch]
-
-    async def _create(self, record: TaskRecord) -> int | None:
-        """Write a new record; its revision, or None when the id is taken."""
-        try:
-            return await self._core.tasks.create(record.task.id, wire_bytes(record))
-        except Conflict:
-            return None
 
     async def _withdraw(self, written: Mapping[str, int]) -> None:
         """Remove the records a rejected batch wrote before the rejection was known (nothing has
