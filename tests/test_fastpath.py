@@ -153,3 +153,31 @@ async def test_a_deferred_claim_loses_to_a_claim_written_first(
 
 async def _statuses(board: TaskBoard, task_id: str) -> list[str]:
     return [json.loads(entry.value)["status"] for entry in await board.tasks.history(task_id)]
+
+
+async def test_a_big_batch_is_written_atomically_and_a_resubmission_falls_back(board: TaskBoard) -> None:
+    info = await board.nc.jetstream().stream_info("KV_ants_tasks")
+    assert info.config.allow_atomic  # the board opens its streams to atomic batches
+    first = [Task(id=f"a{i:03d}", kind="work") for i in range(100)]
+    records = await board.submit_many(first)
+    assert [r.task.id for r in records] == [t.id for t in first]
+    # Taken ids make the atomic batch fail as a whole; the single writes then accept the same
+    # tasks as they are and add the new one, with no ticket twice.
+    again = await board.submit_many([*first, Task(id="a100", kind="work")])
+    assert len(again) == 101
+    state = (await board.nc.jetstream().stream_info("ANTS_WORK")).state
+    assert state.messages == 101
+    kinds = [e.kind for e in await board.trail.history("a000")]
+    assert kinds.count("task.submitted") == 1
+
+
+async def test_streams_from_before_atomic_batches_are_opened_up_to_them(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with TaskBoard.connect(nats_server.url, name="old") as board:
+        js = board.nc.jetstream()
+        config = (await js.stream_info("ANTS_WORK")).config
+        config.allow_atomic = False
+        await js.update_stream(config)
+    async with TaskBoard.connect(nats_server.url, name="new") as board:
+        assert (await board.nc.jetstream().stream_info("ANTS_WORK")).config.allow_atomic

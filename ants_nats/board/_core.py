@@ -52,7 +52,7 @@ class Core:
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
         js, config = self.js, self.config
-        await ensure_kv(js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history)
+        await ensure_kv(js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history, atomic=True)
         await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=1, marker_ttl=config.lease_ttl)
         await self.routes.ensure()
         await self.trail.ensure()
