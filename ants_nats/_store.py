@@ -348,18 +348,19 @@ class Bucket:
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create stream ``config.name`` unless it exists (an existing one is used as configured)."""
+    """Create stream ``config.name`` unless it exists (an existing one is used as configured, but
+    for being opened up to atomic batches when ``config.allow_atomic`` asks for them)."""
 
-    async def op() -> None:
+    async def op() -> StreamConfig | None:
         try:
-            info = await js.stream_info(str(config.name))
+            return (await js.stream_info(str(config.name))).config
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
-            return
-        if config.allow_atomic:
-            await _allow_atomic(js, info.config)
+            return None
 
-    await _patiently(js, f"open stream {config.name}", op)
+    existing = await _patiently(js, f"open stream {config.name}", op)
+    if config.allow_atomic and existing is not None:
+        await _allow_atomic(js, existing)
 
 
 async def _allow_atomic(js: JetStreamContext, config: StreamConfig) -> None:
@@ -368,10 +369,12 @@ async def _allow_atomic(js: JetStreamContext, config: StreamConfig) -> None:
     if config.allow_atomic:
         return
     config.allow_atomic = True
+    action = f"allow atomic batches on {config.name}"
     try:
-        await js.update_stream(config)
-    except nats.js.errors.APIError as exc:
-        log.warning("stream.atomic_unavailable", stream=config.name, error=exc.description)
+        async with translate_errors(action):
+            await refusable(js._nc, requesting_jetstream, js.update_stream(config), action=action)
+    except (nats.js.errors.APIError, AntsError) as exc:  # e.g. an agent may not reconfigure
+        log.warning("stream.atomic_unavailable", stream=config.name, error=str(exc))
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -399,29 +402,27 @@ async def ensure_kv(
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
     ``atomic`` lets it take atomic batches (see ``Bucket.create_many``)."""
 
-    async def op() -> None:
+    async def op() -> StreamConfig | None:
         try:
-            info = await js.stream_info(f"KV_{bucket}")
+            return (await js.stream_info(f"KV_{bucket}")).config
         except nats.js.errors.NotFoundError:
-            info = None
-        if info is None:
-            await js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket,
-                    history=history,
-                    replicas=replicas,
-                    direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
-                    storage=StorageType.FILE,
-                    max_value_size=max_value_size,
-                    limit_marker_ttl=marker_ttl,
-                )
+            pass
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                replicas=replicas,
+                direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+                storage=StorageType.FILE,
+                max_value_size=max_value_size,
+                limit_marker_ttl=marker_ttl,
             )
-            if atomic:
-                info = await js.stream_info(f"KV_{bucket}")
-        if atomic and info is not None:
-            await _allow_atomic(js, info.config)
+        )
+        return (await js.stream_info(f"KV_{bucket}")).config if atomic else None
 
-    await _patiently(js, f"open bucket {bucket}", op)
+    config = await _patiently(js, f"open bucket {bucket}", op)
+    if atomic and config is not None:
+        await _allow_atomic(js, config)
 
 
 async def watch_entries(
