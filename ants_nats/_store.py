@@ -275,10 +275,14 @@ class Bucket:
         entry, _ = await self._last(key)
         return entry
 
-    async def _publish(self, key: str, value: bytes, *, last: int, ttl: float | None, op: str | None) -> int:
+    async def _publish(
+        self, key: str, value: bytes, *, last: int, ttl: float | None, op: str | None, rollup: bool = False
+    ) -> int:
         headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(last)}
         if op:
             headers[_KV_OPERATION] = op
+        if rollup:
+            headers["Nats-Rollup"] = "sub"
         async with translate_errors(f"write {self.name}/{key}"):
             try:
                 return await publish(self._js, self._prefix + key, value, headers=headers, ttl=ttl)
@@ -323,9 +327,13 @@ class Bucket:
         async with translate_errors(f"write {self.name}/{key}"):
             return await publish(self._js, self._prefix + key, value, ttl=ttl)
 
-    async def update(self, key: str, value: bytes, *, last: int, ttl: float | None = None) -> int:
-        """Write ``key`` only if its last revision is ``last``; returns the new revision."""
-        return await self._publish(key, value, last=last, ttl=ttl, op=None)
+    async def update(
+        self, key: str, value: bytes, *, last: int, ttl: float | None = None, rollup: bool = False
+    ) -> int:
+        """Write ``key`` only if its last revision is ``last``; returns the new revision. With
+        ``rollup`` the new value replaces the key's history (and, with ``ttl``, then expires,
+        leaving the key absent)."""
+        return await self._publish(key, value, last=last, ttl=ttl, op=None, rollup=rollup)
 
     async def history(self, key: str) -> list[Entry]:
         """Every revision the bucket still keeps of ``key``, oldest first (tombstones left out)."""
@@ -398,11 +406,12 @@ async def ensure_kv(
     max_value_size: int = -1,
     marker_ttl: float | None = None,
     atomic: bool = False,
-) -> None:
+) -> StreamConfig:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
-    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``)."""
+    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``). Returns the stream's
+    configuration."""
 
-    async def op() -> StreamConfig | None:
+    async def op() -> StreamConfig:
         try:
             return (await js.stream_info(f"KV_{bucket}")).config
         except nats.js.errors.NotFoundError:
@@ -418,11 +427,12 @@ async def ensure_kv(
                 limit_marker_ttl=marker_ttl,
             )
         )
-        return (await js.stream_info(f"KV_{bucket}")).config if atomic else None
+        return (await js.stream_info(f"KV_{bucket}")).config
 
     config = await _patiently(js, f"open bucket {bucket}", op)
-    if atomic and config is not None:
+    if atomic:
         await _allow_atomic(js, config)
+    return config
 
 
 async def watch_entries(
@@ -442,8 +452,8 @@ async def watch_entries(
         return kv, (await kv.status()).stream_info.state
 
     # nats-py's own "caught up" marker can arrive before values already pushed to us, so a snapshot
-    # ends on our own rule: the stream's last sequence, taken before watching, is reached (or the
-    # server says nothing is pending).
+    # ends on our own rule: the server says nothing more is pending. (Not "the last sequence seen
+    # before watching": a key rolled up meanwhile has lost its old message and lives past it.)
     kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
     if history_only and state.messages == 0:
         return
@@ -453,7 +463,7 @@ async def watch_entries(
             if entry is None:
                 continue
             yield entry.key, (None if entry.operation else entry.value or b"")
-            if history_only and ((entry.revision or 0) >= state.last_seq or entry.delta == 0):
+            if history_only and entry.delta == 0:
                 return
     finally:
         # On a closed connection stop() raises; that must not mask the exception that ended us.

@@ -141,6 +141,10 @@ class TaskRecord(_Wire):
     status: TaskStatus
     waiting_on: tuple[TaskId, ...] = Field(default=(), description="Dependencies not done yet.")
     dependents: tuple[TaskId, ...] = Field(default=(), description="Tasks that wait on this one.")
+    finished_dependents: tuple[TaskId, ...] = Field(
+        default=(),
+        description="Dependents that have finished: once all have, a finished record may expire.",
+    )
     holder: str | None = None
     token: int | None = Field(default=None, description="Fencing token of the current claim.")
     claimed_at: datetime | None = None

@@ -48,11 +48,16 @@ class Core:
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
         self.reputation = Reputation(nc, config.reputation)
         self.identities: dict[str, Identity] = {}
+        self._expiring = False
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
         js, config = self.js, self.config
-        await ensure_kv(js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history, atomic=True)
+        tasks = await ensure_kv(
+            js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history, atomic=True
+        )
+        # A bucket made by another client may not take per-message TTLs: its records then stay.
+        self._expiring = config.finished_ttl is not None and bool(tasks.allow_msg_ttl)
         await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=1, marker_ttl=config.lease_ttl)
         await self.routes.ensure()
         await self.trail.ensure()
@@ -155,10 +160,26 @@ class Core:
                 return record, revision
             new = new.model_copy(update={"updated_at": utcnow()})
             try:
-                revision = await self.tasks.update(task_id, wire_bytes(new), last=revision)
+                revision = await self.write(new, last=revision)
             except Conflict:
                 continue
             return new, revision
+
+    async def write(self, record: TaskRecord, *, last: int) -> int:
+        """CAS ``record`` over revision ``last``; its new revision, or ``Conflict``.
+
+        A finished record that no unfinished dependent needs replaces the key's history and
+        expires after ``finished_ttl`` (storage must not grow forever)."""
+        task_id, value = record.task.id, wire_bytes(record)
+        if (
+            self._expiring
+            and record.status.terminal
+            and set(record.dependents) <= set(record.finished_dependents)
+        ):
+            return await self.tasks.update(
+                task_id, value, last=last, ttl=self.config.finished_ttl, rollup=True
+            )
+        return await self.tasks.update(task_id, value, last=last)
 
 
 def check_id(value: str, *, what: str = "task id") -> None:

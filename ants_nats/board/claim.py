@@ -116,7 +116,7 @@ class Claims:
                 new = claimed(record, agent_id, token=revision, now=now, ticket=seq)
             new = new.model_copy(update={"updated_at": now})
             try:
-                written = await core.tasks.update(task_id, wire_bytes(new), last=revision)
+                written = await core.write(new, last=revision)
             except Conflict:
                 continue  # someone wrote meanwhile: judge the fresh record
             if expired is not None:

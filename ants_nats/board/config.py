@@ -27,11 +27,15 @@ class BoardConfig:
     claim_after: float = 0.25
     """Seconds a handler runs before the agent writes its claim to the record. A task finished
     sooner goes from ``pending`` to its outcome in one write; 0 writes every claim at once."""
+    finished_ttl: float | None = 7 * 24 * 3600.0
+    """Seconds a finished task's record is kept (its final revision only) before the server
+    removes it; None keeps records forever. A record stays while a dependent of it is unfinished."""
 
     def __post_init__(self) -> None:
         # The server rejects per-message TTLs under one second.
-        for name in ("lease_ttl", "card_ttl"):
-            if getattr(self, name) < 1.0:
+        for name in ("lease_ttl", "card_ttl", "finished_ttl"):
+            value = getattr(self, name)
+            if value is not None and value < 1.0:
                 raise AntsError(f"BoardConfig.{name} must be at least 1 second")
         if not 0.0 <= self.claim_after < self.lease_ttl / 3:
             raise AntsError("BoardConfig.claim_after must be at least 0 and less than lease_ttl / 3")

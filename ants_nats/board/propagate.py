@@ -9,8 +9,10 @@ the consequences survive a crash right after the final CAS.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
+from ..errors import TaskNotFound
 from ..models import TaskRecord, TaskStatus
 from ._core import Core
 
@@ -22,13 +24,30 @@ class Propagation:
         self._core = core
 
     async def propagate(self, record: TaskRecord) -> None:
-        """Carry a finished task's outcome to its dependents."""
+        """Carry a finished task's outcome to its dependents, and tell its dependencies that one
+        dependent fewer needs them."""
+        task_id = record.task.id
         if record.status is TaskStatus.DONE:
             for dependent in record.dependents:
-                await self.dependency_done(dependent, record.task.id)
+                await self.dependency_done(dependent, task_id)
         elif record.status.terminal:
             for dependent in record.dependents:
-                await self.block(dependent, record.task.id, record)
+                await self.block(dependent, task_id, record)
+        for dep in record.task.depends_on:
+            await self._dependent_finished(dep, task_id)
+
+    async def _dependent_finished(self, task_id: str, dependent: str) -> None:
+        """Note on ``task_id`` that ``dependent`` has finished: once all have, a finished
+        ``task_id`` may expire (``Core.write``)."""
+
+        def note(record: TaskRecord) -> TaskRecord | None:
+            if dependent in record.finished_dependents:
+                return None
+            finished = tuple(sorted({*record.finished_dependents, dependent}))
+            return record.model_copy(update={"finished_dependents": finished})
+
+        with contextlib.suppress(TaskNotFound):  # expired already (or never linked): nothing to keep
+            await self._core.mutate(task_id, note)
 
     async def attach(self, task_id: str, dep: str) -> None:
         """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended."""
