@@ -451,20 +451,31 @@ async def watch_entries(
             raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
         return kv, (await kv.status()).stream_info.state
 
-    # nats-py's own "caught up" marker can arrive before values already pushed to us, so a snapshot
-    # ends on our own rule: the server says nothing more is pending. (Not "the last sequence seen
-    # before watching": a key rolled up meanwhile has lost its old message and lives past it.)
+    # The watch reads the whole stream (every revision kept) and folds it to the last value per
+    # key: a server-side "last per subject" consumer can stall for good when a key is rolled up
+    # while it starts (finished task records are). nats-py's own "caught up" marker can arrive
+    # before values already pushed to us, so the backlog ends on our rule: nothing more pending.
     kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
     if history_only and state.messages == 0:
         return
-    watcher = await _patiently(js, f"watch bucket {bucket}", kv.watchall)
+    watcher = await _patiently(js, f"watch bucket {bucket}", lambda: kv.watchall(include_history=True))
+    backlog: dict[str, bytes | None] | None = {} if state.messages else None
     try:
         async for entry in watcher:
             if entry is None:
                 continue
-            yield entry.key, (None if entry.operation else entry.value or b"")
-            if history_only and entry.delta == 0:
-                return
+            value = None if entry.operation else entry.value or b""
+            if backlog is None:
+                yield entry.key, value
+                continue
+            backlog.pop(entry.key, None)  # keep keys in the order of their last revision
+            backlog[entry.key] = value
+            if entry.delta == 0:
+                for item in backlog.items():
+                    yield item
+                if history_only:
+                    return
+                backlog = None
     finally:
         # On a closed connection stop() raises; that must not mask the exception that ended us.
         with contextlib.suppress(nats.errors.Error):
