@@ -17,6 +17,7 @@ from .errors import (
     ServerStartError,
     ServerUnavailable,
     TaskExists,
+    TaskFinished,
     TaskNotFound,
     UnknownDependency,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "TaskBoard",
     "TaskContext",
     "TaskExists",
+    "TaskFinished",
     "TaskNotFound",
     "TaskRecord",
     "TaskStatus",

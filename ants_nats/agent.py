@@ -13,24 +13,27 @@ import contextlib
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import JsonValue
 
 from . import matching
 from ._aio import cancel_and_wait
 from ._pull import Puller, fetch_patiently
+from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
 from .context import Decline, Handler, TaskContext
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
-from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
+from .names import WORK_STREAM, is_valid_id, requires_of, trail_subject, work_consumer
 from .presence import Presence, as_specs
 
 log = get_logger("agent")
@@ -44,6 +47,8 @@ _EXPRESS_LOOK_S = 0.05
 _EXPRESS_IDLE_S = 0.5
 """Longest an express ticket waits for an idle agent (the normal lane's long poll, when both exist)."""
 _RETRY_BACKOFF_S = 0.5
+_CANCEL_NEWS_S = 600.0
+"""How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
 
 
 class Agent:
@@ -87,6 +92,13 @@ class Agent:
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
+        self._running: dict[str, tuple[TaskContext, asyncio.Task[JsonValue]]] = {}
+        """Handlers at work, by task id (so a cancel reaches them)."""
+        self._cancels: Subscription | None = None
+        self._listening_since: datetime | None = None
+        """When this agent began to hear cancels: a ticket published earlier may hide one."""
+        self._cancelled: dict[str, float] = {}
+        """Tasks announced as cancelled lately, and until when (loop time) the news is kept."""
         self._declined: dict[str, float] = {}
         """Tasks this agent declined lately, and until when (loop time) it steps aside for them."""
 
@@ -136,6 +148,12 @@ class Agent:
 
     async def __aenter__(self) -> Self:
         self.board.sign_as(self.id, self.identity)
+        async with translate_errors("listen for cancels"):
+            self._cancels = await self.board.nc.subscribe(
+                trail_subject("task.cancelled", "*"), cb=self._on_cancel
+            )
+            await self.board.nc.flush()  # the server knows of the subscription from here on
+        self._listening_since = utcnow()
         await self._presence.start()
         self._discovery = asyncio.create_task(
             self._keep_running("discover", self._discover), name=f"{self.id}:discover"
@@ -175,6 +193,9 @@ class Agent:
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
             await cancel_and_wait(pending)  # each runner releases its lease and hands the ticket back
+        if self._cancels is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._cancels.unsubscribe()
         await self._presence.stop()
         log.info("agent.stopped", agent=self.id)
 
@@ -273,7 +294,9 @@ class Agent:
                 await msg.nak(delay=self.decline_backoff)
                 return
             probation = delivered >= reputation.config.probation_after
-            outcome = await self.board.take(ticket, msg, self.id, probation=probation)
+            outcome = await self.board.take(
+                ticket, msg, self.id, probation=probation, trust_ticket=self._trusts(ticket, msg)
+            )
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
@@ -302,6 +325,19 @@ class Agent:
             except (AntsError, nats.errors.Error) as exc:
                 log.warning("task.give_back_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
             raise
+
+    async def _cancelled_while_running(self, msg: Msg, lease: Lease) -> None:
+        """The handler was stopped by a cancel event: ack the ticket if the record says so (the
+        task is finished), else the event lied (anyone can publish one) and the task goes back."""
+        record = await self.board.get(lease.task_id)
+        if record.status.terminal:
+            log.info("task.cancel_obeyed", agent=self.id, task_id=lease.task_id)
+            await msg.ack()
+            return
+        log.warning(
+            "task.cancel_unconfirmed", agent=self.id, task_id=lease.task_id, status=record.status.value
+        )
+        await self._give_back(msg, lease)
 
     async def _decline(self, msg: Msg, lease: Lease, reason: str) -> None:
         log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
@@ -341,6 +377,7 @@ class Agent:
         ctx = TaskContext(lease.task, lease, self.board)
         work = asyncio.create_task(self._call(handler, lease.task, ctx), name=f"{self.id}:{lease.task_id}")
         beat: asyncio.Task[None] | None = None
+        self._running[lease.task_id] = (ctx, work)
         try:
             if not lease.claimed:
                 # A handler done within ``claim_after`` costs no claim write and no holding task.
@@ -349,6 +386,9 @@ class Agent:
                 beat = asyncio.create_task(self._hold(msg, lease, ctx, work), name=f"{self.id}:hold")
             result = await work
         except asyncio.CancelledError:
+            if ctx.cancelled.is_set():
+                await self._cancelled_while_running(msg, lease)
+                return
             if ctx.lease_lost.is_set():
                 log.warning("task.abandoned", agent=self.id, task_id=lease.task_id, reason="lease lost")
                 return
@@ -360,8 +400,36 @@ class Agent:
             await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
+            self._running.pop(lease.task_id, None)
             await cancel_and_wait([work] if beat is None else [beat, work])
         await self._finish(msg, lease, result=result)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """A ``task.cancelled`` event: stop the handler of that task, if it runs here, and remember
+        the news for a ticket of it still on its way."""
+        event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
+        if event is None:
+            return
+        now = asyncio.get_running_loop().time()
+        self._cancelled = {t: until for t, until in self._cancelled.items() if until > now}
+        self._cancelled[event.ref] = now + _CANCEL_NEWS_S
+        running = self._running.get(event.ref)
+        if running is not None:
+            ctx, work = running
+            ctx.cancelled.set()  # first, so cooperative code sees why it is being cancelled
+            work.cancel()
+
+    def _trusts(self, ticket: Ticket, msg: Msg) -> bool:
+        """Whether the ticket's copy of the record can stand for it: not when the task was said to
+        be cancelled, nor when the ticket is older than this agent's ear for cancels."""
+        if self._cancelled.get(ticket.task_id, 0.0) > asyncio.get_running_loop().time():
+            return False
+        since = self._listening_since
+        published = msg.metadata.timestamp
+        # (Server time against ours: a clock behind the server's trusts tickets published up to
+        # the difference before we listened; a cancel in that gap costs a run whose result the
+        # board rejects.)
+        return since is not None and published is not None and published > since
 
     async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
         if self.handler_timeout is None:

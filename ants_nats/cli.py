@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--payload", default="null", help="payload as JSON")
     submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
 
+    cancel = command("cancel", "cancel a pending, waiting or claimed task", json_out=True)
+    cancel.add_argument("id", help="task id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+
     command("tasks", "list the tasks on the board", json_out=True)
     command("agents", "list the live agents and their load", json_out=True)
     command("reputation", "list reputation scores per agent and capability", json_out=True)
@@ -251,6 +255,13 @@ async def _submit(args: argparse.Namespace) -> int:
     return await _show(args, lambda board: board.submit_many(tasks), _render_tasks)
 
 
+async def _cancel(args: argparse.Namespace) -> int:
+    async def cancel(board: TaskBoard) -> Rows:
+        return [await board.cancel(args.id, args.reason)]
+
+    return await _show(args, cancel, _render_tasks)
+
+
 async def _tasks(args: argparse.Namespace) -> int:
     return await _show(args, lambda board: board.all_tasks(), _render_tasks)
 
@@ -310,6 +321,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "server": _server,
     "agent": _agent,
     "submit": _submit,
+    "cancel": _cancel,
     "tasks": _tasks,
     "agents": _agents,
     "reputation": _reputation,

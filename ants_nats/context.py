@@ -25,13 +25,16 @@ class TaskContext:
     """What a handler gets besides the task: its lease, the board, and a lost-lease signal.
 
     When the lease is lost (it expired, e.g. after a long network partition) the handler is
-    cancelled and ``lease_lost`` is set: its result would be rejected anyway.
+    cancelled and ``lease_lost`` is set: its result would be rejected anyway. When someone cancels
+    the task (``board.cancel``), ``cancelled`` is set first, then the handler's coroutine is
+    cancelled.
     """
 
     task: Task
     lease: Lease
     board: TaskBoard
     lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def payload(self) -> JsonValue:

@@ -48,6 +48,10 @@ class TaskNotFound(AntsError):
     """No task with this id exists on the board."""
 
 
+class TaskFinished(AntsError):
+    """The task has already finished (done, failed or dead), so it cannot be changed that way."""
+
+
 class LeaseLost(AntsError):
     """The caller's lease (fencing token) is no longer the current one; nothing was changed."""
 

@@ -77,11 +77,12 @@ class TaskStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
         """True for states a task never leaves."""
-        return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DEAD)
+        return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
 
 
 Outcome = Literal["completed", "failed", "expired", "released", "declined"]

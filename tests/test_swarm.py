@@ -39,11 +39,9 @@ async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
     claims: list[str] = []
     real_take = board.take
 
-    async def counting_take(
-        ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
-    ) -> Lease | Taken:
+    async def counting_take(ticket: Ticket, msg: Msg, agent_id: str, **options: bool) -> Lease | Taken:
         claims.append(ticket.task_id)
-        return await real_take(ticket, msg, agent_id, probation=probation)
+        return await real_take(ticket, msg, agent_id, **options)
 
     monkeypatch.setattr(board, "take", counting_take)
     recorder = Recorder()

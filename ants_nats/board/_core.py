@@ -27,7 +27,7 @@ log = get_logger("board")
 _ONCE_PER_LEASE = frozenset(
     {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
 )
-_ONCE_PER_TASK = frozenset({"task.submitted", "task.dead"})
+_ONCE_PER_TASK = frozenset({"task.submitted", "task.dead", "task.cancelled"})
 _UNCONFIRMED = frozenset(
     {"task.submitted", "task.unroutable", "task.ready", "task.claimed", "task.heartbeat", "task.progress"}
 )

@@ -70,7 +70,7 @@ class Claims:
         return None
 
     async def take(
-        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True
     ) -> Lease | Taken:
         """See ``TaskBoard.take``."""
         core, task_id = self._core, ticket.task_id
@@ -78,7 +78,8 @@ class Claims:
         seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
         snapshot, revision = ticket.record, ticket.revision
         known = None
-        if delivered == 1 and snapshot is not None and revision is not None and snapshot.ready:
+        fresh = trust_ticket and delivered == 1
+        if fresh and snapshot is not None and revision is not None and snapshot.ready:
             known = (snapshot, revision) if snapshot.task.id == task_id else None
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
         while True:

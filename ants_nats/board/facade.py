@@ -19,6 +19,7 @@ from ..identity import Identity
 from ..models import Task, TaskRecord, Ticket, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
+from .cancel import Cancellation
 from .claim import Claims
 from .config import BoardConfig
 from .lease import Lease, Taken
@@ -53,6 +54,7 @@ class TaskBoard:
         self._submission = Submission(core, self._propagation)
         self._claims = Claims(core, self._propagation, self._recovery)
         self._settlement = Settlement(core, self._claims, self._propagation)
+        self._cancellation = Cancellation(core, self._propagation)
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -143,15 +145,16 @@ class TaskBoard:
     # ----------------------------------------------------------------- claiming and holding
 
     async def take(
-        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False
+        self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True
     ) -> Lease | Taken:
         """Claim the task of ``ticket``, delivered as ``msg``, for ``agent_id``: the agent runtime's claim.
 
         The un-acked delivery of ``msg`` is the lease: the caller keeps it un-acked while it works
         (``heartbeat`` sends ``in_progress``) and acks it once the task is settled. On a first
-        delivery the ticket's copy of the ready record is claimed with one CAS, without a read.
+        delivery the ticket's copy of the ready record stands for the record (no read), unless
+        ``trust_ticket`` is False: the caller may have missed news of the task since (a cancel).
         """
-        return await self._claims.take(ticket, msg, agent_id, probation=probation)
+        return await self._claims.take(ticket, msg, agent_id, probation=probation, trust_ticket=trust_ticket)
 
     async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
         """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
@@ -193,6 +196,15 @@ class TaskBoard:
         """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
         chose not to take it and why. Neither counts as an attempt."""
         return await self._settlement.release(lease, declined=declined)
+
+    async def cancel(self, task_id: str, reason: str = "cancelled", *, by: str | None = None) -> TaskRecord:
+        """Cancel a pending, waiting or claimed task: its status becomes ``cancelled`` (terminal,
+        ``reason`` in ``error``), ``task.cancelled`` goes on the trail, its dependents fail as
+        blocked, and a running handler is cancelled within about a second (its late result is
+        rejected). Cancelling a cancelled task changes nothing; a finished one raises
+        ``TaskFinished``; an unknown one ``TaskNotFound``. ``by`` names who cancelled (signed
+        with that agent's identity when this board holds it)."""
+        return await self._cancellation.cancel(task_id, reason, by=by)
 
     async def mark_bad(self, task_id: str, reason: str, *, by: str | None = None) -> None:
         """Record that a done task's result was wrong: its completer's reputation pays for it."""

@@ -46,6 +46,10 @@ class Recovery:
                 await core.event(kind, task_id, agent=last.agent, token=last.token, data=data, by=by)
             if record.status is TaskStatus.DEAD and await core.trail.last("task.dead", task_id) is None:
                 await core.event("task.dead", task_id, data={"error": record.error}, by=by)
+        cancelled = record.status is TaskStatus.CANCELLED and young
+        if cancelled and await core.trail.last("task.cancelled", task_id) is None:
+            data = {"reason": record.error, "holder": None, "token": record.token, "repaired": True}
+            await core.event("task.cancelled", task_id, data=data, by=by)
         await self._propagation.propagate(record)
 
     async def expired(self, record: TaskRecord, attempt: Attempt, *, noticed_by: str) -> None:
