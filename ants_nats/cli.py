@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=args.json_logs, level=args.log_level)
     try:
         return asyncio.run(COMMANDS[args.command](args))
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing is wrong, and nothing more is to be said.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (AntsError, OSError) as exc:
         print(f"ants-nats: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,11 +13,13 @@ from pydantic import (
     JsonValue,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .log import get_logger
-from .names import CAPABILITY_PATTERN, ID_PATTERN, route_of
+from .names import CAPABILITY_PATTERN, ID_PATTERN, MAX_ROUTE_LENGTH, route_of
 
 log = get_logger("wire")
 
@@ -57,6 +59,24 @@ class Task(_Wire):
 
     _canonical_requires = field_validator("requires")(_sorted_unique)
     _canonical_depends = field_validator("depends_on")(_sorted_unique)
+
+    @field_validator("deadline")
+    @classmethod
+    def _zoned(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        if info.context and info.context.get("wire"):
+            return value.replace(tzinfo=UTC)  # written by another client: read it as UTC
+        raise ValueError("deadline needs a time zone, e.g. 2026-01-01T00:00:00Z")
+
+    @model_validator(mode="after")
+    def _route_fits(self) -> Task:
+        if len(self.route) > MAX_ROUTE_LENGTH:
+            raise ValueError(
+                f"the required capabilities make a route name of {len(self.route)} characters "
+                f"(at most {MAX_ROUTE_LENGTH}): require fewer or shorter capabilities"
+            )
+        return self
 
     @property
     def route(self) -> str:
@@ -317,7 +337,7 @@ def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:
     Shared state can hold garbage (a buggy or hostile writer); readers skip it instead of crashing.
     """
     try:
-        return model.model_validate_json(data)
+        return model.model_validate_json(data, context={"wire": True})
     except ValidationError:
         log.warning("wire.invalid", model=model.__name__, where=where)
         return None

@@ -48,6 +48,8 @@ NO_REQUIREMENTS_ROUTE = "any"
 """Route of tasks that require no capability: every agent serves it."""
 
 ROUTE_SEPARATOR = "="
+MAX_ROUTE_LENGTH = 128
+"""Longest route name: it becomes part of a consumer name and of subjects, which the server bounds."""
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 """Task and agent ids: safe as a KV key, a subject token and a consumer name."""

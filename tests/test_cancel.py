@@ -117,8 +117,8 @@ async def test_a_running_handler_stops_within_a_second_and_its_ticket_is_acked(
             await stopped.wait()
         assert saw_cancelled == [True]  # set before the coroutine was cancelled
         # The runner acks the ticket: it is not handed to anyone again.
-        await board.submit(Task(id="probe", kind="work"))
         agent.handler("work")(Recorder().handle)
+        await board.submit(Task(id="probe", kind="work"))
         await board.wait(["probe"], timeout=20)
         assert await _work_left(board) == 0
     assert (await board.get("endless")).status is TaskStatus.CANCELLED

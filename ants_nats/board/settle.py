@@ -71,7 +71,7 @@ class Settlement:
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
         """See ``TaskBoard.complete``."""
         limit = self._core.config.max_payload_bytes
-        size = json_size(result)
+        size = json_size(result, what=f"result of task {lease.task_id!r}")
         if size > limit:
             raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, limit)
         final = await self._settle(

@@ -35,9 +35,11 @@ class Submission:
     async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
         """See ``TaskBoard.submit_many``."""
         core, propagation = self._core, self._propagation
+        if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
+            raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
         batch = [parse_task(task) for task in tasks]
         for task in batch:
-            size = json_size(task.payload)
+            size = json_size(task.payload, what=f"payload of task {task.id!r}")
             if size > core.config.max_payload_bytes:
                 raise PayloadTooLarge(f"payload of task {task.id!r}", size, core.config.max_payload_bytes)
         check_batch(batch)
