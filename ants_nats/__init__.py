@@ -5,7 +5,7 @@ from ._version import __version__
 from .agent import Agent, Decider
 from .board import BoardConfig, Lease, Taken, TaskBoard
 from .cards import CardChange, Directory
-from .context import Decline, Handler, TaskContext
+from .context import Decline, Handler, NonRetryable, TaskContext
 from .errors import (
     AntsError,
     CorruptEntry,
@@ -30,6 +30,7 @@ from .models import (
     Attempt,
     CapabilitySpec,
     LeaseRecord,
+    RetryPolicy,
     Route,
     Task,
     TaskRecord,
@@ -65,10 +66,12 @@ __all__ = [
     "LeaseLost",
     "LeaseRecord",
     "Ledger",
+    "NonRetryable",
     "PayloadTooLarge",
     "PermissionDenied",
     "Reputation",
     "ReputationConfig",
+    "RetryPolicy",
     "Route",
     "Scent",
     "ServerStartError",

@@ -28,7 +28,7 @@ from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
-from .context import Decline, Handler, TaskContext
+from .context import Decline, Handler, NonRetryable, TaskContext
 from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
@@ -396,6 +396,9 @@ class Agent:
         except Decline as exc:
             await self._decline(msg, lease, str(exc) or "declined by handler")
             return
+        except NonRetryable as exc:
+            await self._finish(msg, lease, error=f"NonRetryable: {exc}", retry=False)
+            return
         except Exception as exc:  # a handler's failure is the task's failure, not ours
             await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
             return
@@ -432,13 +435,14 @@ class Agent:
         return since is not None and published is not None and published > since
 
     async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
-        if self.handler_timeout is None:
+        limit = task.timeout if task.timeout is not None else self.handler_timeout
+        if limit is None:
             return await handler(task, ctx)
         try:
-            async with asyncio.timeout(self.handler_timeout):
+            async with asyncio.timeout(limit):
                 return await handler(task, ctx)
         except TimeoutError:
-            raise TimeoutError(f"handler exceeded {self.handler_timeout}s") from None
+            raise TimeoutError(f"handler exceeded {limit}s") from None
 
     async def _hold(self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]) -> None:
         """Keep the claim while the handler runs: write a deferred claim (the handler has run for
@@ -474,9 +478,16 @@ class Agent:
                     return
 
     async def _finish(
-        self, msg: Msg, lease: Lease, *, result: JsonValue = None, error: str | None = None
+        self,
+        msg: Msg,
+        lease: Lease,
+        *,
+        result: JsonValue = None,
+        error: str | None = None,
+        retry: bool = True,
     ) -> None:
-        """Record the outcome, retrying while the server is unreachable and the lease may live."""
+        """Record the outcome, retrying while the server is unreachable and the lease may live; a
+        failure to be retried comes back after the task's backoff (the server holds the ticket)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + lease.ttl
         while True:
@@ -484,7 +495,7 @@ class Agent:
                 if error is None:
                     record = await self.board.complete(lease, result)
                 else:
-                    record = await self.board.fail(lease, error)
+                    record = await self.board.fail(lease, error, retry=retry)
                 break
             except LeaseLost:
                 log.warning(
@@ -498,4 +509,5 @@ class Agent:
         if record.status.terminal:
             await msg.ack()
         else:
-            await msg.nak(delay=_RETRY_BACKOFF_S)
+            failures = sum(1 for a in record.attempts if a.outcome == "failed")
+            await msg.nak(delay=record.task.retry.delay(failures))

@@ -20,6 +20,11 @@ class Decline(AntsError):
     """
 
 
+class NonRetryable(AntsError):
+    """Raise from a handler when trying again cannot help: the task fails at once, for good
+    (its dependents are blocked), with the message as its error."""
+
+
 @dataclass
 class TaskContext:
     """What a handler gets besides the task: its lease, the board, and a lost-lease signal.

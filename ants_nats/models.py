@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
@@ -42,6 +44,22 @@ def _sorted_unique(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 
 
+class RetryPolicy(_Wire):
+    """How long a failed task waits before its next attempt: ``base * factor**(n - 1)`` seconds
+    after its n-th failure, at most ``cap``, of which a random part up to ``jitter`` (a share) is
+    taken off, so that tasks failing together do not all come back together."""
+
+    base: float = Field(default=1.0, gt=0, le=3600)
+    factor: float = Field(default=2.0, ge=1, le=10)
+    cap: float = Field(default=300.0, gt=0, le=86400)
+    jitter: float = Field(default=0.5, ge=0, le=1)
+
+    def delay(self, failures: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after the ``failures``-th failure (``rand`` in [0, 1))."""
+        full = min(self.cap, self.base * self.factor ** max(failures - 1, 0))
+        return full * (1 - self.jitter * rand())
+
+
 class Task(_Wire):
     """What to do: the immutable specification of a task, as submitted."""
 
@@ -55,6 +73,10 @@ class Task(_Wire):
     )
     max_attempts: int = Field(default=3, ge=1, le=100)
     deadline: datetime | None = Field(default=None, description="After this, the task fails unclaimed.")
+    timeout: float | None = Field(
+        default=None, gt=0, le=7 * 86400, description="Seconds a handler may run before the attempt fails."
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Backoff between attempts.")
     created_by: str = Field(default="anonymous", max_length=128)
 
     _canonical_requires = field_validator("requires")(_sorted_unique)

@@ -1,0 +1,74 @@
+"""Retries: exponential backoff with jitter held by the server (no agent waits), handlers that
+say a retry cannot help, and a per-task handler timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import JsonValue
+
+from ants_nats import Agent, NonRetryable, RetryPolicy, Task, TaskBoard, TaskContext, TaskStatus
+
+
+def test_the_delay_grows_by_its_factor_up_to_its_cap_less_its_jitter() -> None:
+    policy = RetryPolicy(base=1.0, factor=2.0, cap=5.0, jitter=0.5)
+    assert [policy.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert policy.delay(3, rand=lambda: 0.5) == 3.0  # a quarter off: 4 * (1 - 0.5 * 0.5)
+    assert all(2.0 <= policy.delay(3) <= 4.0 for _ in range(100))
+    assert RetryPolicy(jitter=0.0).delay(1) == RetryPolicy().base
+
+
+async def test_a_failed_task_comes_back_after_its_backoff(board: TaskBoard) -> None:
+    runs: list[str] = []
+
+    async def flaky(task: Task, ctx: TaskContext) -> JsonValue:
+        runs.append(task.id)
+        if len(runs) < 3:
+            raise RuntimeError(f"failure {len(runs)}")
+        return "third time lucky"
+
+    agent = Agent(board, name="persevering")
+    agent.handler("work")(flaky)
+    policy = RetryPolicy(base=0.3, factor=2.0, jitter=0.0)
+    async with agent:
+        await board.submit(Task(id="flaky", kind="work", retry=policy))
+        final = (await board.wait(["flaky"], timeout=20))["flaky"]
+    assert final.status is TaskStatus.DONE and final.result == "third time lucky"
+    first, second, third = final.attempts
+    assert [a.outcome for a in final.attempts] == ["failed", "failed", "completed"]
+    # The server held the ticket back: never sooner than the policy says.
+    assert (second.started_at - first.ended_at).total_seconds() >= 0.3
+    assert (third.started_at - second.ended_at).total_seconds() >= 0.6
+
+
+async def test_non_retryable_fails_the_task_at_once_and_blocks_its_dependents(board: TaskBoard) -> None:
+    async def hopeless(task: Task, ctx: TaskContext) -> JsonValue:
+        raise NonRetryable("the input file is not a PDF")
+
+    agent = Agent(board, name="honest")
+    agent.handler("work")(hopeless)
+    async with agent:
+        await board.submit_many(
+            [Task(id="parse", kind="work"), Task(id="summarise", kind="work", depends_on=["parse"])]
+        )
+        final = await board.wait(["parse", "summarise"], timeout=20)
+    parse = final["parse"]
+    assert parse.status is TaskStatus.FAILED
+    assert parse.error == "NonRetryable: the input file is not a PDF"
+    assert [a.outcome for a in parse.attempts] == ["failed"]
+    assert final["summarise"].status is TaskStatus.FAILED
+    assert final["summarise"].error is not None and "blocked" in final["summarise"].error
+
+
+async def test_a_task_timeout_fails_an_attempt_that_runs_too_long(board: TaskBoard) -> None:
+    async def stuck(task: Task, ctx: TaskContext) -> JsonValue:
+        await asyncio.Event().wait()
+        return None
+
+    agent = Agent(board, name="patient")  # no timeout of its own: the task's applies
+    agent.handler("work")(stuck)
+    async with agent:
+        await board.submit(Task(id="stuck", kind="work", timeout=0.3, max_attempts=1))
+        final = (await board.wait(["stuck"], timeout=20))["stuck"]
+    assert final.status is TaskStatus.DEAD
+    assert final.attempts[0].error == "TimeoutError: handler exceeded 0.3s"
