@@ -435,13 +435,16 @@ async def ensure_kv(
     return config
 
 
+_SNAPSHOT_QUIET_S = 0.5
+"""A pause in a snapshot's deliveries after which the consumer is asked whether any are left."""
+
+
 async def watch_entries(
     js: JetStreamContext, bucket: str, *, history_only: bool = False
 ) -> AsyncGenerator[tuple[str, bytes | None], None]:
-    """Every key of ``bucket``: its current value first, then each change as it happens.
-
-    A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only`` the
-    iteration ends once the current values have been delivered.
+    """Every key of ``bucket``: each revision the bucket keeps, in order, then each change as it
+    happens. A deletion, purge or server-side expiry yields ``(key, None)``. With
+    ``history_only``, the current value of each key once (a snapshot), and then the end.
     """
 
     async def open_bucket() -> tuple[KeyValue, StreamState]:
@@ -451,31 +454,39 @@ async def watch_entries(
             raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
         return kv, (await kv.status()).stream_info.state
 
-    # The watch reads the whole stream (every revision kept) and folds it to the last value per
-    # key: a server-side "last per subject" consumer can stall for good when a key is rolled up
-    # while it starts (finished task records are). nats-py's own "caught up" marker can arrive
-    # before values already pushed to us, so the backlog ends on our rule: nothing more pending.
+    # The watch reads every kept revision: a server-side "last per subject" consumer can stall for
+    # good when a key is rolled up while it starts (finished task records are). A snapshot folds
+    # them to the last value per key and ends when nothing more is pending (nats-py's own "caught
+    # up" marker can come before values already pushed to us). A purge can take messages the
+    # server had counted as pending, so a quiet moment also ends it once the consumer has none.
     kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
     if history_only and state.messages == 0:
         return
     watcher = await _patiently(js, f"watch bucket {bucket}", lambda: kv.watchall(include_history=True))
-    backlog: dict[str, bytes | None] | None = {} if state.messages else None
     try:
-        async for entry in watcher:
+        if not history_only:
+            async for entry in watcher:
+                if entry is not None:
+                    yield entry.key, (None if entry.operation else entry.value or b"")
+            return
+        latest: dict[str, bytes | None] = {}
+        while True:
+            try:
+                async with asyncio.timeout(_SNAPSHOT_QUIET_S):
+                    entry = await anext(watcher)
+            except TimeoutError:
+                sub = watcher._sub
+                if sub is None or (await sub.consumer_info()).num_pending == 0:
+                    break
+                continue
             if entry is None:
                 continue
-            value = None if entry.operation else entry.value or b""
-            if backlog is None:
-                yield entry.key, value
-                continue
-            backlog.pop(entry.key, None)  # keep keys in the order of their last revision
-            backlog[entry.key] = value
+            latest.pop(entry.key, None)  # keep keys in the order of their last revision
+            latest[entry.key] = None if entry.operation else entry.value or b""
             if entry.delta == 0:
-                for item in backlog.items():
-                    yield item
-                if history_only:
-                    return
-                backlog = None
+                break
+        for item in latest.items():
+            yield item
     finally:
         # On a closed connection stop() raises; that must not mask the exception that ended us.
         with contextlib.suppress(nats.errors.Error):

@@ -30,10 +30,11 @@ from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .ledger import Ledger
 from .log import configure_logging
-from .models import AgentCard, AgentLedger, Task, TaskRecord, utcnow
+from .models import AgentCard, AgentLedger, Task, TaskRecord, TaskStatus, utcnow
 from .server import EmbeddedServer, monitor_json
 from .views import agents_table, event_line, reputation_table, tasks_table
 
+EXIT_NOT_DONE = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -79,20 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--abandon", action="store_true", help="claim work and abandon it (adversarial)")
     agent.add_argument("--seed", type=int, default=0)
 
-    submit = command(
-        "submit", "submit tasks from a JSON or YAML file (a task or a list) or from flags", json_out=True
-    )
-    submit.add_argument("file", nargs="?", help="JSON or YAML (.yaml/.yml) file, or - for JSON on stdin")
-    submit.add_argument("--id")
-    submit.add_argument("--kind")
-    submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
-    submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
-    submit.add_argument("--payload", default="null", help="payload as JSON")
-    submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
-
-    cancel = command("cancel", "cancel a pending, waiting or claimed task", json_out=True)
-    cancel.add_argument("id", help="task id")
-    cancel.add_argument("--reason", default="cancelled from the command line")
+    _task_commands(command)
 
     command("tasks", "list the tasks on the board", json_out=True)
     command("agents", "list the live agents and their load", json_out=True)
@@ -106,6 +94,38 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--observer", action="append", default=[], help="read-only user name (repeatable)")
     config.add_argument("--out", type=Path, required=True, help="directory for nats-server.conf and seeds")
     return parser
+
+
+Command = Callable[..., argparse.ArgumentParser]
+
+
+def _task_commands(command: Command) -> None:
+    """The commands that act on tasks: submit, get, wait, cancel."""
+    submit = command(
+        "submit", "submit tasks from a JSON or YAML file (a task or a list) or from flags", json_out=True
+    )
+    submit.add_argument("file", nargs="?", help="JSON or YAML (.yaml/.yml) file, or - for JSON on stdin")
+    submit.add_argument("--id")
+    submit.add_argument("--kind")
+    submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
+    submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
+    submit.add_argument("--payload", default="null", help="payload as JSON")
+    submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until the tasks finish; exit 1 if any failed"
+    )
+    submit.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds")
+
+    get = command("get", "show one task's record and result", json_out=True)
+    get.add_argument("id", help="task id")
+
+    wait = command("wait", "wait until tasks finish: exit 0 if all are done, 1 if any is not", json_out=True)
+    wait.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+    wait.add_argument("--timeout", type=float, default=None, help="give up after S seconds (exit 2)")
+
+    cancel = command("cancel", "cancel a pending, waiting or claimed task", json_out=True)
+    cancel.add_argument("id", help="task id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
 
 
 def _emit_json(value: Any) -> None:
@@ -222,7 +242,7 @@ async def _show(
     args: argparse.Namespace,
     read: Callable[[TaskBoard], Awaitable[Rows]],
     render: Callable[[Rows], str],
-) -> int:
+) -> Rows:
     """Read rows from the board and print them as a table, or as JSON with ``--json``."""
     async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
         rows = await read(board)
@@ -230,7 +250,7 @@ async def _show(
         _emit_json([row.model_dump(mode="json") for row in rows])
     else:
         print(render(rows))
-    return 0
+    return rows
 
 
 def _render_tasks(rows: Rows) -> str:
@@ -252,37 +272,74 @@ def _parse_document(name: str, text: str) -> Any:
 
 async def _submit(args: argparse.Namespace) -> int:
     tasks = _tasks_from(args)
-    return await _show(args, lambda board: board.submit_many(tasks), _render_tasks)
+
+    async def submit(board: TaskBoard) -> Rows:
+        records = await board.submit_many(tasks)
+        if not args.wait:
+            return records
+        final = await board.wait([r.task.id for r in records], timeout=args.timeout)
+        return [final[r.task.id] for r in records]
+
+    shown = await _show(args, submit, _render_tasks)
+    return _exit_for(shown) if args.wait else 0
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async def get(board: TaskBoard) -> Rows:
+        return [await board.get(args.id)]
+
+    await _show(args, get, _render_tasks)
+    return 0
+
+
+async def _wait(args: argparse.Namespace) -> int:
+    async def wait(board: TaskBoard) -> Rows:
+        for task_id in args.ids:
+            await board.get(task_id)  # an unknown id is an error now, not a wait until the timeout
+        final = await board.wait(args.ids, timeout=args.timeout)
+        return [final[task_id] for task_id in args.ids]
+
+    return _exit_for(await _show(args, wait, _render_tasks))
+
+
+def _exit_for(rows: Rows) -> int:
+    """0 when every task is done, 1 when any ended otherwise."""
+    done = all(isinstance(r, TaskRecord) and r.status is TaskStatus.DONE for r in rows)
+    return 0 if done else EXIT_NOT_DONE
 
 
 async def _cancel(args: argparse.Namespace) -> int:
     async def cancel(board: TaskBoard) -> Rows:
         return [await board.cancel(args.id, args.reason)]
 
-    return await _show(args, cancel, _render_tasks)
+    await _show(args, cancel, _render_tasks)
+    return 0
 
 
 async def _tasks(args: argparse.Namespace) -> int:
-    return await _show(args, lambda board: board.all_tasks(), _render_tasks)
+    await _show(args, lambda board: board.all_tasks(), _render_tasks)
+    return 0
 
 
 async def _agents(args: argparse.Namespace) -> int:
-    return await _show(
+    await _show(
         args,
         lambda board: board.directory.cards(),
         lambda rows: agents_table(row for row in rows if isinstance(row, AgentCard)),
     )
+    return 0
 
 
 async def _reputation(args: argparse.Namespace) -> int:
     half_life = BoardConfig().reputation.half_life
-    return await _show(
+    await _show(
         args,
         lambda board: Ledger(board.nc).all(),
         lambda rows: reputation_table(
             (row for row in rows if isinstance(row, AgentLedger)), utcnow(), half_life
         ),
     )
+    return 0
 
 
 async def _trail(args: argparse.Namespace) -> int:
@@ -322,6 +379,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "agent": _agent,
     "submit": _submit,
     "cancel": _cancel,
+    "get": _get,
+    "wait": _wait,
     "tasks": _tasks,
     "agents": _agents,
     "reputation": _reputation,
@@ -340,11 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (``| head``): nothing is wrong, and nothing more is to be said.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except TimeoutError:  # before OSError, which it is a kind of
+        print(f"ants-nats: error: {args.command} did not finish in time", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (AntsError, OSError) as exc:
         print(f"ants-nats: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except TimeoutError:
-        print(f"ants-nats: error: {args.command} did not finish in time", file=sys.stderr)
         return EXIT_BAD_INPUT
     except pydantic.ValidationError as exc:
         print(f"ants-nats: error: {exc.errors()[0]['msg']}", file=sys.stderr)

@@ -52,6 +52,18 @@ class TaskFinished(AntsError):
     """The task has already finished (done, failed or dead), so it cannot be changed that way."""
 
 
+class TaskFailed(AntsError):
+    """A task ended without a result (failed, dead, or blocked by a dependency); ``record`` says how."""
+
+    def __init__(self, message: str, record: object) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class TaskCancelled(TaskFailed):
+    """A task was cancelled before it produced a result; ``record.error`` holds the reason."""
+
+
 class LeaseLost(AntsError):
     """The caller's lease (fencing token) is no longer the current one; nothing was changed."""
 

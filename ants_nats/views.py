@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from .models import AgentCard, AgentLedger, TaskRecord, TrailEvent
+from .models import AgentCard, AgentLedger, TaskRecord, TaskStatus, TrailEvent
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -31,11 +32,26 @@ def tasks_table(records: Iterable[TaskRecord]) -> str:
                 r.holder or "",
                 len(r.attempts),
                 ",".join(r.waiting_on),
-                r.error or (f"unroutable: needs {','.join(r.unroutable)}" if r.unroutable else ""),
+                _note(r),
             ]
             for r in sorted(records, key=lambda r: r.task.id)
         ),
     )
+
+
+_RESULT_WIDTH = 60
+
+
+def _note(record: TaskRecord) -> str:
+    """What a task's line says besides its state: its error, its result, or why it waits."""
+    if record.error:
+        return record.error
+    if record.status is TaskStatus.DONE:
+        text = json.dumps(record.result, separators=(",", ":"))
+        return "result: " + (text if len(text) <= _RESULT_WIDTH else text[: _RESULT_WIDTH - 3] + "...")
+    if record.unroutable:
+        return f"unroutable: needs {','.join(record.unroutable)}"
+    return ""
 
 
 def agents_table(cards: Iterable[AgentCard]) -> str:

@@ -15,8 +15,9 @@ from pydantic import JsonValue
 
 from .._connect import connect
 from .._store import watch_values
+from ..errors import TaskCancelled, TaskFailed
 from ..identity import Identity
-from ..models import Task, TaskRecord, Ticket, parse_or_none
+from ..models import Task, TaskRecord, TaskStatus, Ticket, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .cancel import Cancellation
@@ -94,7 +95,8 @@ class TaskBoard:
         return records
 
     async def watch(self) -> AsyncGenerator[TaskRecord, None]:
-        """Every task's current record, then every change as it happens (no polling)."""
+        """Every task record the board keeps (each kept revision, in order), then every change as it
+        happens (no polling)."""
         async for key, value in watch_values(self._core.js, TASKS_BUCKET):
             record = _parse_watched(key, value)
             if record is not None:
@@ -117,6 +119,19 @@ class TaskBoard:
             async with asyncio.timeout(timeout):
                 await consume()
         return final
+
+    async def result(self, task_id: str, timeout: float | None = None) -> JsonValue:
+        """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
+        if it failed, died or was blocked, ``TaskCancelled`` if it was cancelled, ``TaskNotFound``
+        if there is no such task, ``TimeoutError`` after ``timeout`` seconds."""
+        record = await self.get(task_id)
+        if not record.status.terminal:
+            record = (await self.wait([task_id], timeout))[task_id]
+        if record.status is TaskStatus.DONE:
+            return record.result
+        if record.status is TaskStatus.CANCELLED:
+            raise TaskCancelled(f"task {task_id!r} was cancelled: {record.error}", record)
+        raise TaskFailed(f"task {task_id!r} is {record.status.value}: {record.error}", record)
 
     # ----------------------------------------------------------------- submitting
 

@@ -1,0 +1,108 @@
+"""Results from the submitter's side: ``board.result`` and the ``get``/``wait``/``submit --wait``
+commands with their exit statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pydantic import JsonValue
+
+from ants_nats import (
+    EmbeddedServer,
+    Lease,
+    NonRetryable,
+    Task,
+    TaskBoard,
+    TaskCancelled,
+    TaskContext,
+    TaskFailed,
+    TaskNotFound,
+)
+
+from .helpers import Recorder, swarm
+from .test_cli import run_cli
+
+
+async def _settle(board: TaskBoard, task_id: str, *, fail: bool = False) -> None:
+    lease = await board.claim(task_id, "worker")
+    assert isinstance(lease, Lease)
+    if fail:
+        await board.fail(lease, "it broke", retry=False)
+    else:
+        await board.complete(lease, {"answer": 42})
+
+
+async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> None:
+    await board.submit_many([Task(id=i, kind="work") for i in ("ok", "broken", "dropped", "later")])
+    await _settle(board, "ok")
+    await _settle(board, "broken", fail=True)
+    await board.cancel("dropped", "not needed")
+    assert await board.result("ok") == {"answer": 42}
+    with pytest.raises(TaskFailed, match="'broken' is failed: it broke"):
+        await board.result("broken")
+    with pytest.raises(TaskCancelled, match="not needed") as cancelled:
+        await board.result("dropped")
+    assert isinstance(cancelled.value, TaskFailed)
+    with pytest.raises(TaskNotFound):
+        await board.result("never-submitted")
+    with pytest.raises(TimeoutError):
+        await board.result("later", timeout=0.2)
+    waiting = asyncio.create_task(board.result("later", timeout=20))
+    await _settle(board, "later")
+    assert await waiting == {"answer": 42}
+
+
+async def test_get_and_wait_from_the_command_line(nats_server: EmbeddedServer, board: TaskBoard) -> None:
+    await board.submit_many([Task(id=i, kind="work") for i in ("done-one", "failed-one", "open-one")])
+    await _settle(board, "done-one")
+    await _settle(board, "failed-one", fail=True)
+    url = nats_server.url
+
+    shown = await asyncio.to_thread(run_cli, "get", "done-one", "--server", url)
+    assert shown.returncode == 0, shown.stderr
+    assert 'result: {"answer":42}' in shown.stdout
+    (record,) = json.loads(
+        (await asyncio.to_thread(run_cli, "get", "done-one", "--json", "--server", url)).stdout
+    )
+    assert record["result"] == {"answer": 42}
+
+    assert (await asyncio.to_thread(run_cli, "wait", "done-one", "--server", url)).returncode == 0
+    mixed = await asyncio.to_thread(run_cli, "wait", "done-one", "failed-one", "--server", url)
+    assert mixed.returncode == 1 and "it broke" in mixed.stdout
+    late = await asyncio.to_thread(run_cli, "wait", "open-one", "--timeout", "0.5", "--server", url)
+    assert late.returncode == 2 and "did not finish in time" in late.stderr
+    unknown = await asyncio.to_thread(run_cli, "wait", "nope", "--server", url)
+    assert unknown.returncode == 2 and "no task 'nope'" in unknown.stderr
+
+
+async def test_submit_and_wait_prints_the_results(nats_server: EmbeddedServer, board: TaskBoard) -> None:
+    async def judge(task: Task, ctx: TaskContext) -> JsonValue:
+        if task.payload == "bad":
+            raise NonRetryable("bad input")
+        return {"echo": task.payload}
+
+    recorder = Recorder()
+    async with swarm(board, recorder, 1) as (agent,):
+        agent.handler("judge")(judge)
+        url = nats_server.url
+        good = await asyncio.to_thread(
+            run_cli, "submit", "--id", "j1", "--kind", "judge", "--payload", '"hi"', "--wait", "--server", url
+        )
+        bad = await asyncio.to_thread(
+            run_cli,
+            "submit",
+            "--id",
+            "j2",
+            "--kind",
+            "judge",
+            "--payload",
+            '"bad"',
+            "--wait",
+            "--server",
+            url,
+        )
+    assert good.returncode == 0, good.stderr
+    assert 'result: {"echo":"hi"}' in good.stdout
+    assert bad.returncode == 1 and "NonRetryable: bad input" in bad.stdout
