@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -128,12 +129,15 @@ async def connect(
                 reconnected_cb=on_reconnected,
                 nkeys_seed_str=seed,
             )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
+    except (OSError, TimeoutError, ValueError, nats.errors.Error) as exc:
+        # A client that never got as far as connecting cannot be closed (nats-py asserts).
+        with contextlib.suppress(AssertionError, nats.errors.Error):
+            await nc.close()
         # With reconnects on, a rejected login surfaces as a timeout: the cause is the last error.
         if isinstance(exc, nats.errors.AuthorizationError) or rejected:
-            await nc.close()
             raise PermissionDenied(f"NATS at {url} rejected the credentials") from exc
-        await nc.close()
+        if isinstance(exc, ValueError) or "invalid connect url" in str(exc):
+            raise ServerUnavailable(f"not a NATS URL: {url!r} (expected e.g. nats://127.0.0.1:4222)") from exc
         reason = str(exc) or "no answer"
         raise ServerUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
     try:

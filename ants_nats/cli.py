@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pydantic
 import yaml
@@ -42,10 +42,15 @@ DEMO_DEADLINE_S = 55.0
 """The demo promises to finish within a minute; past this it stops with an error."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line (``ants-nats: error: ...``) and exit 2, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"ants-nats: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ants-nats", description="Leaderless work division on NATS JetStream."
-    )
+    parser = _Parser(prog="ants-nats", description="Leaderless work division on NATS JetStream.")
     parser.add_argument("--version", action="version", version=f"ants-nats {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "WARNING"))
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")
@@ -214,7 +219,10 @@ async def _echo(task: Task, ctx: TaskContext) -> JsonValue:
 
 def _tasks_from(args: argparse.Namespace) -> list[Any]:
     if args.file:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidTask(f"{args.file}: not UTF-8 text (byte {exc.start})") from exc
         data = _parse_document(args.file, text)
         return data if isinstance(data, list) else [data]
     if not (args.id and args.kind):

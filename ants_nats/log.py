@@ -32,6 +32,15 @@ def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
     )
 
 
+if not structlog.is_configured():
+    # Used as a library, with no configure_logging call: warnings and errors on stderr, never
+    # chatter on stdout (a later configure_logging, or the program's own structlog setup, wins).
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
 def get_logger(component: str) -> structlog.typing.FilteringBoundLogger:
     """A logger bound to ``component`` (for example ``"board"``).
 

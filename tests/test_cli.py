@@ -44,13 +44,40 @@ async def test_demo_against_a_given_server(nats_server: EmbeddedServer) -> None:
     [
         (("demo", "--server", "nats://127.0.0.1:{port}"), "cannot connect to NATS"),
         (("demo", "--documents", "0"), "--documents must be at least 1"),
+        (("tasks", "--server", "::::not a url"), "not a NATS URL"),
+        (("submit", "--bogus"), "unrecognized arguments: --bogus"),
+        (("wait",), "the following arguments are required: ID"),
     ],
 )
 def test_bad_input_is_a_clear_message_and_exit_2(args: tuple[str, ...], message: str) -> None:
     result = run_cli(*(a.format(port=free_port()) for a in args))
     assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no usage dump
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "tasks.json"
+    bad.write_bytes(b"\xff\xfe[]")
+    result = run_cli("submit", str(bad), "--server", f"nats://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"ants-nats: error: {bad}: not UTF-8 text (byte 0)"
+
+
+def test_the_library_alone_writes_nothing_to_stdout_and_only_warnings_to_stderr() -> None:
+    script = (
+        "import asyncio\n"
+        "from ants_nats import EmbeddedServer, Task, TaskBoard\n"
+        "async def main():\n"
+        "    async with EmbeddedServer() as s, TaskBoard.connect(s.url) as board:\n"
+        "        await board.submit(Task(id='quiet', kind='work'))\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
 
 
 async def test_config_generator_output_is_accepted_by_the_server(tmp_path: Path) -> None:
