@@ -218,6 +218,9 @@ async def _patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitab
         except ServerUnavailable as exc:
             if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
                 raise
+            if not js._nc._server_info.get("jetstream"):
+                # Not a cluster still electing: this server has no JetStream at all.
+                raise ServerUnavailable(f"{action}: JetStream is not enabled on this NATS server") from exc
             reason = type(exc.__cause__).__name__
         except nats.js.errors.APIError as exc:
             if exc.err_code != _NO_PEERS:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ants_nats import Task, TaskBoard
-from ants_nats.server import EmbeddedServer, free_port
+from ants_nats.server import EmbeddedServer, find_server_binary, free_port
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -222,3 +222,32 @@ async def test_submit_reads_yaml_files(nats_server: EmbeddedServer, tmp_path: Pa
     broken.write_text("- {id: [unclosed")
     result = await asyncio.to_thread(run_cli, "submit", "--server", nats_server.url, str(broken))
     assert result.returncode == 2 and "not YAML" in result.stderr
+
+
+async def test_a_server_without_jetstream_is_named_at_once() -> None:
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        find_server_binary(),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(10):
+            while True:  # until it listens
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                break
+        result = await asyncio.to_thread(run_cli, "tasks", "--server", f"nats://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        await server.wait()
+    assert result.returncode == 2
+    assert "JetStream is not enabled" in result.stderr
