@@ -63,12 +63,19 @@ async def wipe(url: str) -> None:
                 await js.delete_stream(name.config.name)
 
 
+@contextlib.asynccontextmanager
+async def fresh_board(url: str, **settings: Any) -> AsyncIterator[TaskBoard]:
+    """An empty board on ``url`` with the tests' short TTLs, and ``settings`` for ``BoardConfig``."""
+    await wipe(url)
+    config = BoardConfig(**{"lease_ttl": TEST_LEASE_TTL, "card_ttl": TEST_CARD_TTL, **settings})
+    async with TaskBoard.connect(url, config, name="test") as b:
+        yield b
+
+
 @pytest.fixture
 async def board(nats_server: EmbeddedServer | ContainerServer) -> AsyncIterator[TaskBoard]:
     """An empty board on the module's server, with a short lease TTL."""
-    await wipe(nats_server.url)
-    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL)
-    async with TaskBoard.connect(nats_server.url, config, name="test") as b:
+    async with fresh_board(nats_server.url) as b:
         yield b
 
 

@@ -12,7 +12,6 @@ from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
-    BoardConfig,
     EmbeddedServer,
     Lease,
     LeaseLost,
@@ -26,7 +25,7 @@ from ants_nats import (
 from ants_nats.models import TrailEvent
 from ants_nats.names import trail_subject
 
-from .conftest import wipe
+from .conftest import fresh_board
 from .helpers import Recorder, swarm, until_event
 from .test_cli import run_cli
 
@@ -36,8 +35,7 @@ LONG_LEASE = 30.0
 
 @pytest.fixture
 async def long_leased(nats_server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
-    await wipe(nats_server.url)
-    async with TaskBoard.connect(nats_server.url, BoardConfig(lease_ttl=LONG_LEASE)) as board:
+    async with fresh_board(nats_server.url, lease_ttl=LONG_LEASE) as board:
         yield board
 
 

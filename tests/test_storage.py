@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ants_nats import (
-    BoardConfig,
     EmbeddedServer,
     Lease,
     Task,
@@ -22,7 +21,7 @@ from ants_nats import (
 )
 from ants_nats._store import last_message
 
-from .conftest import TEST_CARD_TTL, TEST_LEASE_TTL, wipe
+from .conftest import TEST_LEASE_TTL, fresh_board, wipe
 
 FINISHED_TTL = 1.0
 
@@ -30,9 +29,7 @@ FINISHED_TTL = 1.0
 @pytest.fixture
 async def short_lived(nats_server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
     """A board whose finished records expire after one second."""
-    await wipe(nats_server.url)
-    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL, finished_ttl=FINISHED_TTL)
-    async with TaskBoard.connect(nats_server.url, config, name="short-lived") as board:
+    async with fresh_board(nats_server.url, finished_ttl=FINISHED_TTL) as board:
         yield board
 
 
@@ -99,9 +96,7 @@ async def test_a_record_stays_while_a_dependent_still_needs_it(short_lived: Task
 
 
 async def test_records_are_kept_forever_when_asked(nats_server: EmbeddedServer) -> None:
-    await wipe(nats_server.url)
-    config = BoardConfig(lease_ttl=TEST_LEASE_TTL, finished_ttl=None)
-    async with TaskBoard.connect(nats_server.url, config) as board:
+    async with fresh_board(nats_server.url, finished_ttl=None) as board:
         await board.submit(Task(id="kept", kind="work"))
         await _finish(board, "kept")
         assert await _expiry_of(board, "kept") is None
