@@ -364,8 +364,9 @@ class Agent:
         return min(scores.values()) < self.board.reputation.config.prefer_above
 
     async def _settle_ticket(self, msg: Msg, taken: Taken) -> None:
-        if taken.reason == "held":
-            # Look again about when the holder's lease would expire: one check per TTL, not a herd.
+        if taken.reason in ("held", "not_yet"):
+            # Look again about when the holder's lease would expire (one check per TTL, not a
+            # herd), or when the task may start: the server holds the ticket until then.
             await msg.nak(delay=(taken.retry_after or 0.0) + 0.05)
         elif taken.reason == "quarantined":
             log.info("task.refused", agent=self.id, task_id=taken.task_id, quarantined=taken.quarantined)

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,6 +118,8 @@ def _task_commands(command: Command) -> None:
     submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
     submit.add_argument("--payload", default="null", help="payload as JSON")
     submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
+    submit.add_argument("--at", help="not before this time (ISO 8601 with a time zone)")
+    submit.add_argument("--in", dest="after", help="not before this long from now (30s, 5m, 2h, 1d)")
     submit.add_argument(
         "--wait", action="store_true", help="wait until the tasks finish; exit 1 if any failed"
     )
@@ -239,8 +243,26 @@ def _tasks_from(args: argparse.Namespace) -> list[Any]:
             "depends_on": args.depends_on,
             "payload": payload,
             "priority": args.priority,
+            "not_before": _not_before(args.at, args.after),
         }
     ]
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _not_before(at: str | None, after: str | None) -> str | None:
+    """``--at`` as given (the task model checks it), or ``--in`` from now, as ISO 8601."""
+    if at is not None and after is not None:
+        raise InvalidTask("give --at or --in, not both")
+    if after is None:
+        return at
+    match = _DURATION.match(after.strip())
+    if match is None:
+        raise InvalidTask(f"--in {after!r}: use a number with s, m, h or d, e.g. 30s")
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    return (utcnow() + timedelta(seconds=seconds)).isoformat()
 
 
 Rows = Sequence[pydantic.BaseModel]

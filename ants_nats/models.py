@@ -73,6 +73,7 @@ class Task(_Wire):
     )
     max_attempts: int = Field(default=3, ge=1, le=100)
     deadline: datetime | None = Field(default=None, description="After this, the task fails unclaimed.")
+    not_before: datetime | None = Field(default=None, description="No agent takes the task before this.")
     timeout: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="Seconds a handler may run before the attempt fails."
     )
@@ -82,14 +83,14 @@ class Task(_Wire):
     _canonical_requires = field_validator("requires")(_sorted_unique)
     _canonical_depends = field_validator("depends_on")(_sorted_unique)
 
-    @field_validator("deadline")
+    @field_validator("deadline", "not_before")
     @classmethod
     def _zoned(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         if value is None or value.tzinfo is not None:
             return value
         if info.context and info.context.get("wire"):
             return value.replace(tzinfo=UTC)  # written by another client: read it as UTC
-        raise ValueError("deadline needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        raise ValueError(f"{info.field_name} needs a time zone, e.g. 2026-01-01T00:00:00Z")
 
     @model_validator(mode="after")
     def _route_fits(self) -> Task:

@@ -57,7 +57,10 @@ class Claims:
             return Taken(task_id, "finished", status=record.status)
         if record.waiting_on:
             return Taken(task_id, "not_ready")
-        if record.task.deadline is not None and utcnow() > record.task.deadline:
+        now = utcnow()
+        if record.task.not_before is not None and now < record.task.not_before:
+            return Taken(task_id, "not_yet", retry_after=(record.task.not_before - now).total_seconds())
+        if record.task.deadline is not None and now > record.task.deadline:
             final = await self._propagation.finish_unclaimed(
                 task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
             )

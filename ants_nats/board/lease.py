@@ -59,11 +59,12 @@ class Taken:
     ``finished`` (the task is done, failed or dead; ``status`` says which), ``not_ready``
     (dependencies are not done yet), ``unknown`` (no such task), ``quarantined`` (the claimant's
     reputation for a required capability is too low, and the claim was not on probation) or
-    ``duplicate`` (a second ticket for a task that its holder's own ticket keeps alive).
+    ``duplicate`` (a second ticket for a task that its holder's own ticket keeps alive) or
+    ``not_yet`` (the task's ``not_before`` is ``retry_after`` seconds away).
     """
 
     task_id: str
-    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined", "duplicate"]
+    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined", "duplicate", "not_yet"]
     holder: str | None = None
     retry_after: float | None = None
     status: TaskStatus | None = None
