@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
@@ -194,10 +195,14 @@ async def _run_demo_somewhere(
 
 
 async def _server(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    # SIGTERM (systemd, docker stop) stops it as Ctrl-C does: the child server and its temporary
+    # store go with it.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with EmbeddedServer(store_dir=args.store, port=args.port) as server:
         print(f"nats-server with JetStream at {server.url} (store {server.store_dir}); Ctrl-C stops it")
         sys.stdout.flush()
-        await asyncio.Event().wait()
+        await stop.wait()
     return 0
 
 
@@ -362,13 +367,15 @@ async def _agents(args: argparse.Namespace) -> int:
 
 async def _reputation(args: argparse.Namespace) -> int:
     half_life = BoardConfig().reputation.half_life
-    await _show(
+    rows = await _show(
         args,
         lambda board: Ledger(board.nc).all(),
         lambda rows: reputation_table(
             (row for row in rows if isinstance(row, AgentLedger)), utcnow(), half_life
         ),
     )
+    if not rows and not args.json:
+        print("(no scores yet: they come from the ledger service, ants-ledger, following the trail)")
     return 0
 
 

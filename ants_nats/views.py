@@ -79,4 +79,5 @@ def event_line(event: TrailEvent) -> str:
     """One trail event as a log-like line."""
     who = f" by {event.agent}" if event.agent else ""
     token = f" token={event.token}" if event.token is not None else ""
-    return f"{event.seq or '-':>6} {event.at:%H:%M:%S} {event.kind:<18} {event.ref}{who}{token}"
+    data = f" {json.dumps(event.data, separators=(',', ':'))}" if event.data is not None else ""
+    return f"{event.seq or '-':>6} {event.at:%H:%M:%S} {event.kind:<18} {event.ref}{who}{token}{data}"

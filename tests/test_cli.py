@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -150,6 +151,9 @@ async def test_agent_submit_and_the_inspection_commands(nats_server: EmbeddedSer
         trail = run_cli("trail", "--server", url, "--subject", "ants.trail.task.*.c1", "--json").stdout
         assert [json.loads(line)["kind"] for line in trail.splitlines()][-1] == "task.completed"
         assert run_cli("reputation", "--server", url, "--json").returncode == 0
+        # Without --json the event's data is on its line too.
+        lines = run_cli("trail", "--server", url, "--subject", "ants.trail.task.submitted.c1").stdout
+        assert '"kind":"echo"' in lines
     finally:
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(agent.wait(), 20) == 0
@@ -251,3 +255,29 @@ async def test_a_server_without_jetstream_is_named_at_once() -> None:
         await server.wait()
     assert result.returncode == 2
     assert "JetStream is not enabled" in result.stderr
+
+
+async def test_sigterm_stops_the_embedded_server_and_cleans_up() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ants_nats.cli", "server", "--port", str(port), stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        line = (await proc.stdout.readline()).decode()
+    assert f"127.0.0.1:{port}" in line
+    store = Path(line.split("(store ", 1)[1].split(")", 1)[0])
+    assert os.path.exists(store)  # noqa: ASYNC240 (a one-off check)
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await proc.wait() == 0
+    assert not os.path.exists(store)  # noqa: ASYNC240 (its temporary store is gone)
+    with pytest.raises(OSError):  # and so is the nats-server child
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_empty_reputation_table_says_where_scores_come_from(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
+    shown = await asyncio.to_thread(run_cli, "reputation", "--server", nats_server.url)
+    assert shown.returncode == 0 and "ants-ledger" in shown.stdout
