@@ -445,9 +445,10 @@ _SNAPSHOT_QUIET_S = 0.5
 async def watch_entries(
     js: JetStreamContext, bucket: str, *, history_only: bool = False
 ) -> AsyncGenerator[tuple[str, bytes | None], None]:
-    """Every key of ``bucket``: each revision the bucket keeps, in order, then each change as it
-    happens. A deletion, purge or server-side expiry yields ``(key, None)``. With
-    ``history_only``, the current value of each key once (a snapshot), and then the end.
+    """Every key of ``bucket``: its current value first, then each change as it happens.
+
+    A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only`` the
+    iteration ends once the current values have been delivered.
     """
 
     async def open_bucket() -> tuple[KeyValue, StreamState]:
@@ -458,22 +459,17 @@ async def watch_entries(
         return kv, (await kv.status()).stream_info.state
 
     # The watch reads every kept revision: a server-side "last per subject" consumer can stall for
-    # good when a key is rolled up while it starts (finished task records are). A snapshot folds
-    # them to the last value per key and ends when nothing more is pending (nats-py's own "caught
-    # up" marker can come before values already pushed to us). A purge can take messages the
-    # server had counted as pending, so a quiet moment also ends it once the consumer has none.
+    # good when a key is rolled up while it starts (finished task records are). The backlog is
+    # folded to the last value per key, and ends when nothing more is pending (nats-py's own
+    # "caught up" marker can come before values already pushed to us). A purge can take messages
+    # the server had counted as pending, so a quiet moment also ends it once the consumer has none.
     kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
     if history_only and state.messages == 0:
         return
     watcher = await _patiently(js, f"watch bucket {bucket}", lambda: kv.watchall(include_history=True))
     try:
-        if not history_only:
-            async for entry in watcher:
-                if entry is not None:
-                    yield entry.key, (None if entry.operation else entry.value or b"")
-            return
         latest: dict[str, bytes | None] = {}
-        while True:
+        while state.messages:
             try:
                 async with asyncio.timeout(_SNAPSHOT_QUIET_S):
                     entry = await anext(watcher)
@@ -490,6 +486,11 @@ async def watch_entries(
                 break
         for item in latest.items():
             yield item
+        if history_only:
+            return
+        async for entry in watcher:
+            if entry is not None:
+                yield entry.key, (None if entry.operation else entry.value or b"")
     finally:
         # On a closed connection stop() raises; that must not mask the exception that ended us.
         with contextlib.suppress(nats.errors.Error):

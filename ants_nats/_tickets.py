@@ -111,12 +111,15 @@ class Routes:
             ),
         )
 
-    async def announce(self, record: TaskRecord, revision: int) -> None:
+    async def announce(self, record: TaskRecord, revision: int, *, again: bool = False) -> None:
         """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped).
 
         The ticket carries the ready record and its revision, so the agent it reaches can claim
-        with a single compare-and-set."""
+        with a single compare-and-set. ``again``: the task was put back after it ended; its
+        message id names the revision, so the first ticket's id does not drop this one."""
         subject, payload, headers = _ticket(record, revision)
+        if again:
+            headers["Nats-Msg-Id"] = f"ticket-{record.task.id}-{revision}"
         async with translate_errors(f"announce {record.task.id}"):
             await publish(self._js, subject, payload, headers=headers)
         log.debug("task.announced", task_id=record.task.id, route=record.task.route)

@@ -108,7 +108,7 @@ Command = Callable[..., argparse.ArgumentParser]
 
 
 def _task_commands(command: Command) -> None:
-    """The commands that act on tasks: submit, get, wait, cancel."""
+    """The commands that act on tasks: submit, retry, get, wait, cancel."""
     submit = command(
         "submit", "submit tasks from a JSON or YAML file (a task or a list) or from flags", json_out=True
     )
@@ -125,6 +125,9 @@ def _task_commands(command: Command) -> None:
         "--wait", action="store_true", help="wait until the tasks finish; exit 1 if any failed"
     )
     submit.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds")
+
+    retry = command("retry", "put a failed or dead task back with a fresh attempt budget", json_out=True)
+    retry.add_argument("id", help="task id")
 
     get = command("get", "show one task's record and result", json_out=True)
     get.add_argument("id", help="task id")
@@ -319,6 +322,14 @@ async def _submit(args: argparse.Namespace) -> int:
     return _exit_for(shown) if args.wait else 0
 
 
+async def _retry(args: argparse.Namespace) -> int:
+    async def retry(board: TaskBoard) -> Rows:
+        return [await board.retry(args.id)]
+
+    await _show(args, retry, _render_tasks)
+    return 0
+
+
 async def _get(args: argparse.Namespace) -> int:
     async def get(board: TaskBoard) -> Rows:
         return [await board.get(args.id)]
@@ -417,6 +428,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "submit": _submit,
     "cancel": _cancel,
     "get": _get,
+    "retry": _retry,
     "wait": _wait,
     "tasks": _tasks,
     "agents": _agents,

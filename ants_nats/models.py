@@ -189,6 +189,9 @@ class TaskRecord(_Wire):
         default=(),
         description="Dependents that have finished: once all have, a finished record may expire.",
     )
+    budget_from: int = Field(
+        default=0, ge=0, description="Attempts before this index do not count (a retry gave a fresh budget)."
+    )
     holder: str | None = None
     token: int | None = Field(default=None, description="Fencing token of the current claim.")
     claimed_at: datetime | None = None
@@ -207,8 +210,8 @@ class TaskRecord(_Wire):
 
     @property
     def counted_attempts(self) -> int:
-        """Attempts that count toward ``max_attempts``."""
-        return sum(1 for attempt in self.attempts if attempt.counted)
+        """Attempts that count toward ``max_attempts`` (since the last ``retry``, if any)."""
+        return sum(1 for attempt in self.attempts[self.budget_from :] if attempt.counted)
 
     @property
     def ready(self) -> bool:

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pydantic import JsonValue
 
-from ants_nats import Agent, NonRetryable, RetryPolicy, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import (
+    Agent,
+    InvalidTask,
+    Lease,
+    NonRetryable,
+    RetryPolicy,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskStatus,
+)
 
 
 def test_the_delay_grows_by_its_factor_up_to_its_cap_less_its_jitter() -> None:
@@ -72,3 +83,50 @@ async def test_a_task_timeout_fails_an_attempt_that_runs_too_long(board: TaskBoa
         final = (await board.wait(["stuck"], timeout=20))["stuck"]
     assert final.status is TaskStatus.DEAD
     assert final.attempts[0].error == "TimeoutError: handler exceeded 0.3s"
+
+
+async def test_retry_puts_a_failed_task_back_and_unblocks_its_dependents(board: TaskBoard) -> None:
+    broken = True
+
+    async def sometimes(task: Task, ctx: TaskContext) -> JsonValue:
+        if broken and task.id == "root":
+            raise NonRetryable("a bad day")
+        return task.id
+
+    agent = Agent(board, name="fixed-later")
+    agent.handler("work")(sometimes)
+    async with agent:
+        await board.submit_many(
+            [
+                Task(id="root", kind="work"),
+                Task(id="child", kind="work", depends_on=["root"]),
+                Task(id="grandchild", kind="work", depends_on=["child"]),
+            ]
+        )
+        failed = await board.wait(["root", "child", "grandchild"], timeout=20)
+        assert {r.status for r in failed.values()} == {TaskStatus.FAILED}
+        broken = False
+        retried = await board.retry("root")
+        assert retried.status is TaskStatus.PENDING and retried.counted_attempts == 0
+        final = await board.wait(["root", "child", "grandchild"], timeout=20)
+    assert {r.status for r in final.values()} == {TaskStatus.DONE}
+    assert [a.outcome for a in final["root"].attempts] == ["failed", "completed"]  # history kept
+    kinds = [e.kind for e in await board.trail.history("child")]
+    assert "task.unblocked" in kinds
+
+
+async def test_retry_gives_a_dead_task_a_fresh_budget_and_refuses_others(board: TaskBoard) -> None:
+    await board.submit(Task(id="doomed", kind="work", max_attempts=1))
+    lease = await board.claim("doomed", "worker")
+    assert isinstance(lease, Lease)
+    assert (await board.fail(lease, "boom")).status is TaskStatus.DEAD
+    again = await board.retry("doomed")
+    assert again.counted_attempts == 0 and len(again.attempts) == 1
+    second = await board.claim("doomed", "worker")
+    assert isinstance(second, Lease)  # one more attempt is allowed
+    await board.complete(second, "ok")
+    with pytest.raises(InvalidTask, match="is done: only a failed or dead task can be retried"):
+        await board.retry("doomed")
+    await board.submit(Task(id="fresh", kind="work"))
+    with pytest.raises(InvalidTask, match="is pending"):
+        await board.retry("fresh")

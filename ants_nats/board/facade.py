@@ -26,6 +26,7 @@ from .config import BoardConfig
 from .lease import Lease, Taken
 from .propagate import Propagation
 from .recover import Recovery
+from .requeue import Requeue
 from .settle import Settlement
 from .submit import Submission
 
@@ -56,6 +57,7 @@ class TaskBoard:
         self._claims = Claims(core, self._propagation, self._recovery)
         self._settlement = Settlement(core, self._claims, self._propagation)
         self._cancellation = Cancellation(core, self._propagation)
+        self._requeue = Requeue(core, self._propagation)
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -95,8 +97,7 @@ class TaskBoard:
         return records
 
     async def watch(self) -> AsyncGenerator[TaskRecord, None]:
-        """Every task record the board keeps (each kept revision, in order), then every change as it
-        happens (no polling)."""
+        """Every task's current record, then every change as it happens (no polling)."""
         async for key, value in watch_values(self._core.js, TASKS_BUCKET):
             record = _parse_watched(key, value)
             if record is not None:
@@ -220,6 +221,12 @@ class TaskBoard:
         ``TaskFinished``; an unknown one ``TaskNotFound``. ``by`` names who cancelled (signed
         with that agent's identity when this board holds it)."""
         return await self._cancellation.cancel(task_id, reason, by=by)
+
+    async def retry(self, task_id: str, *, by: str | None = None) -> TaskRecord:
+        """Put a failed or dead task back to pending with a fresh attempt budget (its history is
+        kept); the dependents it blocked wait on it again. ``task.retried`` goes on the trail.
+        ``InvalidTask`` for a task in any other state."""
+        return await self._requeue.retry(task_id, by=by)
 
     async def mark_bad(self, task_id: str, reason: str, *, by: str | None = None) -> None:
         """Record that a done task's result was wrong: its completer's reputation pays for it."""

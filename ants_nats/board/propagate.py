@@ -16,6 +16,13 @@ from ..errors import TaskNotFound
 from ..models import TaskRecord, TaskStatus
 from ._core import Core
 
+_BLOCKED_BY = "blocked: dependency {dep!r}"
+
+
+def blocked_by(record: TaskRecord, dep: str) -> bool:
+    """Whether ``record`` failed because its dependency ``dep`` did not succeed."""
+    return (record.error or "").startswith(_BLOCKED_BY.format(dep=dep) + " ")
+
 
 class Propagation:
     """Dependency bookkeeping of one board."""
@@ -77,9 +84,10 @@ class Propagation:
         if after.ready:
             await self.announce(after, revision)
 
-    async def announce(self, record: TaskRecord, revision: int) -> None:
-        """Publish the ticket of a ready task and leave ``task.ready`` on the trail."""
-        await self._core.routes.announce(record, revision)
+    async def announce(self, record: TaskRecord, revision: int, *, again: bool = False) -> None:
+        """Publish the ticket of a ready task and leave ``task.ready`` on the trail (``again``:
+        a task put back after it had ended, whose first ticket must not dedupe this one)."""
+        await self._core.routes.announce(record, revision, again=again)
         await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
 
     async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
@@ -89,7 +97,7 @@ class Propagation:
 
     async def block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
         """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""
-        reason = f"blocked: dependency {dep!r} is {dep_record.status.value}"
+        reason = f"{_BLOCKED_BY.format(dep=dep)} is {dep_record.status.value}"
         if dep_record.error:
             reason += f" ({dep_record.error})"
         await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked")

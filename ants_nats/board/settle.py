@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from ..errors import InvalidTask, LeaseLost, PayloadTooLarge
-from ..models import Attempt, Outcome, TaskRecord, TaskStatus, utcnow
+from ..models import Outcome, TaskRecord, TaskStatus, utcnow
 from ..names import BAD_RESULT_MARK
 from ._core import Core, json_size
 from .claim import Claims
@@ -32,14 +32,14 @@ class Settlement:
         self,
         lease: Lease,
         outcome: Outcome,
-        change: Callable[[tuple[Attempt, ...]], dict[str, Any]],
+        change: Callable[[TaskRecord], dict[str, Any]],
         *,
         error: str | None = None,
     ) -> TaskRecord:
         """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
 
         Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
-        sets (status, result, error), given the attempts so far. The CAS is on the revision the
+        sets (status, result, error), given the record with that attempt. The CAS is on the revision the
         holder last wrote, so it succeeds at once unless someone else wrote since; then the fresh
         record must still name this holder and token."""
         if lease._ticket is None:
@@ -49,19 +49,18 @@ class Settlement:
         def ended(record: TaskRecord) -> TaskRecord:
             if not holds(lease, record):
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
-            attempts = (*record.attempts, attempt)
             # A deferred claim's outcome is its first write: it records the claim's token too.
-            return record.model_copy(
+            let_go = record.model_copy(
                 update={
                     "holder": None,
                     "ticket": None,
                     "token": lease.token,
                     "claimed_at": lease.started_at,
                     "unroutable": None,
-                    "attempts": attempts,
-                    **change(attempts),
+                    "attempts": (*record.attempts, attempt),
                 }
             )
+            return let_go.model_copy(update=change(let_go))
 
         final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
         if lease._ticket is None:
@@ -90,11 +89,11 @@ class Settlement:
     async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
         """See ``TaskBoard.fail``."""
 
-        def failed(attempts: tuple[Attempt, ...]) -> dict[str, Any]:
+        def failed(record: TaskRecord) -> dict[str, Any]:
             status = TaskStatus.PENDING
             if not retry:
                 status = TaskStatus.FAILED
-            elif sum(1 for a in attempts if a.counted) >= lease.task.max_attempts:
+            elif record.counted_attempts >= lease.task.max_attempts:
                 status = TaskStatus.DEAD
             return {"status": status, "error": error}
 
