@@ -16,6 +16,7 @@ from ants_nats import (
     Agent,
     EmbeddedServer,
     Lease,
+    LeaseLost,
     ServerUnavailable,
     Task,
     TaskBoard,
@@ -163,3 +164,17 @@ async def test_a_failed_pull_loop_is_restarted(board: TaskBoard, monkeypatch: py
         final = await board.wait(["still-served"], timeout=30)
     assert failures == ["any"]
     assert final["still-served"].status is TaskStatus.DONE
+
+
+async def test_repeating_an_ending_whose_answer_was_lost_succeeds_once(board: TaskBoard) -> None:
+    await board.submit(Task(id="answered", kind="work"))
+    lease = await board.claim("answered", "worker")
+    assert isinstance(lease, Lease)
+    first = await board.complete(lease, "the result")
+    # The reply to that write never arrived (a server restart): the holder writes again.
+    again = await board.complete(lease, "the result")
+    assert again.status is TaskStatus.DONE and again.attempts == first.attempts
+    assert [e.kind for e in await board.trail.history("answered")].count("task.completed") == 1
+    # Another ending, or another holder, is still refused.
+    with pytest.raises(LeaseLost):
+        await board.fail(lease, "changed my mind")

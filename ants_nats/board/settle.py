@@ -41,13 +41,22 @@ class Settlement:
         Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
         sets (status, result, error), given the record with that attempt. The CAS is on the revision the
         holder last wrote, so it succeeds at once unless someone else wrote since; then the fresh
-        record must still name this holder and token."""
+        record must still name this holder and token, or already end with this very attempt (a
+        retry after a write whose answer was lost: it changes nothing and succeeds)."""
         if lease._ticket is None:
-            await self._claims.check_lease_key(lease)
+            try:
+                await self._claims.check_lease_key(lease)
+            except LeaseLost:
+                record, _ = await self._core.get_entry(lease.task_id)
+                if _ended_with(record, lease, outcome, error):
+                    return record  # written already, lease key dropped: the answer was lost
+                raise
         attempt = attempt_of(lease, outcome, utcnow(), error)
 
-        def ended(record: TaskRecord) -> TaskRecord:
+        def ended(record: TaskRecord) -> TaskRecord | None:
             if not holds(lease, record):
+                if _ended_with(record, lease, outcome, error):
+                    return None  # this very ending was written already (its answer was lost)
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             # A deferred claim's outcome is its first write: it records the claim's token too.
             let_go = record.model_copy(
@@ -150,3 +159,14 @@ class Settlement:
             agent=by,
             data={"agent": completer, "requires": list(record.task.requires), "reason": reason},
         )
+
+
+def _ended_with(record: TaskRecord, lease: Lease, outcome: Outcome, error: str | None) -> bool:
+    """Whether ``record``'s last attempt is ``lease``'s, ended with ``outcome`` and ``error``."""
+    last = record.attempts[-1] if record.attempts else None
+    return last is not None and (last.agent, last.token, last.outcome, last.error) == (
+        lease.agent_id,
+        lease.token,
+        outcome,
+        error,
+    )
