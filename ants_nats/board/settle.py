@@ -35,6 +35,7 @@ class Settlement:
         change: Callable[[TaskRecord], dict[str, Any]],
         *,
         error: str | None = None,
+        result: JsonValue = None,
     ) -> TaskRecord:
         """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
 
@@ -48,14 +49,14 @@ class Settlement:
                 await self._claims.check_lease_key(lease)
             except LeaseLost:
                 record, _ = await self._core.get_entry(lease.task_id)
-                if _ended_with(record, lease, outcome, error):
+                if _ended_with(record, lease, outcome, error, result):
                     return record  # written already, lease key dropped: the answer was lost
                 raise
         attempt = attempt_of(lease, outcome, utcnow(), error)
 
         def ended(record: TaskRecord) -> TaskRecord | None:
             if not holds(lease, record):
-                if _ended_with(record, lease, outcome, error):
+                if _ended_with(record, lease, outcome, error, result):
                     return None  # this very ending was written already (its answer was lost)
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             # A deferred claim's outcome is its first write: it records the claim's token too.
@@ -83,7 +84,10 @@ class Settlement:
         if size > limit:
             raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, limit)
         final = await self._settle(
-            lease, "completed", lambda _: {"status": TaskStatus.DONE, "result": result, "error": None}
+            lease,
+            "completed",
+            lambda _: {"status": TaskStatus.DONE, "result": result, "error": None},
+            result=result,
         )
         await self._core.event(
             "task.completed",
@@ -161,12 +165,16 @@ class Settlement:
         )
 
 
-def _ended_with(record: TaskRecord, lease: Lease, outcome: Outcome, error: str | None) -> bool:
-    """Whether ``record``'s last attempt is ``lease``'s, ended with ``outcome`` and ``error``."""
+def _ended_with(
+    record: TaskRecord, lease: Lease, outcome: Outcome, error: str | None, result: JsonValue
+) -> bool:
+    """Whether ``record`` already ends ``lease``'s attempt this very way (outcome, error, result)."""
     last = record.attempts[-1] if record.attempts else None
-    return last is not None and (last.agent, last.token, last.outcome, last.error) == (
+    if last is None or (last.agent, last.token, last.outcome, last.error) != (
         lease.agent_id,
         lease.token,
         outcome,
         error,
-    )
+    ):
+        return False
+    return outcome != "completed" or record.result == result
