@@ -146,5 +146,7 @@ async def connect(
         if not nc.is_closed:
             try:
                 await nc.drain()
-            except (nats.errors.Error, TimeoutError):
-                await nc.close()
+            except (nats.errors.Error, OSError):  # no server to drain to (TimeoutError included)
+                # Closing flushes to a socket the server may have reset: closed is closed.
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await nc.close()

@@ -25,6 +25,8 @@ from .names import MICRO_SERVICE_NAME
 
 log = get_logger("presence")
 
+_LEAVE_TIMEOUT_S = 2.0
+"""Longest a stopping agent waits to withdraw its card."""
 _MIN_ANNOUNCE_GAP_S = 1.0
 """Load changes are coalesced: at most one announcement per this many seconds."""
 
@@ -75,9 +77,12 @@ class Presence:
             with contextlib.suppress(Exception):  # the connection may be gone: nothing left to stop
                 await self._service.stop()
         card = self._card()
-        with contextlib.suppress(ServerUnavailable):  # leaving without a connection is still leaving
-            await self._board.directory.withdraw(card.id)
-            await self._mark("agent.left", card)
+        # Leaving without a server is still leaving: the card expires on its own TTL, so a stop
+        # waits for the server only briefly.
+        with contextlib.suppress(ServerUnavailable, TimeoutError):
+            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
+                await self._board.directory.withdraw(card.id)
+                await self._mark("agent.left", card)
 
     async def _announce_loop(self) -> None:
         interval = self._board.directory.card_ttl / 3

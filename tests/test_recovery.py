@@ -178,3 +178,14 @@ async def test_repeating_an_ending_whose_answer_was_lost_succeeds_once(board: Ta
     # Another ending, or another holder, is still refused.
     with pytest.raises(LeaseLost):
         await board.fail(lease, "changed my mind")
+
+
+async def test_an_agent_stops_promptly_while_its_server_is_down() -> None:
+    async with EmbeddedServer() as server, TaskBoard.connect(server.url) as board:
+        agent = Agent(board, name="stranded", shutdown_grace=1.0)
+        agent.handler("work")(Recorder().handle)
+        await agent.__aenter__()
+        await server.stop()
+        # Withdrawing the card waits for the server only briefly: it expires on its own.
+        async with asyncio.timeout(10):
+            await agent.__aexit__(None, None, None)
