@@ -119,13 +119,13 @@ async def publish_batches(
     for start in range(0, len(messages), ATOMIC_BATCH_MAX):
         chunk = messages[start : start + ATOMIC_BATCH_MAX]
         small = len(chunk) < ATOMIC_BATCH_MIN
-        seqs = None if small or stream in refusing else await _publish_batch(nc, stream, chunk)
+        seqs = None if small or stream in refusing else await _publish_batch(nc, stream, chunk, refusing)
         found.extend(seqs if seqs is not None else [None] * len(chunk))
     return found
 
 
 async def _publish_batch(
-    nc: Client, stream: str, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    nc: Client, stream: str, messages: Sequence[tuple[str, bytes, dict[str, str]]], refusing: set[str]
 ) -> list[int] | None:
     batch_id = nc.new_inbox().rsplit(".", 1)[-1]  # a fresh unique token
     last = len(messages)
@@ -150,7 +150,7 @@ async def _publish_batch(
     if answer is None or "error" in answer:
         error = (answer or {}).get("error", {})
         if error.get("err_code") == _ATOMIC_DISABLED:
-            _no_atomic.setdefault(nc, set()).add(stream)
+            refusing.add(stream)
         log.debug("batch.refused", stream=stream, size=last, error=error.get("description"))
         return None
     final, count = int(answer["seq"]), int(answer["count"])

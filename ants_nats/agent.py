@@ -51,6 +51,21 @@ _CANCEL_NEWS_S = 600.0
 """How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
 
 
+class _Recent:
+    """Task ids noted lately, each for a while (loop time); expired ones are dropped as new come."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def note(self, task_id: str, seconds: float) -> None:
+        now = asyncio.get_running_loop().time()
+        self._until = {t: until for t, until in self._until.items() if until > now}
+        self._until[task_id] = now + seconds
+
+    def __contains__(self, task_id: object) -> bool:
+        return isinstance(task_id, str) and self._until.get(task_id, 0.0) > asyncio.get_running_loop().time()
+
+
 class Agent:
     """An autonomous worker. Use as ``async with Agent(board, name=..., capabilities=[...]) as agent``."""
 
@@ -97,10 +112,10 @@ class Agent:
         self._cancels: Subscription | None = None
         self._listening_since: datetime | None = None
         """When this agent began to hear cancels: a ticket published earlier may hide one."""
-        self._cancelled: dict[str, float] = {}
-        """Tasks announced as cancelled lately, and until when (loop time) the news is kept."""
-        self._declined: dict[str, float] = {}
-        """Tasks this agent declined lately, and until when (loop time) it steps aside for them."""
+        self._cancelled = _Recent()
+        """Tasks announced as cancelled lately (their tickets read the record meanwhile)."""
+        self._declined = _Recent()
+        """Tasks this agent declined lately (it steps aside for them meanwhile)."""
 
     def handler(self, kind: str) -> Callable[[Handler], Handler]:
         """Decorator registering the coroutine that handles tasks of ``kind``."""
@@ -344,14 +359,12 @@ class Agent:
         await self.board.release(lease, declined=reason)
         # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
         # later); should it come back to us, we hold it back for ``decline_backoff``.
-        now = asyncio.get_running_loop().time()
-        self._declined = {t: until for t, until in self._declined.items() if until > now}
-        self._declined[lease.task_id] = now + self.decline_backoff
+        self._declined.note(lease.task_id, self.decline_backoff)
         await msg.nak()
 
     def _stepping_aside(self, task_id: str) -> bool:
         """Whether this agent declined ``task_id`` less than ``decline_backoff`` seconds ago."""
-        return self._declined.get(task_id, 0.0) > asyncio.get_running_loop().time()
+        return task_id in self._declined
 
     async def _give_back(self, msg: Msg, lease: Lease) -> None:
         await self.board.release(lease)
@@ -414,9 +427,7 @@ class Agent:
         event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
         if event is None:
             return
-        now = asyncio.get_running_loop().time()
-        self._cancelled = {t: until for t, until in self._cancelled.items() if until > now}
-        self._cancelled[event.ref] = now + _CANCEL_NEWS_S
+        self._cancelled.note(event.ref, _CANCEL_NEWS_S)
         running = self._running.get(event.ref)
         if running is not None:
             ctx, work = running
@@ -426,7 +437,7 @@ class Agent:
     def _trusts(self, ticket: Ticket, msg: Msg) -> bool:
         """Whether the ticket's copy of the record can stand for it: not when the task was said to
         be cancelled, nor when the ticket is older than this agent's ear for cancels."""
-        if self._cancelled.get(ticket.task_id, 0.0) > asyncio.get_running_loop().time():
+        if ticket.task_id in self._cancelled:
             return False
         since = self._listening_since
         published = msg.metadata.timestamp
