@@ -2,8 +2,9 @@
 
 On Python 3.11, ``asyncio.wait_for`` (used throughout nats-py) swallows a cancellation that arrives
 just as the awaited result does (CPython gh-86296): the task is marked as cancelling but keeps
-running, so a naive shutdown can hang forever. ``fetch`` re-raises such a cancellation after a pull;
-``cancel_and_wait`` cancels again until the tasks have really ended.
+running, so a naive shutdown can hang forever. Pull loops re-raise such a cancellation after each
+pull (``honour_swallowed_cancel``); ``cancel_and_wait`` cancels again until the tasks have really
+ended.
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: flo
         msgs = await sub.fetch(batch, timeout=timeout)
     except (nats.errors.TimeoutError, TimeoutError):
         msgs = []
+    # Messages fetched here are not acked: the server redelivers them after their ack wait.
+    honour_swallowed_cancel()
+    return msgs
+
+
+def honour_swallowed_cancel() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled but a ``wait_for`` swallowed it
+    (gh-86296): a loop that goes on otherwise would never stop."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
-        # Messages fetched here are not acked: the server redelivers them after their ack wait.
         raise asyncio.CancelledError
-    return msgs
 
 
 _RECANCEL_EVERY_S = 0.5

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ._aio import honour_swallowed_cancel
 from .errors import ServerUnavailable
 from .log import get_logger
 
@@ -95,12 +96,9 @@ class Puller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._answered
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # A cancellation swallowed by ``asyncio.wait_for`` in an earlier request (gh-86296):
-            # honour it here, or the loop would go on forever. An unhanded ticket is given back
-            # when the puller closes.
-            raise asyncio.CancelledError
+        # A cancellation swallowed by a ``wait_for`` in an earlier request ends the loop here (an
+        # unhanded ticket is given back when the puller closes).
+        honour_swallowed_cancel()
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise ServerUnavailable(f"pull from consumer {self.consumer} refused: {failure}")
