@@ -8,10 +8,9 @@ reads and writes the KV stream directly, following ADR-8, and treats markers as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -21,8 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig, StreamState
-from nats.js.kv import KeyValue
+from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig
 
 from ._aio import gather_bounded
 from ._connect import publishing_to, refusable, requesting_jetstream
@@ -200,7 +198,7 @@ _NO_PEERS = 10005
 """JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
 
 
-async def _patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitable[T]]) -> T:
+async def patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitable[T]]) -> T:
     """Run an idempotent request, retrying while the cluster cannot serve it.
 
     A freshly formed cluster, one electing a leader or one missing members can leave JetStream
@@ -245,10 +243,10 @@ async def last_message(
         except nats.js.errors.NotFoundError:
             return None
 
-    return await _patiently(js, action, read)
+    return await patiently(js, action, read)
 
 
-def _is_tombstone(headers: dict[str, str] | None) -> bool:
+def is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
     return headers.get(_KV_OPERATION) in ("DEL", "PURGE") or _MARKER_REASON in headers
@@ -269,7 +267,7 @@ class Bucket:
         if msg is None:
             return None, 0
         revision = int(msg.seq or 0)
-        if _is_tombstone(msg.headers):
+        if is_tombstone(msg.headers):
             return None, revision
         return Entry(key=key, value=msg.data or b"", revision=revision, time=msg.time), revision
 
@@ -369,7 +367,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             await js.add_stream(config)
             return None
 
-    existing = await _patiently(js, f"open stream {config.name}", op)
+    existing = await patiently(js, f"open stream {config.name}", op)
     if config.allow_atomic and existing is not None:
         await _allow_atomic(js, existing)
 
@@ -397,7 +395,7 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         except nats.js.errors.NotFoundError:
             await js.add_consumer(stream, config)
 
-    await _patiently(js, f"open consumer {config.durable_name}", op)
+    await patiently(js, f"open consumer {config.durable_name}", op)
 
 
 async def ensure_kv(
@@ -432,76 +430,7 @@ async def ensure_kv(
         )
         return (await js.stream_info(f"KV_{bucket}")).config
 
-    config = await _patiently(js, f"open bucket {bucket}", op)
+    config = await patiently(js, f"open bucket {bucket}", op)
     if atomic:
         await _allow_atomic(js, config)
     return config
-
-
-_SNAPSHOT_QUIET_S = 0.5
-"""A pause in a snapshot's deliveries after which the consumer is asked whether any are left."""
-
-
-async def watch_entries(
-    js: JetStreamContext, bucket: str, *, history_only: bool = False
-) -> AsyncGenerator[tuple[str, bytes | None], None]:
-    """Every key of ``bucket``: its current value first, then each change as it happens.
-
-    A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only`` the
-    iteration ends once the current values have been delivered.
-    """
-
-    async def open_bucket() -> tuple[KeyValue, StreamState]:
-        try:
-            kv = await js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError as exc:
-            raise AntsError(f"KV bucket {bucket!r} does not exist (nothing has created it yet)") from exc
-        return kv, (await kv.status()).stream_info.state
-
-    # The watch reads every kept revision: a server-side "last per subject" consumer can stall for
-    # good when a key is rolled up while it starts (finished task records are). The backlog is
-    # folded to the last value per key, and ends when nothing more is pending (nats-py's own
-    # "caught up" marker can come before values already pushed to us). A purge can take messages
-    # the server had counted as pending, so a quiet moment also ends it once the consumer has none.
-    kv, state = await _patiently(js, f"watch bucket {bucket}", open_bucket)
-    if history_only and state.messages == 0:
-        return
-    watcher = await _patiently(js, f"watch bucket {bucket}", lambda: kv.watchall(include_history=True))
-    try:
-        latest: dict[str, bytes | None] = {}
-        while state.messages:
-            try:
-                async with asyncio.timeout(_SNAPSHOT_QUIET_S):
-                    entry = await anext(watcher)
-            except TimeoutError:
-                sub = watcher._sub
-                if sub is None or (await sub.consumer_info()).num_pending == 0:
-                    break
-                continue
-            if entry is None:
-                continue
-            latest.pop(entry.key, None)  # keep keys in the order of their last revision
-            latest[entry.key] = None if entry.operation else entry.value or b""
-            if entry.delta == 0:
-                break
-        for item in latest.items():
-            yield item
-        if history_only:
-            return
-        async for entry in watcher:
-            if entry is not None:
-                yield entry.key, (None if entry.operation else entry.value or b"")
-    finally:
-        # On a closed connection stop() raises; that must not mask the exception that ended us.
-        with contextlib.suppress(nats.errors.Error):
-            await watcher.stop()  # type: ignore[no-untyped-call]
-
-
-async def watch_values(
-    js: JetStreamContext, bucket: str, *, history_only: bool = False
-) -> AsyncGenerator[tuple[str, bytes], None]:
-    """Like ``watch_entries``, without deletions."""
-    async with aclosing(watch_entries(js, bucket, history_only=history_only)) as entries:
-        async for key, value in entries:
-            if value is not None:
-                yield key, value

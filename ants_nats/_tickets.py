@@ -32,8 +32,8 @@ from ._store import (
     publish,
     publish_batches,
     translate_errors,
-    watch_values,
 )
+from ._watch import watch_values
 from .log import get_logger
 from .models import Route, TaskRecord, Ticket, parse_or_none, wire_bytes
 from .names import ROUTES_BUCKET, WORK_STREAM, WORK_SUBJECT_PREFIX, route_of, work_consumer, work_subject

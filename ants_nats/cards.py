@@ -18,7 +18,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from . import matching
-from ._store import Bucket, Conflict, ensure_kv, translate_errors, watch_entries, watch_values
+from ._store import Bucket, Conflict, ensure_kv, translate_errors
+from ._watch import watch_entries, watch_values
 from .log import get_logger
 from .models import AgentCard, parse_or_none
 from .names import AGENTS_BUCKET, card_subject

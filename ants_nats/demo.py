@@ -22,7 +22,7 @@ from functools import partial
 from pydantic import JsonValue
 
 from ._aio import cancel_and_wait, stop_process
-from ._store import watch_values
+from ._watch import watch_values
 from .agent import Agent
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext

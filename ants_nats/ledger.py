@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 
-from ._store import Bucket, Conflict, ensure_kv, watch_values
+from ._store import Bucket, Conflict, ensure_kv
+from ._watch import watch_values
 from .log import get_logger
 from .models import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent, parse_or_none
 from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX

@@ -12,7 +12,7 @@ import structlog
 from pydantic import JsonValue
 
 from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskRecord
-from ants_nats._store import watch_values
+from ants_nats._watch import watch_values
 from ants_nats.models import AgentLedger, TrailEvent
 from ants_nats.names import trail_subject
 

@@ -11,6 +11,7 @@ from pydantic import JsonValue
 
 from ants_nats import (
     EmbeddedServer,
+    InvalidTask,
     Lease,
     NonRetryable,
     Task,
@@ -52,6 +53,25 @@ async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> No
     waiting = asyncio.create_task(board.result("later", timeout=20))
     await _settle(board, "later")
     assert await waiting == {"answer": 42}
+
+
+async def test_waiting_for_a_few_tasks_reads_only_those_tasks(nats_server: EmbeddedServer, board: TaskBoard) -> None:
+    # A board of 3,000 tasks: waiting for two of them must not read the other 2,998.
+    await board.submit_many([Task(id=f"t{i:04d}", kind="work") for i in range(3000)])
+    await _settle(board, "t0007")
+    async with TaskBoard.connect(nats_server.url, board.config, name="waiter") as waiter:
+        before = waiter.nc.stats["in_msgs"]
+        waiting = asyncio.create_task(waiter.wait(["t0007", "t2999"], timeout=20))
+        await asyncio.sleep(0)
+        await _settle(board, "t2999")
+        final = await waiting
+        received = waiter.nc.stats["in_msgs"] - before
+    assert {r.result["answer"] for r in final.values() if isinstance(r.result, dict)} == {42}
+    assert sorted(final) == ["t0007", "t2999"]
+    # Each watched task's kept revisions and their changes, plus a few API replies: far below 3,000.
+    assert received < 50, received
+    with pytest.raises(InvalidTask, match="invalid task id"):
+        await board.wait(["not a valid id"], timeout=1)
 
 
 async def test_get_and_wait_from_the_command_line(nats_server: EmbeddedServer, board: TaskBoard) -> None:

@@ -11,7 +11,7 @@ from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
 from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, TrailEvent
-from ants_nats._store import watch_values
+from ants_nats._watch import watch_values
 from ants_nats.ledger import AgentLedger, Ledger
 from ants_nats.server import free_port
 

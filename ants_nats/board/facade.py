@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from .._connect import connect
-from .._store import watch_values
+from .._watch import watch_values
 from ..errors import TaskCancelled, TaskFailed
 from ..identity import Identity
 from ..models import Task, TaskRecord, TaskStatus, Ticket, parse_or_none
@@ -96,20 +96,25 @@ class TaskBoard:
                 records.append(record)
         return records
 
-    async def watch(self) -> AsyncGenerator[TaskRecord, None]:
-        """Every task's current record, then every change as it happens (no polling)."""
-        async for key, value in watch_values(self._core.js, TASKS_BUCKET):
+    async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
+        """Every task's current record (or only those of ``task_ids``), then every change as it
+        happens (no polling). Watching some tasks costs what they change, not what the board holds."""
+        keys = None if task_ids is None else set(task_ids)
+        for task_id in keys or ():
+            check_id(task_id)
+        async for key, value in watch_values(self._core.js, TASKS_BUCKET, keys=keys):
             record = _parse_watched(key, value)
             if record is not None:
                 yield record
 
     async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
-        """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s."""
+        """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s.
+        Only those tasks are watched, so the wait costs the same on a small board as on a big one."""
         wanted = set(task_ids)
         final: dict[str, TaskRecord] = {}
 
         async def consume() -> None:
-            async with aclosing(self.watch()) as records:
+            async with aclosing(self.watch(wanted)) as records:
                 async for record in records:
                     if record.task.id in wanted and record.status.terminal:
                         final[record.task.id] = record
