@@ -103,7 +103,7 @@ class Agent:
         """The key this agent signs its trail events with; its public half is on the card."""
         self._presence = Presence(board, self.card, self.identity)
         self._runners: set[asyncio.Task[None]] = set()
-        self._discovery: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
@@ -170,9 +170,12 @@ class Agent:
             await self.board.nc.flush()  # the server knows of the subscription from here on
         self._listening_since = utcnow()
         await self._presence.start()
-        self._discovery = asyncio.create_task(
-            self._keep_running("discover", self._discover), name=f"{self.id}:discover"
-        )
+        self._background = [
+            asyncio.create_task(self._keep_running("discover", self._discover), name=f"{self.id}:discover"),
+            asyncio.create_task(
+                self._keep_running("relay schedules", self.board.relay_schedules), name=f"{self.id}:relay"
+            ),
+        ]
         log.info(
             "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
         )
@@ -202,8 +205,7 @@ class Agent:
 
     async def _shutdown(self) -> None:
         # Stop pulling first, so no new work arrives while we drain.
-        background = [self._discovery] if self._discovery is not None else []
-        await cancel_and_wait([*self._pullers.values(), *background])
+        await cancel_and_wait([*self._pullers.values(), *self._background])
         self._pullers.clear()
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)

@@ -29,13 +29,13 @@ from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
 from .demo import HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
-from .errors import AntsError, InvalidTask
+from .errors import AntsError, InvalidSchedule, InvalidTask
 from .identity import Identity
 from .ledger import Ledger
 from .log import configure_logging
-from .models import AgentCard, AgentLedger, Task, TaskRecord, TaskStatus, utcnow
+from .models import AgentCard, AgentLedger, Schedule, Task, TaskRecord, TaskStatus, utcnow
 from .server import EmbeddedServer, monitor_json
-from .views import agents_table, event_line, reputation_table, tasks_table
+from .views import agents_table, event_line, reputation_table, schedules_table, tasks_table
 
 EXIT_NOT_DONE = 1
 EXIT_BAD_INPUT = 2
@@ -60,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(
-        name: str, text: str, *, server: bool = True, json_out: bool = False
+        name: str, text: str, *, server: bool = True, json_out: bool = False, under: Any = sub
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text)
+        p: argparse.ArgumentParser = under.add_parser(name, help=text, description=text)
         if server:
             p.add_argument("--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL")
         if json_out:
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--seed", type=int, default=0)
 
     _task_commands(command)
+    _schedule_commands(command, sub)
 
     command("tasks", "list the tasks on the board", json_out=True)
     command("agents", "list the live agents and their load", json_out=True)
@@ -114,11 +115,8 @@ def _task_commands(command: Command) -> None:
     )
     submit.add_argument("file", nargs="?", help="JSON or YAML (.yaml/.yml) file, or - for JSON on stdin")
     submit.add_argument("--id")
-    submit.add_argument("--kind")
-    submit.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
+    _task_flags(submit)
     submit.add_argument("--depends-on", action="append", default=[], help="dependency id (repeatable)")
-    submit.add_argument("--payload", default="null", help="payload as JSON")
-    submit.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
     submit.add_argument("--at", help="not before this time (ISO 8601 with a time zone)")
     submit.add_argument("--in", dest="after", help="not before this long from now (30s, 5m, 2h, 1d)")
     submit.add_argument(
@@ -139,6 +137,34 @@ def _task_commands(command: Command) -> None:
     cancel = command("cancel", "cancel a pending, waiting or claimed task", json_out=True)
     cancel.add_argument("id", help="task id")
     cancel.add_argument("--reason", default="cancelled from the command line")
+
+
+def _task_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that describe a task, shared by ``submit`` and ``schedule add``."""
+    p.add_argument("--kind")
+    p.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
+    p.add_argument("--payload", default="null", help="payload as JSON")
+    p.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
+
+
+def _schedule_commands(command: Command, sub: Any) -> None:
+    """``schedule add|ls|rm``: tasks the NATS server submits on a schedule."""
+    text = "tasks the NATS server submits on a schedule: add, ls, rm"
+    schedule = sub.add_parser("schedule", help=text, description=text)
+    under = schedule.add_subparsers(dest="schedule_command", required=True)
+    add = command(
+        "add",
+        "add or replace a schedule; each firing submits task NAME-<UTC time>",
+        json_out=True,
+        under=under,
+    )
+    add.add_argument("name", help="schedule name (1-111 of A-Z a-z 0-9 _ -)")
+    add.add_argument("when", help="'@every 30s', '@hourly', a cron line such as '0 3 * * *', or '@at TIME'")
+    add.add_argument("file", nargs="?", help="the task template as JSON or YAML, or - for JSON on stdin")
+    _task_flags(add)
+    command("ls", "list the schedules", json_out=True, under=under)
+    rm = command("rm", "remove a schedule (the tasks it submitted stay)", under=under)
+    rm.add_argument("name", help="schedule name")
 
 
 def _emit_json(value: Any) -> None:
@@ -231,29 +257,22 @@ async def _echo(task: Task, ctx: TaskContext) -> JsonValue:
 
 def _tasks_from(args: argparse.Namespace) -> list[Any]:
     if args.file:
-        try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidTask(f"{args.file}: not UTF-8 text (byte {exc.start})") from exc
-        data = _parse_document(args.file, text)
+        data = _document(args.file)
         return data if isinstance(data, list) else [data]
     if not (args.id and args.kind):
         raise InvalidTask("give a JSON file, or at least --id and --kind")
+    task = _task_from_flags(args)
+    task.update(id=args.id, depends_on=args.depends_on, not_before=_not_before(args.at, args.after))
+    return [task]
+
+
+def _task_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The task the shared task flags describe (``_task_flags``)."""
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         raise InvalidTask(f"--payload is not JSON: {exc.msg}") from exc
-    return [
-        {
-            "id": args.id,
-            "kind": args.kind,
-            "requires": args.require,
-            "depends_on": args.depends_on,
-            "payload": payload,
-            "priority": args.priority,
-            "not_before": _not_before(args.at, args.after),
-        }
-    ]
+    return {"kind": args.kind, "requires": args.require, "payload": payload, "priority": args.priority}
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -293,6 +312,15 @@ async def _show(
 
 def _render_tasks(rows: Rows) -> str:
     return tasks_table(row for row in rows if isinstance(row, TaskRecord))
+
+
+def _document(name: str) -> Any:
+    """The JSON or YAML document in file ``name`` (``-``: JSON on stdin)."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidTask(f"{name}: not UTF-8 text (byte {exc.start})") from exc
+    return _parse_document(name, text)
 
 
 def _parse_document(name: str, text: str) -> Any:
@@ -359,6 +387,30 @@ async def _cancel(args: argparse.Namespace) -> int:
         return [await board.cancel(args.id, args.reason)]
 
     await _show(args, cancel, _render_tasks)
+    return 0
+
+
+async def _schedule(args: argparse.Namespace) -> int:
+    if args.schedule_command == "rm":
+        async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+            await board.unschedule(args.name)
+        print(f"removed schedule {args.name}")
+        return 0
+
+    async def read(board: TaskBoard) -> Rows:
+        if args.schedule_command == "ls":
+            return await board.schedules()
+        if args.file:
+            template = _document(args.file)
+            if not isinstance(template, dict):
+                raise InvalidSchedule(f"{args.file}: the template must be one task (a mapping)")
+        elif args.kind:
+            template = _task_from_flags(args)
+        else:
+            raise InvalidSchedule("give the task template as a file, or at least --kind")
+        return [await board.schedule(args.name, args.when, template)]
+
+    await _show(args, read, lambda rows: schedules_table(r for r in rows if isinstance(r, Schedule)))
     return 0
 
 
@@ -430,6 +482,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "get": _get,
     "retry": _retry,
     "wait": _wait,
+    "schedule": _schedule,
     "tasks": _tasks,
     "agents": _agents,
     "reputation": _reputation,

@@ -44,6 +44,14 @@ class DependencyCycle(InvalidTask):
         self.cycle = cycle
 
 
+class InvalidSchedule(AntsError):
+    """A schedule failed validation (its name, timing or task template); nothing was written."""
+
+
+class ScheduleNotFound(AntsError):
+    """No schedule with this name exists."""
+
+
 class TaskNotFound(AntsError):
     """No task with this id exists on the board."""
 

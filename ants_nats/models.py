@@ -21,13 +21,14 @@ from pydantic import (
 )
 
 from .log import get_logger
-from .names import CAPABILITY_PATTERN, ID_PATTERN, MAX_ROUTE_LENGTH, route_of
+from .names import CAPABILITY_PATTERN, ID_PATTERN, MAX_ROUTE_LENGTH, MAX_SCHEDULE_NAME_LENGTH, route_of
 
 log = get_logger("wire")
 
 TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 AgentId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
+ScheduleName = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=MAX_SCHEDULE_NAME_LENGTH)]
 
 
 def utcnow() -> datetime:
@@ -256,6 +257,51 @@ class Route(_Wire):
     def name(self) -> str:
         """The route's canonical name (its key in the routes bucket)."""
         return route_of(self.requires)
+
+
+FIRE_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+"""How a firing's time appears in the id of the task it submits (UTC, to the second)."""
+
+
+class Schedule(_Wire):
+    """A task the server submits on a schedule: the value on ``ants.schedule.<name>`` in stream
+    ``ANTS_SCHEDULES``. The server copies it to ``ants.fire.<name>`` at each firing (no process of
+    ours keeps time); whoever relays the firing submits ``template`` as task ``<name>-<fire time>``,
+    so a firing relayed twice submits one task."""
+
+    name: ScheduleName
+    when: str = Field(
+        description="'@every 30s', '@hourly' and the like, a cron line (6 fields, seconds first; "
+        "5 fields get second 0) or '@at <RFC 3339 time>' for once; all in UTC.",
+        max_length=256,
+    )
+    template: Task = Field(description="The task each firing submits (its id is replaced).")
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="anonymous", max_length=128)
+
+    @model_validator(mode="after")
+    def _template_repeats(self) -> Schedule:
+        reasons = {
+            "depends_on": "a scheduled task cannot depend on other tasks",
+            "deadline": "a scheduled task cannot carry a fixed deadline",
+            "not_before": "a scheduled task cannot carry a fixed not_before (the schedule says when)",
+        }
+        for field, reason in reasons.items():
+            if getattr(self.template, field):
+                raise ValueError(reason)
+        return self
+
+    @property
+    def once_at(self) -> datetime | None:
+        """The time of a one-off (``@at``) schedule, else None."""
+        if not self.when.startswith("@at "):
+            return None
+        return datetime.fromisoformat(self.when.removeprefix("@at ").strip())
+
+    def task_for(self, fired_at: datetime) -> Task:
+        """The task a firing at ``fired_at`` submits: the template as ``<name>-<UTC time>``."""
+        stamp = fired_at.astimezone(UTC).strftime(FIRE_TIME_FORMAT)
+        return self.template.model_copy(update={"id": f"{self.name}-{stamp}"})
 
 
 class TrailEvent(_Wire):

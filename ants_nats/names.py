@@ -44,6 +44,30 @@ TRAIL_STREAM = "ANTS_TRAIL"
 
 TRAIL_SUBJECT_PREFIX = "ants.trail"
 
+SCHEDULES_STREAM = "ANTS_SCHEDULES"
+"""Stream of periodic tasks (server-side message schedules): the schedule on ``ants.schedule.<name>``,
+its latest firing on ``ants.fire.<name>``."""
+
+SCHEDULE_SUBJECT_PREFIX = "ants.schedule"
+FIRE_SUBJECT_PREFIX = "ants.fire"
+
+SCHEDULE_RELAY_CONSUMER = "schedule_relay"
+"""Durable pull consumer of the firings, shared by every agent: whoever pulls a firing submits its task."""
+
+MAX_SCHEDULE_NAME_LENGTH = 111
+"""Longest schedule name: a firing's task id is ``<name>-<UTC time>`` (16 characters more)."""
+
+
+def schedule_subject(name: str) -> str:
+    """Subject holding the schedule ``name``."""
+    return f"{SCHEDULE_SUBJECT_PREFIX}.{name}"
+
+
+def fire_subject(name: str) -> str:
+    """Subject the server publishes the firings of schedule ``name`` on."""
+    return f"{FIRE_SUBJECT_PREFIX}.{name}"
+
+
 NO_REQUIREMENTS_ROUTE = "any"
 """Route of tasks that require no capability: every agent serves it."""
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from .models import AgentCard, AgentLedger, TaskRecord, TaskStatus, TrailEvent
+from .models import AgentCard, AgentLedger, Schedule, TaskRecord, TaskStatus, TrailEvent
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -37,6 +37,17 @@ def tasks_table(records: Iterable[TaskRecord]) -> str:
             for r in sorted(records, key=lambda r: r.task.id)
         ),
     )
+
+
+def schedules_table(schedules: Iterable[Schedule]) -> str:
+    """One line per schedule, or a hint when there is none."""
+    rows = [
+        [s.name, s.when, s.template.kind, ",".join(s.template.requires), s.created_by]
+        for s in sorted(schedules, key=lambda s: s.name)
+    ]
+    if not rows:
+        return "no schedules (add one with: ants-nats schedule add NAME WHEN --kind KIND)"
+    return table(["SCHEDULE", "WHEN (UTC)", "KIND", "REQUIRES", "BY"], rows)
 
 
 _RESULT_WIDTH = 60

@@ -17,7 +17,7 @@ from .._connect import connect
 from .._watch import watch_values
 from ..errors import TaskCancelled, TaskFailed
 from ..identity import Identity
-from ..models import Task, TaskRecord, TaskStatus, Ticket, parse_or_none
+from ..models import Schedule, Task, TaskRecord, TaskStatus, Ticket, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .cancel import Cancellation
@@ -27,6 +27,7 @@ from .lease import Lease, Taken
 from .propagate import Propagation
 from .recover import Recovery
 from .requeue import Requeue
+from .schedule import Schedules
 from .settle import Settlement
 from .submit import Submission
 
@@ -58,6 +59,7 @@ class TaskBoard:
         self._settlement = Settlement(core, self._claims, self._propagation)
         self._cancellation = Cancellation(core, self._propagation)
         self._requeue = Requeue(core, self._propagation)
+        self._schedules = Schedules(core, self._submission)
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -162,6 +164,36 @@ class TaskBoard:
         per 256 tasks rather than several per task.
         """
         return await self._submission.submit_many(tasks)
+
+    # ----------------------------------------------------------------- schedules
+
+    async def schedule(
+        self, name: str, when: str, template: Task | Mapping[str, Any], *, by: str | None = None
+    ) -> Schedule:
+        """Submit ``template`` on a schedule the NATS server keeps (no process of ours runs a clock).
+
+        ``when`` is ``'@every 30s'``, ``'@hourly'`` (or ``@daily``, ``@weekly``, ...), a cron line
+        (``'0 3 * * *'``; six fields put seconds first) or ``'@at 2026-12-01T09:00:00Z'`` for once;
+        all in UTC. Each firing submits the template as task ``<name>-<YYYYmmddTHHMMSSZ>`` (the
+        template's own id is not used); it may not depend on tasks nor carry a fixed deadline or
+        ``not_before``. Scheduling an existing name replaces that schedule. Agents relay the
+        firings: with none running, missed firings collapse to one task when the first one starts.
+        ``InvalidSchedule`` for a bad name, timing or template.
+        """
+        return await self._schedules.add(name, when, template, by=by)
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        return await self._schedules.all()
+
+    async def unschedule(self, name: str, *, by: str | None = None) -> None:
+        """Remove schedule ``name`` (tasks it already submitted stay); ``ScheduleNotFound`` if none."""
+        await self._schedules.remove(name, by=by)
+
+    async def relay_schedules(self) -> None:
+        """Turn the schedules' firings into tasks until cancelled: the agent runtime runs this, and
+        every agent shares one consumer of the firings, so each firing is submitted once."""
+        await self._schedules.relay_forever()
 
     # ----------------------------------------------------------------- claiming and holding
 
