@@ -55,7 +55,9 @@ async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> No
     assert await waiting == {"answer": 42}
 
 
-async def test_waiting_for_a_few_tasks_reads_only_those_tasks(nats_server: EmbeddedServer, board: TaskBoard) -> None:
+async def test_waiting_for_a_few_tasks_reads_only_those_tasks(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
     # A board of 3,000 tasks: waiting for two of them must not read the other 2,998.
     await board.submit_many([Task(id=f"t{i:04d}", kind="work") for i in range(3000)])
     await _settle(board, "t0007")
