@@ -3,11 +3,13 @@
 from ._connect import connect
 from ._version import __version__
 from .agent import Agent, Decider
+from .artifacts import Artifacts
 from .board import BoardConfig, Lease, Taken, TaskBoard
 from .cards import CardChange, Directory
 from .context import Decline, Handler, NonRetryable, TaskContext
 from .errors import (
     AntsError,
+    ArtifactNotFound,
     CorruptEntry,
     DependencyCycle,
     InvalidSchedule,
@@ -31,6 +33,7 @@ from .log import configure_logging
 from .matching import Verdict
 from .models import (
     AgentCard,
+    ArtifactRef,
     Attempt,
     CapabilitySpec,
     LeaseRecord,
@@ -52,6 +55,9 @@ __all__ = [
     "Agent",
     "AgentCard",
     "AntsError",
+    "ArtifactNotFound",
+    "ArtifactRef",
+    "Artifacts",
     "Attempt",
     "Authenticity",
     "BoardConfig",

@@ -29,7 +29,7 @@ from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
 from .context import Decline, Handler, NonRetryable, TaskContext
-from .errors import AntsError, CorruptEntry, LeaseLost, ServerUnavailable
+from .errors import AntsError, ArtifactNotFound, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
@@ -449,6 +449,12 @@ class Agent:
         return since is not None and published is not None and published > since
 
     async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
+        if task.payload_ref is not None:  # the handler sees the payload, wherever it is kept
+            try:
+                payload = await self.board.payload_of(task)
+            except (ArtifactNotFound, CorruptEntry) as exc:
+                raise NonRetryable(f"cannot read the payload: {exc}") from exc
+            task = ctx.task = task.model_copy(update={"payload": payload, "payload_ref": None})
         limit = task.timeout if task.timeout is not None else self.handler_timeout
         if limit is None:
             return await handler(task, ctx)

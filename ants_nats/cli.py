@@ -360,7 +360,10 @@ async def _retry(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     async def get(board: TaskBoard) -> Rows:
-        return [await board.get(args.id)]
+        record = await board.get(args.id)
+        if record.result_ref is not None:  # show the result itself, read from the artifact store
+            record = record.model_copy(update={"result": await board.result_of(record)})
+        return [record]
 
     await _show(args, get, _render_tasks)
     return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import JsonValue
 
 from .board import Lease, TaskBoard
 from .errors import AntsError
-from .models import Task
+from .models import ArtifactRef, Task
 
 
 class Decline(AntsError):
@@ -43,12 +44,23 @@ class TaskContext:
 
     @property
     def payload(self) -> JsonValue:
-        """The task's payload."""
+        """The task's payload (the runtime has read a large one from the artifact store already)."""
         return self.task.payload
 
     async def dependency_results(self) -> dict[str, JsonValue]:
-        """Results of the task's dependencies (all done, or the task would not have been claimable)."""
-        return {dep: (await self.board.get(dep)).result for dep in self.task.depends_on}
+        """Results of the task's dependencies (all done, or the task would not have been claimable),
+        large ones read from the artifact store."""
+        return {dep: await self.board.result_of(await self.board.get(dep)) for dep in self.task.depends_on}
+
+    async def put_artifact(self, name: str, data: bytes | Path) -> ArtifactRef:
+        """Store a file (a ``Path``, streamed from disk) or bytes too big for a result, as artifact
+        ``<task id>/<token>-<agent>/<name>`` in ``ants_artifacts``; return its reference, to put in
+        the result or on a mark (``board.get_artifact(ref)`` reads it from any host). It expires
+        with ``BoardConfig.artifact_ttl``; ``PayloadTooLarge`` above ``max_artifact_bytes``."""
+        if not isinstance(data, bytes | Path):
+            raise TypeError(f"put_artifact takes bytes or a Path, not {type(data).__name__}")
+        prefix = f"{self.task.id}/{self.lease.token}-{self.lease.agent_id}"
+        return await self.board.artifacts.put(f"{prefix}/{name}", data)
 
     async def confirm(self) -> int:
         """Write this task's claim now if it is still deferred, and return the final fencing token:

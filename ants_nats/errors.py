@@ -72,6 +72,10 @@ class TaskCancelled(TaskFailed):
     """A task was cancelled before it produced a result; ``record.error`` holds the reason."""
 
 
+class ArtifactNotFound(AntsError):
+    """An artifact is not in the store (never written, removed, or expired)."""
+
+
 class LeaseLost(AntsError):
     """The caller's lease (fencing token) is no longer the current one; nothing was changed."""
 

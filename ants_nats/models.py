@@ -61,6 +61,15 @@ class RetryPolicy(_Wire):
         return full * (1 - self.jitter * rand())
 
 
+class ArtifactRef(_Wire):
+    """Where an artifact lives: object ``name`` in the Object Store bucket ``ants_artifacts``
+    (``nats object get ants_artifacts <name>``), with its size and SHA-256 digest."""
+
+    name: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0)
+    digest: str = Field(description="'SHA-256=<base64url>', as the Object Store writes it.")
+
+
 class Task(_Wire):
     """What to do: the immutable specification of a task, as submitted."""
 
@@ -68,6 +77,9 @@ class Task(_Wire):
     kind: Capability = Field(description="Handler name, e.g. 'summarise'.")
     requires: tuple[Capability, ...] = Field(default=(), description="Capabilities an agent must have.")
     payload: JsonValue = None
+    payload_ref: ArtifactRef | None = Field(
+        default=None, description="A payload too big to be inline lives here (then payload is null)."
+    )
     depends_on: tuple[TaskId, ...] = Field(default=(), description="Ids that must be done first.")
     priority: int = Field(
         default=0, ge=-1000, le=1000, description="Above 0: the ticket takes the route's express lane."
@@ -95,6 +107,8 @@ class Task(_Wire):
 
     @model_validator(mode="after")
     def _route_fits(self) -> Task:
+        if self.payload_ref is not None and self.payload is not None:
+            raise ValueError("a task has a payload or a payload_ref, not both")
         if len(self.route) > MAX_ROUTE_LENGTH:
             raise ValueError(
                 f"the required capabilities make a route name of {len(self.route)} characters "
@@ -198,6 +212,9 @@ class TaskRecord(_Wire):
     claimed_at: datetime | None = None
     attempts: tuple[Attempt, ...] = ()
     result: JsonValue = None
+    result_ref: ArtifactRef | None = Field(
+        default=None, description="A result too big to be inline lives here (then result is null)."
+    )
     error: str | None = None
     unroutable: tuple[Capability, ...] | None = Field(
         default=None, description="Set while no live agent announces these required capabilities."

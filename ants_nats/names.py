@@ -68,6 +68,11 @@ def fire_subject(name: str) -> str:
     return f"{FIRE_SUBJECT_PREFIX}.{name}"
 
 
+ARTIFACTS_BUCKET = "ants_artifacts"
+"""Object Store bucket (stream ``OBJ_ants_artifacts``) of payloads and results too big to be inline,
+and of the files handlers put (``TaskContext.put_artifact``); objects expire with the bucket's TTL."""
+
+
 NO_REQUIREMENTS_ROUTE = "any"
 """Route of tasks that require no capability: every agent serves it."""
 

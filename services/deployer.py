@@ -1,8 +1,10 @@
-"""Deployer: when an ``artifact.written`` mark appears, copy the artifact into a publish directory
-and lay an ``artifact.deployed`` mark. It knows nothing of who writes artifacts.
+"""Deployer: when an ``artifact.written`` mark appears, publish the artifact into a directory and
+lay an ``artifact.deployed`` mark. It knows nothing of who writes artifacts.
 
-Mark data it expects: ``{"path": "<file>"}``. A mark it cannot act on gets an
-``artifact.deploy_failed`` mark with the reason (nothing is dropped silently).
+Mark data it expects: ``{"artifact": <ArtifactRef>}`` (an artifact in the Object Store, written
+from any host, e.g. with ``TaskContext.put_artifact``), or ``{"path": "<file>"}`` for a file on
+this host. A mark it cannot act on gets an ``artifact.deploy_failed`` mark with the reason
+(nothing is dropped silently).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import argparse
 import asyncio
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ants_nats import Trail, TrailEvent, connect
+import pydantic
+
+from ants_nats import ArtifactNotFound, ArtifactRef, Artifacts, CorruptEntry, Trail, TrailEvent, connect
 from ants_nats.log import get_logger
 
 from . import _common
@@ -23,26 +27,40 @@ log = get_logger("deployer")
 WATCHED = "ants.trail.mark.artifact.written.>"
 
 
-def _publish(source: Path, publish_dir: Path, key: str) -> Path:
-    """Copy ``source`` into ``publish_dir`` as ``<key><suffix>``, atomically (copy, then rename)."""
-    if not source.is_file():
+def _publish(source: Path | bytes, publish_dir: Path, name: str) -> Path:
+    """Write ``source`` (a file to copy, or the bytes) into ``publish_dir`` as ``name``, atomically
+    (write, then rename)."""
+    if isinstance(source, Path) and not source.is_file():
         raise FileNotFoundError(f"no readable file at {str(source)!r}")
     publish_dir.mkdir(parents=True, exist_ok=True)
-    target = publish_dir / f"{key}{source.suffix}"
+    target = publish_dir / name
     partial = target.with_suffix(target.suffix + ".partial")
-    shutil.copyfile(source, partial)
+    if isinstance(source, Path):
+        shutil.copyfile(source, partial)
+    else:
+        partial.write_bytes(source)
     partial.replace(target)  # a reader of publish_dir never sees a half-written file
     return target
 
 
-async def deploy(trail: Trail, event: TrailEvent, publish_dir: Path) -> None:
+async def deploy(trail: Trail, artifacts: Artifacts, event: TrailEvent, publish_dir: Path) -> None:
     """Deploy the artifact named by one ``artifact.written`` mark."""
     data = event.data if isinstance(event.data, dict) else {}
     try:
-        if not isinstance(data.get("path"), str):
-            raise ValueError("the mark's data has no 'path'")
-        target = await asyncio.to_thread(_publish, Path(str(data["path"])), publish_dir, event.ref)
-    except (OSError, ValueError) as exc:
+        if "artifact" in data:
+            try:
+                ref = ArtifactRef.model_validate(data["artifact"])
+            except pydantic.ValidationError as exc:
+                raise ValueError(f"the mark's 'artifact' is not an artifact reference: {exc}") from exc
+            content = await artifacts.get(ref)
+            name = f"{event.ref}{PurePosixPath(ref.name).suffix}"
+            target = await asyncio.to_thread(_publish, content, publish_dir, name)
+        elif isinstance(data.get("path"), str):
+            source = Path(str(data["path"]))
+            target = await asyncio.to_thread(_publish, source, publish_dir, f"{event.ref}{source.suffix}")
+        else:
+            raise ValueError("the mark's data has neither 'artifact' nor 'path'")
+    except (OSError, ValueError, ArtifactNotFound, CorruptEntry) as exc:
         log.error("artifact.deploy_failed", key=event.ref, reason=str(exc))
         await trail.mark("artifact.deploy_failed", key=event.ref, data={"reason": str(exc)}, agent="deployer")
         return
@@ -54,8 +72,9 @@ async def serve(url: str, publish_dir: Path, *, durable: str = "deployer", seed:
     """React to every ``artifact.written`` mark, forever (replicas share ``durable``)."""
     async with connect(url, name="deployer", seed=seed) as nc:
         trail = await Trail.open(nc)
+        artifacts = Artifacts(nc.jetstream())
         async for event in trail.follow(WATCHED, durable=durable):
-            await deploy(trail, event, publish_dir)
+            await deploy(trail, artifacts, event, publish_dir)
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from ants_nats import (
     DependencyCycle,
+    EmbeddedServer,
     InvalidTask,
     Lease,
     LeaseLost,
@@ -21,6 +22,8 @@ from ants_nats import (
     TaskStatus,
     UnknownDependency,
 )
+
+from .conftest import fresh_board
 
 
 async def claim_ok(board: TaskBoard, task_id: str, agent: str) -> Lease:
@@ -171,7 +174,7 @@ async def test_submitting_against_a_done_dependency_is_ready_at_once(board: Task
         ([{"id": "t"}], InvalidTask),
         ([{"id": "t", "kind": "work", "requires": ["Not A Cap"]}], InvalidTask),
         ([{"id": "t", "kind": "work", "max_attempts": 0}], InvalidTask),
-        ([{"id": "t", "kind": "work", "payload": "x" * 70_000}], PayloadTooLarge),
+        ([{"id": "t", "kind": "work", "payload": float("nan")}], InvalidTask),
         ([{"id": "t", "kind": "work", "depends_on": ["ghost"]}], UnknownDependency),
         ([{"id": "t", "kind": "work", "depends_on": ["t"]}], DependencyCycle),
         (
@@ -200,14 +203,16 @@ async def test_existing_id_is_rejected_and_original_kept(board: TaskBoard) -> No
     assert (await board.get("t")).task.payload == 1
 
 
-async def test_payload_limit_is_named_in_the_error(board: TaskBoard) -> None:
-    with pytest.raises(PayloadTooLarge, match=r"limit is 65536 bytes"):
-        await board.submit({"id": "t", "kind": "work", "payload": "x" * 70_000})
-    await board.submit(Task(id="t", kind="work"))
-    lease = await claim_ok(board, "t", "a")
-    with pytest.raises(PayloadTooLarge):
-        await board.complete(lease, "y" * 70_000)
-    assert (await board.get("t")).status is TaskStatus.CLAIMED
+async def test_payload_limit_is_named_in_the_error(nats_server: EmbeddedServer) -> None:
+    async with fresh_board(nats_server.url, inline_bytes=1000, max_payload_bytes=50_000) as board:
+        with pytest.raises(PayloadTooLarge, match=r"limit is 50000 bytes"):
+            await board.submit({"id": "t", "kind": "work", "payload": "x" * 70_000})
+        assert await board.all_tasks() == []
+        await board.submit(Task(id="t", kind="work"))
+        lease = await claim_ok(board, "t", "a")
+        with pytest.raises(PayloadTooLarge):
+            await board.complete(lease, "y" * 70_000)
+        assert (await board.get("t")).status is TaskStatus.CLAIMED
 
 
 async def test_invalid_and_unknown_ids(board: TaskBoard) -> None:

@@ -12,6 +12,7 @@ from pydantic import JsonValue
 
 from .. import _tickets
 from .._store import Bucket, Conflict, ensure_kv
+from ..artifacts import Artifacts
 from ..cards import Directory
 from ..errors import CorruptEntry, InvalidTask, TaskNotFound
 from ..identity import Identity
@@ -47,6 +48,9 @@ class Core:
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
         self.reputation = Reputation(nc, config.reputation)
+        self.artifacts = Artifacts(
+            js, replicas=config.replicas, ttl=config.artifact_ttl, max_bytes=config.max_artifact_bytes
+        )
         self.identities: dict[str, Identity] = {}
         self._expiring = False
 

@@ -16,8 +16,16 @@ class BoardConfig:
     """Seconds a claim lives without a heartbeat before the server expires it."""
     replicas: int = 1
     """Replicas of the buckets and the work stream (3 on a 3-node cluster)."""
-    max_payload_bytes: int = 64 * 1024
+    inline_bytes: int = 64 * 1024
+    """Payloads and results larger than this (as JSON) are kept in the Object Store bucket
+    ``ants_artifacts``; the record holds a reference, and readers resolve it."""
+    max_payload_bytes: int = 64 * 1024 * 1024
     """Largest accepted task payload, and task result, as JSON."""
+    max_artifact_bytes: int = 1024 * 1024 * 1024
+    """Largest file or value a handler may store with ``TaskContext.put_artifact``."""
+    artifact_ttl: float | None = 14 * 24 * 3600.0
+    """Seconds an artifact is kept after it is written (the server removes it then): a finished
+    record's ``finished_ttl`` plus a week of work. None keeps artifacts forever."""
     task_history: int = 5
     """Revisions kept per task key (inspect them with ``nats kv history``)."""
     card_ttl: float = 10.0
@@ -33,11 +41,13 @@ class BoardConfig:
 
     def __post_init__(self) -> None:
         # The server rejects per-message TTLs under one second.
-        for name in ("lease_ttl", "card_ttl", "finished_ttl"):
+        for name in ("lease_ttl", "card_ttl", "finished_ttl", "artifact_ttl"):
             value = getattr(self, name)
             if value is not None and value < 1.0:
                 raise AntsError(f"BoardConfig.{name} must be at least 1 second")
         if not 0.0 <= self.claim_after < self.lease_ttl / 3:
             raise AntsError("BoardConfig.claim_after must be at least 0 and less than lease_ttl / 3")
+        if not 0 < self.inline_bytes <= self.max_payload_bytes:
+            raise AntsError("BoardConfig.inline_bytes must be positive and at most max_payload_bytes")
         if self.replicas not in (1, 3, 5):
             raise AntsError("BoardConfig.replicas must be 1, 3 or 5")

@@ -17,7 +17,7 @@ from .._connect import connect
 from .._watch import watch_values
 from ..errors import TaskCancelled, TaskFailed
 from ..identity import Identity
-from ..models import Schedule, Task, TaskRecord, TaskStatus, Ticket, parse_or_none
+from ..models import ArtifactRef, Schedule, Task, TaskRecord, TaskStatus, Ticket, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .cancel import Cancellation
@@ -52,6 +52,8 @@ class TaskBoard:
         """Live agent cards: who can do what right now."""
         self.reputation = core.reputation
         """Scores read from the ledger; every claim through this board checks them."""
+        self.artifacts = core.artifacts
+        """Payloads, results and files too big to be inline (Object Store ``ants_artifacts``)."""
         self._propagation = Propagation(core)
         self._recovery = Recovery(core, self._propagation)
         self._submission = Submission(core, self._propagation)
@@ -136,10 +138,28 @@ class TaskBoard:
         if not record.status.terminal:
             record = (await self.wait([task_id], timeout))[task_id]
         if record.status is TaskStatus.DONE:
-            return record.result
+            return await self.result_of(record)
         if record.status is TaskStatus.CANCELLED:
             raise TaskCancelled(f"task {task_id!r} was cancelled: {record.error}", record)
         raise TaskFailed(f"task {task_id!r} is {record.status.value}: {record.error}", record)
+
+    async def result_of(self, record: TaskRecord) -> JsonValue:
+        """The result ``record`` holds, read from the artifact store when it is too big to be inline
+        (``ArtifactNotFound`` once it has expired)."""
+        if record.result_ref is None:
+            return record.result
+        return await self.artifacts.get_json(record.result_ref)
+
+    async def payload_of(self, task: Task) -> JsonValue:
+        """The payload of ``task``, read from the artifact store when it is too big to be inline."""
+        if task.payload_ref is None:
+            return task.payload
+        return await self.artifacts.get_json(task.payload_ref)
+
+    async def get_artifact(self, ref: ArtifactRef) -> bytes:
+        """The bytes of an artifact (e.g. one a handler stored with ``ctx.put_artifact``), its
+        digest checked; ``ArtifactNotFound`` when it has expired or never existed."""
+        return await self.artifacts.get(ref)
 
     # ----------------------------------------------------------------- submitting
 

@@ -96,10 +96,10 @@ class Schedules:
         _check_name(name)
         schedule = _schedule(name, normalize_when(when), template, by)
         size = json_size(schedule.template.payload, what=f"payload of schedule {name!r}")
-        if size > self._core.config.max_payload_bytes:
+        if size > self._core.config.inline_bytes:  # the schedule is one message: no artifacts
             raise InvalidSchedule(
                 f"payload of schedule {name!r} is {size} bytes of JSON; "
-                f"the limit is {self._core.config.max_payload_bytes} bytes"
+                f"the limit is {self._core.config.inline_bytes} bytes"
             )
         await self.ensure()
         headers = {"Nats-Schedule": schedule.when, "Nats-Schedule-Target": fire_subject(name)}

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from ..errors import InvalidTask, LeaseLost, PayloadTooLarge
-from ..models import Outcome, TaskRecord, TaskStatus, utcnow
+from ..models import ArtifactRef, Outcome, TaskRecord, TaskStatus, utcnow
 from ..names import BAD_RESULT_MARK
 from ._core import Core, json_size
 from .claim import Claims
@@ -36,6 +36,7 @@ class Settlement:
         *,
         error: str | None = None,
         result: JsonValue = None,
+        result_ref: ArtifactRef | None = None,
     ) -> TaskRecord:
         """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
 
@@ -49,14 +50,14 @@ class Settlement:
                 await self._claims.check_lease_key(lease)
             except LeaseLost:
                 record, _ = await self._core.get_entry(lease.task_id)
-                if _ended_with(record, lease, outcome, error, result):
+                if _ended_with(record, lease, outcome, error, (result, result_ref)):
                     return record  # written already, lease key dropped: the answer was lost
                 raise
         attempt = attempt_of(lease, outcome, utcnow(), error)
 
         def ended(record: TaskRecord) -> TaskRecord | None:
             if not holds(lease, record):
-                if _ended_with(record, lease, outcome, error, result):
+                if _ended_with(record, lease, outcome, error, (result, result_ref)):
                     return None  # this very ending was written already (its answer was lost)
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             # A deferred claim's outcome is its first write: it records the claim's token too.
@@ -79,15 +80,22 @@ class Settlement:
 
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
         """See ``TaskBoard.complete``."""
-        limit = self._core.config.max_payload_bytes
+        config = self._core.config
         size = json_size(result, what=f"result of task {lease.task_id!r}")
-        if size > limit:
-            raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, limit)
+        if size > config.max_payload_bytes:
+            raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, config.max_payload_bytes)
+        ref = None
+        if size > config.inline_bytes:
+            # Named by the claim: a stale holder can never overwrite the current holder's result.
+            name = f"{lease.task_id}/result-{lease.token}-{lease.agent_id}"
+            ref = await self._core.artifacts.put_json(name, result)
+            result = None
         final = await self._settle(
             lease,
             "completed",
-            lambda _: {"status": TaskStatus.DONE, "result": result, "error": None},
+            lambda _: {"status": TaskStatus.DONE, "result": result, "result_ref": ref, "error": None},
             result=result,
+            result_ref=ref,
         )
         await self._core.event(
             "task.completed",
@@ -166,7 +174,11 @@ class Settlement:
 
 
 def _ended_with(
-    record: TaskRecord, lease: Lease, outcome: Outcome, error: str | None, result: JsonValue
+    record: TaskRecord,
+    lease: Lease,
+    outcome: Outcome,
+    error: str | None,
+    result: tuple[JsonValue, ArtifactRef | None],
 ) -> bool:
     """Whether ``record`` already ends ``lease``'s attempt this very way (outcome, error, result)."""
     last = record.attempts[-1] if record.attempts else None
@@ -177,4 +189,4 @@ def _ended_with(
         error,
     ):
         return False
-    return outcome != "completed" or record.result == result
+    return outcome != "completed" or (record.result, record.result_ref) == result

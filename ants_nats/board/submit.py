@@ -12,6 +12,7 @@ from pydantic import JsonValue
 from .. import matching
 from .._aio import gather_bounded
 from .._store import Conflict
+from ..artifacts import content_name
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..log import get_logger
@@ -35,22 +36,7 @@ class Submission:
     async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
         """See ``TaskBoard.submit_many``."""
         core, propagation = self._core, self._propagation
-        if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
-            raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
-        batch = [parse_task(task) for task in tasks]
-        for task in batch:
-            size = json_size(task.payload, what=f"payload of task {task.id!r}")
-            if size > core.config.max_payload_bytes:
-                raise PayloadTooLarge(f"payload of task {task.id!r}", size, core.config.max_payload_bytes)
-        check_batch(batch)
-        ids = {task.id for task in batch}
-        external = sorted({dep for task in batch for dep in task.depends_on if dep not in ids})
-        for dep, entry in zip(
-            external, await gather_bounded(core.tasks.get(d) for d in external), strict=True
-        ):
-            if entry is None:
-                raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
-
+        batch = await self._validated(tasks)
         dependents: dict[str, list[str]] = {task.id: [] for task in batch}
         for task in batch:
             for dep in task.depends_on:
@@ -107,6 +93,37 @@ class Submission:
                 await propagation.announce(record, revision)  # finishes an interrupted submission
             final[task.id] = record
         return [final[task.id] for task in batch]
+
+    async def _validated(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[Task]:
+        """The batch as tasks to write, or the first reason to reject it (nothing written yet but
+        the artifacts of large payloads, which are stored last)."""
+        config = self._core.config
+        if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
+            raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
+        batch = [parse_task(task) for task in tasks]
+        large: set[str] = set()
+        for task in batch:
+            size = json_size(task.payload, what=f"payload of task {task.id!r}")
+            if size > config.max_payload_bytes:
+                raise PayloadTooLarge(f"payload of task {task.id!r}", size, config.max_payload_bytes)
+            if size > config.inline_bytes:
+                large.add(task.id)
+        check_batch(batch)
+        ids = {task.id for task in batch}
+        external = sorted({dep for task in batch for dep in task.depends_on if dep not in ids})
+        entries = await gather_bounded(self._core.tasks.get(d) for d in external)
+        for dep, entry in zip(external, entries, strict=True):
+            if entry is None:
+                raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
+        return [await self._offload(task) if task.id in large else task for task in batch]
+
+    async def _offload(self, task: Task) -> Task:
+        """``task`` with its payload moved to the artifact store. The artifact is named by the
+        payload's content, so submitting the same task again is still the same task, and a
+        different task under a taken id cannot overwrite the payload of the one on the board."""
+        name, data = content_name(f"{task.id}/payload", task.payload)
+        ref = await self._core.artifacts.put(name, data)
+        return task.model_copy(update={"payload": None, "payload_ref": ref})
 
     async def _withdraw(self, written: Mapping[str, int]) -> None:
         """Remove the records a rejected batch wrote before the rejection was known (nothing has
