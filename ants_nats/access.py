@@ -1,22 +1,27 @@
 """Access control with NATS itself: a server configuration with one nkey user per agent.
 
-An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``) and may not
-delete, purge or reconfigure streams, buckets or consumers; an observer may read everything and
-write nothing. The server enforces it; the library turns refusals into ``PermissionDenied``.
+An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``), write only its
+own lease keys (``ants_leases/<task id>.<id>``: nobody can forge the expiry of another's claim),
+may not write the ledger, and may not delete, purge or reconfigure streams, buckets or consumers.
+The ledger service (a user of its own) is the only writer of ``ants_ledger``; an observer may read
+everything and write nothing. The server enforces it; the library turns refusals into
+``PermissionDenied``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .errors import InvalidTask
 from .names import (
     AGENTS_BUCKET,
+    ARTIFACTS_BUCKET,
     CARD_SUBJECT_PREFIX,
     LEASES_BUCKET,
     LEDGER_BUCKET,
     ROUTES_BUCKET,
+    SCHEDULE_SUBJECT_PREFIX,
     TASKS_BUCKET,
     TRAIL_SUBJECT_PREFIX,
     WORK_SUBJECT_PREFIX,
@@ -47,18 +52,20 @@ _READ_ONLY_API = [
 ]
 
 
-def agent_permissions(agent_id: str) -> dict[str, object]:
-    """Publish/subscribe permissions of agent ``agent_id``."""
+def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, object]:
+    """Publish/subscribe permissions of agent ``agent_id`` (and ``also`` these subjects)."""
     return {
         "publish": {
             "allow": [
+                *also,
                 f"{CARD_SUBJECT_PREFIX}.{agent_id}",
                 f"$KV.{AGENTS_BUCKET}.{agent_id}",
                 f"$KV.{TASKS_BUCKET}.>",
-                f"$KV.{LEASES_BUCKET}.>",
+                f"$KV.{LEASES_BUCKET}.*.{agent_id}",
                 f"$KV.{ROUTES_BUCKET}.>",
-                f"$KV.{LEDGER_BUCKET}.>",
                 f"{WORK_SUBJECT_PREFIX}.>",
+                f"{SCHEDULE_SUBJECT_PREFIX}.*",
+                f"$O.{ARTIFACTS_BUCKET}.>",
                 f"{TRAIL_SUBJECT_PREFIX}.>",
                 "$JS.API.>",
                 "$JS.ACK.>",
@@ -71,22 +78,31 @@ def agent_permissions(agent_id: str) -> dict[str, object]:
     }
 
 
+def ledger_permissions(name: str) -> dict[str, object]:
+    """An agent's permissions (it follows the trail like one) plus writing ``ants_ledger``."""
+    return agent_permissions(name, also=[f"$KV.{LEDGER_BUCKET}.>"])
+
+
 def observer_permissions() -> dict[str, object]:
     """Read-only permissions: watch and read everything, write nothing."""
     return {"publish": {"allow": _READ_ONLY_API, "deny": _DESTRUCTIVE}, "subscribe": {"allow": [">"]}}
 
 
-def server_config(agents: Mapping[str, str], observers: Mapping[str, str] = {}) -> str:
-    """A ``nats-server`` configuration block authorising ``agents`` and ``observers``.
+def server_config(
+    agents: Mapping[str, str], observers: Mapping[str, str] = {}, ledgers: Mapping[str, str] = {}
+) -> str:
+    """A ``nats-server`` configuration block authorising ``agents``, ``observers`` and ``ledgers``
+    (ledger services, the only writers of ``ants_ledger``).
 
-    Both map a name (the agent id, for agents) to the user's public nkey (``U...``, e.g.
+    Each maps a name (the agent id, for agents and ledgers) to the user's public nkey (``U...``, e.g.
     ``Identity.public_key``). The output is JSON, which the server's configuration format accepts.
     """
     users = []
-    for agent_id, nkey in sorted(agents.items()):
-        if not is_valid_id(agent_id):
-            raise InvalidTask(f"invalid agent id {agent_id!r}")
-        users.append({"nkey": _checked(nkey), "permissions": agent_permissions(agent_id)})
+    for role, members in ((agent_permissions, agents), (ledger_permissions, ledgers)):
+        for agent_id, nkey in sorted(members.items()):
+            if not is_valid_id(agent_id):
+                raise InvalidTask(f"invalid agent id {agent_id!r}")
+            users.append({"nkey": _checked(nkey), "permissions": role(agent_id)})
     for _, nkey in sorted(observers.items()):
         users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
     return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     config = command("config", "generate a server configuration with one nkey user per agent", server=False)
     config.add_argument("--agent", action="append", default=[], help="agent id (repeatable)")
     config.add_argument("--observer", action="append", default=[], help="read-only user name (repeatable)")
+    config.add_argument(
+        "--ledger", action="append", default=[], help="ledger service user, the only writer of the ledger"
+    )
     config.add_argument("--out", type=Path, required=True, help="directory for nats-server.conf and seeds")
     return parser
 
@@ -458,12 +461,13 @@ async def _trail(args: argparse.Namespace) -> int:
 
 
 async def _config(args: argparse.Namespace) -> int:
-    if not args.agent and not args.observer:
-        raise InvalidTask("name at least one --agent or --observer")
-    identities = {name: Identity.generate() for name in [*args.agent, *args.observer]}
+    if not args.agent and not args.observer and not args.ledger:
+        raise InvalidTask("name at least one --agent, --observer or --ledger")
+    identities = {name: Identity.generate() for name in [*args.agent, *args.observer, *args.ledger]}
     text = server_config(
         {a: identities[a].public_key for a in args.agent},
         {o: identities[o].public_key for o in args.observer},
+        {name: identities[name].public_key for name in args.ledger},
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nats-server.conf").write_text(text)

@@ -10,12 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.aio.client import Client
+from pydantic import JsonValue
 
 from ._store import Bucket, Conflict, ensure_kv
 from ._watch import watch_values
 from .log import get_logger
-from .models import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent, parse_or_none
-from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TRAIL_SUBJECT_PREFIX
+from .models import (
+    ANY_CAPABILITY,
+    AgentLedger,
+    Counts,
+    Score,
+    TaskRecord,
+    TaskStatus,
+    TrailEvent,
+    parse_or_none,
+)
+from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, is_valid_id
 from .reputation import COUNTED, EVIDENCE
 from .trail import Trail
 from .verify import Verifier
@@ -36,6 +46,26 @@ def accountable(event: TrailEvent) -> str | None:
         agent = data.get("agent")
         return agent if isinstance(agent, str) else None
     return event.agent
+
+
+def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
+    """Whether the task's record shows what ``event`` says its agent did (the board backs it).
+
+    An outcome needs an attempt with that agent, token and outcome; a claim, the agent holding the
+    task with that token (or an attempt of that claim); a bad-result mark, a done task that agent
+    completed. Anyone can write an event; only the board's compare-and-set writes make a record."""
+    if record is None:
+        return False
+    what = _what(event)
+    if what == "bad_result":
+        completer = next((a.agent for a in reversed(record.attempts) if a.outcome == "completed"), None)
+        return record.status is TaskStatus.DONE and completer is not None and completer == accountable(event)
+    if event.agent is None or event.token is None:
+        return False
+    mine = [a for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)]
+    if what == "claimed":
+        return bool(mine) or (record.holder, record.token) == (event.agent, event.token)
+    return any(a.outcome == what for a in mine)
 
 
 def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentLedger | None:
@@ -80,6 +110,7 @@ class Ledger:
         self._replicas = replicas
         self._half_life = half_life
         self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
+        self._tasks = Bucket(nc.jetstream(), TASKS_BUCKET)
 
     async def ensure(self) -> None:
         """Create the bucket unless it exists."""
@@ -132,21 +163,41 @@ class Ledger:
     ) -> None:
         """Follow the trail's task events forever, folding them into the ledger in order.
 
-        With a ``verifier``, events whose signature does not match their author's announced key
-        are left out (and recorded as ``corrupt.forged``): nobody can buy reputation with forgeries.
+        An event counts only when the board backs it (``backs``: the task's record shows that
+        agent's claim or outcome with that token); others are recorded as ``corrupt.unbacked`` and
+        change no score, so nobody can frame an agent, or credit one, by writing events. With a
+        ``verifier``, events whose signature does not match their author's announced key are left
+        out as well (``corrupt.forged``). Backing costs one read of the task's record per counted
+        event, here in the ledger, off the agents' path.
         """
         await self.ensure()
         async for event in trail.follow(WATCHED, durable=durable, in_order=True):
             if verifier is not None and await verifier.check(event) == "forged":
-                log.warning("ledger.forged_event", kind=event.kind, by=event.by, seq=event.seq)
-                await trail.emit(
-                    TrailEvent(
-                        kind="corrupt.forged", ref=str(event.seq), data={"kind": event.kind, "by": event.by}
-                    )
-                )
+                await self._reject(trail, "forged", event)
+                continue
+            if _what(event) not in COUNTED:
+                continue
+            if not backs(await self._record_of(event.ref), event):
+                await self._reject(trail, "unbacked", event)
                 continue
             if await self.record(event):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
+
+    async def _record_of(self, task_id: str) -> TaskRecord | None:
+        entry = await self._tasks.get(task_id) if is_valid_id(task_id) else None
+        return (
+            None
+            if entry is None
+            else parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
+        )
+
+    async def _reject(self, trail: Trail, why: str, event: TrailEvent) -> None:
+        """Leave an event out of the ledger, saying so on the trail."""
+        log.warning(
+            f"ledger.{why}_event", kind=event.kind, agent=accountable(event), by=event.by, seq=event.seq
+        )
+        data: JsonValue = {"kind": event.kind, "task": event.ref, "agent": accountable(event), "by": event.by}
+        await trail.emit(TrailEvent(kind=f"corrupt.{why}", ref=str(event.seq), data=data))
 
 
 __all__ = ["Ledger", "accountable", "apply"]

@@ -13,8 +13,16 @@ TASKS_BUCKET = "ants_tasks"
 """KV bucket: one key per task id, value a ``TaskRecord`` (spec + state)."""
 
 LEASES_BUCKET = "ants_leases"
-"""KV bucket: one key per task claimed directly (``TaskBoard.claim``), value a ``LeaseRecord``; keys
-expire on the server. Claims through a ticket keep their lease as the ticket's un-acked delivery."""
+"""KV bucket: one key ``<task id>.<agent id>`` per direct claim (``TaskBoard.claim``), value a
+``LeaseRecord``; keys expire on the server. Claims through a ticket keep their lease as the
+ticket's un-acked delivery."""
+
+
+def lease_key(task_id: str, agent_id: str) -> str:
+    """Key of ``agent_id``'s lease on ``task_id`` in ``ants_leases``: its own, so access control can
+    let each agent write only its own leases."""
+    return f"{task_id}.{agent_id}"
+
 
 ROUTES_BUCKET = "ants_routes"
 """KV bucket: one key per capability route (set of required capabilities), value a ``Route``."""

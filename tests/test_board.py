@@ -22,6 +22,7 @@ from ants_nats import (
     TaskStatus,
     UnknownDependency,
 )
+from ants_nats.names import lease_key
 
 from .conftest import fresh_board
 
@@ -63,7 +64,7 @@ async def test_expired_lease_returns_task_and_zombie_is_fenced_off(board: TaskBo
     await board.submit(Task(id="t1", kind="work"))
     zombie = await claim_ok(board, "t1", "zombie")
     kv = await board.nc.jetstream().key_value("ants_leases")
-    watcher = await kv.watch("t1")
+    watcher = await kv.watch(lease_key("t1", "zombie"))
     async for entry in watcher:  # the server's expiry marker is the event we wait for
         if entry is not None and entry.operation is not None:
             break
@@ -129,7 +130,7 @@ async def test_expired_attempts_dead_letter_with_history(board: TaskBoard) -> No
     await board.submit(Task(id="t1", kind="work", max_attempts=1))
     first = await claim_ok(board, "t1", "a")
     lease_kv = await board.nc.jetstream().key_value("ants_leases")
-    watcher = await lease_kv.watch("t1")
+    watcher = await lease_kv.watch(lease_key("t1", "a"))
     async for entry in watcher:
         if entry is not None and entry.operation is not None:
             break
@@ -139,7 +140,7 @@ async def test_expired_attempts_dead_letter_with_history(board: TaskBoard) -> No
     record = await board.get("t1")
     assert record.status is TaskStatus.DEAD
     assert [(a.agent, a.token, a.outcome) for a in record.attempts] == [("a", first.token, "expired")]
-    assert await board.leases.get("t1") is None
+    assert await board.leases.get(lease_key("t1", "a")) is None
 
 
 async def test_dependencies_gate_claims_and_results_flow(board: TaskBoard) -> None:

@@ -97,7 +97,7 @@ async def test_config_generator_output_is_accepted_by_the_server(tmp_path: Path)
 def test_config_without_users_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("config", "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "name at least one --agent or --observer" in result.stderr
+    assert "name at least one --agent, --observer or --ledger" in result.stderr
 
 
 async def test_agent_submit_and_the_inspection_commands(nats_server: EmbeddedServer, tmp_path: Path) -> None:

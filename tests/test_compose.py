@@ -57,7 +57,9 @@ async def test_the_mounted_server_config_is_the_generated_one_and_admits_every_s
         assert option(service["command"], "--name") in (None, user), name
         users[name] = user
     assert set(users) == set(services) - {"nats"}
-    args = ["config", "--out", str(tmp_path)] + [a for user in users.values() for a in ("--agent", user)]
+    # The ledger service is the only writer of the ledger: it has a role of its own.
+    roles = {user: "--ledger" if user == "ledger" else "--agent" for user in users.values()}
+    args = ["config", "--out", str(tmp_path)] + [a for user, role in roles.items() for a in (role, user)]
     assert await asyncio.to_thread(cli, args) == 0  # what the compose.yaml header tells users to run
     async with EmbeddedServer(extra_args=["-c", str(tmp_path / "nats-server.conf")]) as server:
         for user in users.values():

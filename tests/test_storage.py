@@ -20,6 +20,7 @@ from ants_nats import (
     TrailEvent,
 )
 from ants_nats._store import last_message
+from ants_nats.names import lease_key
 
 from .conftest import TEST_LEASE_TTL, fresh_board, wipe
 
@@ -105,7 +106,8 @@ async def test_records_are_kept_forever_when_asked(nats_server: EmbeddedServer) 
 async def test_a_direct_claims_lease_tombstone_expires(board: TaskBoard) -> None:
     await board.submit(Task(id="leased", kind="work"))
     await _finish(board, "leased")
-    msg = await last_message(board.nc.jetstream(), "KV_ants_leases", "$KV.ants_leases.leased", action="read")
+    subject = f"$KV.ants_leases.{lease_key('leased', 'worker')}"
+    msg = await last_message(board.nc.jetstream(), "KV_ants_leases", subject, action="read")
     assert msg is not None and (msg.headers or {}).get("KV-Operation") == "DEL"
     assert (msg.headers or {}).get("Nats-TTL") == f"{round(TEST_LEASE_TTL * 1000)}ms"
 

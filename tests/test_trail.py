@@ -9,6 +9,7 @@ import pytest
 
 from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, TrailEvent
 from ants_nats.models import utcnow
+from ants_nats.names import lease_key
 
 
 def summary(events: list[TrailEvent]) -> list[tuple[str, str | None, int | None]]:
@@ -41,7 +42,7 @@ async def test_expiry_failure_and_blocking_are_on_the_trail(board: TaskBoard) ->
     first = await board.claim("t", "a")
     assert isinstance(first, Lease)
     kv = await board.nc.jetstream().key_value("ants_leases")
-    watcher = await kv.watch("t")
+    watcher = await kv.watch(lease_key("t", "a"))
     async for entry in watcher:  # wait for the server's expiry marker
         if entry is not None and entry.operation is not None:
             break

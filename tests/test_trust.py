@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import pytest
 from pydantic import JsonValue
@@ -13,10 +13,12 @@ from ants_nats import (
     Agent,
     AntsError,
     BoardConfig,
+    CorruptEntry,
     EmbeddedServer,
     Identity,
     InvalidTask,
     Lease,
+    LeaseLost,
     Taken,
     Task,
     TaskBoard,
@@ -28,6 +30,7 @@ from ants_nats import (
 )
 from ants_nats.ledger import Ledger, accountable, apply
 from ants_nats.models import AgentLedger
+from ants_nats.names import lease_key
 from ants_nats.reputation import Reputation
 
 from .conftest import TEST_CARD_TTL
@@ -133,14 +136,9 @@ async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
 ) -> None:
     js = board.nc.jetstream()
     await board.submit_many([Task(id=f"c{i}", kind="work") for i in range(4)])
-    # The vandal: garbage over a task record, garbage in a lease, a lease with no TTL (it would
-    # block a direct claim forever), a malformed ticket and a malformed trail event.
+    # The vandal: garbage over a task record, a malformed ticket and a malformed trail event.
     revision = (await board.tasks.get("c0")).revision  # type: ignore[union-attr]
     await board.tasks.update("c0", b'{"status": "done", "result": "forged"', last=revision)
-    await board.leases.put("c1", b"\x00garbage")
-    await board.leases.put(
-        "c2", b'{"task_id": "c2", "agent": "vandal", "ttl": 1e9, "claimed_at": "2026-01-01T00:00:00Z"}'
-    )
     await js.publish("ants.work.any", b"{not a ticket")
     await js.publish("ants.trail.task.completed.c3", b"{not an event")
 
@@ -163,10 +161,10 @@ async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
     assert len(recorded["corrupt.ticket"]) == 1
     assert len(recorded["corrupt.event"]) == 1
 
-    # Agents claim through tickets and never needed those lease keys; a direct claim meets them,
-    # removes them and records it.
+    # Garbage in a direct holder's lease key: the next claimant meets it, removes it and records it.
     await board.submit(Task(id="d1", kind="work"))
-    await board.leases.put("d1", b"\x00garbage")
+    assert isinstance(await board.claim("d1", "holder"), Lease)
+    await board.leases.put(lease_key("d1", "holder"), b"\x00garbage")
     assert await board.claim("d1", "direct") == Taken("d1", "held", retry_after=0.0)
     assert isinstance(await board.claim("d1", "direct"), Lease)
     dropped = [e.ref for e in await board.trail.replay("ants.trail.corrupt.lease.>")]
@@ -243,15 +241,29 @@ async def test_the_ledger_ignores_forged_events_and_can_be_rebuilt_from_the_trai
     assert rebuilt.scores["cpu"].good == pytest.approx(stored.scores["cpu"].good)
 
 
+async def abandon(board: TaskBoard, agent: str, task_ids: list[str]) -> None:
+    """Real abandoned claims: ``agent`` claims each task directly and vanishes; once the server has
+    expired its lease keys, a claimant notices (the board records the expiries) and lets go."""
+    kv = await board.nc.jetstream().key_value("ants_leases")
+    for task_id in task_ids:
+        assert isinstance(await board.claim(task_id, agent), Lease)
+    for task_id in task_ids:
+        watcher = await kv.watch(lease_key(task_id, agent))
+        async for entry in watcher:  # the server's expiry marker is the event we wait for
+            if entry is not None and entry.operation is not None:
+                break
+        await watcher.stop()
+        finder = await board.claim(task_id, "finder")
+        assert isinstance(finder, Lease)
+        await board.release(finder)
+
+
 async def test_a_quarantined_agent_recovers_on_probation(board: TaskBoard) -> None:
     config = board.config.reputation
     async with ledger_running(board):
         # History: two abandoned claims put "lonely" in quarantine for "cpu".
-        for i in range(2):
-            await board.submit(Task(id=f"old{i}", kind="work", requires=("cpu",)))
-            await board.trail.emit(
-                TrailEvent(kind="task.expired", ref=f"old{i}", agent="lonely", data={"requires": ["cpu"]})
-            )
+        await board.submit_many([Task(id=f"old{i}", kind="work", requires=("cpu",)) for i in range(2)])
+        await abandon(board, "lonely", ["old0", "old1"])
         await until_ledger(board, "lonely", lambda e: e.totals.expired == 2)
         fresh = Reputation(board.nc, config)
         assert await fresh.quarantined("lonely", ["cpu"]) == ["cpu"]
@@ -271,10 +283,8 @@ async def test_a_quarantined_agent_recovers_on_probation(board: TaskBoard) -> No
 
 async def test_probation_never_spends_a_tasks_last_attempt(board: TaskBoard) -> None:
     async with ledger_running(board):
-        for i in range(2):
-            await board.trail.emit(
-                TrailEvent(kind="task.expired", ref=f"old{i}", agent="shaky", data={"requires": ["cpu"]})
-            )
+        await board.submit_many([Task(id=f"old{i}", kind="work", requires=("cpu",)) for i in range(2)])
+        await abandon(board, "shaky", ["old0", "old1"])
         await until_ledger(board, "shaky", lambda e: e.totals.expired == 2)
     await board.submit_many(
         [
@@ -285,3 +295,98 @@ async def test_probation_never_spends_a_tasks_last_attempt(board: TaskBoard) -> 
     assert isinstance(await board.claim("roomy", "shaky", probation=True), Lease)
     refused = await board.claim("final", "shaky", probation=True)
     assert isinstance(refused, Taken) and refused.quarantined == ("cpu",)
+
+
+# ---------------------------------------------------------------- attacks with an agent's write access
+
+
+async def _until_rejected(board: TaskBoard, why: str, count: int) -> list[TrailEvent]:
+    """The first ``count`` events the ledger left out as ``corrupt.<why>``."""
+    seen: list[TrailEvent] = []
+    async with asyncio.timeout(20), aclosing(board.trail.follow(f"ants.trail.corrupt.{why}.>")) as events:
+        async for event in events:
+            seen.append(event)
+            if len(seen) == count:
+                return seen
+    raise AssertionError("follow ended")
+
+
+async def test_outcomes_the_board_does_not_back_count_for_nothing(board: TaskBoard) -> None:
+    honest = Agent(board, name="honest", capabilities=["cpu"])
+    honest.handler("work")(Recorder().handle)
+    departed = Identity.generate()
+    async with honest, ledger_running(board) as ledger:
+        await board.submit(Task(id="real", kind="work", requires=("cpu",)))
+        await until_ledger(board, honest.id, lambda e: e.totals.completed == 1)
+        real = await board.get("real")
+        attempt = real.attempts[-1]
+        cpu = {"requires": ["cpu"]}
+        fakes = [
+            # Unsigned failures naming an honest agent whose handlers never fail ...
+            TrailEvent(kind="task.failed", ref="real", agent=honest.id, token=attempt.token, data=cpu),
+            TrailEvent(kind="task.failed", ref="real", agent=honest.id, token=attempt.token + 7, data=cpu),
+            TrailEvent(kind="task.failed", ref="nowhere", agent=honest.id, token=1, data=cpu),
+            # ... completions credited to a ghost that never existed ...
+            TrailEvent(kind="task.completed", ref="real", agent="ghost", token=attempt.token, data=cpu),
+            TrailEvent(kind="task.completed", ref="nowhere", agent="ghost", token=3, data=cpu),
+            # ... and an outcome an agent with no live card (it left) signed for itself.
+            TrailEvent(kind="task.completed", ref="real", agent="departed", by="departed", token=1, data=cpu),
+        ]
+        for fake in fakes:
+            signer = departed if fake.by == "departed" else None
+            await board.trail.emit(fake, signer=signer)
+        rejected = await _until_rejected(board, "unbacked", len(fakes))
+        after = await ledger.get(honest.id)
+        ghost = await ledger.get("ghost")
+        gone = await ledger.get("departed")
+    assert after.totals.failed == 0 and after.totals.completed == 1
+    assert ghost.totals == gone.totals == AgentLedger(agent="x").totals  # nothing counted
+    assert [e.data["agent"] for e in rejected if isinstance(e.data, dict)] == [
+        honest.id,
+        honest.id,
+        honest.id,
+        "ghost",
+        "ghost",
+        "departed",
+    ]
+
+
+async def test_a_zombie_cannot_report_progress_on_a_reclaimed_task(board: TaskBoard) -> None:
+    await board.submit(Task(id="z", kind="work"))
+    zombie = await board.claim("z", "zombie")
+    assert isinstance(zombie, Lease)
+    await board.progress(zombie, 0.1, "still mine")
+    kv = await board.nc.jetstream().key_value("ants_leases")
+    watcher = await kv.watch(lease_key("z", "zombie"))
+    async for entry in watcher:  # the server's expiry marker
+        if entry is not None and entry.operation is not None:
+            break
+    await watcher.stop()
+    fresh = await board.claim("z", "fresh")
+    assert isinstance(fresh, Lease)
+    with pytest.raises(LeaseLost):
+        await board.progress(zombie, 0.9, "a stale token")
+    await board.progress(fresh, 0.5, "the real holder")
+    progress = [(e.agent, e.data) for e in await board.trail.history("z") if e.kind == "task.progress"]
+    assert progress == [
+        ("zombie", {"fraction": 0.1, "note": "still mine"}),
+        ("fresh", {"fraction": 0.5, "note": "the real holder"}),
+    ]
+
+
+async def test_a_record_flooded_past_its_history_is_quarantined_clearly(board: TaskBoard) -> None:
+    await board.submit(Task(id="flooded", kind="work"))
+    for i in range(board.config.task_history + 1):  # every valid revision pushed out
+        await board.tasks.put("flooded", b"garbage %d" % i)
+    with pytest.raises(CorruptEntry, match="'flooded' is quarantined: all 5 kept revisions"):
+        await board.get("flooded")
+    with pytest.raises(CorruptEntry):
+        await board.claim("flooded", "someone")
+    (event,) = await board.trail.replay("ants.trail.corrupt.quarantined.>")
+    assert event.ref == "flooded"
+    # Other tasks are untouched, and agents drop the quarantined task's ticket instead of looping.
+    recorder = Recorder()
+    await board.submit(Task(id="fine", kind="work"))
+    async with swarm(board, recorder, 1):
+        assert (await board.wait(["fine"], timeout=20))["fine"].status is TaskStatus.DONE
+    assert recorder.runs == {"fine": 1}

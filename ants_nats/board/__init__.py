@@ -12,7 +12,7 @@ Protocol (every decision is a single compare-and-set write; there is no coordina
   record names the ticket (``ticket``), so whoever receives it next knows the old holder's lease
   ran out, counts the expired attempt and takes over (or dead-letters the task after
   ``max_attempts``). A direct ``claim(task_id, agent)``, which holds no ticket, keeps its lease as
-  ``ants_leases/<id>``, a key with a per-key TTL that its heartbeats renew.
+  ``ants_leases/<id>.<agent>``, a key of its own with a per-key TTL that its heartbeats renew.
 * Dependencies: a record lists the dependencies it still ``waits_on`` and its ``dependents``. The
   agent that completes a task removes it from each dependent (CAS); whoever empties the list
   publishes the dependent's ticket. A failed or dead task fails its dependents with a reason.

@@ -115,16 +115,29 @@ class Core:
 
         No honest writer produces an invalid record, so the key's history (``task_history``
         revisions) still holds the true state. The repair is a CAS on the bad revision and is
-        recorded on the trail as ``corrupt.task``.
+        recorded on the trail as ``corrupt.task``. A key flooded with more garbage than its history
+        keeps has lost its state: the task is quarantined (``corrupt.quarantined`` on the trail,
+        once per bad revision; every reader gets ``CorruptEntry``, agents drop its tickets).
         """
-        for entry in reversed(await self.tasks.history(task_id)):
+        history = await self.tasks.history(task_id)
+        for entry in reversed(history):
             record = parse_or_none(
                 TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}@{entry.revision}"
             )
             if record is not None and record.task.id == task_id:
                 break
         else:
-            raise CorruptEntry(f"{TASKS_BUCKET}/{task_id} holds no valid revision to restore")
+            log.error("task.quarantined", task_id=task_id, bad_revision=bad_revision, kept=len(history))
+            data: JsonValue = {"bad_revision": bad_revision, "kept_revisions": len(history)}
+            await self.trail.emit(
+                TrailEvent(kind="corrupt.quarantined", ref=task_id, data=data),
+                msg_id=f"corrupt.quarantined-{task_id}-{bad_revision}",
+            )
+            raise CorruptEntry(
+                f"task {task_id!r} is quarantined: all {len(history)} kept revisions of "
+                f"{TASKS_BUCKET}/{task_id} are invalid (flooded with garbage), so its state is lost; "
+                "submit it again under a new id"
+            )
         try:
             revision = await self.tasks.update(task_id, wire_bytes(record), last=bad_revision)
         except Conflict:

@@ -4,7 +4,9 @@ An agent claims through the task's *ticket* (``take``) and holds the delivery un
 works: the ticket's ack wait is the lease, ``in_progress`` the heartbeat, and the server
 redelivering the ticket the expiry. The record names the ticket, so whoever receives it next
 knows the old holder's lease ran out and takes over in the same CAS. A direct ``claim``, which
-holds no ticket, keeps its lease as the key ``ants_leases/<id>`` with a per-key TTL.
+holds no ticket, keeps its lease as the key ``ants_leases/<task id>.<agent id>`` with a per-key
+TTL: a key of the holder's own, so that where access control is on nobody else can write it (or
+forge its expiry), and the record's CAS alone decides who holds the task.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..models import (
     utcnow,
     wire_bytes,
 )
-from ..names import LEASES_BUCKET
+from ..names import LEASES_BUCKET, lease_key
 from ._core import Core, check_id
 from .lease import Lease, Taken, caps, claimed, expire, holds
 from .propagate import Propagation
@@ -108,7 +110,7 @@ class Claims:
             if record.status is TaskStatus.CLAIMED:
                 if record.ticket is None:
                     # A direct claim, kept alive by its lease key: it expired only if the key is gone.
-                    held = await self._held(task_id)
+                    held = await self._held(task_id, record.holder)
                     if held is not None:
                         return held
                 elif record.ticket != seq:
@@ -194,13 +196,18 @@ class Claims:
         if record.status is TaskStatus.CLAIMED and record.ticket is not None:
             # Held through its ticket: only the ticket's redelivery says that lease ran out.
             return Taken(task_id, "held", holder=record.holder, retry_after=core.config.lease_ttl)
+        lapsed = None
+        if record.status is TaskStatus.CLAIMED:
+            # Held directly: alive while its holder's own lease key lives.
+            held = await self._held(task_id, record.holder)
+            if held is not None:
+                return held
+            lapsed = (record.holder, record.token)
 
         now, ttl, token = utcnow(), core.config.lease_ttl, revision
         lease_value = LeaseRecord(task_id=task_id, agent=agent_id, ttl=ttl, claimed_at=now, token=token)
-        try:
-            lease_revision = await core.leases.create(task_id, wire_bytes(lease_value), ttl=ttl)
-        except Conflict:
-            return await self._held(task_id) or Taken(task_id, "held", retry_after=0.0)
+        # Our own key (nobody else writes it): the record's CAS below decides between claimants.
+        lease_revision = await core.leases.put(lease_key(task_id, agent_id), wire_bytes(lease_value), ttl=ttl)
 
         expired: Attempt | None = None
 
@@ -210,8 +217,9 @@ class Claims:
             if record.status.terminal or record.ticket is not None:
                 return None  # finished, or claimed through a ticket, since we looked
             if record.status is TaskStatus.CLAIMED:
-                # Our lease key create succeeded, so the previous holder's key is gone: it expired.
-                record, expired = expire(record, now)
+                if (record.holder, record.token) != lapsed:
+                    return None  # claimed by someone else since we looked
+                record, expired = expire(record, now)  # its holder's lease key is gone
                 if record.status is TaskStatus.DEAD:
                     return record
             return claimed(record, agent_id, token=token, now=now, ticket=None)
@@ -220,7 +228,7 @@ class Claims:
         if expired is not None:
             await self._recovery.expired(final, expired, noticed_by=agent_id)
         if final.status is not TaskStatus.CLAIMED or final.token != token or final.holder != agent_id:
-            await self.drop_lease(task_id, lease_revision)
+            await self.drop_lease(task_id, agent_id, lease_revision)
             if final.status is TaskStatus.CLAIMED:
                 return Taken(task_id, "held", holder=final.holder, retry_after=ttl)
             return Taken(task_id, "finished", status=final.status)
@@ -235,19 +243,22 @@ class Claims:
             "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
         )
 
-    async def _held(self, task_id: str) -> Taken | None:
-        """``held`` while the lease key of a direct claim lives; None once it is gone."""
+    async def _held(self, task_id: str, holder: str | None) -> Taken | None:
+        """``held`` while the lease key of ``holder``'s direct claim lives; None once it is gone."""
         core = self._core
-        entry = await core.leases.get(task_id)
+        if holder is None:
+            return None
+        key = lease_key(task_id, holder)
+        entry = await core.leases.get(key)
         if entry is None:
             return None
-        lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{task_id}")
+        lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{key}")
         # The server's write time, not anything in the value, says how old the lease is.
         age = (utcnow() - (entry.time or utcnow())).total_seconds()
         if lease is None or age > 2 * core.config.lease_ttl + _CLOCK_SKEW_S:
             # Garbage, or a lease written without a TTL that the server would have expired long
             # ago: no honest holder wrote it, so it must not block the task forever.
-            await self.drop_lease(task_id, entry.revision)
+            await self.drop_lease(task_id, holder, entry.revision)
             log.warning("lease.corrupt", task_id=task_id, revision=entry.revision, age=age)
             await core.trail.emit(
                 TrailEvent(kind="corrupt.lease", ref=task_id, data={"revision": entry.revision, "age": age})
@@ -255,16 +266,18 @@ class Claims:
             return Taken(task_id, "held", retry_after=0.0)
         return Taken(task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0))
 
-    async def drop_lease(self, task_id: str, revision: int) -> None:
-        """Delete a direct claim's lease key at ``revision`` (its tombstone expires after a TTL)."""
+    async def drop_lease(self, task_id: str, agent_id: str, revision: int) -> None:
+        """Delete ``agent_id``'s lease key on ``task_id`` at ``revision`` (its tombstone expires
+        after a TTL)."""
         # Conflict: already expired or replaced, so nothing of ours is left to remove.
         with contextlib.suppress(Conflict):
-            await self._core.leases.delete(task_id, last=revision, ttl=self._core.config.lease_ttl)
+            key, ttl = lease_key(task_id, agent_id), self._core.config.lease_ttl
+            await self._core.leases.delete(key, last=revision, ttl=ttl)
 
     async def check_lease_key(self, lease: Lease) -> None:
         """For a direct claim: ``LeaseLost`` unless its lease key still holds its token (then the
         key's revision is noted for the drop that follows)."""
-        entry = await self._core.leases.get(lease.task_id)
+        entry = await self._core.leases.get(lease_key(lease.task_id, lease.agent_id))
         token = None if entry is None else _lease_token(entry)
         if entry is None or token != lease.token:
             raise LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) is no longer held")
@@ -287,8 +300,9 @@ class Claims:
                 task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
             )
             try:
+                key = lease_key(lease.task_id, lease.agent_id)
                 lease._lease_revision = await core.leases.update(
-                    lease.task_id, wire_bytes(value), last=lease._lease_revision, ttl=lease.ttl
+                    key, wire_bytes(value), last=lease._lease_revision, ttl=lease.ttl
                 )
             except Conflict as exc:
                 raise LeaseLost(

@@ -232,7 +232,7 @@ class TaskBoard:
     async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
         """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
 
-        A direct claim holds no ticket, so its lease is the key ``ants_leases/<task id>`` with a
+        A direct claim holds no ticket, so its lease is the key ``ants_leases/<task id>.<agent>`` with a
         per-key TTL, renewed by ``heartbeat``. An agent quarantined for one of the task's
         capabilities is refused unless ``probation`` (the runtime sets it once a ticket has been
         offered ``probation_after`` times) and the task has more than one attempt left.

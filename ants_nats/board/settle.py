@@ -75,7 +75,7 @@ class Settlement:
 
         final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
         if lease._ticket is None:
-            await self._claims.drop_lease(lease.task_id, lease._lease_revision)
+            await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
         return final
 
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
@@ -149,6 +149,10 @@ class Settlement:
         if not 0.0 <= fraction <= 1.0:
             raise InvalidTask(f"progress must be within [0, 1], got {fraction}")
         await self._claims.confirm(lease)
+        # Fenced like every holder write: a holder whose task was claimed anew lays nothing.
+        record, _ = await self._core.get_entry(lease.task_id)
+        if not holds(lease, record):
+            raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
         await self._core.event(
             "task.progress",
             lease.task_id,

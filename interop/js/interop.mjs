@@ -15,7 +15,8 @@ try {
   const jsm = await jetstreamManager(nc);
 
   const task = (await tasks.get(readId)).json();
-  const lease = (await leases.get(readId)).json();
+  // A direct claim's lease key is the holder's own: <task id>.<agent id>.
+  const lease = (await leases.get(`${readId}.${task.holder}`)).json();
   const stored = await jsm.streams.getMessage("ANTS_TRAIL", {
     last_by_subj: `ants.trail.task.claimed.${readId}`,
   });
