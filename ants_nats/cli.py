@@ -28,9 +28,10 @@ from . import __version__
 from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
+from .dashboard import run_dashboard
 from .demo import HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
 from .errors import AntsError, InvalidSchedule, InvalidTask
-from .identity import Identity
+from .identity import Identity, read_seed
 from .ledger import Ledger
 from .log import configure_logging
 from .models import AgentCard, AgentLedger, Schedule, Task, TaskRecord, TaskStatus, utcnow
@@ -97,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     trail = command("trail", "print trail events", json_out=True)
     trail.add_argument("--subject", default="ants.trail.>", help="subject filter")
     trail.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    dashboard = command("dashboard", "serve a live, read-only web dashboard of the swarm on 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    dashboard.add_argument("--seed", type=Path, default=None, help="nkeys seed file (an observer's will do)")
 
     config = command("config", "generate a server configuration with one nkey user per agent", server=False)
     config.add_argument("--agent", action="append", default=[], help="agent id (repeatable)")
@@ -460,6 +465,13 @@ async def _trail(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dashboard(args: argparse.Namespace) -> int:
+    seed = read_seed(args.seed) if args.seed else None
+    return await run_dashboard(
+        args.server, port=args.port, seed=seed, say=lambda line: print(line, flush=True)
+    )
+
+
 async def _config(args: argparse.Namespace) -> int:
     if not args.agent and not args.observer and not args.ledger:
         raise InvalidTask("name at least one --agent, --observer or --ledger")
@@ -494,6 +506,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "agents": _agents,
     "reputation": _reputation,
     "trail": _trail,
+    "dashboard": _dashboard,
     "config": _config,
 }
 

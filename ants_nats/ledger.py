@@ -7,13 +7,14 @@ the follower runs ``in_order``, so a redelivered event is recognised and skipped
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 
 from nats.aio.client import Client
 from pydantic import JsonValue
 
 from ._store import Bucket, Conflict, ensure_kv
-from ._watch import watch_values
+from ._watch import watch_entries, watch_values
 from .log import get_logger
 from .models import (
     ANY_CAPABILITY,
@@ -134,6 +135,12 @@ class Ledger:
         async for key, value in watch_values(self._nc.jetstream(), LEDGER_BUCKET, history_only=True):
             found.append(self._parse(key, value))
         return found
+
+    async def watch(self) -> AsyncGenerator[tuple[str, AgentLedger | None], None]:
+        """Every agent's ledger entry, then each change as the projection makes it (None: removed)."""
+        async with aclosing(watch_entries(self._nc.jetstream(), LEDGER_BUCKET)) as entries:
+            async for agent, value in entries:
+                yield agent, (None if value is None else self._parse(agent, value))
 
     async def record(self, event: TrailEvent) -> bool:
         """Apply ``event`` to its agent's entry with CAS; True when it changed the ledger."""

@@ -8,6 +8,7 @@ by further deposits of the same mark, and the stream's ``max_age`` drops old eve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections import defaultdict
@@ -38,6 +39,8 @@ log = get_logger("trail")
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_BATCH = 256
 _FETCH_TIMEOUT_S = 1.0
+_VIEW_INACTIVE_S = 300.0
+"""The server removes a watch's consumer this long after its client vanished."""
 _REPLAY_TIMEOUT_S = 5.0
 
 
@@ -278,6 +281,38 @@ class Trail:
                     await msg.ack()
                 except nats.errors.Error as exc:  # the server redelivers it: at least once
                     log.warning("trail.ack_failed", consumer=name, seq=event.seq, error=str(exc))
+
+    async def watch(
+        self, subjects: str = f"{TRAIL_SUBJECT_PREFIX}.>", *, since: datetime | None = None
+    ) -> AsyncGenerator[TrailEvent, None]:
+        """Events under ``subjects`` (from ``since``, else new ones only), as they come, for a view.
+
+        Unlike ``follow`` nothing is acknowledged (an ordered push consumer, resumed by the client
+        after a gap), so read-only credentials may watch: an observer may not ack. Corrupt events
+        are skipped (``follow`` records them)."""
+        arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            arrived.put_nowait(msg)
+
+        async with translate_errors(f"watch {subjects}"):
+            sub = await self._js.subscribe(
+                subjects,
+                stream=TRAIL_STREAM,
+                cb=deliver,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW if since is None else DeliverPolicy.BY_START_TIME,
+                inactive_threshold=_VIEW_INACTIVE_S,
+                config=ConsumerConfig(opt_start_time=since),
+            )
+        try:
+            while True:
+                event = _parse(await arrived.get())
+                if event is not None:
+                    yield event
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def _consumer(self, config: ConsumerConfig) -> str:
         """The name of the consumer ``config`` describes: an existing durable as it is (changing

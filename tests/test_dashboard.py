@@ -1,0 +1,358 @@
+"""The dashboard: its HTTP face (always) and the page in a real headless Chromium (where one is)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import JsonValue
+
+from ants_nats import Agent, EmbeddedServer, Identity, Ledger, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats.access import server_config
+from ants_nats.dashboard import Dashboard, SwarmState
+from ants_nats.dashboard.hub import Hub
+
+Delta = dict[str, Any]
+LIVE_TIMEOUT_S = 20.0
+
+
+class Gate:
+    """A handler that finishes tasks at once, except ``held`` ones, which wait for ``release``."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = set(held)
+        self.release = asyncio.Event()
+        self.started: dict[str, asyncio.Event] = {task_id: asyncio.Event() for task_id in held}
+
+    async def handle(self, task: Task, ctx: TaskContext) -> JsonValue:
+        if task.id in self.held:
+            self.started[task.id].set()
+            await self.release.wait()
+        return {"task": task.id, "by": ctx.lease.agent_id}
+
+
+@asynccontextmanager
+async def agents(board: TaskBoard, gate: Gate, names: list[str]) -> AsyncIterator[list[Agent]]:
+    async with AsyncExitStack() as stack:
+        started = []
+        for name in names:
+            agent = Agent(board, name=name, capabilities=["work"], capacity=2)
+            agent.handler("work")(gate.handle)
+            started.append(await stack.enter_async_context(agent))
+        yield started
+
+
+@asynccontextmanager
+async def ledger_service(board: TaskBoard) -> AsyncIterator[None]:
+    """The ledger projection (reputation comes from it), running beside the test."""
+    task = asyncio.create_task(Ledger(board.nc).project(board.trail))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
+    """The JSON deltas of a server-sent event stream."""
+    data: list[str] = []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("data:"):
+            data.append(line.removeprefix("data:").strip())
+        elif not line and data:
+            yield json.loads("\n".join(data))
+            data = []
+
+
+async def until_all(deltas: AsyncIterator[Delta], *conditions: Callable[[Delta], bool]) -> None:
+    """Read deltas until each condition has held for one of them (in any order)."""
+    left = list(conditions)
+    async with asyncio.timeout(LIVE_TIMEOUT_S):
+        async for delta in deltas:
+            left = [seen for seen in left if not seen(delta)]
+            if not left:
+                return
+    raise AssertionError("the stream ended")
+
+
+def is_task(task_id: str, status: str) -> Callable[[Delta], bool]:
+    return lambda d: d["type"] == "task" and d["task"]["id"] == task_id and d["task"]["status"] == status
+
+
+# ---------------------------------------------------------------------- HTTP, no browser
+
+
+async def test_serves_the_page_and_its_assets_on_loopback(board: TaskBoard) -> None:
+    async with Dashboard(board, port=0) as dashboard, aiohttp.ClientSession() as http:
+        assert dashboard.url.startswith("http://127.0.0.1:")
+        async with http.get(dashboard.url) as page:
+            assert page.status == 200
+            assert "/static/app.js" in await page.text()
+            assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        for asset in ("app.js", "style.css", "index.html"):
+            async with http.get(f"{dashboard.url}static/{asset}") as response:
+                assert response.status == 200, asset
+                assert len(await response.read()) > 500, asset
+        async with http.get(f"{dashboard.url}static/../app.py") as response:
+            assert response.status in (403, 404)  # nothing but the static folder is served
+    with pytest.raises(RuntimeError):
+        _ = dashboard.url  # stopped: nothing is bound any more
+
+
+async def test_streams_a_snapshot_then_live_changes(board: TaskBoard) -> None:
+    gate = Gate()
+    async with (
+        Dashboard(board, port=0) as dashboard,
+        agents(board, gate, ["ant0", "ant1"]) as ants,
+        aiohttp.ClientSession() as http,
+    ):
+        await board.submit(Task(id="first", kind="work", requires=("work",)))
+        await board.submit(Task(id="orphan", kind="render", requires=("gpu",)))
+        await board.wait(["first"], timeout=LIVE_TIMEOUT_S)
+
+        async with http.get(f"{dashboard.url}api/events") as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            deltas = sse(stream)
+            snapshot = await anext(deltas)
+            assert snapshot["type"] == "snapshot"
+            # The feeds may still be catching up: what the snapshot lacks must come as deltas.
+            agents_seen = {a["id"] for a in snapshot["agents"]}
+            tasks_seen = {t["id"]: t["status"] for t in snapshot["tasks"]}
+            routes_seen = set(snapshot["routes"])
+            wanted = {a.id for a in ants}
+
+            def caught_up(delta: Delta) -> bool:
+                if delta["type"] == "card" and delta["card"] is not None:
+                    agents_seen.add(delta["id"])
+                if delta["type"] == "task":
+                    tasks_seen[delta["task"]["id"]] = delta["task"]["status"]
+                if delta["type"] == "route":
+                    routes_seen.add(delta["route"])
+                return (
+                    wanted <= agents_seen
+                    and tasks_seen.get("first") == "done"
+                    and "orphan" in tasks_seen
+                    and {"work", "gpu"} <= routes_seen
+                )
+
+            if not caught_up(snapshot):
+                await until_all(deltas, caught_up)
+
+            # A change made now reaches the open stream, as a record and as trail events.
+            await board.submit(Task(id="second", kind="work", requires=("work",), depends_on=("first",)))
+            # (records and trail events come through separate feeds: in either order)
+            await until_all(
+                deltas,
+                lambda d: is_task("second", "done")(d) and d["task"]["result_preview"] is not None,
+                lambda d: (
+                    d["type"] == "trail"
+                    and d["event"]["kind"] == "task.completed"
+                    and d["event"]["ref"] == "second"
+                ),
+            )
+
+            # Agents appear and leave as they do.
+            async with agents(board, gate, ["visitor"]) as (visitor,):
+                await until_all(
+                    deltas, lambda d: d["type"] == "card" and d["kind"] == "joined" and d["id"] == visitor.id
+                )
+            await until_all(
+                deltas, lambda d: d["type"] == "card" and d["kind"] == "left" and d["id"] == visitor.id
+            )
+
+        async with http.get(f"{dashboard.url}api/snapshot") as response:
+            snap = await response.json()
+        assert visitor.id not in {a["id"] for a in snap["agents"]}
+        by_id = {t["id"]: t for t in snap["tasks"]}
+        assert by_id["second"]["depends_on"] == ["first"]
+        assert by_id["orphan"]["unroutable"] == ["gpu"]
+        assert {a.id for a in ants} <= {a["id"] for a in snap["agents"]}
+        assert "work" in snap["routes"] and "work" in snap["queues"]
+        assert sum(b["done"] for b in snap["metrics"]["buckets"]) >= 2
+        assert {"task.submitted", "task.completed"} <= {e["kind"] for e in snap["trail"]}
+
+
+async def test_a_task_s_record_and_history(board: TaskBoard) -> None:
+    gate = Gate()
+    async with (
+        Dashboard(board, port=0) as dashboard,
+        agents(board, gate, ["ant0"]),
+        aiohttp.ClientSession() as http,
+    ):
+        await board.submit(Task(id="one", kind="work", requires=("work",), payload={"n": 1}))
+        await board.wait(["one"], timeout=LIVE_TIMEOUT_S)
+        async with http.get(f"{dashboard.url}api/task/one") as response:
+            detail = await response.json()
+        assert detail["record"]["status"] == "done"
+        assert detail["record"]["task"]["payload"] == {"n": 1}
+        assert detail["record"]["result"]["task"] == "one"
+        kinds = [e["kind"] for e in detail["history"]]
+        assert kinds[0] == "task.submitted" and "task.completed" in kinds
+        async with http.get(f"{dashboard.url}api/task/missing") as response:
+            assert response.status == 404
+        async with http.get(f"{dashboard.url}api/task/no%20such") as response:
+            assert response.status == 400
+
+
+async def test_a_tab_that_lags_is_dropped_and_the_others_keep_going() -> None:
+    hub = Hub(SwarmState(), queue_frames=3)
+    lagging, keeping_up = hub.subscribe(), hub.subscribe()
+    assert b'"type":"snapshot"' in (await keeping_up.next() or b"")
+    for i in range(5):
+        hub.publish({"type": "test", "n": i})
+        assert f'"n":{i}'.encode() in (await keeping_up.next() or b"")
+    assert lagging.dropped and not keeping_up.dropped
+    assert await lagging.next() is None  # its stream ends: the browser reconnects to a snapshot
+    assert hub.tabs == 1
+
+
+OBSERVER = Identity.generate()
+AGENT = Identity.generate()
+
+
+async def test_works_with_observer_credentials(tmp_path: Path) -> None:
+    config = tmp_path / "auth.conf"
+    config.write_text(server_config({"ant-a": AGENT.public_key}, {"watcher": OBSERVER.public_key}))
+    gate = Gate()
+    async with (
+        EmbeddedServer(extra_args=["-c", str(config)]) as server,
+        TaskBoard.connect(server.url, seed=AGENT.seed) as board,
+        TaskBoard.connect(server.url, seed=OBSERVER.seed) as observer,
+        Dashboard(observer) as dashboard,
+        aiohttp.ClientSession() as http,
+    ):
+        agent = Agent(board, name="a", agent_id="ant-a", identity=AGENT, capabilities=["work"])
+        agent.handler("work")(gate.handle)
+        async with agent, http.get(f"{dashboard.url}api/events") as stream:
+            deltas = sse(stream)
+            assert (await anext(deltas))["type"] == "snapshot"
+            await board.submit(Task(id="watched", kind="work", requires=("work",)))
+            await until_all(
+                deltas,
+                is_task("watched", "done"),
+                lambda d: d["type"] == "card" and d["id"] == "ant-a",
+                lambda d: d["type"] == "trail" and d["event"]["kind"] == "task.completed",
+            )
+
+
+# ---------------------------------------------------------------------- a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _browser_missing() -> str | None:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401, PLC0415  # optional: only this test drives a browser
+    except ImportError:
+        return "needs selenium (pip install selenium)"
+    return None
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium driven by Debian's chromedriver (never a downloaded one)."""
+    from selenium import webdriver  # noqa: PLC0415  # optional dependency, see _browser_missing
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    for chatty in ("selenium", "urllib3"):  # their debug lines would carry whole screenshots
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, css: str, timeout: float = LIVE_TIMEOUT_S) -> Any:
+    """The element ``css`` selects, once the page shows it (WebDriverWait polls the DOM)."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions as ec  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_path: Path) -> None:
+    gate = Gate("held")
+    async with (
+        ledger_service(board),
+        agents(board, gate, ["ant0", "ant1"]) as ants,
+        Dashboard(board) as dashboard,
+    ):
+        await board.submit_many(
+            [
+                Task(id="warmup", kind="work", requires=("work",)),
+                Task(id="held", kind="work", requires=("work",)),
+                Task(id="after", kind="work", requires=("work",), depends_on=("held",)),
+                Task(id="needs-gpu", kind="render", requires=("gpu",)),
+            ]
+        )
+        await board.trail.mark("artifact.written", key="early", intensity=2.0)  # before the page loads
+        await gate.started["held"].wait()
+        with chromium() as driver:
+
+            def before() -> None:
+                driver.get(dashboard.url)
+                wait_for(driver, '#connection[data-state="live"]')
+                wait_for(driver, '[data-task="held"][data-status="claimed"]')
+                wait_for(driver, '[data-task="warmup"][data-status="done"]')
+                wait_for(driver, '[data-task="after"][data-status="pending"]')
+                wait_for(driver, '[data-unroutable="needs-gpu"]')
+                driver.execute_script("location.hash = '#agents'")
+                for ant in ants:
+                    wait_for(driver, f'[data-agent="{ant.id}"]')
+                wait_for(driver, '[data-agent] [data-held="1"] [data-task-link="held"]')  # one holds it
+                wait_for(driver, '[data-agent] [data-capability="work"]')  # reputation, from the ledger
+                driver.save_screenshot(str(tmp_path / "agents.png"))
+                driver.execute_script("window.__sameDocument = true; location.hash = '#swarm'")
+
+            await asyncio.to_thread(before)
+            gate.release.set()  # the held task completes now, while the page is open
+            await board.trail.mark("artifact.written", key="late", agent=ants[0].id)
+
+            def after() -> None:
+                from selenium.webdriver.common.by import By  # noqa: PLC0415  # optional dependency
+
+                wait_for(driver, '[data-task="held"][data-status="done"]')
+                wait_for(driver, '[data-task="after"][data-status="done"]')
+                assert driver.execute_script("return window.__sameDocument === true"), "the page reloaded"
+                driver.save_screenshot(str(tmp_path / "swarm.png"))
+                driver.execute_script("location.hash = '#task/held'")
+                wait_for(driver, '[data-task-detail="held"][data-status="done"]')
+                wait_for(driver, '[data-history="held"] [data-kind="task.completed"]')
+                wait_for(driver, '#graph [data-node="after"][data-status="done"]')
+                driver.save_screenshot(str(tmp_path / "task.png"))
+                driver.execute_script("location.hash = '#trail'")
+                wait_for(driver, '#trail-list [data-kind="task.completed"]')
+                wait_for(driver, '[data-mark="ants.trail.mark.artifact.written.early"]')
+                wait_for(driver, '[data-mark="ants.trail.mark.artifact.written.late"]')
+                marks = driver.find_elements(By.CSS_SELECTOR, "#marks-table [data-mark]")
+                assert marks[0].get_attribute("data-mark").endswith(".early")  # strongest first
+                driver.save_screenshot(str(tmp_path / "trail.png"))
+                severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+                assert not severe, severe  # no script error, no blocked (off-site) resource
+
+            await asyncio.to_thread(after)
+        final = await board.wait(["held", "after"], timeout=LIVE_TIMEOUT_S)
+        assert all(r.status is TaskStatus.DONE for r in final.values())
+    for shot in ("agents.png", "swarm.png", "task.png", "trail.png"):
+        assert (tmp_path / shot).stat().st_size > 10_000, shot
