@@ -358,7 +358,7 @@ class Bucket:
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create stream ``config.name`` unless it exists (an existing one is used as configured, but
-    for being opened up to atomic batches when ``config.allow_atomic`` asks for them)."""
+    for being opened up to atomic batches and direct gets when ``config`` asks for them)."""
 
     async def op() -> StreamConfig | None:
         try:
@@ -368,22 +368,24 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             return None
 
     existing = await patiently(js, f"open stream {config.name}", op)
-    if config.allow_atomic and existing is not None:
-        await _allow_atomic(js, existing)
+    if existing is not None:
+        await _open_up(js, existing, atomic=bool(config.allow_atomic), direct=bool(config.allow_direct))
 
 
-async def _allow_atomic(js: JetStreamContext, config: StreamConfig) -> None:
-    """Let a stream that predates atomic batches take them (without, batches fall back to single
-    writes, which only costs speed)."""
-    if config.allow_atomic:
+async def _open_up(js: JetStreamContext, config: StreamConfig, *, atomic: bool, direct: bool) -> None:
+    """Let a stream that predates them take atomic batches (without, batches fall back to single
+    writes, which only costs speed) or direct gets (which ``nats stream view`` uses)."""
+    missing = (atomic and not config.allow_atomic) or (direct and not config.allow_direct)
+    if not missing:
         return
-    config.allow_atomic = True
-    action = f"allow atomic batches on {config.name}"
+    config.allow_atomic = config.allow_atomic or atomic
+    config.allow_direct = config.allow_direct or direct
+    action = f"open up stream {config.name}"
     try:
         async with translate_errors(action):
             await refusable(js._nc, requesting_jetstream, js.update_stream(config), action=action)
     except (nats.js.errors.APIError, AntsError) as exc:  # e.g. an agent may not reconfigure
-        log.warning("stream.atomic_unavailable", stream=config.name, error=str(exc))
+        log.warning("stream.upgrade_unavailable", stream=config.name, error=str(exc))
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -432,5 +434,5 @@ async def ensure_kv(
 
     config = await patiently(js, f"open bucket {bucket}", op)
     if atomic:
-        await _allow_atomic(js, config)
+        await _open_up(js, config, atomic=True, direct=False)
     return config

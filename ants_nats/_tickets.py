@@ -66,6 +66,7 @@ class Routes:
                 num_replicas=self._replicas,
                 duplicate_window=_DUPLICATE_WINDOW_S,
                 allow_atomic=True,
+                allow_direct=True,  # ``nats stream view ANTS_WORK`` reads with direct gets
             ),
         )
 

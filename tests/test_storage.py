@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.js.api import RetentionPolicy, StreamConfig
 
 from ants_nats import (
     EmbeddedServer,
@@ -18,6 +19,7 @@ from ants_nats import (
     Trail,
     TrailConfig,
     TrailEvent,
+    connect,
 )
 from ants_nats._store import last_message
 from ants_nats.names import lease_key
@@ -124,3 +126,20 @@ async def test_the_trail_drops_its_oldest_events_beyond_its_byte_cap(nats_server
         state = (await board.nc.jetstream().stream_info("ANTS_TRAIL")).state
     assert state.bytes <= cap
     assert state.first_seq > 1 and state.last_seq == 400  # the oldest went, the newest stayed
+
+
+async def test_the_ticket_stream_takes_direct_gets_even_when_made_without(
+    nats_server: EmbeddedServer,
+) -> None:
+    # A stream made before direct gets were asked for (as by an older release) is opened up.
+    await wipe(nats_server.url)
+    async with connect(nats_server.url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(name="ANTS_WORK", subjects=["ants.work.>"], retention=RetentionPolicy.WORK_QUEUE)
+        )
+        async with TaskBoard.connect(nats_server.url) as board:
+            await board.submit(Task(id="viewable", kind="work"))
+        assert (await js.stream_info("ANTS_WORK")).config.allow_direct
+        ticket = await js.get_msg("ANTS_WORK", subject="ants.work.any", direct=True)
+        assert b'"task_id":"viewable"' in (ticket.data or b"")
