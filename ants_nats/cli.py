@@ -15,7 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +28,7 @@ from . import __version__
 from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
-from .dashboard import run_dashboard
+from .dashboard import Dashboard, run_dashboard
 from .demo import HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
 from .errors import AntsError, InvalidSchedule, InvalidTask
 from .identity import Identity, read_seed
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--documents", type=int, default=8, help="documents in the pipeline (default 8)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the unreliable agent's failures")
     demo.add_argument("--server", default=os.environ.get("ANTS_NATS_URL"), help="use this server instead")
+    demo.add_argument("--dashboard", action="store_true", help="serve the live dashboard; stay up after")
 
     server = command("server", "run an embedded JetStream server until Ctrl-C", server=False)
     server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
@@ -204,12 +205,36 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"ants-nats demo: {len(SWARM)} agent processes, {args.documents * 3 + 1} tasks")
 
     async def run(url: str, traffic: Callable[[], Awaitable[tuple[int, int]]] | None) -> DemoSummary:
-        return await run_demo(url, documents=args.documents, seed=args.seed, say=print, traffic=traffic)
+        async with AsyncExitStack() as stack:
+            if args.dashboard:
+                board = await stack.enter_async_context(TaskBoard.connect(url, name="ants-nats-dashboard"))
+                dashboard = await stack.enter_async_context(Dashboard(board))
+                print(f"dashboard at {dashboard.url}", flush=True)
+            async with asyncio.timeout(DEMO_DEADLINE_S):
+                summary = await run_demo(
+                    url, documents=args.documents, seed=args.seed, say=print, traffic=traffic
+                )
+            _report(summary)
+            if args.dashboard:
+                print(f"\nthe dashboard stays up at {dashboard.url}; Ctrl-C stops it", flush=True)
+                await _until_stopped()
+        return summary
 
-    async with asyncio.timeout(DEMO_DEADLINE_S):
-        summary = await _run_demo_somewhere(args, run)
-    _report(summary)
+    summary = await _run_demo_somewhere(args, run)
     return 0 if summary.by_status.get("done", 0) == len(summary.records) else 1
+
+
+async def _until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM (then return normally, so everything shuts down in order)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _run_demo_somewhere(

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -356,3 +358,38 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
         assert all(r.status is TaskStatus.DONE for r in final.values())
     for shot in ("agents.png", "swarm.png", "task.png", "trail.png"):
         assert (tmp_path / shot).stat().st_size > 10_000, shot
+
+
+async def test_the_demo_serves_the_dashboard_and_stays_up_until_interrupted(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    command = ("-m", "ants_nats.cli", "demo", "--documents", "1", "--dashboard", "--server", nats_server.url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+
+    async def line_with(text: str) -> str:
+        assert proc.stdout is not None
+        while line := (await proc.stdout.readline()).decode():
+            if text in line:
+                return line
+        raise AssertionError(f"the demo ended before saying {text!r}: {(await proc.stderr.read())!r}")
+
+    try:
+        async with asyncio.timeout(90):
+            url = (await line_with("dashboard at ")).split("dashboard at ")[1].strip()
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as page:
+                    assert page.status == 200 and "text/html" in page.content_type
+                await line_with("the dashboard stays up")
+                async with http.get(f"{url}api/snapshot") as response:
+                    snapshot = await response.json()
+            statuses = {task["id"]: task["status"] for task in snapshot["tasks"]}
+            assert len(statuses) == 4 and set(statuses.values()) == {"done"}, statuses
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
