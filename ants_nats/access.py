@@ -1,6 +1,7 @@
 """Access control with NATS itself: a server configuration with one nkey user per agent.
 
-An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``), write only its
+An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``), lay trail events
+only in its own name (``ants.trail.<kind>.<ref>.<id>``, or naming no author), write only its
 own lease keys (``ants_leases/<task id>.<id>``: nobody can forge the expiry of another's claim),
 may not write the ledger, and may not delete, purge or reconfigure streams, buckets or consumers.
 The ledger service (a user of its own) is the only writer of ``ants_ledger``; an observer may read
@@ -16,10 +17,12 @@ from collections.abc import Mapping, Sequence
 from .errors import InvalidTask
 from .names import (
     AGENTS_BUCKET,
+    ANONYMOUS,
     ARTIFACTS_BUCKET,
     CARD_SUBJECT_PREFIX,
     LEASES_BUCKET,
     LEDGER_BUCKET,
+    MAX_KIND_TOKENS,
     ROUTES_BUCKET,
     SCHEDULE_SUBJECT_PREFIX,
     TASKS_BUCKET,
@@ -66,7 +69,7 @@ def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, o
                 f"{WORK_SUBJECT_PREFIX}.>",
                 f"{SCHEDULE_SUBJECT_PREFIX}.*",
                 f"$O.{ARTIFACTS_BUCKET}.>",
-                f"{TRAIL_SUBJECT_PREFIX}.>",
+                *trail_permissions(agent_id),
                 "$JS.API.>",
                 "$JS.ACK.>",
                 *_READ_ONLY_API,
@@ -76,6 +79,16 @@ def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, o
         "subscribe": {"allow": [">"]},
         "allow_responses": True,  # answering nats.micro PING/INFO/STATS requests
     }
+
+
+def trail_permissions(agent_id: str) -> list[str]:
+    """The trail subjects ``agent_id`` may publish on: events ending with its own id (``by``), or
+    naming no author (``_``), for every length of kind; never one in another agent's name."""
+    return [
+        f"{TRAIL_SUBJECT_PREFIX}.{'*.' * (kind_tokens + 1)}{author}"
+        for kind_tokens in range(2, MAX_KIND_TOKENS + 1)
+        for author in (agent_id, ANONYMOUS)
+    ]
 
 
 def ledger_permissions(name: str) -> dict[str, object]:

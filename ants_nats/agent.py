@@ -33,7 +33,7 @@ from .errors import AntsError, ArtifactNotFound, CorruptEntry, LeaseLost, Server
 from .identity import Identity
 from .log import get_logger
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
-from .names import WORK_STREAM, is_valid_id, requires_of, trail_subject, work_consumer
+from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
 
 log = get_logger("agent")
@@ -165,7 +165,7 @@ class Agent:
         self.board.sign_as(self.id, self.identity)
         async with translate_errors("listen for cancels"):
             self._cancels = await self.board.nc.subscribe(
-                trail_subject("task.cancelled", "*"), cb=self._on_cancel
+                trail_filter("task.cancelled"), cb=self._on_cancel
             )
             await self.board.nc.flush()  # the server knows of the subscription from here on
         self._listening_since = utcnow()

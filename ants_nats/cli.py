@@ -34,6 +34,8 @@ from .errors import AntsError, InvalidSchedule, InvalidTask
 from .identity import Identity, read_seed
 from .ledger import Ledger
 from .log import configure_logging
+from .mcp import add_arguments as add_mcp_arguments
+from .mcp import run as run_mcp
 from .models import AgentCard, AgentLedger, Schedule, Task, TaskRecord, TaskStatus, utcnow
 from .server import EmbeddedServer, monitor_json
 from .views import agents_table, event_line, reputation_table, schedules_table, tasks_table
@@ -99,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     trail = command("trail", "print trail events", json_out=True)
     trail.add_argument("--subject", default="ants.trail.>", help="subject filter")
     trail.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    add_mcp_arguments(command("mcp", "serve the board to MCP clients (stdio or Streamable HTTP)"))
 
     dashboard = command("dashboard", "serve a live, read-only web dashboard of the swarm on 127.0.0.1")
     dashboard.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
@@ -532,6 +536,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "reputation": _reputation,
     "trail": _trail,
     "dashboard": _dashboard,
+    "mcp": run_mcp,
     "config": _config,
 }
 

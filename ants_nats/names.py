@@ -94,8 +94,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 CAPABILITY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Capability names and task kinds: lower case, safe as a subject token."""
 
-MARK_NAME_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
-"""Names of marks: dotted lower-case tokens, e.g. ``artifact.written``."""
+MARK_NAME_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+){0,4}$"
+"""Names of marks: one to five dotted lower-case tokens, e.g. ``artifact.written``."""
 
 _ID_RE = re.compile(ID_PATTERN)
 
@@ -130,9 +130,29 @@ def work_consumer(route: str, *, express: bool = False) -> str:
     return f"work_{route}_{EXPRESS_LANE}" if express else f"work_{route}"
 
 
-def trail_subject(kind: str, ref: str) -> str:
-    """Subject of a trail event: ``ants.trail.<kind>.<ref>`` (``kind`` is dotted, e.g. ``task.claimed``)."""
+ANONYMOUS = "_"
+"""The author token of a trail event that names no author (``by`` unset): never an agent id."""
+
+MAX_KIND_TOKENS = 6
+"""Most dot-separated tokens in an event's kind (``mark.`` and a mark name of up to five): access
+control lists one pattern per length, since NATS wildcards cannot end a subject after a ``>``."""
+
+
+def trail_topic(kind: str, ref: str) -> str:
+    """What an event is about, as its subject without the author: ``ants.trail.<kind>.<ref>``
+    (``kind`` is dotted, e.g. ``task.claimed``); every deposit of one mark shares it."""
     return f"{TRAIL_SUBJECT_PREFIX}.{kind}.{ref}"
+
+
+def trail_subject(kind: str, ref: str, by: str | None) -> str:
+    """Subject of a trail event: ``ants.trail.<kind>.<ref>.<by>``, ending with its author's id (or
+    ``_``), so that access control can let each agent lay events in its own name only."""
+    return f"{trail_topic(kind, ref)}.{by or ANONYMOUS}"
+
+
+def trail_filter(kind: str, ref: str = "*") -> str:
+    """A filter for the events of ``kind`` (may hold wildcards) about ``ref``, whoever laid them."""
+    return f"{trail_topic(kind, ref)}.*"
 
 
 def card_subject(agent_id: str) -> str:

@@ -32,7 +32,15 @@ from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
 from .models import TrailEvent, parse_or_none, utcnow, wire_bytes
-from .names import MARK_NAME_PATTERN, TRAIL_STREAM, TRAIL_SUBJECT_PREFIX, is_valid_id, trail_subject
+from .names import (
+    MARK_NAME_PATTERN,
+    TRAIL_STREAM,
+    TRAIL_SUBJECT_PREFIX,
+    is_valid_id,
+    trail_filter,
+    trail_subject,
+    trail_topic,
+)
 
 log = get_logger("trail")
 
@@ -62,6 +70,7 @@ class Scent:
     """The current strength of one mark (name + key), summed over every deposit."""
 
     subject: str
+    """The mark's topic, ``ants.trail.mark.<name>.<key>`` (its deposits add an author token)."""
     name: str
     key: str
     strength: float
@@ -69,9 +78,20 @@ class Scent:
     last: TrailEvent
 
 
+def _read(subject: str, data: bytes, seq: int) -> TrailEvent | None:
+    """The event stored as ``seq`` on ``subject``, or None when it is not one, or not on the subject
+    of its author (an event in another agent's name, which access control refuses to publish)."""
+    event = parse_or_none(TrailEvent, data, where=subject)
+    if event is None:
+        return None
+    if subject != trail_subject(event.kind, event.ref, event.by):
+        log.warning("trail.misplaced_event", subject=subject, kind=event.kind, by=event.by)
+        return None
+    return event.model_copy(update={"seq": seq})
+
+
 def _parse(msg: Msg) -> TrailEvent | None:
-    event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
-    return None if event is None else event.model_copy(update={"seq": msg.metadata.sequence.stream})
+    return _read(msg.subject, msg.data, msg.metadata.sequence.stream)
 
 
 class Trail:
@@ -131,14 +151,14 @@ class Trail:
             event = event.model_copy(update={"signer": signer.public_key, "sig": None})
             event = event.model_copy(update={"sig": signer.sign(event.signed_bytes())})
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        return trail_subject(event.kind, event.ref), wire_bytes(event, exclude={"seq"}), headers
+        return trail_subject(event.kind, event.ref, event.by), wire_bytes(event, exclude={"seq"}), headers
 
     async def mark(
         self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None
     ) -> TrailEvent:
         """Lay (or reinforce) the mark ``name`` on ``key``: another deposit adds to its strength."""
         if not _MARK_RE.match(name):
-            raise InvalidTask(f"invalid mark name {name!r}: dotted tokens of a-z 0-9 _ -")
+            raise InvalidTask(f"invalid mark name {name!r}: 1-5 dotted tokens of a-z 0-9 _ -")
         if not is_valid_id(key):
             raise InvalidTask(f"invalid mark key {key!r}: use 1-128 of A-Z a-z 0-9 _ -")
         try:
@@ -187,16 +207,13 @@ class Trail:
 
     async def last(self, kind: str, ref: str) -> TrailEvent | None:
         """The latest event of ``kind`` about ``ref`` still on the trail (None if none is left)."""
-        subject = trail_subject(kind, ref)
+        subject = trail_filter(kind, ref)
         msg = await last_message(self._js, TRAIL_STREAM, subject, action=f"read {subject}")
-        if msg is None:
-            return None
-        event = parse_or_none(TrailEvent, msg.data or b"", where=subject)
-        return None if event is None else event.model_copy(update={"seq": msg.seq})
+        return None if msg is None else _read(str(msg.subject), msg.data or b"", int(msg.seq or 0))
 
     async def history(self, task_id: str) -> list[TrailEvent]:
         """The whole recorded life of a task, in order."""
-        return await self.replay(f"{TRAIL_SUBJECT_PREFIX}.task.*.{task_id}")
+        return await self.replay(trail_filter("task.*", task_id))
 
     async def strongest(
         self,
@@ -210,7 +227,7 @@ class Trail:
         groups: dict[str, list[TrailEvent]] = defaultdict(list)
         for event in await self.replay(subjects):
             if event.kind.startswith("mark."):
-                groups[trail_subject(event.kind, event.ref)].append(event)
+                groups[trail_topic(event.kind, event.ref)].append(event)
         scents = [
             Scent(
                 subject=subject,

@@ -14,7 +14,7 @@ from pydantic import JsonValue
 from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskRecord
 from ants_nats._watch import watch_values
 from ants_nats.models import AgentLedger, TrailEvent
-from ants_nats.names import trail_subject
+from ants_nats.names import trail_filter
 
 
 @dataclass
@@ -91,7 +91,7 @@ async def until_ledger(board: TaskBoard, agent: str, done: Callable[[AgentLedger
 
 async def until_event(board: TaskBoard, kind: str, ref: str) -> TrailEvent:
     """The first ``kind`` event about ``ref``, once it is on the trail (events follow their CAS)."""
-    async with aclosing(board.trail.follow(trail_subject(kind, ref))) as events:
+    async with aclosing(board.trail.follow(trail_filter(kind, ref))) as events:
         async for event in events:
             return event
     raise AssertionError("follow ended")

@@ -21,13 +21,14 @@ from ants_nats import (
     TaskBoard,
     TaskNotFound,
     TaskStatus,
+    TrailEvent,
     connect,
 )
 from ants_nats._store import Bucket, publish
 from ants_nats.access import server_config
 from ants_nats.ledger import Ledger
 from ants_nats.models import AgentLedger, Counts
-from ants_nats.names import lease_key
+from ants_nats.names import lease_key, trail_subject
 
 from .helpers import Recorder
 
@@ -128,3 +129,24 @@ async def test_only_the_ledger_service_writes_the_ledger(secured: EmbeddedServer
         ledger = Ledger(nc)
         assert await ledger._update("ant-a", lambda entry: entry.model_copy(update={"last_seq": 1}))
         assert (await ledger.get("ant-a")).totals.completed == 0
+
+
+async def test_an_agent_lays_trail_events_in_its_own_name_only(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=RIVAL.seed) as rival:
+        js = rival.nc.jetstream()
+        framing = TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-a", token=1)
+        # On ant-a's subject: the server refuses it.
+        with pytest.raises(PermissionDenied, match=r"ants\.trail\.task\.failed\.t\.ant-a"):
+            await publish(js, trail_subject("task.failed", "t", "ant-a"), framing.model_dump_json().encode())
+        # On its own subject but naming ant-a as author: stored, and dropped by every reader.
+        await publish(js, trail_subject("task.failed", "t", "ant-b"), framing.model_dump_json().encode())
+        # In its own name, or naming nobody: laid, and read.
+        await rival.trail.emit(
+            TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-b"), signer=RIVAL
+        )
+        await rival.trail.mark("graffiti", key="wall")
+        events = await rival.trail.replay("ants.trail.>")
+    assert [(e.kind, e.by) for e in events if e.kind in ("task.failed", "mark.graffiti")] == [
+        ("task.failed", "ant-b"),
+        ("mark.graffiti", None),
+    ]

@@ -153,7 +153,8 @@ async def test_a_forged_cancel_event_costs_a_retry_not_the_task(long_leased: Tas
         await started.wait()
         # Anyone may publish on the trail's subjects: the record, not the event, decides.
         forged = TrailEvent(kind="task.cancelled", ref="victim", data={"reason": "forged"})
-        await board.nc.publish(trail_subject("task.cancelled", "victim"), forged.model_dump_json().encode())
+        subject = trail_subject("task.cancelled", "victim", forged.by)
+        await board.nc.publish(subject, forged.model_dump_json().encode())
         final = (await board.wait(["victim"], timeout=20))["victim"]
     assert final.status is TaskStatus.DONE and final.result == "done the second time"
     assert [a.outcome for a in final.attempts] == ["released", "completed"]

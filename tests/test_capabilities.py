@@ -236,5 +236,5 @@ async def test_progress_reports_and_capability_updates_reach_the_trail(board: Ta
     assert final["needs-b"].status is TaskStatus.DONE
     progress = [e for e in await board.trail.history("needs-b") if e.kind == "task.progress"]
     assert [e.data for e in progress] == [{"fraction": 0.5, "note": "halfway"}]
-    kinds = [e.kind for e in await board.trail.replay(f"ants.trail.agent.*.{agent.id}")]
+    kinds = [e.kind for e in await board.trail.replay(f"ants.trail.agent.*.{agent.id}.*")]
     assert kinds == ["agent.joined", "agent.changed", "agent.left"]

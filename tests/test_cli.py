@@ -148,11 +148,11 @@ async def test_agent_submit_and_the_inspection_commands(nats_server: EmbeddedSer
         assert "c1" in run_cli("tasks", "--server", url).stdout
         agents = json.loads(run_cli("agents", "--server", url, "--json").stdout)
         assert [a["name"] for a in agents] == ["cli-agent"]
-        trail = run_cli("trail", "--server", url, "--subject", "ants.trail.task.*.c1", "--json").stdout
+        trail = run_cli("trail", "--server", url, "--subject", "ants.trail.task.*.c1.*", "--json").stdout
         assert [json.loads(line)["kind"] for line in trail.splitlines()][-1] == "task.completed"
         assert run_cli("reputation", "--server", url, "--json").returncode == 0
         # Without --json the event's data is on its line too.
-        lines = run_cli("trail", "--server", url, "--subject", "ants.trail.task.submitted.c1").stdout
+        lines = run_cli("trail", "--server", url, "--subject", "ants.trail.task.submitted.c1.*").stdout
         assert '"kind":"echo"' in lines
     finally:
         agent.send_signal(signal.SIGTERM)

@@ -139,6 +139,6 @@ async def test_agents_leave_joined_and_left_marks(board: TaskBoard) -> None:
     agent = Agent(board, name="scout", capabilities=["look"])
     async with agent:
         pass
-    events = await board.trail.replay(f"ants.trail.agent.*.{agent.id}")
+    events = await board.trail.replay(f"ants.trail.agent.*.{agent.id}.*")
     assert [e.kind for e in events] == ["agent.joined", "agent.left"]
     assert events[0].data == {"name": "scout", "capabilities": ["look"], "capacity": 1}

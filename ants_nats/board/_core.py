@@ -81,8 +81,9 @@ class Core:
         """Log a state change and leave it on the trail (after the CAS that made it true).
 
         The event is signed by the agent that caused it (``by``, else ``agent``) when this board
-        holds that agent's identity. Events that happen once per task or per lease carry a message
-        id, so a repair racing the original writer cannot record them twice.
+        holds that agent's identity, and published on a subject ending with its id (else with
+        ``_``). Events that happen once per task or per lease carry a message id, so a repair
+        racing the original writer cannot record them twice.
         """
         log.info(kind, task_id=task_id, agent=agent, token=token)
         emitter = by or agent

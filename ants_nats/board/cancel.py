@@ -54,5 +54,5 @@ class Cancellation:
             data: JsonValue = {"reason": reason, "holder": holder, "token": final.token}
             await self._core.event("task.cancelled", task_id, data=data, by=by)
         # Even when already cancelled: a crash may have cut the cascade short.
-        await self._propagation.propagate(final)
+        await self._propagation.propagate(final, by=by)
         return final

@@ -63,8 +63,9 @@ class Claims:
         if record.task.not_before is not None and now < record.task.not_before:
             return Taken(task_id, "not_yet", retry_after=(record.task.not_before - now).total_seconds())
         if record.task.deadline is not None and now > record.task.deadline:
+            reason = "deadline passed before a claim"
             final = await self._propagation.finish_unclaimed(
-                task_id, TaskStatus.FAILED, "deadline passed before a claim", event="task.failed"
+                task_id, TaskStatus.FAILED, reason, event="task.failed", by=agent_id
             )
             return Taken(task_id, "finished", status=final.status)
         distrusted = await self._core.reputation.quarantined(agent_id, record.task.requires)

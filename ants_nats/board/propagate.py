@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
+from pydantic import JsonValue
+
 from ..errors import TaskNotFound
 from ..models import TaskRecord, TaskStatus
 from ._core import Core
@@ -30,16 +32,17 @@ class Propagation:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    async def propagate(self, record: TaskRecord) -> None:
+    async def propagate(self, record: TaskRecord, *, by: str | None = None) -> None:
         """Carry a finished task's outcome to its dependents, and tell its dependencies that one
-        dependent fewer needs them."""
+        dependent fewer needs them. ``by``: the agent whose transition finished it (events laid on
+        the way are in its name)."""
         task_id = record.task.id
         if record.status is TaskStatus.DONE:
             for dependent in record.dependents:
                 await self.dependency_done(dependent, task_id)
         elif record.status.terminal:
             for dependent in record.dependents:
-                await self.block(dependent, task_id, record)
+                await self.block(dependent, task_id, record, by=by)
         for dep in record.task.depends_on:
             await self._dependent_finished(dep, task_id)
 
@@ -95,15 +98,15 @@ class Propagation:
         they are ready: no ``task.ready`` events)."""
         await self._core.routes.announce_many(ready)
 
-    async def block(self, task_id: str, dep: str, dep_record: TaskRecord) -> None:
+    async def block(self, task_id: str, dep: str, dep_record: TaskRecord, *, by: str | None = None) -> None:
         """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""
         reason = f"{_BLOCKED_BY.format(dep=dep)} is {dep_record.status.value}"
         if dep_record.error:
             reason += f" ({dep_record.error})"
-        await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked")
+        await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked", by=by)
 
     async def finish_unclaimed(
-        self, task_id: str, status: TaskStatus, reason: str, *, event: str
+        self, task_id: str, status: TaskStatus, reason: str, *, event: str, by: str | None = None
     ) -> TaskRecord:
         """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents."""
         changed = False
@@ -115,7 +118,8 @@ class Propagation:
 
         final, _ = await self._core.mutate(task_id, finish)
         if changed:
-            await self._core.event(event, task_id, data={"error": reason, "status": status.value})
+            data: JsonValue = {"error": reason, "status": status.value}
+            await self._core.event(event, task_id, data=data, by=by)
         # Even when unchanged: a crash may have cut the cascade short below this task.
-        await self.propagate(final)
+        await self.propagate(final, by=by)
         return final

@@ -50,7 +50,7 @@ class Recovery:
         if cancelled and await core.trail.last("task.cancelled", task_id) is None:
             data = {"reason": record.error, "holder": None, "token": record.token, "repaired": True}
             await core.event("task.cancelled", task_id, data=data, by=by)
-        await self._propagation.propagate(record)
+        await self._propagation.propagate(record, by=by)
 
     async def expired(self, record: TaskRecord, attempt: Attempt, *, noticed_by: str) -> None:
         """Record on the trail that ``attempt``'s lease ran out (and the task's death, if it died)."""
@@ -60,5 +60,5 @@ class Recovery:
             "task.expired", task_id, agent=attempt.agent, token=attempt.token, data=data, by=noticed_by
         )
         if record.status is TaskStatus.DEAD:
-            await core.event("task.dead", task_id, data={"error": record.error})
-            await self._propagation.propagate(record)
+            await core.event("task.dead", task_id, data={"error": record.error}, by=noticed_by)
+            await self._propagation.propagate(record, by=noticed_by)

@@ -104,7 +104,7 @@ class Settlement:
             token=lease.token,
             data=held_as(lease, final),
         )
-        await self._propagation.propagate(final)
+        await self._propagation.propagate(final, by=lease.agent_id)
         return final
 
     async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
@@ -127,8 +127,8 @@ class Settlement:
             data={**held_as(lease, final), "error": error, "retry": retry, "status": final.status.value},
         )
         if final.status is TaskStatus.DEAD:
-            await self._core.event("task.dead", lease.task_id, data={"error": final.error})
-        await self._propagation.propagate(final)
+            await self._core.event("task.dead", lease.task_id, data={"error": final.error}, by=lease.agent_id)
+        await self._propagation.propagate(final, by=lease.agent_id)
         return final
 
     async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:

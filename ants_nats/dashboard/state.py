@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cards import CardChange
 from ..models import AgentCard, AgentLedger, Route, TaskRecord, TrailEvent, utcnow
-from ..names import trail_subject
+from ..names import trail_topic
 from ..trail import Scent
 
 Json = dict[str, Any]
@@ -289,7 +289,7 @@ class SwarmState:
         self._marks_through = max(self._marks_through, scent.last.seq or 0)
 
     def _deposit(self, event: TrailEvent) -> Json:
-        subject = trail_subject(event.kind, event.ref)
+        subject = trail_topic(event.kind, event.ref)
         scent = self._scents.get(subject)
         if scent is None:
             scent = _Scent(event.kind.removeprefix("mark."), event.ref, 0.0, event.at, 0, event)

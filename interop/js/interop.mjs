@@ -18,7 +18,7 @@ try {
   // A direct claim's lease key is the holder's own: <task id>.<agent id>.
   const lease = (await leases.get(`${readId}.${task.holder}`)).json();
   const stored = await jsm.streams.getMessage("ANTS_TRAIL", {
-    last_by_subj: `ants.trail.task.claimed.${readId}`,
+    last_by_subj: `ants.trail.task.claimed.${readId}.*`,  // ...<author id>
   });
   const event = stored.json();
 
