@@ -16,12 +16,30 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from ants_nats import BoardConfig, EmbeddedCluster, EmbeddedServer, TaskBoard, configure_logging, connect
+from ants_nats import (
+    BoardConfig,
+    EmbeddedCluster,
+    EmbeddedServer,
+    Identity,
+    TaskBoard,
+    configure_logging,
+    connect,
+)
+from ants_nats.access import server_config
 
 TEST_LEASE_TTL = 1.5
 TEST_CARD_TTL = 1.0
 
 configure_logging(level="DEBUG")
+
+AGENT = Identity.generate()
+"""Agent ``ant-a`` on the ``secured`` server."""
+RIVAL = Identity.generate()
+"""Agent ``ant-b`` on the ``secured`` server."""
+OBSERVER = Identity.generate()
+"""Read-only user ``watcher`` on the ``secured`` server."""
+LEDGER = Identity.generate()
+"""The ledger service (``ledger``) on the ``secured`` server."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,17 @@ async def fresh_board(url: str, **settings: Any) -> AsyncIterator[TaskBoard]:
     config = BoardConfig(**{"lease_ttl": TEST_LEASE_TTL, "card_ttl": TEST_CARD_TTL, **settings})
     async with TaskBoard.connect(url, config, name="test") as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
+    """A server with access control from the generated configuration: agents ``ant-a`` and
+    ``ant-b``, observer ``watcher`` and the ledger service ``ledger``."""
+    config = tmp_path_factory.mktemp("auth") / "auth.conf"
+    agents = {"ant-a": AGENT.public_key, "ant-b": RIVAL.public_key}
+    config.write_text(server_config(agents, {"watcher": OBSERVER.public_key}, {"ledger": LEDGER.public_key}))
+    async with EmbeddedServer(extra_args=["-c", str(config)]) as server:
+        yield server
 
 
 @pytest.fixture

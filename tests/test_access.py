@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats.errors
@@ -14,37 +13,17 @@ from ants_nats import (
     AgentCard,
     EmbeddedServer,
     Identity,
-    Lease,
     PermissionDenied,
-    Taken,
     Task,
     TaskBoard,
     TaskNotFound,
     TaskStatus,
-    TrailEvent,
     connect,
 )
-from ants_nats._store import Bucket, publish
 from ants_nats.access import server_config
-from ants_nats.ledger import Ledger
-from ants_nats.models import AgentLedger, Counts
-from ants_nats.names import lease_key, trail_subject
 
+from .conftest import AGENT, OBSERVER
 from .helpers import Recorder
-
-AGENT = Identity.generate()
-RIVAL = Identity.generate()
-OBSERVER = Identity.generate()
-LEDGER = Identity.generate()
-
-
-@pytest.fixture(scope="module")
-async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
-    config = tmp_path_factory.mktemp("auth") / "auth.conf"
-    agents = {"ant-a": AGENT.public_key, "ant-b": RIVAL.public_key}
-    config.write_text(server_config(agents, {"watcher": OBSERVER.public_key}, {"ledger": LEDGER.public_key}))
-    async with EmbeddedServer(extra_args=["-c", str(config)]) as server:
-        yield server
 
 
 async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> None:
@@ -99,54 +78,3 @@ async def test_unknown_credentials_are_rejected(secured: EmbeddedServer) -> None
     with pytest.raises(PermissionDenied, match="rejected the credentials"):
         async with connect(secured.url, seed=Identity.generate().seed):
             pass
-
-
-async def test_nobody_can_forge_the_expiry_of_another_agents_lease(secured: EmbeddedServer) -> None:
-    async with (
-        TaskBoard.connect(secured.url, seed=AGENT.seed) as board,
-        TaskBoard.connect(secured.url, seed=RIVAL.seed) as rival,
-    ):
-        await board.submit(Task(id="mine", kind="work"))
-        lease = await board.claim("mine", "ant-a")
-        assert isinstance(lease, Lease)
-        # The rival writes a server-style expiry marker over ant-a's lease key: the server refuses.
-        forged = {"Nats-Marker-Reason": "MaxAge", "KV-Operation": "PURGE"}
-        subject = f"$KV.ants_leases.{lease_key('mine', 'ant-a')}"
-        with pytest.raises(PermissionDenied):
-            await publish(rival.nc.jetstream(), subject, b"", headers=forged)
-        held = await rival.claim("mine", "ant-b")
-        assert isinstance(held, Taken) and held.reason == "held" and held.holder == "ant-a"
-        done = await board.complete(lease, "still mine")
-    assert [(a.agent, a.outcome) for a in done.attempts] == [("ant-a", "completed")]
-
-
-async def test_only_the_ledger_service_writes_the_ledger(secured: EmbeddedServer) -> None:
-    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
-        flattering = AgentLedger(agent="ant-a", totals=Counts(completed=1000)).model_dump_json().encode()
-        with pytest.raises(PermissionDenied, match="ants_ledger"):
-            await Bucket(board.nc.jetstream(), "ants_ledger").put("ant-a", flattering)
-    async with connect(secured.url, seed=LEDGER.seed) as nc:
-        ledger = Ledger(nc)
-        assert await ledger._update("ant-a", lambda entry: entry.model_copy(update={"last_seq": 1}))
-        assert (await ledger.get("ant-a")).totals.completed == 0
-
-
-async def test_an_agent_lays_trail_events_in_its_own_name_only(secured: EmbeddedServer) -> None:
-    async with TaskBoard.connect(secured.url, seed=RIVAL.seed) as rival:
-        js = rival.nc.jetstream()
-        framing = TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-a", token=1)
-        # On ant-a's subject: the server refuses it.
-        with pytest.raises(PermissionDenied, match=r"ants\.trail\.task\.failed\.t\.ant-a"):
-            await publish(js, trail_subject("task.failed", "t", "ant-a"), framing.model_dump_json().encode())
-        # On its own subject but naming ant-a as author: stored, and dropped by every reader.
-        await publish(js, trail_subject("task.failed", "t", "ant-b"), framing.model_dump_json().encode())
-        # In its own name, or naming nobody: laid, and read.
-        await rival.trail.emit(
-            TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-b"), signer=RIVAL
-        )
-        await rival.trail.mark("graffiti", key="wall")
-        events = await rival.trail.replay("ants.trail.>")
-    assert [(e.kind, e.by) for e in events if e.kind in ("task.failed", "mark.graffiti")] == [
-        ("task.failed", "ant-b"),
-        ("mark.graffiti", None),
-    ]

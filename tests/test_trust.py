@@ -19,6 +19,7 @@ from ants_nats import (
     InvalidTask,
     Lease,
     LeaseLost,
+    PermissionDenied,
     Taken,
     Task,
     TaskBoard,
@@ -27,13 +28,16 @@ from ants_nats import (
     TaskStatus,
     TrailEvent,
     Verifier,
+    connect,
 )
+from ants_nats._store import Bucket, publish
 from ants_nats.ledger import Ledger, accountable, apply
-from ants_nats.models import AgentLedger
-from ants_nats.names import lease_key
+from ants_nats.models import AgentLedger, Counts
+from ants_nats.names import lease_key, trail_subject
 from ants_nats.reputation import Reputation
 
-from .conftest import TEST_CARD_TTL
+from .conftest import AGENT as ANT_A
+from .conftest import LEDGER, RIVAL, TEST_CARD_TTL
 from .helpers import Recorder, swarm, until_event, until_ledger, until_tasks
 
 
@@ -390,3 +394,57 @@ async def test_a_record_flooded_past_its_history_is_quarantined_clearly(board: T
     async with swarm(board, recorder, 1):
         assert (await board.wait(["fine"], timeout=20))["fine"].status is TaskStatus.DONE
     assert recorder.runs == {"fine": 1}
+
+
+# ---------------------------------------------------------------- the same, where access control is on
+
+
+async def test_nobody_can_forge_the_expiry_of_another_agents_lease(secured: EmbeddedServer) -> None:
+    async with (
+        TaskBoard.connect(secured.url, seed=ANT_A.seed) as board,
+        TaskBoard.connect(secured.url, seed=RIVAL.seed) as rival,
+    ):
+        await board.submit(Task(id="mine", kind="work"))
+        lease = await board.claim("mine", "ant-a")
+        assert isinstance(lease, Lease)
+        # The rival writes a server-style expiry marker over ant-a's lease key: the server refuses.
+        forged = {"Nats-Marker-Reason": "MaxAge", "KV-Operation": "PURGE"}
+        subject = f"$KV.ants_leases.{lease_key('mine', 'ant-a')}"
+        with pytest.raises(PermissionDenied):
+            await publish(rival.nc.jetstream(), subject, b"", headers=forged)
+        held = await rival.claim("mine", "ant-b")
+        assert isinstance(held, Taken) and held.reason == "held" and held.holder == "ant-a"
+        done = await board.complete(lease, "still mine")
+    assert [(a.agent, a.outcome) for a in done.attempts] == [("ant-a", "completed")]
+
+
+async def test_only_the_ledger_service_writes_the_ledger(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=ANT_A.seed) as board:
+        flattering = AgentLedger(agent="ant-a", totals=Counts(completed=1000)).model_dump_json().encode()
+        with pytest.raises(PermissionDenied, match="ants_ledger"):
+            await Bucket(board.nc.jetstream(), "ants_ledger").put("ant-a", flattering)
+    async with connect(secured.url, seed=LEDGER.seed) as nc:
+        ledger = Ledger(nc)
+        assert await ledger._update("ant-a", lambda entry: entry.model_copy(update={"last_seq": 1}))
+        assert (await ledger.get("ant-a")).totals.completed == 0
+
+
+async def test_an_agent_lays_trail_events_in_its_own_name_only(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=RIVAL.seed) as rival:
+        js = rival.nc.jetstream()
+        framing = TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-a", token=1)
+        # On ant-a's subject: the server refuses it.
+        with pytest.raises(PermissionDenied, match=r"ants\.trail\.task\.failed\.t\.ant-a"):
+            await publish(js, trail_subject("task.failed", "t", "ant-a"), framing.model_dump_json().encode())
+        # On its own subject but naming ant-a as author: stored, and dropped by every reader.
+        await publish(js, trail_subject("task.failed", "t", "ant-b"), framing.model_dump_json().encode())
+        # In its own name, or naming nobody: laid, and read.
+        await rival.trail.emit(
+            TrailEvent(kind="task.failed", ref="t", agent="ant-a", by="ant-b"), signer=RIVAL
+        )
+        await rival.trail.mark("graffiti", key="wall")
+        events = await rival.trail.replay("ants.trail.>")
+    assert [(e.kind, e.by) for e in events if e.kind in ("task.failed", "mark.graffiti")] == [
+        ("task.failed", "ant-b"),
+        ("mark.graffiti", None),
+    ]
