@@ -164,9 +164,7 @@ class Agent:
     async def __aenter__(self) -> Self:
         self.board.sign_as(self.id, self.identity)
         async with translate_errors("listen for cancels"):
-            self._cancels = await self.board.nc.subscribe(
-                trail_filter("task.cancelled"), cb=self._on_cancel
-            )
+            self._cancels = await self.board.nc.subscribe(trail_filter("task.cancelled"), cb=self._on_cancel)
             await self.board.nc.flush()  # the server knows of the subscription from here on
         self._listening_since = utcnow()
         await self._presence.start()
