@@ -4,6 +4,11 @@ An ``Agent`` owns every background task it starts (its presence, route discovery
 route it can serve, one runner per task in flight) and cancels them on exit. Shutdown stops pulling
 first, lets running handlers finish within ``shutdown_grace``, releases what is left so others take
 it, then withdraws the agent's card.
+
+Each agent counts its work locally (``Agent.metrics``: Prometheus counters in a registry of its
+own, served on 127.0.0.1 when given ``metrics_port``; the same numbers feed ``nats micro stats``)
+and reports each attempt as spans of the submitter's trace (``ants_nats.tracing``, with the
+optional OpenTelemetry extra). Neither sends a message of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -22,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import JsonValue
 
-from . import matching
+from . import matching, tracing
 from ._aio import cancel_and_wait
 from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
@@ -32,9 +38,11 @@ from .context import Decline, Handler, NonRetryable, TaskContext
 from .errors import AntsError, ArtifactNotFound, CorruptEntry, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
+from .metrics import AgentMetrics, MetricsServer, Outcome
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
 from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
+from .tracing import TaskTrace
 
 log = get_logger("agent")
 
@@ -82,7 +90,11 @@ class Agent:
         decide: Decider = matching.decide,
         decline_backoff: float = 1.0,
         identity: Identity | None = None,
+        metrics_port: int | None = None,
     ) -> None:
+        """``metrics_port``: serve Prometheus metrics on 127.0.0.1 at that port while the agent
+        runs (0 takes a free port; ``metrics_url`` tells which); None serves none (the counters are
+        kept all the same, in ``metrics``)."""
         if capacity < 1:
             raise AntsError(f"capacity must be at least 1, got {capacity}")
         self.board = board
@@ -101,7 +113,14 @@ class Agent:
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self.identity = identity or Identity.generate()
         """The key this agent signs its trail events with; its public half is on the card."""
-        self._presence = Presence(board, self.card, self.identity)
+        self.metrics = AgentMetrics(
+            agent_id=self.id, name=name, capacity=capacity, load=lambda: len(self._runners)
+        )
+        """This agent's counters (claims, outcomes, handler durations ...), in its own registry."""
+        self._metrics_server = (
+            None if metrics_port is None else MetricsServer(self.metrics.registry, metrics_port)
+        )
+        self._presence = Presence(board, self.card, self.identity, self.metrics.work)
         self._runners: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
@@ -130,6 +149,11 @@ class Agent:
     def load(self) -> int:
         """Tasks in flight right now."""
         return len(self._runners)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, e.g. ``http://127.0.0.1:9464/metrics`` (None if nowhere)."""
+        return None if self._metrics_server is None else self._metrics_server.url
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -174,8 +198,18 @@ class Agent:
                 self._keep_running("relay schedules", self.board.relay_schedules), name=f"{self.id}:relay"
             ),
         ]
+        if self._metrics_server is not None:
+            try:
+                await self._metrics_server.start()
+            except BaseException:
+                await self._shutdown()  # a port in use: leave nothing running behind the error
+                raise
         log.info(
-            "agent.started", agent=self.id, capabilities=sorted(self.capabilities), capacity=self.capacity
+            "agent.started",
+            agent=self.id,
+            capabilities=sorted(self.capabilities),
+            capacity=self.capacity,
+            metrics=self.metrics_url,
         )
         return self
 
@@ -212,6 +246,8 @@ class Agent:
             with contextlib.suppress(nats.errors.Error):
                 await self._cancels.unsubscribe()
         await self._presence.stop()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()  # last: a final scrape still sees the drain
         log.info("agent.stopped", agent=self.id)
 
     # ----------------------------------------------------------------- pulling
@@ -292,6 +328,7 @@ class Agent:
     # ----------------------------------------------------------------- working
 
     async def _work(self, msg: Msg) -> None:
+        received_ns = time.time_ns()  # the attempt's span starts when the ticket arrived
         ticket = parse_or_none(Ticket, msg.data, where=msg.subject)
         if ticket is None:
             await msg.term()  # never valid: redelivering it would only loop
@@ -309,6 +346,7 @@ class Agent:
                 await msg.nak(delay=self.decline_backoff)
                 return
             probation = delivered >= reputation.config.probation_after
+            claim_ns = time.time_ns()
             outcome = await self.board.take(
                 ticket, msg, self.id, probation=probation, trust_ticket=self._trusts(ticket, msg)
             )
@@ -321,41 +359,58 @@ class Agent:
             await self._settle_ticket(msg, outcome)
             return
         lease = outcome
+        trace = tracing.attempt(lease.task, self.id, started_ns=received_ns)
+        trace.claimed(claim_ns, time.time_ns(), token=lease.token, deferred=not lease.claimed)
+        self.metrics.count("claimed", lease.task)
+        try:
+            await self._serve(msg, lease, trace)
+        finally:
+            trace.end()
+
+    async def _serve(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
+        """Decide on a claimed task, then run its handler (or decline it)."""
         handler = self._handlers.get(lease.task.kind)
         verdict = self._decide(self.specs, self.load - 1, self.capacity, lease.task)
         if handler is None:
             verdict = matching.Verdict(False, f"no handler for kind {lease.task.kind!r}")
         if not verdict.accept:
-            await self._decline(msg, lease, verdict.reason)
+            await self._decline(msg, lease, verdict.reason, trace)
             return
         assert handler is not None
         try:
-            await self._run_handler(msg, lease, handler)
+            await self._run_handler(msg, lease, handler, trace)
         except asyncio.CancelledError:
             # Shutdown past the grace period: give the task back so another agent takes it now.
             # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
             # again, or fails, the lease simply expires on the server.)
             try:
-                await self._give_back(msg, lease)
+                await self._give_back(msg, lease, trace)
             except (AntsError, nats.errors.Error) as exc:
                 log.warning("task.give_back_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
             raise
 
-    async def _cancelled_while_running(self, msg: Msg, lease: Lease) -> None:
+    def _ended(self, lease: Lease, trace: TaskTrace, outcome: Outcome, error: str | None = None) -> None:
+        """Count how an attempt ended, and say so on its trace."""
+        self.metrics.count(outcome, lease.task)
+        trace.outcome(outcome, error)
+
+    async def _cancelled_while_running(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
         """The handler was stopped by a cancel event: ack the ticket if the record says so (the
         task is finished), else the event lied (anyone can publish one) and the task goes back."""
         record = await self.board.get(lease.task_id)
         if record.status.terminal:
             log.info("task.cancel_obeyed", agent=self.id, task_id=lease.task_id)
+            self._ended(lease, trace, "cancelled")
             await msg.ack()
             return
         log.warning(
             "task.cancel_unconfirmed", agent=self.id, task_id=lease.task_id, status=record.status.value
         )
-        await self._give_back(msg, lease)
+        await self._give_back(msg, lease, trace)
 
-    async def _decline(self, msg: Msg, lease: Lease, reason: str) -> None:
+    async def _decline(self, msg: Msg, lease: Lease, reason: str, trace: TaskTrace) -> None:
         log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
+        self._ended(lease, trace, "declined", reason)
         await self.board.release(lease, declined=reason)
         # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
         # later); should it come back to us, we hold it back for ``decline_backoff``.
@@ -366,7 +421,8 @@ class Agent:
         """Whether this agent declined ``task_id`` less than ``decline_backoff`` seconds ago."""
         return task_id in self._declined
 
-    async def _give_back(self, msg: Msg, lease: Lease) -> None:
+    async def _give_back(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
+        self._ended(lease, trace, "released")
         await self.board.release(lease)
         await msg.nak()
 
@@ -387,9 +443,11 @@ class Agent:
         else:  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
             await msg.ack()
 
-    async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler) -> None:
+    async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler, trace: TaskTrace) -> None:
         ctx = TaskContext(lease.task, lease, self.board)
-        work = asyncio.create_task(self._call(handler, lease.task, ctx), name=f"{self.id}:{lease.task_id}")
+        work = asyncio.create_task(
+            self._call(handler, lease.task, ctx, trace), name=f"{self.id}:{lease.task_id}"
+        )
         beat: asyncio.Task[None] | None = None
         self._running[lease.task_id] = (ctx, work)
         try:
@@ -401,25 +459,26 @@ class Agent:
             result = await work
         except asyncio.CancelledError:
             if ctx.cancelled.is_set():
-                await self._cancelled_while_running(msg, lease)
+                await self._cancelled_while_running(msg, lease, trace)
                 return
             if ctx.lease_lost.is_set():
                 log.warning("task.abandoned", agent=self.id, task_id=lease.task_id, reason="lease lost")
+                self._ended(lease, trace, "expired", "lease lost")
                 return
             raise
         except Decline as exc:
-            await self._decline(msg, lease, str(exc) or "declined by handler")
+            await self._decline(msg, lease, str(exc) or "declined by handler", trace)
             return
         except NonRetryable as exc:
-            await self._finish(msg, lease, error=f"NonRetryable: {exc}", retry=False)
+            await self._finish(msg, lease, trace, error=f"NonRetryable: {exc}", retry=False)
             return
         except Exception as exc:  # a handler's failure is the task's failure, not ours
-            await self._finish(msg, lease, error=f"{type(exc).__name__}: {exc}")
+            await self._finish(msg, lease, trace, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
             self._running.pop(lease.task_id, None)
             await cancel_and_wait([work] if beat is None else [beat, work])
-        await self._finish(msg, lease, result=result)
+        await self._finish(msg, lease, trace, result=result)
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A ``task.cancelled`` event: stop the handler of that task, if it runs here, and remember
@@ -446,7 +505,23 @@ class Agent:
         # board rejects.)
         return since is not None and published is not None and published > since
 
-    async def _call(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
+    async def _call(self, handler: Handler, task: Task, ctx: TaskContext, trace: TaskTrace) -> JsonValue:
+        """Run ``handler`` (in its own asyncio task, so the handler span is current in it) and
+        count its run: its duration, and whether it failed."""
+        start = time.perf_counter_ns()
+        error: str | None = None
+        try:
+            with trace.handling(not_errors=(Decline,)):
+                return await self._invoke(handler, task, ctx)
+        except Decline:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.metrics.handled(task.kind, time.perf_counter_ns() - start, error)
+
+    async def _invoke(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
         if task.payload_ref is not None:  # the handler sees the payload, wherever it is kept
             try:
                 payload = await self.board.payload_of(task)
@@ -474,6 +549,7 @@ class Agent:
                 return
             except (ServerUnavailable, nats.errors.Error) as exc:  # the first heartbeat tries again
                 log.warning("task.claim_write_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
+                self.metrics.heartbeat_failed()
         await self._heartbeat(msg, lease, ctx, work)
 
     async def _heartbeat(
@@ -490,6 +566,7 @@ class Agent:
                 return
             except (ServerUnavailable, nats.errors.Error) as exc:
                 log.warning("lease.heartbeat_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
+                self.metrics.heartbeat_failed()
                 if self.board.nc.is_closed:  # no reconnect will come: the lease is as good as gone
                     ctx.lease_lost.set()
                     work.cancel()
@@ -499,6 +576,7 @@ class Agent:
         self,
         msg: Msg,
         lease: Lease,
+        trace: TaskTrace,
         *,
         result: JsonValue = None,
         error: str | None = None,
@@ -508,22 +586,25 @@ class Agent:
         failure to be retried comes back after the task's backoff (the server holds the ticket)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + lease.ttl
-        while True:
-            try:
-                if error is None:
-                    record = await self.board.complete(lease, result)
-                else:
-                    record = await self.board.fail(lease, error, retry=retry)
-                break
-            except LeaseLost:
-                log.warning(
-                    "task.late_result_rejected", agent=self.id, task_id=lease.task_id, token=lease.token
-                )
-                return
-            except ServerUnavailable:
-                if loop.time() > give_up:
-                    raise
-                await asyncio.sleep(_RETRY_BACKOFF_S)
+        with trace.finishing("complete" if error is None else "fail"):
+            while True:
+                try:
+                    if error is None:
+                        record = await self.board.complete(lease, result)
+                    else:
+                        record = await self.board.fail(lease, error, retry=retry)
+                    break
+                except LeaseLost:
+                    log.warning(
+                        "task.late_result_rejected", agent=self.id, task_id=lease.task_id, token=lease.token
+                    )
+                    self._ended(lease, trace, "expired", "late result rejected")
+                    return
+                except ServerUnavailable:
+                    if loop.time() > give_up:
+                        raise
+                    await asyncio.sleep(_RETRY_BACKOFF_S)
+        self._ended(lease, trace, "completed" if error is None else "failed", error)
         if record.status.terminal:
             await msg.ack()
         else:

@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--fail-rate", type=float, default=0.0, help="fail this share of tasks (unreliable)")
     agent.add_argument("--abandon", action="store_true", help="claim work and abandon it (adversarial)")
     agent.add_argument("--seed", type=int, default=0)
+    agent.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics on 127.0.0.1:P/metrics (0: a free port, printed)",
+    )
 
     _task_commands(command)
     _schedule_commands(command, sub)
@@ -276,11 +283,20 @@ async def _agent(args: argparse.Namespace) -> int:
     spec = AgentSpec(args.name, tuple(args.cap), fail_rate=args.fail_rate, abandons=args.abandon)
     async with TaskBoard.connect(args.server, BoardConfig(lease_ttl=args.lease_ttl), name=args.name) as board:
         handlers: dict[str, Handler] = HANDLERS if args.demo else {"echo": _echo}
-        agent = agent_for(board, spec, seed=args.seed, handlers=handlers, capacity=args.capacity)
+        agent = agent_for(
+            board,
+            spec,
+            seed=args.seed,
+            handlers=handlers,
+            capacity=args.capacity,
+            metrics_port=args.metrics_port,
+        )
         async with agent:
             print(
                 f"agent {agent.id} serving {', '.join(sorted(agent.capabilities)) or 'anything'}", flush=True
             )
+            if agent.metrics_url is not None:
+                print(f"metrics at {agent.metrics_url}", flush=True)
             await agent.run()
     return 0
 

@@ -144,11 +144,25 @@ async def _never(task: Task, ctx: TaskContext) -> JsonValue:
 
 
 def agent_for(
-    board: TaskBoard, spec: AgentSpec, *, seed: int, handlers: Mapping[str, Handler], capacity: int = 2
+    board: TaskBoard,
+    spec: AgentSpec,
+    *,
+    seed: int,
+    handlers: Mapping[str, Handler],
+    capacity: int = 2,
+    metrics_port: int | None = None,
 ) -> Agent:
-    """The agent a process runs for ``spec``: ``handlers``, made flaky or abandoned as it says."""
+    """The agent a process runs for ``spec``: ``handlers``, made flaky or abandoned as it says
+    (serving its metrics on ``metrics_port``, if given)."""
     cls = AbandoningAgent if spec.abandons else Agent
-    agent = cls(board, name=spec.name, capabilities=spec.capabilities, capacity=capacity, shutdown_grace=2.0)
+    agent = cls(
+        board,
+        name=spec.name,
+        capabilities=spec.capabilities,
+        capacity=capacity,
+        shutdown_grace=2.0,
+        metrics_port=metrics_port,
+    )
     rng = random.Random(seed)
     for kind, handler in handlers.items():
         chosen = _never if spec.abandons else handler

@@ -40,6 +40,10 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C ``traceparent`` (version, trace id, parent span id, flags)."""
+
+
 def _sorted_unique(values: tuple[str, ...]) -> tuple[str, ...]:
     # One canonical JSON form per set, so equal tasks serialize identically.
     return tuple(sorted(set(values)))
@@ -92,6 +96,12 @@ class Task(_Wire):
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Backoff between attempts.")
     created_by: str = Field(default="anonymous", max_length=128)
+    trace: str | None = Field(
+        default=None,
+        pattern=TRACEPARENT_PATTERN,
+        description="W3C traceparent of the submission (set by submit when tracing); not part of the "
+        "task's definition: a resubmission under another trace is the same task.",
+    )
 
     _canonical_requires = field_validator("requires")(_sorted_unique)
     _canonical_depends = field_validator("depends_on")(_sorted_unique)

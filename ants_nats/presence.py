@@ -1,17 +1,25 @@
 """An agent's presence: its card (announced periodically and on change, withdrawn on exit), its
 joined/changed/left marks on the trail, and its answers to NATS services discovery (``nats.micro``:
-PING/INFO/STATS, plus a ``card`` endpoint on ``ants.agent.<id>.card``)."""
+PING/INFO/STATS, a ``card`` endpoint on ``ants.agent.<id>.card`` and a ``work`` endpoint on
+``ants.agent.<id>.work``).
+
+``nats micro stats ants-agent`` shows, for the ``work`` endpoint, the agent's real work: tasks
+served (handler runs that ended), errors (failed runs) and processing time, counted locally by
+``AgentMetrics`` (no message per task). Every endpoint carries a metadata map, never null (ADR-32).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pydantic
-from nats.micro import add_service
 from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.micro.service import Service, ServiceConfig
 from pydantic import JsonValue
 
 from ._aio import cancel_and_wait
@@ -20,6 +28,7 @@ from .board import TaskBoard
 from .errors import InvalidTask, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
+from .metrics import WorkStats
 from .models import AgentCard, CapabilitySpec, TrailEvent
 from .names import MICRO_SERVICE_NAME
 
@@ -30,14 +39,61 @@ _LEAVE_TIMEOUT_S = 2.0
 _MIN_ANNOUNCE_GAP_S = 1.0
 """Load changes are coalesced: at most one announcement per this many seconds."""
 
+WORK_ENDPOINT = "work"
+"""The endpoint whose ``nats micro stats`` are the agent's task work (not requests to it)."""
+
+_ENDPOINT_METADATA = {
+    "card": {"description": "this agent's card (AgentCard, JSON)", "format": "application/json"},
+    WORK_ENDPOINT: {
+        "description": "tasks this agent served: its statistics are its task work (JSON)",
+        "format": "application/json",
+    },
+}
+
+
+class _AgentService(Service):
+    """A ``nats.micro`` service whose ``work`` endpoint reports the agent's task work.
+
+    The library counts the requests each endpoint answers; for ``work`` that would be the few
+    people asking, so its statistics are replaced by the handler runs ``WorkStats`` counted."""
+
+    def __init__(self, nc: Any, config: Any, work: WorkStats) -> None:
+        super().__init__(nc, config)
+        self._work = work
+
+    def stats(self) -> Any:
+        stats = super().stats()
+        work = self._work
+        stats.endpoints = [
+            dataclasses.replace(
+                endpoint,
+                num_requests=work.served,
+                num_errors=work.errors,
+                last_error=work.last_error or None,
+                processing_time=work.processing_ns,
+                average_processing_time=work.average_ns,
+            )
+            if endpoint.name == WORK_ENDPOINT
+            else endpoint
+            for endpoint in stats.endpoints
+        ]
+        return stats
+
 
 class Presence:
     """Keeps one agent visible while it runs. Owned by ``Agent``; ``card()`` reads its live state."""
 
-    def __init__(self, board: TaskBoard, card: Callable[[], AgentCard], identity: Identity) -> None:
+    def __init__(
+        self,
+        board: TaskBoard,
+        card: Callable[[], AgentCard],
+        identity: Identity,
+        work: WorkStats | None = None,
+    ) -> None:
         self._board = board
         self._card = card
         self._identity = identity
+        self._work = work or WorkStats()
         self._dirty = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._service: Service | None = None
@@ -47,15 +103,25 @@ class Presence:
         card = self._card()
         await self._board.directory.announce(card)
         await self._mark("agent.joined", card)
-        self._service = await add_service(
-            self._board.nc,
+        config = ServiceConfig(
             name=MICRO_SERVICE_NAME,
             version=__version__,
             description=f"ants-nats agent {card.name}",
             metadata={"agent_id": card.id, "capabilities": ",".join(sorted(card.capability_names))},
         )
+        self._service = _AgentService(self._board.nc, config, self._work)
+        await self._service.start()
         await self._service.add_endpoint(
-            name="card", subject=f"ants.agent.{card.id}.card", handler=self._answer
+            name="card",
+            subject=f"ants.agent.{card.id}.card",
+            handler=self._answer,
+            metadata=_ENDPOINT_METADATA["card"],
+        )
+        await self._service.add_endpoint(
+            name=WORK_ENDPOINT,
+            subject=f"ants.agent.{card.id}.{WORK_ENDPOINT}",
+            handler=self._answer_work,
+            metadata=_ENDPOINT_METADATA[WORK_ENDPOINT],
         )
         self._loop_task = asyncio.create_task(self._announce_loop(), name=f"{card.id}:presence")
 
@@ -99,6 +165,9 @@ class Presence:
 
     async def _answer(self, request: Request) -> None:
         await request.respond(self._card().model_dump_json().encode())
+
+    async def _answer_work(self, request: Request) -> None:
+        await request.respond(json.dumps(self._work.as_json()).encode())
 
     async def _mark(self, kind: str, card: AgentCard) -> None:
         capabilities: list[JsonValue] = [*sorted(card.capability_names)]

@@ -9,14 +9,14 @@ from typing import Any
 import pydantic
 from pydantic import JsonValue
 
-from .. import matching
+from .. import matching, tracing
 from .._aio import gather_bounded
 from .._store import Conflict
 from ..artifacts import content_name
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..log import get_logger
-from ..models import Task, TaskRecord, TaskStatus, wire_bytes
+from ..models import Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_size
 from .propagate import Propagation
 
@@ -35,8 +35,14 @@ class Submission:
 
     async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
         """See ``TaskBoard.submit_many``."""
+        with tracing.submitting() as trace:
+            return await self._submit_many(tasks, trace)
+
+    async def _submit_many(
+        self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission
+    ) -> list[TaskRecord]:
         core, propagation = self._core, self._propagation
-        batch = await self._validated(tasks)
+        batch = await self._validated(tasks, trace)
         dependents: dict[str, list[str]] = {task.id: [] for task in batch}
         for task in batch:
             for dep in task.depends_on:
@@ -94,13 +100,15 @@ class Submission:
             final[task.id] = record
         return [final[task.id] for task in batch]
 
-    async def _validated(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[Task]:
+    async def _validated(
+        self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission
+    ) -> list[Task]:
         """The batch as tasks to write, or the first reason to reject it (nothing written yet but
         the artifacts of large payloads, which are stored last)."""
         config = self._core.config
         if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
             raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
-        batch = [parse_task(task) for task in tasks]
+        batch = trace.stamp([parse_task(task) for task in tasks])
         large: set[str] = set()
         for task in batch:
             size = json_size(task.payload, what=f"payload of task {task.id!r}")
@@ -115,6 +123,9 @@ class Submission:
         for dep, entry in zip(external, entries, strict=True):
             if entry is None:
                 raise UnknownDependency(f"dependency {dep!r} is not on the board nor in the submission")
+            record = parse_or_none(TaskRecord, entry.value, where=f"dependency {dep}")
+            if record is not None:  # a DAG submitted in parts: link to its earlier submissions
+                trace.link(record.task.trace)
         return [await self._offload(task) if task.id in large else task for task in batch]
 
     async def _offload(self, task: Task) -> Task:
@@ -149,7 +160,7 @@ class Submission:
             record, _ = await self._core.get_entry(task.id)
         except TaskNotFound:
             return False
-        if record.task != task:
+        if record.task.model_copy(update={"trace": None}) != task.model_copy(update={"trace": None}):
             raise TaskExists(f"task {task.id!r} is already on the board with a different definition")
         return True
 

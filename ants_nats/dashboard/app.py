@@ -3,6 +3,10 @@
 ``Dashboard`` owns everything it starts: the feeds (one set per process, whatever the number of
 tabs), the aiohttp server on 127.0.0.1, and each tab's stream; leaving ``async with`` cancels and
 closes them all. It only reads, so observer credentials suffice.
+
+``/metrics`` serves swarm-wide gauges in the Prometheus text format (tasks by status, queue depth
+per route and lane, live agents), read from the same in-memory model at scrape time: a scrape
+costs no NATS message.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from ..board import TaskBoard
 from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
+from ..metrics import SwarmCollector, exposition
 from ..names import is_valid_id
 from .feeds import RESTART_DELAY_S, Feeds
 from .hub import Hub
@@ -62,6 +68,9 @@ class Dashboard:
             window=window,
         )
         self.hub = Hub(self.state)
+        self.registry = CollectorRegistry(auto_describe=True)
+        """The swarm gauges ``/metrics`` serves (a registry of this dashboard's own)."""
+        self.registry.register(SwarmCollector(self.state))
         self._feeds = Feeds(board, self.hub, window=window)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -130,11 +139,15 @@ class Dashboard:
         app.router.add_get("/api/snapshot", self._snapshot)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/task/{task_id}", self._task)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         return app
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return exposition(self.registry)
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         return _json(self.state.snapshot())
