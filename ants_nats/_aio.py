@@ -10,8 +10,9 @@ ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import nats.errors
@@ -87,3 +88,20 @@ async def stop_process(proc: asyncio.subprocess.Process, *, kill: bool = False, 
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop`` on SIGINT or SIGTERM while inside (the way a long-running command ends cleanly,
+    whether Ctrl-C, systemd or ``docker stop`` asks); off the main thread, where signals cannot be
+    handled, it does nothing."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,7 +28,7 @@ from nats.aio.subscription import Subscription
 from pydantic import JsonValue
 
 from . import matching, tracing
-from ._aio import cancel_and_wait
+from ._aio import cancel_and_wait, stopping_on_signals
 from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
@@ -224,16 +223,8 @@ class Agent:
 
     async def run(self) -> None:
         """Serve until ``stop()`` or SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-        try:
+        with stopping_on_signals(self.stop):
             await self._stopped.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
 
     async def _shutdown(self) -> None:
         # Stop pulling first, so no new work arrives while we drain.

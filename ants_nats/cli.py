@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, aclosing
@@ -25,6 +24,7 @@ import yaml
 from pydantic import JsonValue
 
 from . import __version__
+from ._aio import stopping_on_signals
 from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
@@ -227,25 +227,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 )
             _report(summary)
             if args.dashboard:
-                print(f"\nthe dashboard stays up at {dashboard.url}; Ctrl-C stops it", flush=True)
-                await _until_stopped()
+                stop = asyncio.Event()
+                with stopping_on_signals(stop.set):  # listening before saying so
+                    print(f"\nthe dashboard stays up at {dashboard.url}; Ctrl-C stops it", flush=True)
+                    await stop.wait()
         return summary
 
     summary = await _run_demo_somewhere(args, run)
     return 0 if summary.by_status.get("done", 0) == len(summary.records) else 1
-
-
-async def _until_stopped() -> None:
-    """Wait for SIGINT or SIGTERM (then return normally, so everything shuts down in order)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def _run_demo_somewhere(
@@ -268,14 +257,14 @@ async def _run_demo_somewhere(
 
 
 async def _server(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
     # SIGTERM (systemd, docker stop) stops it as Ctrl-C does: the child server and its temporary
-    # store go with it.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with EmbeddedServer(store_dir=args.store, port=args.port) as server:
-        print(f"nats-server with JetStream at {server.url} (store {server.store_dir}); Ctrl-C stops it")
-        sys.stdout.flush()
-        await stop.wait()
+    # store go with it. Listening before the server starts: a signal may come once it is announced.
+    stop = asyncio.Event()
+    with stopping_on_signals(stop.set):
+        async with EmbeddedServer(store_dir=args.store, port=args.port) as server:
+            print(f"nats-server with JetStream at {server.url} (store {server.store_dir}); Ctrl-C stops it")
+            sys.stdout.flush()
+            await stop.wait()
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from .._aio import stopping_on_signals
 from ..board import TaskBoard
 from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
@@ -232,11 +232,7 @@ async def run_dashboard(
     observer's), serve the dashboard on 127.0.0.1:``port`` and tell ``say`` its address; run until
     SIGINT/SIGTERM (or ``stop`` is set). Returns the exit status."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:
+    with stopping_on_signals(stop.set):
         async with (
             TaskBoard.connect(url, name="ants-nats-dashboard", seed=seed) as board,
             Dashboard(board, port=port) as dashboard,
@@ -244,8 +240,4 @@ async def run_dashboard(
             if say is not None:
                 say(f"dashboard at {dashboard.url} (read-only, from {url}); Ctrl-C stops it")
             await stop.wait()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
-            loop.remove_signal_handler(signal.SIGINT)
     return 0

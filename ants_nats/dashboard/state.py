@@ -8,6 +8,7 @@ so the model is tested without a server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -83,12 +84,7 @@ class QueueDepth:
 
     def as_json(self) -> Json:
         """The counts as a JSON object."""
-        return {
-            "pending": self.pending,
-            "in_flight": self.in_flight,
-            "express_pending": self.express_pending,
-            "express_in_flight": self.express_in_flight,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass

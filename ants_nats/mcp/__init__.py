@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from ants_nats import BoardConfig
+from ants_nats._aio import stopping_on_signals
 from ants_nats.log import get_logger
 
 log = get_logger("mcp")
@@ -70,10 +70,7 @@ async def serve(
     from ._server import McpHost  # noqa: PLC0415
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stopping_on_signals(stop.set):
         async with McpHost(
             url,
             name=name,
@@ -88,9 +85,6 @@ async def serve(
                 await mcp_host.serve_http(host=host, port=port, stop=stop, say=say)
             else:
                 await _until(mcp_host.serve_stdio(), stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     return stop.is_set()
 
 
