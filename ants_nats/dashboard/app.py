@@ -12,7 +12,6 @@ costs no NATS message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from .._aio import stopping_on_signals
+from .._aio import cancel_and_wait, stopping_on_signals
 from ..board import TaskBoard
 from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
@@ -107,11 +106,8 @@ class Dashboard:
     async def _stop(self) -> None:
         # Streams first: their handlers return, so the server's shutdown need not wait for them.
         self.hub.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Cancelled until really ended: a feed inside nats-py may swallow one cancellation.
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()

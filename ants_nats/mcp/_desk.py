@@ -31,6 +31,7 @@ from ants_nats import (
     TaskContext,
     TaskRecord,
 )
+from ants_nats._aio import cancel_and_wait
 from ants_nats.log import get_logger
 
 log = get_logger("mcp")
@@ -147,8 +148,7 @@ class Desk:
 
     async def _stop_learning(self) -> None:
         if self._learner is not None:
-            self._learner.cancel()
-            await asyncio.gather(self._learner, return_exceptions=True)
+            await cancel_and_wait([self._learner])  # its board watch may swallow one cancellation
 
     def serve_kind(self, kind: str) -> None:
         """Hand tasks of ``kind`` to the model from now on."""
