@@ -337,7 +337,8 @@ class Bucket:
         return await self._publish(key, value, last=last, ttl=ttl, op=None, rollup=rollup)
 
     async def history(self, key: str) -> list[Entry]:
-        """Every revision the bucket still keeps of ``key``, oldest first (tombstones left out)."""
+        """Every revision the bucket still keeps of ``key``, oldest first (tombstones left out),
+        with the server's write times."""
         async with translate_errors(f"read history of {self.name}/{key}"):
             kv = await self._js.key_value(self.name)
             try:
@@ -345,10 +346,22 @@ class Bucket:
             except nats.js.errors.NoKeysError:
                 return []
         return [
-            Entry(key=key, value=e.value or b"", revision=e.revision or 0, time=None)
+            # (nats-py types ``created`` as int; it holds the message's datetime.)
+            Entry(
+                key=key,
+                value=e.value or b"",
+                revision=e.revision or 0,
+                time=e.created if isinstance(e.created, datetime) else None,
+            )
             for e in entries
             if not e.operation
         ]
+
+    async def deleted_at(self, key: str) -> datetime | None:
+        """When ``key`` was deleted, by the server's clock: the time of the tombstone or expiry
+        marker that is its last message (None when it has a live value, or no message at all)."""
+        msg = await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
+        return msg.time if msg is not None and is_tombstone(msg.headers) else None
 
     async def delete(self, key: str, *, last: int, ttl: float | None = None) -> None:
         """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise);

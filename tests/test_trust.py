@@ -448,3 +448,23 @@ async def test_an_agent_lays_trail_events_in_its_own_name_only(secured: Embedded
         ("task.failed", "ant-b"),
         ("mark.graffiti", None),
     ]
+
+
+async def test_a_forged_expiry_of_a_direct_claim_is_seen_for_what_it_is(board: TaskBoard) -> None:
+    # No access control here: anyone may write a server-style expiry marker over a holder's lease
+    # key. The deletion comes before the lease could have run out, so nobody takes it for one.
+    await board.submit(Task(id="kept", kind="work", max_attempts=3))
+    holder = await board.claim("kept", "holder")
+    assert isinstance(holder, Lease)
+    forged = {"Nats-Marker-Reason": "MaxAge", "KV-Operation": "PURGE"}
+    for _ in range(3):  # three in a row once made the task dead
+        await publish(
+            board.nc.jetstream(), f"$KV.ants_leases.{lease_key('kept', 'holder')}", b"", headers=forged
+        )
+        taken = await board.claim("kept", "rival")
+        assert isinstance(taken, Taken) and taken.reason == "held" and taken.holder == "holder"
+        await board.heartbeat(holder)  # the holder puts its key back: nobody had taken over
+    done = await board.complete(holder, "mine")
+    assert [(a.agent, a.outcome) for a in done.attempts] == [("holder", "completed")]
+    noticed = [e.data for e in await board.trail.replay("ants.trail.corrupt.lease.>")]
+    assert noticed == [{"holder": "holder", "deleted_early": True}] * 3

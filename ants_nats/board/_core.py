@@ -62,7 +62,8 @@ class Core:
         )
         # A bucket made by another client may not take per-message TTLs: its records then stay.
         self._expiring = config.finished_ttl is not None and bool(tasks.allow_msg_ttl)
-        await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=1, marker_ttl=config.lease_ttl)
+        # Two revisions: a deletion and the lease it ended, so an early (forged) one shows.
+        await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=2, marker_ttl=config.lease_ttl)
         await self.routes.ensure()
         await self.trail.ensure()
         await self.directory.ensure()

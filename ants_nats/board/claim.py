@@ -252,7 +252,7 @@ class Claims:
         key = lease_key(task_id, holder)
         entry = await core.leases.get(key)
         if entry is None:
-            return None
+            return await self._deleted_early(task_id, holder)
         lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{key}")
         # The server's write time, not anything in the value, says how old the lease is.
         age = (utcnow() - (entry.time or utcnow())).total_seconds()
@@ -266,6 +266,26 @@ class Claims:
             )
             return Taken(task_id, "held", retry_after=0.0)
         return Taken(task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0))
+
+    async def _deleted_early(self, task_id: str, holder: str) -> Taken | None:
+        """``held`` when ``holder``'s lease key was deleted before its lease ran out: not the
+        server's expiry but a tombstone or marker anyone may write (the holder drops its key only
+        after its final write, when the record no longer names it). None when the lease really
+        lapsed, or when the bucket no longer keeps the lease's last value to tell."""
+        core, key = self._core, lease_key(task_id, holder)
+        deleted = await core.leases.deleted_at(key)
+        kept = await core.leases.history(key)
+        last = parse_or_none(LeaseRecord, kept[-1].value, where=f"{LEASES_BUCKET}/{key}") if kept else None
+        if deleted is None or last is None or kept[-1].time is None:
+            return None
+        runs_out = kept[-1].time + timedelta(seconds=last.ttl)
+        if deleted >= runs_out:
+            return None
+        log.warning("lease.forged_expiry", task_id=task_id, holder=holder, deleted=deleted.isoformat())
+        await core.trail.emit(
+            TrailEvent(kind="corrupt.lease", ref=task_id, data={"holder": holder, "deleted_early": True})
+        )
+        return Taken(task_id, "held", holder=holder, retry_after=(runs_out - deleted).total_seconds())
 
     async def drop_lease(self, task_id: str, agent_id: str, revision: int) -> None:
         """Delete ``agent_id``'s lease key on ``task_id`` at ``revision`` (its tombstone expires
@@ -300,17 +320,30 @@ class Claims:
             value = LeaseRecord(
                 task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
             )
+            key = lease_key(lease.task_id, lease.agent_id)
             try:
-                key = lease_key(lease.task_id, lease.agent_id)
                 lease._lease_revision = await core.leases.update(
                     key, wire_bytes(value), last=lease._lease_revision, ttl=lease.ttl
                 )
-            except Conflict as exc:
-                raise LeaseLost(
-                    f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken"
-                ) from exc
+            except Conflict:
+                lease._lease_revision = await self._restore_lease(lease, key, wire_bytes(value))
         lease.expires_at = now + timedelta(seconds=lease.ttl)
         await core.event("task.heartbeat", lease.task_id, agent=lease.agent_id, token=lease.token)
+
+    async def _restore_lease(self, lease: Lease, key: str, value: bytes) -> int:
+        """Put back a direct claim's lease key that someone deleted (or that lapsed) while the
+        record still names this holder with this token: nobody has taken over, so the claim
+        stands. ``LeaseLost`` once someone has."""
+        record, _ = await self._core.get_entry(lease.task_id)
+        lost = LeaseLost(f"lease on {lease.task_id!r} (token {lease.token}) expired or was taken")
+        if not holds(lease, record):
+            raise lost
+        try:
+            revision = await self._core.leases.create(key, value, ttl=lease.ttl)
+        except Conflict as exc:
+            raise lost from exc
+        log.warning("lease.restored", task_id=lease.task_id, agent=lease.agent_id, token=lease.token)
+        return revision
 
 
 def _lease_token(entry: Entry) -> int | None:
