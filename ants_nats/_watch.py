@@ -63,8 +63,6 @@ async def watch_entries(
     async def deliver(msg: Msg) -> None:
         arrived.put_nowait(msg)
 
-    # One subject goes in ``filter_subject`` (nats-py's default), several in ``filter_subjects``.
-    config = ConsumerConfig(filter_subjects=subjects) if len(subjects) > 1 else None
     sub = await patiently(
         js,
         f"watch bucket {bucket}",
@@ -75,7 +73,9 @@ async def watch_entries(
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
             inactive_threshold=_INACTIVE_S,
-            config=config,
+            # Fresh for every attempt (nats-py fills in its inbox). One subject goes in
+            # ``filter_subject`` (nats-py's default), several in ``filter_subjects``.
+            config=ConsumerConfig(filter_subjects=subjects) if len(subjects) > 1 else None,
         ),
     )
 

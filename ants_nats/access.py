@@ -20,6 +20,7 @@ from .names import (
     ANONYMOUS,
     ARTIFACTS_BUCKET,
     CARD_SUBJECT_PREFIX,
+    COUNTED_BUCKET,
     LEASES_BUCKET,
     LEDGER_BUCKET,
     MAX_KIND_TOKENS,
@@ -93,7 +94,7 @@ def trail_permissions(agent_id: str) -> list[str]:
 
 def ledger_permissions(name: str) -> dict[str, object]:
     """An agent's permissions (it follows the trail like one) plus writing ``ants_ledger``."""
-    return agent_permissions(name, also=[f"$KV.{LEDGER_BUCKET}.>"])
+    return agent_permissions(name, also=[f"$KV.{LEDGER_BUCKET}.>", f"$KV.{COUNTED_BUCKET}.>"])
 
 
 def observer_permissions() -> dict[str, object]:

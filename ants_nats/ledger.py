@@ -25,8 +25,17 @@ from .models import (
     TaskStatus,
     TrailEvent,
     parse_or_none,
+    utcnow,
 )
-from .names import BAD_RESULT_MARK, LEDGER_BUCKET, TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, is_valid_id
+from .names import (
+    ANONYMOUS,
+    BAD_RESULT_MARK,
+    COUNTED_BUCKET,
+    LEDGER_BUCKET,
+    TASKS_BUCKET,
+    TRAIL_SUBJECT_PREFIX,
+    is_valid_id,
+)
 from .reputation import COUNTED, EVIDENCE
 from .trail import Trail
 from .verify import Verifier
@@ -67,6 +76,25 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
     if what == "claimed":
         return bool(mine) or (record.holder, record.token) == (event.agent, event.token)
     return any(a.outcome == what for a in mine)
+
+
+COUNTED_FOR_S = 30 * 24 * 3600.0
+"""How long the ledger remembers that it counted an event (longer than a record can back a copy)."""
+
+
+def _count_key(event: TrailEvent) -> str:
+    """What makes an event the same one again: the task, claim and outcome (for a bad-result mark,
+    the task and who laid it)."""
+    if _what(event) == "bad_result":
+        return f"{event.ref}.bad.{event.by or ANONYMOUS}"
+    return f"{event.ref}.{event.token}.{_what(event)}"
+
+
+def _vouched(event: TrailEvent, record: TaskRecord) -> TrailEvent:
+    """``event`` as the ledger counts it: for the record's capabilities, at no time after now."""
+    data = dict(event.data) if isinstance(event.data, dict) else {}
+    data["requires"] = list(record.task.requires)
+    return event.model_copy(update={"data": data, "at": min(event.at, utcnow())})
 
 
 def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentLedger | None:
@@ -112,10 +140,13 @@ class Ledger:
         self._half_life = half_life
         self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
         self._tasks = Bucket(nc.jetstream(), TASKS_BUCKET)
+        self._counted = Bucket(nc.jetstream(), COUNTED_BUCKET)
 
     async def ensure(self) -> None:
-        """Create the bucket unless it exists."""
-        await ensure_kv(self._nc.jetstream(), LEDGER_BUCKET, replicas=self._replicas, history=1)
+        """Create the buckets unless they exist."""
+        js = self._nc.jetstream()
+        await ensure_kv(js, LEDGER_BUCKET, replicas=self._replicas, history=1)
+        await ensure_kv(js, COUNTED_BUCKET, replicas=self._replicas, history=1, marker_ttl=60.0)
 
     async def get(self, agent: str) -> AgentLedger:
         """The ledger of ``agent`` (empty if it never did anything)."""
@@ -171,11 +202,14 @@ class Ledger:
         """Follow the trail's task events forever, folding them into the ledger in order.
 
         An event counts only when the board backs it (``backs``: the task's record shows that
-        agent's claim or outcome with that token); others are recorded as ``corrupt.unbacked`` and
-        change no score, so nobody can frame an agent, or credit one, by writing events. With a
+        agent's claim or outcome with that token), and only once: a copy laid again later counts
+        for nothing (``ants_counted`` remembers what was counted, for ``COUNTED_FOR_S``). What it
+        counts for is the record's too: the task's capabilities, never the event's say-so, and no
+        time later than now. Others are recorded as ``corrupt.unbacked`` or ``corrupt.replayed``
+        and change no score, so nobody can frame an agent, or credit one, by writing events. With a
         ``verifier``, events whose signature does not match their author's announced key are left
-        out as well (``corrupt.forged``). Backing costs one read of the task's record per counted
-        event, here in the ledger, off the agents' path.
+        out as well (``corrupt.forged``). This costs one read of the task's record and one write
+        per counted event, here in the ledger, off the agents' path.
         """
         await self.ensure()
         async for event in trail.follow(WATCHED, durable=durable, in_order=True):
@@ -184,11 +218,17 @@ class Ledger:
                 continue
             if _what(event) not in COUNTED:
                 continue
-            if not backs(await self._record_of(event.ref), event):
+            record = await self._record_of(event.ref)
+            if record is None or not backs(record, event):
                 await self._reject(trail, "unbacked", event)
                 continue
-            if await self.record(event):
+            once = _count_key(event)
+            if await self._counted.get(once) is not None:
+                await self._reject(trail, "replayed", event)
+                continue
+            if await self.record(_vouched(event, record)):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
+            await self._counted.put(once, b"", ttl=COUNTED_FOR_S)
 
     async def _record_of(self, task_id: str) -> TaskRecord | None:
         entry = await self._tasks.get(task_id) if is_valid_id(task_id) else None

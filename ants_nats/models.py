@@ -332,7 +332,7 @@ class Schedule(_Wire):
 
 
 class TrailEvent(_Wire):
-    """One event on the trail (stream ``ANTS_TRAIL``, subject ``ants.trail.<kind>.<ref>``).
+    """One event on the trail (stream ``ANTS_TRAIL``, subject ``ants.trail.<kind>.<ref>.<by or _>``).
 
     ``kind`` is ``task.<what>``, ``agent.<what>`` or ``mark.<name>``; ``ref`` the task id, agent id
     or mark key. ``seq`` is the stream sequence, filled in when the event is read (never written).

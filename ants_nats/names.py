@@ -44,11 +44,15 @@ MICRO_SERVICE_NAME = "ants-agent"
 LEDGER_BUCKET = "ants_ledger"
 """KV bucket: one key per agent id, value an ``AgentLedger`` projected from the trail."""
 
+COUNTED_BUCKET = "ants_counted"
+"""KV bucket the ledger service alone writes: one key per trail event it counted
+(``<task id>.<token>.<outcome>``, ``<task id>.bad.<author>``), so a copy of it counts for nothing."""
+
 BAD_RESULT_MARK = "result.bad"
 """Mark laid (by anyone) on a task whose result turned out wrong; ``data.agent`` is the completer."""
 
 TRAIL_STREAM = "ANTS_TRAIL"
-"""Stream of trail events (the pheromone trail), on ``ants.trail.<category>.<event>.<ref>``."""
+"""Stream of trail events (the pheromone trail), on ``ants.trail.<kind>.<ref>.<author>``."""
 
 TRAIL_SUBJECT_PREFIX = "ants.trail"
 
@@ -63,7 +67,7 @@ SCHEDULE_RELAY_CONSUMER = "schedule_relay"
 """Durable pull consumer of the firings, shared by every agent: whoever pulls a firing submits its task."""
 
 MAX_SCHEDULE_NAME_LENGTH = 111
-"""Longest schedule name: a firing's task id is ``<name>-<UTC time>`` (16 characters more)."""
+"""Longest schedule name: a firing's task id is ``<name>-<UTC time>`` (17 characters more)."""
 
 
 def schedule_subject(name: str) -> str:

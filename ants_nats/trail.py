@@ -79,10 +79,14 @@ class Scent:
 
 
 def _read(subject: str, data: bytes, seq: int) -> TrailEvent | None:
-    """The event stored as ``seq`` on ``subject``, or None when it is not one, or not on the subject
-    of its author (an event in another agent's name, which access control refuses to publish)."""
+    """The event stored as ``seq`` on ``subject``, or None when it is not one, not about an id (a
+    ref is a task id, agent id or mark key: readers use it as a key and a file name), or not on the
+    subject of its author (an event in another agent's name, which access control refuses)."""
     event = parse_or_none(TrailEvent, data, where=subject)
     if event is None:
+        return None
+    if not is_valid_id(event.ref) or (event.by is not None and not is_valid_id(event.by)):
+        log.warning("trail.invalid_ref", subject=subject, kind=event.kind)
         return None
     if subject != trail_subject(event.kind, event.ref, event.by):
         log.warning("trail.misplaced_event", subject=subject, kind=event.kind, by=event.by)

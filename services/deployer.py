@@ -32,6 +32,8 @@ def _publish(source: Path | bytes, publish_dir: Path, name: str) -> Path:
     (write, then rename)."""
     if isinstance(source, Path) and not source.is_file():
         raise FileNotFoundError(f"no readable file at {str(source)!r}")
+    if Path(name).name != name or name.startswith("."):  # never a path out of publish_dir
+        raise ValueError(f"not a file name: {name!r}")
     publish_dir.mkdir(parents=True, exist_ok=True)
     target = publish_dir / name
     partial = target.with_suffix(target.suffix + ".partial")

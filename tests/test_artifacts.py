@@ -64,9 +64,13 @@ async def test_a_5_mb_payload_and_result_round_trip_through_the_store(board: Tas
     assert record.status is TaskStatus.DONE and record.result is None and record.result_ref is not None
     assert await board.result("big") == answer
     assert final["after"].result == {"length": len(str(answer))}
-    # Submitting the same task again is the same task (its artifact is named by its content).
+    # Submitting the same task again is the same task (its artifact is named by its content), and
+    # its stored payload is left as it is (a reader may be reading it).
+    store = await board.nc.jetstream().object_store(ARTIFACTS_BUCKET)
+    before = await store.get_info(submitted.task.payload_ref.name)
     again = await board.submit(Task(id="big", kind="summarise", payload=payload))
     assert again.task == submitted.task
+    assert (await store.get_info(submitted.task.payload_ref.name)).nuid == before.nuid
 
 
 async def test_a_handler_stores_a_file_and_returns_its_reference(board: TaskBoard, tmp_path: Path) -> None:

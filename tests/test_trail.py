@@ -142,3 +142,13 @@ async def test_agents_leave_joined_and_left_marks(board: TaskBoard) -> None:
     events = await board.trail.replay(f"ants.trail.agent.*.{agent.id}.*")
     assert [e.kind for e in events] == ["agent.joined", "agent.left"]
     assert events[0].data == {"name": "scout", "capabilities": ["look"], "capacity": 1}
+
+
+async def test_an_event_about_no_id_is_dropped_by_every_reader(board: TaskBoard) -> None:
+    # A ref becomes a key and a file name for readers (the deployer names files after it).
+    evil = TrailEvent(kind="mark.artifact.written", ref="/home/user/.bashrc")
+    await board.nc.jetstream().publish(
+        "ants.trail.mark.artifact.written./home/user/.bashrc._", evil.model_dump_json().encode()
+    )
+    await board.trail.mark("artifact.written", key="fine")
+    assert [e.ref for e in await board.trail.replay("ants.trail.mark.>")] == ["fine"]

@@ -355,6 +355,21 @@ async def test_outcomes_the_board_does_not_back_count_for_nothing(board: TaskBoa
     ]
 
 
+async def test_a_real_outcome_laid_again_counts_once(board: TaskBoard) -> None:
+    honest = Agent(board, name="honest", capabilities=["cpu"])
+    honest.handler("work")(Recorder().handle)
+    async with honest, ledger_running(board) as ledger:
+        await board.submit(Task(id="once", kind="work", requires=("cpu",)))
+        await until_ledger(board, honest.id, lambda e: e.totals.completed == 1)
+        (genuine,) = [e for e in await board.trail.history("once") if e.kind == "task.completed"]
+        for _ in range(3):  # the very event, signature and all, laid again (and again)
+            await board.trail.emit(genuine.model_copy(update={"seq": None}))
+        replayed = await _until_rejected(board, "replayed", 3)
+        after = await ledger.get(honest.id)
+    assert after.totals.completed == 1
+    assert {e.data["task"] for e in replayed if isinstance(e.data, dict)} == {"once"}
+
+
 async def test_a_zombie_cannot_report_progress_on_a_reclaimed_task(board: TaskBoard) -> None:
     await board.submit(Task(id="z", kind="work"))
     zombie = await board.claim("z", "zombie")

@@ -281,6 +281,9 @@ class Claims:
         runs_out = kept[-1].time + timedelta(seconds=last.ttl)
         if deleted >= runs_out:
             return None
+        record, _ = await core.get_entry(task_id)
+        if record.holder != holder or record.token != last.token:
+            return None  # its holder finished (or let go) and dropped its key meanwhile
         log.warning("lease.forged_expiry", task_id=task_id, holder=holder, deleted=deleted.isoformat())
         await core.trail.emit(
             TrailEvent(kind="corrupt.lease", ref=task_id, data={"holder": holder, "deleted_early": True})
@@ -317,6 +320,11 @@ class Claims:
             async with translate_errors(f"extend the ticket of {lease.task_id}"):
                 await lease._ticket.in_progress()
         else:
+            # The record, not the key, says who holds the task: a claimant that took over (or a
+            # cancel) leaves our own key untouched.
+            record, _ = await core.get_entry(lease.task_id)
+            if not holds(lease, record):
+                raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             value = LeaseRecord(
                 task_id=lease.task_id, agent=lease.agent_id, ttl=lease.ttl, claimed_at=now, token=lease.token
             )

@@ -159,9 +159,12 @@ class Schedules:
         except TaskExists as exc:  # the schedule changed within the second it fired in
             log.warning("schedule.firing_conflict", schedule=schedule.name, task_id=task.id, error=str(exc))
             record = None
-        except InvalidTask as exc:  # e.g. a board whose limits are now stricter than the template
-            log.error("schedule.firing_invalid", schedule=schedule.name, task_id=task.id, error=str(exc))
-            record = None
+        except ServerUnavailable:
+            raise  # relayed again (the firing stays un-acked)
+        except AntsError as exc:  # invalid now (stricter limits), refused, corrupt: never loop on it
+            log.error("schedule.firing_dropped", schedule=schedule.name, task_id=task.id, error=str(exc))
+            await msg.term()
+            return None
         await msg.ack()
         log.info("schedule.fired", schedule=schedule.name, task_id=task.id)
         return record
@@ -170,9 +173,12 @@ class Schedules:
         """Relay firings into tasks until cancelled (every agent runs this; each firing reaches one)."""
         try:
             await self.ensure()
-        except AntsError as exc:  # e.g. a server older than 2.12, without message schedules
+        except ServerUnavailable:
+            raise  # the agent starts this loop again
+        except AntsError as exc:  # refused: e.g. a server older than 2.12, without message schedules
             log.warning("schedule.relay_unavailable", error=str(exc))
             return
+        self._ready = False  # a loop started again checks the stream and consumer again
         async with Puller(self._core.nc, SCHEDULES_STREAM, SCHEDULE_RELAY_CONSUMER) as puller:
             while True:
                 msg = await fetch_patiently(puller, _RELAY_WAIT_S)

@@ -49,10 +49,14 @@ class Settlement:
             try:
                 await self._claims.check_lease_key(lease)
             except LeaseLost:
+                # The key is gone; the record decides: written already (the answer was lost), or
+                # still ours (a deleted key, nobody took over: the CAS below fences the write).
                 record, _ = await self._core.get_entry(lease.task_id)
                 if _ended_with(record, lease, outcome, error, (result, result_ref)):
-                    return record  # written already, lease key dropped: the answer was lost
-                raise
+                    return record
+                if not holds(lease, record):
+                    raise
+                lease._lease_revision = 0  # nothing of ours left to drop
         attempt = attempt_of(lease, outcome, utcnow(), error)
 
         def ended(record: TaskRecord) -> TaskRecord | None:
@@ -74,7 +78,7 @@ class Settlement:
             return let_go.model_copy(update=change(let_go))
 
         final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
-        if lease._ticket is None:
+        if lease._ticket is None and lease._lease_revision:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
         return final
 
