@@ -47,7 +47,9 @@ _READ_ONLY_API = [
     "$JS.API.STREAM.LIST",
     "$JS.API.STREAM.MSG.GET.>",
     "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.CREATE.>",  # ephemeral consumers back every read and watch
+    # Ephemeral consumers back every read and watch; a named or durable one (a route's, the
+    # ledger's) is created on its own subject, which a reader may not touch.
+    "$JS.API.CONSUMER.CREATE.*",
     "$JS.API.CONSUMER.INFO.>",
     "$JS.API.CONSUMER.MSG.NEXT.>",
     "$JS.FC.>",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nats.errors
 import pytest
+from nats.js.api import ConsumerConfig
 
 from ants_nats import (
     Agent,
@@ -62,6 +63,11 @@ async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> No
             await observer.get("sneaky")
         with pytest.raises(PermissionDenied):
             await observer.trail.mark("graffiti", key="wall")
+        # Nor may it change how a shared consumer delivers (a route's, here).
+        with pytest.raises(nats.errors.TimeoutError):
+            await observer.nc.jetstream().add_consumer(
+                "ANTS_WORK", ConsumerConfig(durable_name="work_any", ack_wait=1.0), timeout=1
+            )
 
 
 async def test_an_observer_cannot_create_the_board(tmp_path: Path) -> None:
