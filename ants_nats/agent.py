@@ -90,14 +90,17 @@ class Agent:
         decline_backoff: float = 1.0,
         identity: Identity | None = None,
         metrics_port: int | None = None,
+        description: str | None = None,
     ) -> None:
         """``metrics_port``: serve Prometheus metrics on 127.0.0.1 at that port while the agent
         runs (0 takes a free port; ``metrics_url`` tells which); None serves none (the counters are
-        kept all the same, in ``metrics``)."""
+        kept all the same, in ``metrics``). ``description``: what the agent is for, in words, on its
+        card (for planners choosing among agents, and its A2A card)."""
         if capacity < 1:
             raise AntsError(f"capacity must be at least 1, got {capacity}")
         self.board = board
         self.name = name
+        self.description = description
         self.id = agent_id or f"{name}-{uuid.uuid4().hex[:8]}"
         if not is_valid_id(self.id):
             raise AntsError(f"invalid agent id {self.id!r}")
@@ -164,6 +167,7 @@ class Agent:
         return AgentCard(
             id=self.id,
             name=self.name,
+            description=self.description,
             capabilities=self.specs,
             load=self.load,
             capacity=self.capacity,

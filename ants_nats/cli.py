@@ -25,6 +25,7 @@ from pydantic import JsonValue
 
 from . import __version__
 from ._aio import stopping_on_signals
+from .a2a import a2a_card
 from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
@@ -103,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     _schedule_commands(command, sub)
 
     command("tasks", "list the tasks on the board", json_out=True)
-    command("agents", "list the live agents and their load", json_out=True)
+    agents = command("agents", "list the live agents and their load", json_out=True)
+    agents.add_argument("--a2a", action="store_true", help="print each as an A2A (v0.3) agent card, in JSON")
     command("reputation", "list reputation scores per agent and capability", json_out=True)
     trail = command("trail", "print trail events", json_out=True)
     trail.add_argument("--subject", default="ants.trail.>", help="subject filter")
@@ -465,6 +467,11 @@ async def _tasks(args: argparse.Namespace) -> int:
 
 
 async def _agents(args: argparse.Namespace) -> int:
+    if args.a2a:
+        async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+            cards = await board.directory.cards()
+        _emit_json([a2a_card(card, server_url=args.server) for card in cards])
+        return 0
     await _show(
         args,
         lambda board: board.directory.cards(),

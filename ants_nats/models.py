@@ -173,11 +173,17 @@ class Attempt(_Wire):
 
 
 class CapabilitySpec(_Wire):
-    """A capability an agent announces: a name, optionally a version and numeric limits."""
+    """A capability an agent announces: a name, optionally a version and numeric limits, and what
+    a planner (often an LLM) needs to choose it: a description, the JSON Schemas of the payload it
+    takes and the result it gives, and example requests."""
 
     name: Capability
     version: str | None = Field(default=None, max_length=64)
     limits: dict[str, float] = Field(default_factory=dict, description="e.g. {'max_tokens': 4000}")
+    description: str | None = Field(default=None, max_length=2000)
+    input_schema: dict[str, JsonValue] | None = Field(default=None, description="JSON Schema of payloads.")
+    output_schema: dict[str, JsonValue] | None = Field(default=None, description="JSON Schema of results.")
+    examples: tuple[str, ...] = Field(default=(), max_length=20, description="Example requests, in words.")
 
 
 class AgentCard(_Wire):
@@ -185,6 +191,7 @@ class AgentCard(_Wire):
 
     id: AgentId
     name: str = Field(max_length=128)
+    description: str | None = Field(default=None, max_length=2000, description="What it is for, in words.")
     capabilities: tuple[CapabilitySpec, ...] = ()
     load: int = Field(ge=0)
     capacity: int = Field(ge=1)
