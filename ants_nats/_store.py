@@ -385,14 +385,21 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await _open_up(js, existing, atomic=bool(config.allow_atomic), direct=bool(config.allow_direct))
 
 
-async def _open_up(js: JetStreamContext, config: StreamConfig, *, atomic: bool, direct: bool) -> None:
+async def _open_up(
+    js: JetStreamContext, config: StreamConfig, *, atomic: bool, direct: bool, history: int = 0
+) -> None:
     """Let a stream that predates them take atomic batches (without, batches fall back to single
-    writes, which only costs speed) or direct gets (which ``nats stream view`` uses)."""
-    missing = (atomic and not config.allow_atomic) or (direct and not config.allow_direct)
+    writes, which only costs speed) or direct gets (which ``nats stream view`` uses), and keep at
+    least ``history`` messages per subject (a bucket's revisions per key)."""
+    kept = config.max_msgs_per_subject or 0
+    short = history > 0 and 0 < kept < history
+    missing = (atomic and not config.allow_atomic) or (direct and not config.allow_direct) or short
     if not missing:
         return
     config.allow_atomic = config.allow_atomic or atomic
     config.allow_direct = config.allow_direct or direct
+    if short:
+        config.max_msgs_per_subject = history
     action = f"open up stream {config.name}"
     try:
         async with translate_errors(action):
@@ -446,6 +453,5 @@ async def ensure_kv(
         return (await js.stream_info(f"KV_{bucket}")).config
 
     config = await patiently(js, f"open bucket {bucket}", op)
-    if atomic:
-        await _open_up(js, config, atomic=True, direct=False)
+    await _open_up(js, config, atomic=atomic, direct=False, history=history)
     return config

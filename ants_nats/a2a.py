@@ -9,6 +9,7 @@ examples and, in the description, the JSON Schemas of what it takes and gives).
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import JsonValue
 
@@ -25,7 +26,7 @@ def a2a_card(card: AgentCard, *, server_url: str) -> dict[str, JsonValue]:
         "protocolVersion": A2A_PROTOCOL_VERSION,
         "name": card.name,
         "description": card.description or f"ants-nats agent {card.id}: {capabilities}",
-        "url": server_url,
+        "url": _public(server_url),
         "preferredTransport": "NATS",
         "version": card.software,
         "capabilities": {"streaming": False, "pushNotifications": False},
@@ -33,6 +34,16 @@ def a2a_card(card: AgentCard, *, server_url: str) -> dict[str, JsonValue]:
         "defaultOutputModes": [_JSON],
         "skills": [_skill(spec) for spec in card.capabilities],
     }
+
+
+def _public(server_url: str) -> str:
+    """The first server of ``server_url``, without credentials (a card is shown to anyone)."""
+    first = urlsplit(server_url.split(",", maxsplit=1)[0].strip())
+    host = first.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if first.port is not None:
+        netloc += f":{first.port}"
+    return urlunsplit((first.scheme or "nats", netloc, "", "", ""))
 
 
 def _skill(spec: CapabilitySpec) -> dict[str, JsonValue]:

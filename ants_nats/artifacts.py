@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 import nats.js.errors
@@ -25,7 +26,7 @@ from pydantic import JsonValue
 from ._store import patiently, translate_errors
 from .errors import ArtifactNotFound, CorruptEntry, PayloadTooLarge
 from .log import get_logger
-from .models import ArtifactRef
+from .models import ArtifactRef, utcnow
 from .names import ARTIFACTS_BUCKET
 
 log = get_logger("artifacts")
@@ -84,16 +85,27 @@ class Artifacts:
                 with data.open("rb") as file:
                     info = await store.put(name, file)
             else:
-                # The same bytes again (a repeated submission or completion) are left as they are:
-                # a put replaces the chunks, which a reader may be reading at that moment.
+                # The same bytes again (a repeated submission or completion) are left as they are
+                # while young: a put replaces the chunks, which a reader may be reading at that
+                # moment. An old copy is put again, so that it lives a full ``ttl`` from now.
                 digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
                 with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
                     kept = await store.get_info(name)
-                    if kept.digest == digest and kept.size == len(data):
+                    if kept.digest == digest and kept.size == len(data) and self._young(kept.mtime):
                         return ArtifactRef(name=name, size=len(data), digest=digest)
                 info = await store.put(name, data)
         log.debug("artifact.written", name=name, size=info.size)
         return ArtifactRef(name=name, size=int(info.size or 0), digest=str(info.digest))
+
+    def _young(self, mtime: str | None) -> bool:
+        """Whether an object put at ``mtime`` has more than half its time to live left."""
+        if self._ttl is None:
+            return True
+        try:
+            put_at = datetime.fromisoformat(mtime or "")
+        except ValueError:
+            return False
+        return (utcnow() - put_at).total_seconds() < self._ttl / 2
 
     async def put_json(self, name: str, value: JsonValue) -> ArtifactRef:
         """Store ``value`` as JSON (compact, UTF-8) as artifact ``name``."""

@@ -7,6 +7,7 @@ the follower runs ``in_order``, so a redelivered event is recognised and skipped
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
@@ -79,7 +80,9 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
 
 
 COUNTED_FOR_S = 30 * 24 * 3600.0
-"""How long the ledger remembers that it counted an event (longer than a record can back a copy)."""
+"""How long the ledger remembers that it counted an event: longer than a finished record lives by
+default (``finished_ttl``, 7 days), so a copy laid later has no record left to back it. Boards that
+keep records longer should keep this as long."""
 
 
 def _count_key(event: TrailEvent) -> str:
@@ -222,13 +225,18 @@ class Ledger:
             if record is None or not backs(record, event):
                 await self._reject(trail, "unbacked", event)
                 continue
-            once = _count_key(event)
-            if await self._counted.get(once) is not None:
+            # The key holds the sequence of the event it counted: the same event again (redelivered
+            # after a crash, or replayed to rebuild the ledger) goes on; another copy does not.
+            once, seq = _count_key(event), str(event.seq).encode()
+            counted = await self._counted.get(once)
+            if counted is not None and counted.value != seq:
                 await self._reject(trail, "replayed", event)
                 continue
             if await self.record(_vouched(event, record)):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
-            await self._counted.put(once, b"", ttl=COUNTED_FOR_S)
+            if counted is None:
+                with contextlib.suppress(Conflict):  # another replica counted it meanwhile
+                    await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
 
     async def _record_of(self, task_id: str) -> TaskRecord | None:
         entry = await self._tasks.get(task_id) if is_valid_id(task_id) else None

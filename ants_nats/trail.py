@@ -186,7 +186,9 @@ class Trail:
         )
         events: list[TrailEvent] = []
         async with translate_errors("replay the trail"):
-            sub = await self._js.pull_subscribe(subjects, stream=TRAIL_STREAM, config=config)
+            # An unnamed consumer: read-only credentials may create those (access control).
+            info = await self._js.add_consumer(TRAIL_STREAM, config=config)
+            sub = await self._js.pull_subscribe_bind(stream=TRAIL_STREAM, consumer=str(info.name))
             try:
                 pending = (await sub.consumer_info()).num_pending
                 while pending:

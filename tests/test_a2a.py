@@ -8,7 +8,8 @@ import json
 
 from a2a.compat.v0_3.types import AgentCard as A2ACard
 
-from ants_nats import Agent, CapabilitySpec, EmbeddedServer, TaskBoard
+from ants_nats import Agent, AgentCard, CapabilitySpec, EmbeddedServer, TaskBoard
+from ants_nats.a2a import a2a_card
 
 from .test_cli import run_cli
 
@@ -49,3 +50,9 @@ async def test_live_agents_print_as_valid_a2a_cards(nats_server: EmbeddedServer,
     assert skills["summarise"].tags == ["summarise", "version:2"]
     assert '"required":["text"]' in skills["summarise"].description
     assert cards["plain"]["skills"] == [] and "ants-nats agent" in cards["plain"]["description"]
+
+
+def test_a_card_names_the_server_without_credentials() -> None:
+    card = AgentCard(id="a1", name="a", load=0, capacity=1, software="x")
+    shown = a2a_card(card, server_url="nats://svc:secret@nats.internal:4222,nats://other:4222")
+    assert shown["url"] == "nats://nats.internal:4222"

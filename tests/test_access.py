@@ -55,6 +55,7 @@ async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> No
     async with TaskBoard.connect(secured.url, seed=OBSERVER.seed) as observer:
         assert (await observer.get("visible")).task.id == "visible"
         assert "visible" in {r.task.id for r in await observer.all_tasks()}
+        assert "task.submitted" in {e.kind for e in await observer.trail.history("visible")}
         # Refused as soon as the server says so, not after the request's 5 s timeout.
         async with asyncio.timeout(2.5):
             with pytest.raises(PermissionDenied, match="refused by the server"):

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.api import KeyValueConfig, RetentionPolicy, StreamConfig
 
 from ants_nats import (
     EmbeddedServer,
@@ -143,3 +143,16 @@ async def test_the_ticket_stream_takes_direct_gets_even_when_made_without(
         assert (await js.stream_info("ANTS_WORK")).config.allow_direct
         ticket = await js.get_msg("ANTS_WORK", subject="ants.work.any", direct=True)
         assert b'"task_id":"viewable"' in (ticket.data or b"")
+
+
+async def test_an_older_leases_bucket_keeps_two_revisions_once_a_board_opens_it(
+    nats_server: EmbeddedServer,
+) -> None:
+    # Two revisions per key let a deletion be compared with the lease it ended (forged expiries).
+    await wipe(nats_server.url)
+    async with connect(nats_server.url) as nc:
+        js = nc.jetstream()
+        await js.create_key_value(KeyValueConfig(bucket="ants_leases", history=1))
+        async with TaskBoard.connect(nats_server.url):
+            pass
+        assert (await js.stream_info("KV_ants_leases")).config.max_msgs_per_subject == 2

@@ -274,6 +274,9 @@ class Claims:
         lapsed, or when the bucket no longer keeps the lease's last value to tell."""
         core, key = self._core, lease_key(task_id, holder)
         deleted = await core.leases.deleted_at(key)
+        if deleted is None and await core.leases.get(key) is not None:
+            # Put back by its holder since we looked (its heartbeat found the record still its own).
+            return Taken(task_id, "held", holder=holder, retry_after=core.config.lease_ttl)
         kept = await core.leases.history(key)
         last = parse_or_none(LeaseRecord, kept[-1].value, where=f"{LEASES_BUCKET}/{key}") if kept else None
         if deleted is None or last is None or kept[-1].time is None:
@@ -350,6 +353,11 @@ class Claims:
             revision = await self._core.leases.create(key, value, ttl=lease.ttl)
         except Conflict as exc:
             raise lost from exc
+        # A claimant that saw the key gone may have taken over meanwhile: then ours goes again.
+        record, _ = await self._core.get_entry(lease.task_id)
+        if not holds(lease, record):
+            await self.drop_lease(lease.task_id, lease.agent_id, revision)
+            raise lost
         log.warning("lease.restored", task_id=lease.task_id, agent=lease.agent_id, token=lease.token)
         return revision
 
