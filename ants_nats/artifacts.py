@@ -107,10 +107,6 @@ class Artifacts:
             return False
         return (utcnow() - put_at).total_seconds() < self._ttl / 2
 
-    async def put_json(self, name: str, value: JsonValue) -> ArtifactRef:
-        """Store ``value`` as JSON (compact, UTF-8) as artifact ``name``."""
-        return await self.put(name, _json_bytes(value))
-
     async def get(self, ref: ArtifactRef) -> bytes:
         """The bytes of ``ref`` (digest checked): ``ArtifactNotFound`` when it is gone (e.g. expired),
         ``CorruptEntry`` when the stored object is not the one referred to."""
@@ -135,14 +131,3 @@ class Artifacts:
         except ValueError as exc:
             raise CorruptEntry(f"artifact {ref.name!r} is not JSON") from exc
         return value
-
-
-def _json_bytes(value: JsonValue) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
-def content_name(prefix: str, value: JsonValue) -> tuple[str, bytes]:
-    """A name for ``value`` that differs whenever its JSON does (``<prefix>-<sha256, 16 hex>``), with
-    that JSON: rewriting equal content under it changes nothing a reader could see."""
-    data = _json_bytes(value)
-    return f"{prefix}-{hashlib.sha256(data).hexdigest()[:16]}", data

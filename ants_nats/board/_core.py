@@ -207,10 +207,11 @@ def check_id(value: str, *, what: str = "task id") -> None:
         raise InvalidTask(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -, starting alphanumeric")
 
 
-def json_size(value: JsonValue, *, what: str) -> int:
-    """Bytes of ``value`` as compact JSON (what payload and result limits count); ``InvalidTask``
-    naming ``what`` when it is not JSON (NaN and infinities are not)."""
+def json_encoded(value: JsonValue, *, what: str) -> bytes:
+    """``value`` as compact JSON (what payload and result limits count, and what the artifact store
+    keeps of a large one); ``InvalidTask`` naming ``what`` when it is not JSON (NaN and infinities
+    are not)."""
     try:
-        return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except ValueError as exc:
         raise InvalidTask(f"{what} is not JSON: {exc}") from exc

@@ -39,7 +39,7 @@ from ..names import (
     is_valid_id,
     schedule_subject,
 )
-from ._core import Core, json_size
+from ._core import Core, json_encoded
 from .submit import Submission, parse_task
 
 log = get_logger("schedule")
@@ -95,7 +95,7 @@ class Schedules:
         """See ``TaskBoard.schedule``."""
         _check_name(name)
         schedule = _schedule(name, normalize_when(when), template, by)
-        size = json_size(schedule.template.payload, what=f"payload of schedule {name!r}")
+        size = len(json_encoded(schedule.template.payload, what=f"payload of schedule {name!r}"))
         if size > self._core.config.inline_bytes:  # the schedule is one message: no artifacts
             raise InvalidSchedule(
                 f"payload of schedule {name!r} is {size} bytes of JSON; "

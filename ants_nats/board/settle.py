@@ -14,7 +14,7 @@ from pydantic import JsonValue
 from ..errors import InvalidTask, LeaseLost, PayloadTooLarge
 from ..models import ArtifactRef, Outcome, TaskRecord, TaskStatus, utcnow
 from ..names import BAD_RESULT_MARK
-from ._core import Core, json_size
+from ._core import Core, json_encoded
 from .claim import Claims
 from .lease import Lease, attempt_of, held_as, holds
 from .propagate import Propagation
@@ -85,14 +85,14 @@ class Settlement:
     async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
         """See ``TaskBoard.complete``."""
         config = self._core.config
-        size = json_size(result, what=f"result of task {lease.task_id!r}")
-        if size > config.max_payload_bytes:
-            raise PayloadTooLarge(f"result of task {lease.task_id!r}", size, config.max_payload_bytes)
+        encoded = json_encoded(result, what=f"result of task {lease.task_id!r}")
+        if len(encoded) > config.max_payload_bytes:
+            raise PayloadTooLarge(f"result of task {lease.task_id!r}", len(encoded), config.max_payload_bytes)
         ref = None
-        if size > config.inline_bytes:
+        if len(encoded) > config.inline_bytes:
             # Named by the claim: a stale holder can never overwrite the current holder's result.
             name = f"{lease.task_id}/result-{lease.token}-{lease.agent_id}"
-            ref = await self._core.artifacts.put_json(name, result)
+            ref = await self._core.artifacts.put(name, encoded)
             result = None
         final = await self._settle(
             lease,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,12 +13,11 @@ from pydantic import JsonValue
 from .. import matching, tracing
 from .._aio import gather_bounded
 from .._store import Conflict
-from ..artifacts import content_name
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..log import get_logger
 from ..models import Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
-from ._core import Core, json_size
+from ._core import Core, json_encoded
 from .propagate import Propagation
 
 log = get_logger("board")
@@ -109,13 +109,13 @@ class Submission:
         if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
             raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
         batch = trace.stamp([parse_task(task) for task in tasks])
-        large: set[str] = set()
+        large: dict[str, bytes] = {}  # the JSON of each payload kept as an artifact
         for task in batch:
-            size = json_size(task.payload, what=f"payload of task {task.id!r}")
-            if size > config.max_payload_bytes:
-                raise PayloadTooLarge(f"payload of task {task.id!r}", size, config.max_payload_bytes)
-            if size > config.inline_bytes:
-                large.add(task.id)
+            encoded = json_encoded(task.payload, what=f"payload of task {task.id!r}")
+            if len(encoded) > config.max_payload_bytes:
+                raise PayloadTooLarge(f"payload of task {task.id!r}", len(encoded), config.max_payload_bytes)
+            if len(encoded) > config.inline_bytes:
+                large[task.id] = encoded
         check_batch(batch)
         ids = {task.id for task in batch}
         external = sorted({dep for task in batch for dep in task.depends_on if dep not in ids})
@@ -126,14 +126,14 @@ class Submission:
             record = parse_or_none(TaskRecord, entry.value, where=f"dependency {dep}")
             if record is not None:  # a DAG submitted in parts: link to its earlier submissions
                 trace.link(record.task.trace)
-        return [await self._offload(task) if task.id in large else task for task in batch]
+        return [await self._offload(task, large[task.id]) if task.id in large else task for task in batch]
 
-    async def _offload(self, task: Task) -> Task:
-        """``task`` with its payload moved to the artifact store. The artifact is named by the
-        payload's content, so submitting the same task again is still the same task, and a
+    async def _offload(self, task: Task, payload: bytes) -> Task:
+        """``task`` with its ``payload`` (JSON) moved to the artifact store. The artifact is named by
+        the payload's content, so submitting the same task again is still the same task, and a
         different task under a taken id cannot overwrite the payload of the one on the board."""
-        name, data = content_name(f"{task.id}/payload", task.payload)
-        ref = await self._core.artifacts.put(name, data)
+        name = f"{task.id}/payload-{hashlib.sha256(payload).hexdigest()[:16]}"
+        ref = await self._core.artifacts.put(name, payload)
         return task.model_copy(update={"payload": None, "payload_ref": ref})
 
     async def _withdraw(self, written: Mapping[str, int]) -> None:
