@@ -261,20 +261,28 @@ class Bucket:
         self._js = js
         self._prefix = f"$KV.{name}."
 
-    async def _last(self, key: str) -> tuple[Entry | None, int]:
-        """The live entry (None if absent or deleted) and the key's last revision (0 if none)."""
+    async def _last(self, key: str) -> tuple[Entry | None, int, datetime | None]:
+        """The live entry (None if absent or deleted), the key's last revision (0 if none), and
+        when it was deleted, by the server's clock (None unless its last message is a tombstone
+        or an expiry marker)."""
         msg = await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
         if msg is None:
-            return None, 0
+            return None, 0, None
         revision = int(msg.seq or 0)
         if is_tombstone(msg.headers):
-            return None, revision
-        return Entry(key=key, value=msg.data or b"", revision=revision, time=msg.time), revision
+            return None, revision, msg.time
+        return Entry(key=key, value=msg.data or b"", revision=revision, time=msg.time), revision, None
 
     async def get(self, key: str) -> Entry | None:
         """The live entry for ``key``, or None when absent, deleted or expired."""
-        entry, _ = await self._last(key)
+        entry, _, _ = await self._last(key)
         return entry
+
+    async def read(self, key: str) -> tuple[Entry | None, datetime | None]:
+        """The live entry for ``key``, or, when there is none, when it was deleted (None if it
+        never had a value, or the bucket no longer keeps its tombstone)."""
+        entry, _, deleted = await self._last(key)
+        return entry, deleted
 
     async def _publish(
         self, key: str, value: bytes, *, last: int, ttl: float | None, op: str | None, rollup: bool = False
@@ -297,7 +305,7 @@ class Bucket:
         try:
             return await self._publish(key, value, last=0, ttl=ttl, op=None)
         except Conflict:
-            entry, last = await self._last(key)
+            entry, last, _ = await self._last(key)
             if entry is not None:
                 raise
             # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
@@ -356,12 +364,6 @@ class Bucket:
             for e in entries
             if not e.operation
         ]
-
-    async def deleted_at(self, key: str) -> datetime | None:
-        """When ``key`` was deleted, by the server's clock: the time of the tombstone or expiry
-        marker that is its last message (None when it has a live value, or no message at all)."""
-        msg = await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
-        return msg.time if msg is not None and is_tombstone(msg.headers) else None
 
     async def delete(self, key: str, *, last: int, ttl: float | None = None) -> None:
         """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise);

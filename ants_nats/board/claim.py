@@ -250,9 +250,9 @@ class Claims:
         if holder is None:
             return None
         key = lease_key(task_id, holder)
-        entry = await core.leases.get(key)
+        entry, deleted = await core.leases.read(key)
         if entry is None:
-            return await self._deleted_early(task_id, holder)
+            return None if deleted is None else await self._deleted_early(task_id, holder, deleted)
         lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{key}")
         # The server's write time, not anything in the value, says how old the lease is.
         age = (utcnow() - (entry.time or utcnow())).total_seconds()
@@ -267,19 +267,18 @@ class Claims:
             return Taken(task_id, "held", retry_after=0.0)
         return Taken(task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0))
 
-    async def _deleted_early(self, task_id: str, holder: str) -> Taken | None:
-        """``held`` when ``holder``'s lease key was deleted before its lease ran out: not the
+    async def _deleted_early(self, task_id: str, holder: str, deleted: datetime) -> Taken | None:
+        """``held`` when ``holder``'s lease key was ``deleted`` before its lease ran out: not the
         server's expiry but a tombstone or marker anyone may write (the holder drops its key only
         after its final write, when the record no longer names it). None when the lease really
         lapsed, or when the bucket no longer keeps the lease's last value to tell."""
         core, key = self._core, lease_key(task_id, holder)
-        deleted = await core.leases.deleted_at(key)
-        if deleted is None and await core.leases.get(key) is not None:
-            # Put back by its holder since we looked (its heartbeat found the record still its own).
-            return Taken(task_id, "held", holder=holder, retry_after=core.config.lease_ttl)
         kept = await core.leases.history(key)
+        if kept and kept[-1].time is not None and kept[-1].time > deleted:
+            # Put back by its holder since (its heartbeat found the record still its own).
+            return Taken(task_id, "held", holder=holder, retry_after=core.config.lease_ttl)
         last = parse_or_none(LeaseRecord, kept[-1].value, where=f"{LEASES_BUCKET}/{key}") if kept else None
-        if deleted is None or last is None or kept[-1].time is None:
+        if last is None or kept[-1].time is None:
             return None
         runs_out = kept[-1].time + timedelta(seconds=last.ttl)
         if deleted >= runs_out:
