@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Collection
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
+from contextlib import aclosing, asynccontextmanager
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
@@ -34,6 +35,50 @@ _SNAPSHOT_QUIET_S = 0.5
 
 _INACTIVE_S = 300.0
 """The server removes a watch's consumer this long after its client vanished."""
+
+
+@asynccontextmanager
+async def pushed(
+    js: JetStreamContext,
+    stream: str,
+    subjects: Sequence[str],
+    *,
+    action: str,
+    since: datetime | None = None,
+    new_only: bool = False,
+) -> AsyncIterator[tuple[JetStreamContext.PushSubscription, asyncio.Queue[Msg]]]:
+    """An ordered push consumer of ``subjects`` on ``stream`` (every kept message, those from
+    ``since``, or ``new_only``), its messages queued as they arrive; unsubscribed on exit. It
+    acknowledges nothing (the client resumes it after a gap), so read-only credentials may use it."""
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def deliver(msg: Msg) -> None:
+        arrived.put_nowait(msg)
+
+    policy = DeliverPolicy.NEW if new_only else DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL
+    sub = await patiently(
+        js,
+        action,
+        lambda: js.subscribe(
+            subjects[0],
+            stream=stream,
+            cb=deliver,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            inactive_threshold=_INACTIVE_S,
+            # Fresh for every attempt (nats-py fills in its inbox). One subject goes in
+            # ``filter_subject`` (nats-py's default), several in ``filter_subjects``.
+            config=ConsumerConfig(
+                filter_subjects=list(subjects) if len(subjects) > 1 else None, opt_start_time=since
+            ),
+        ),
+    )
+    try:
+        yield sub, arrived
+    finally:
+        # On a closed connection unsubscribing raises; that must not mask what ended us.
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
 
 
 async def watch_entries(
@@ -58,26 +103,6 @@ async def watch_entries(
     wanted = None if keys is None else frozenset(keys)
     filtered = wanted is not None and len(wanted) <= MAX_FILTERED_KEYS
     subjects = [prefix + key for key in sorted(wanted)] if filtered and wanted else [prefix + ">"]
-    arrived: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def deliver(msg: Msg) -> None:
-        arrived.put_nowait(msg)
-
-    sub = await patiently(
-        js,
-        f"watch bucket {bucket}",
-        lambda: js.subscribe(
-            subjects[0],
-            stream=stream,
-            cb=deliver,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            inactive_threshold=_INACTIVE_S,
-            # Fresh for every attempt (nats-py fills in its inbox). One subject goes in
-            # ``filter_subject`` (nats-py's default), several in ``filter_subjects``.
-            config=ConsumerConfig(filter_subjects=subjects) if len(subjects) > 1 else None,
-        ),
-    )
 
     def change(msg: Msg) -> tuple[str, bytes | None] | None:
         key = msg.subject[len(prefix) :]
@@ -85,7 +110,7 @@ async def watch_entries(
             return None
         return key, (None if is_tombstone(msg.headers) else msg.data or b"")
 
-    try:
+    async with pushed(js, stream, subjects, action=f"watch bucket {bucket}") as (sub, arrived):
         # The backlog ends when nothing more is pending. A purge can take messages the server had
         # counted as pending, so a quiet moment also ends it once the consumer has none left.
         latest: dict[str, bytes | None] = {}
@@ -113,10 +138,6 @@ async def watch_entries(
             item = change(await arrived.get())
             if item is not None:
                 yield item
-    finally:
-        # On a closed connection unsubscribing raises; that must not mask what ended us.
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
 
 
 async def watch_values(

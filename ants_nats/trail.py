@@ -8,7 +8,6 @@ by further deposits of the same mark, and the stream's ``max_age`` drops old eve
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections import defaultdict
@@ -28,6 +27,7 @@ from pydantic import JsonValue
 from ._aio import fetch
 from ._pull import Puller, fetch_patiently
 from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
+from ._watch import pushed
 from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
@@ -47,8 +47,6 @@ log = get_logger("trail")
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_BATCH = 256
 _FETCH_TIMEOUT_S = 1.0
-_VIEW_INACTIVE_S = 300.0
-"""The server removes a watch's consumer this long after its client vanished."""
 _REPLAY_TIMEOUT_S = 5.0
 
 
@@ -313,29 +311,14 @@ class Trail:
         Unlike ``follow`` nothing is acknowledged (an ordered push consumer, resumed by the client
         after a gap), so read-only credentials may watch: an observer may not ack. Corrupt events
         are skipped (``follow`` records them)."""
-        arrived: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def deliver(msg: Msg) -> None:
-            arrived.put_nowait(msg)
-
-        async with translate_errors(f"watch {subjects}"):
-            sub = await self._js.subscribe(
-                subjects,
-                stream=TRAIL_STREAM,
-                cb=deliver,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.NEW if since is None else DeliverPolicy.BY_START_TIME,
-                inactive_threshold=_VIEW_INACTIVE_S,
-                config=ConsumerConfig(opt_start_time=since),
-            )
-        try:
+        feed = pushed(
+            self._js, TRAIL_STREAM, [subjects], action=f"watch {subjects}", since=since, new_only=not since
+        )
+        async with feed as (_, arrived):
             while True:
                 event = _parse(await arrived.get())
                 if event is not None:
                     yield event
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
 
     async def _consumer(self, config: ConsumerConfig) -> str:
         """The name of the consumer ``config`` describes: an existing durable as it is (changing
