@@ -86,3 +86,23 @@ class CorruptEntry(AntsError):
 
 class PermissionDenied(AntsError):
     """The NATS server refused an operation under this connection's permissions."""
+
+
+class RateLimited(AntsError):
+    """A shared rate limit (or a provider's) allows no more now; try again in ``retry_after`` s.
+
+    Raise it from a handler that met a provider's limit: the task goes back without counting as an
+    attempt, and every agent holds the task's capabilities back until then.
+    """
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float) -> None:
+        super().__init__(f"{message} (retry after {retry_after:.3g}s)")
+        self.retry_after = max(float(retry_after), 0.0)
+
+
+class BudgetExhausted(AntsError):
+    """A submission's budget of tokens or cost is spent: its unfinished tasks fail with this reason."""
+
+
+class NotWaiting(AntsError):
+    """The task is not waiting for input, so it cannot be answered."""
