@@ -33,12 +33,12 @@ from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
-from .context import Decline, Handler, NonRetryable, TaskContext
-from .errors import AntsError, ArtifactNotFound, CorruptEntry, LeaseLost, ServerUnavailable
+from .context import AskingForInput, Decline, Handler, NonRetryable, TaskContext
+from .errors import AntsError, ArtifactNotFound, CorruptEntry, InvalidTask, LeaseLost, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .metrics import AgentMetrics, MetricsServer, Outcome
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, Usage, parse_or_none, utcnow
 from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
 from .tracing import TaskTrace
@@ -403,10 +403,12 @@ class Agent:
         )
         await self._give_back(msg, lease, trace)
 
-    async def _decline(self, msg: Msg, lease: Lease, reason: str, trace: TaskTrace) -> None:
+    async def _decline(
+        self, msg: Msg, lease: Lease, reason: str, trace: TaskTrace, spent: Usage | None = None
+    ) -> None:
         log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
         self._ended(lease, trace, "declined", reason)
-        await self.board.release(lease, declined=reason)
+        await self.board.release(lease, declined=reason, usage=spent or None)
         # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
         # later); should it come back to us, we hold it back for ``decline_backoff``.
         self._declined.note(lease.task_id, self.decline_backoff)
@@ -439,7 +441,7 @@ class Agent:
             await msg.ack()
 
     async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler, trace: TaskTrace) -> None:
-        ctx = TaskContext(lease.task, lease, self.board)
+        ctx = TaskContext(lease.task, lease, self.board, answers=lease.answers)
         work = asyncio.create_task(
             self._call(handler, lease.task, ctx, trace), name=f"{self.id}:{lease.task_id}"
         )
@@ -461,19 +463,40 @@ class Agent:
                 self._ended(lease, trace, "expired", "lease lost")
                 return
             raise
+        except AskingForInput as asking:
+            await self._park(msg, lease, trace, asking, ctx.spent)
+            return
         except Decline as exc:
-            await self._decline(msg, lease, str(exc) or "declined by handler", trace)
+            await self._decline(msg, lease, str(exc) or "declined by handler", trace, ctx.spent)
             return
         except NonRetryable as exc:
-            await self._finish(msg, lease, trace, error=f"NonRetryable: {exc}", retry=False)
+            await self._finish(msg, lease, trace, ctx.spent, error=f"NonRetryable: {exc}", retry=False)
             return
         except Exception as exc:  # a handler's failure is the task's failure, not ours
-            await self._finish(msg, lease, trace, error=f"{type(exc).__name__}: {exc}")
+            await self._finish(msg, lease, trace, ctx.spent, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
             self._running.pop(lease.task_id, None)
             await cancel_and_wait([work] if beat is None else [beat, work])
-        await self._finish(msg, lease, trace, result=result)
+        await self._finish(msg, lease, trace, ctx.spent, result=result)
+
+    async def _park(
+        self, msg: Msg, lease: Lease, trace: TaskTrace, asking: AskingForInput, spent: Usage
+    ) -> None:
+        """The handler asked a question: park the task, and hand the ticket back to the server
+        with the question's timeout as the delay (it comes back then, to fail the task if nobody
+        answered; an answer announces a ticket of its own)."""
+        try:
+            await self.board.ask(lease, asking.question, timeout=asking.timeout, usage=spent or None)
+        except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to park
+            self._ended(lease, trace, "expired", "lease lost")
+            return
+        except InvalidTask as exc:  # a question the board refuses: the handler's own failure
+            await self._finish(msg, lease, trace, spent, error=f"{type(exc).__name__}: {exc}")
+            return
+        log.info("task.asked", agent=self.id, task_id=lease.task_id, timeout=asking.timeout)
+        self._ended(lease, trace, "asked", asking.question)
+        await msg.nak(delay=asking.timeout)
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A ``task.cancelled`` event: stop the handler of that task, if it runs here, and remember
@@ -572,6 +595,7 @@ class Agent:
         msg: Msg,
         lease: Lease,
         trace: TaskTrace,
+        spent: Usage,
         *,
         result: JsonValue = None,
         error: str | None = None,
@@ -584,10 +608,11 @@ class Agent:
         with trace.finishing("complete" if error is None else "fail"):
             while True:
                 try:
+                    usage = spent or None
                     if error is None:
-                        record = await self.board.complete(lease, result)
+                        record = await self.board.complete(lease, result, usage=usage)
                     else:
-                        record = await self.board.fail(lease, error, retry=retry)
+                        record = await self.board.fail(lease, error, retry=retry, usage=usage)
                     break
                 except LeaseLost:
                     log.warning(

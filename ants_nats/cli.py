@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="P",
         help="serve Prometheus metrics on 127.0.0.1:P/metrics (0: a free port, printed)",
     )
+    agent.add_argument(
+        "--via-agent-protocol",
+        metavar="AGENT",
+        help="handle 'prompt' tasks by prompting this Synadia Agent Protocol agent (agent[.owner[.name]])",
+    )
 
     _task_commands(command)
     _schedule_commands(command, sub)
@@ -131,7 +136,7 @@ Command = Callable[..., argparse.ArgumentParser]
 
 
 def _task_commands(command: Command) -> None:
-    """The commands that act on tasks: submit, retry, get, wait, cancel."""
+    """The commands that act on tasks: submit, retry, get, wait, cancel, answer."""
     submit = command(
         "submit", "submit tasks from a JSON or YAML file (a task or a list) or from flags", json_out=True
     )
@@ -159,6 +164,13 @@ def _task_commands(command: Command) -> None:
     cancel = command("cancel", "cancel a pending, waiting or claimed task", json_out=True)
     cancel.add_argument("id", help="task id")
     cancel.add_argument("--reason", default="cancelled from the command line")
+
+    answer = command(
+        "answer", "answer the question a task waits on (it becomes claimable again)", json_out=True
+    )
+    answer.add_argument("id", help="task id")
+    answer.add_argument("text", help="the answer")
+    answer.add_argument("--by", default=None, help="who answers (kept in the record)")
 
 
 def _task_flags(p: argparse.ArgumentParser) -> None:
@@ -437,6 +449,14 @@ async def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _answer(args: argparse.Namespace) -> int:
+    async def answer(board: TaskBoard) -> Rows:
+        return [await board.answer(args.id, args.text, by=args.by)]
+
+    await _show(args, answer, _render_tasks)
+    return 0
+
+
 async def _schedule(args: argparse.Namespace) -> int:
     if args.schedule_command == "rm":
         async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
@@ -539,6 +559,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "agent": _agent,
     "submit": _submit,
     "cancel": _cancel,
+    "answer": _answer,
     "get": _get,
     "retry": _retry,
     "wait": _wait,

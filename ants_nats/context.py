@@ -11,7 +11,7 @@ from pydantic import JsonValue
 
 from .board import Lease, TaskBoard
 from .errors import AntsError
-from .models import ArtifactRef, Task
+from .models import ArtifactRef, Task, Usage
 
 
 class Decline(AntsError):
@@ -19,6 +19,16 @@ class Decline(AntsError):
 
     The reason is recorded on the task's attempts and on the trail.
     """
+
+
+class AskingForInput(BaseException):
+    """Raised by ``ctx.ask`` to park the task; the agent runtime catches it. A ``BaseException``,
+    like ``CancelledError``, so that a handler's ``except Exception`` does not swallow it."""
+
+    def __init__(self, question: str, timeout: float) -> None:
+        super().__init__(question)
+        self.question = question
+        self.timeout = timeout
 
 
 class NonRetryable(AntsError):
@@ -41,6 +51,11 @@ class TaskContext:
     board: TaskBoard
     lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    answers: tuple[str, ...] = ()
+    """Answers to the questions this task's handlers asked before (``ask``), in order."""
+    spent: Usage = field(default_factory=Usage)
+    """What this attempt has reported spending so far (``usage``)."""
+    _asked: int = field(default=0, repr=False)
 
     @property
     def payload(self) -> JsonValue:
@@ -67,6 +82,27 @@ class TaskContext:
         call it before handing the token to another system (see ``Lease``)."""
         await self.board.confirm(self.lease)
         return self.lease.token
+
+    def usage(self, *, tokens_in: int = 0, tokens_out: int = 0, cost: float = 0.0) -> None:
+        """Record what the handler spent (call it as often as you like; it adds up). It is kept on
+        the attempt when it ends, counted per agent and capability by the ledger, and charged to
+        the task's budget, if it has one."""
+        self.spent = self.spent + Usage(tokens_in=tokens_in, tokens_out=tokens_out, cost=cost)
+
+    async def ask(self, question: str, *, timeout: float = 86_400.0) -> str:
+        """Ask a human (or another agent) and get the answer.
+
+        The first time, this parks the task: its lease is released (not an attempt), its status
+        becomes ``waiting_input`` with the question in its record and on the trail, and the handler
+        stops here. ``board.answer`` (``ants-nats answer ID TEXT``) makes it claimable again; the
+        handler then runs again from the start, on whichever agent claims it, and this call
+        returns the answer (the n-th ``ask`` of a run returns the n-th answer). So do the work
+        before a question again, or keep it in an artifact. Unanswered after ``timeout`` seconds,
+        the task fails with the reason."""
+        index, self._asked = self._asked, self._asked + 1
+        if index < len(self.answers):
+            return self.answers[index]
+        raise AskingForInput(question, timeout)
 
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report progress (0..1) on the trail, as ``task.progress``."""

@@ -32,7 +32,9 @@ log = get_logger("metrics")
 HOST = "127.0.0.1"
 """Metrics are served on loopback only (a scraper on the same host, or a sidecar, reads them)."""
 
-Outcome = Literal["claimed", "completed", "failed", "expired", "declined", "cancelled", "released"]
+Outcome = Literal[
+    "claimed", "completed", "failed", "expired", "declined", "cancelled", "released", "asked", "rate_limited"
+]
 """What can happen to a task in an agent's hands; each has a counter by capability."""
 
 OUTCOMES: tuple[Outcome, ...] = (
@@ -43,6 +45,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     "declined",
     "cancelled",
     "released",
+    "asked",
+    "rate_limited",
 )
 
 HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -56,6 +60,8 @@ _HELP: dict[Outcome, str] = {
     "declined": "Tasks this agent declined after claiming them, per required capability.",
     "cancelled": "Running tasks this agent stopped because they were cancelled, per required capability.",
     "released": "Claims this agent gave back unfinished (shutdown, unconfirmed cancel), per capability.",
+    "asked": "Tasks this agent parked to wait for an answer to a question (ctx.ask), per capability.",
+    "rate_limited": "Tasks this agent gave back because a provider's rate limit was met, per capability.",
 }
 
 

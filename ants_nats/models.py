@@ -65,6 +65,29 @@ class RetryPolicy(_Wire):
         return full * (1 - self.jitter * rand())
 
 
+class Usage(_Wire):
+    """What work spent: tokens in and out, and money (in whatever unit the caller uses)."""
+
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in and out together (what a token limit or budget counts)."""
+        return self.tokens_in + self.tokens_out
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            tokens_in=self.tokens_in + other.tokens_in,
+            tokens_out=self.tokens_out + other.tokens_out,
+            cost=self.cost + other.cost,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens_in or self.tokens_out or self.cost)
+
+
 class ArtifactRef(_Wire):
     """Where an artifact lives: object ``name`` in the Object Store bucket ``ants_artifacts``
     (``nats object get ants_artifacts <name>``), with its size and SHA-256 digest."""
@@ -96,6 +119,9 @@ class Task(_Wire):
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Backoff between attempts.")
     created_by: str = Field(default="anonymous", max_length=128)
+    budget: TaskId | None = Field(
+        default=None, description="Id of the budget (in ants_budgets) its work is charged to, if any."
+    )
     trace: str | None = Field(
         default=None,
         pattern=TRACEPARENT_PATTERN,
@@ -146,6 +172,7 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    WAITING_INPUT = "waiting_input"
 
     @property
     def terminal(self) -> bool:
@@ -153,7 +180,7 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
 
 
-Outcome = Literal["completed", "failed", "expired", "released", "declined"]
+Outcome = Literal["completed", "failed", "expired", "released", "declined", "asked"]
 
 
 class Attempt(_Wire):
@@ -165,6 +192,7 @@ class Attempt(_Wire):
     ended_at: datetime
     outcome: Outcome
     error: str | None = None
+    usage: Usage | None = Field(default=None, description="What the handler reported spending.")
 
     @property
     def counted(self) -> bool:
@@ -210,6 +238,18 @@ class AgentCard(_Wire):
         return max(self.capacity - self.load, 0)
 
 
+class Question(_Wire):
+    """A question a handler asked (``ctx.ask``) while its task waits for input, and its answer."""
+
+    text: str = Field(min_length=1, max_length=10_000)
+    asked_by: str
+    asked_at: datetime
+    until: datetime = Field(description="When the task fails if no answer has come.")
+    answer: str | None = Field(default=None, max_length=100_000)
+    answered_by: str | None = Field(default=None, max_length=128)
+    answered_at: datetime | None = None
+
+
 class TaskRecord(_Wire):
     """A task and its state: the value of key ``<task id>`` in the tasks bucket."""
 
@@ -241,7 +281,27 @@ class TaskRecord(_Wire):
         description="While claimed through a ticket: the ticket's stream sequence. Its un-acked delivery "
         "is the claim's lease; the server redelivering it means the lease expired.",
     )
+    questions: tuple[Question, ...] = Field(
+        default=(), description="What its handlers asked (ctx.ask) and the answers given, in order."
+    )
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _asked(self) -> TaskRecord:
+        unanswered = bool(self.questions) and self.questions[-1].answer is None
+        if self.status is TaskStatus.WAITING_INPUT and not unanswered:
+            raise ValueError("a task waiting for input has an unanswered question last")
+        return self
+
+    @property
+    def usage(self) -> Usage:
+        """What every attempt at this task reported spending, together."""
+        return sum((a.usage for a in self.attempts if a.usage is not None), Usage())
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """The answers given so far, in the order their questions were asked."""
+        return tuple(q.answer for q in self.questions if q.answer is not None)
 
     @property
     def counted_attempts(self) -> int:
@@ -383,6 +443,7 @@ class Counts(_Wire):
     expired: int = 0
     released: int = 0
     declined: int = 0
+    asked: int = 0
     bad_result: int = 0
 
     def plus(self, what: str) -> Counts:

@@ -20,7 +20,7 @@ from ._store import Bucket
 from .models import ANY_CAPABILITY, AgentLedger, parse_or_none, utcnow
 from .names import LEDGER_BUCKET
 
-COUNTED = ("claimed", "completed", "failed", "expired", "released", "declined", "bad_result")
+COUNTED = ("claimed", "completed", "failed", "expired", "released", "declined", "asked", "bad_result")
 """What the ledger counts: ``task.<what>`` events, and ``bad_result`` marks."""
 
 EVIDENCE: dict[str, tuple[float, float]] = {

@@ -23,6 +23,7 @@ from ants_nats import (
     TaskContext,
     TaskRecord,
     TaskStatus,
+    Usage,
 )
 from ants_nats.server import monitor_json
 
@@ -127,9 +128,11 @@ async def test_a_deferred_claim_loses_to_a_claim_written_first(
         rejected = asyncio.Event()
         real_complete = deferring.complete
 
-        async def complete(lease: Lease, result: JsonValue = None) -> TaskRecord:
+        async def complete(
+            lease: Lease, result: JsonValue = None, *, usage: Usage | None = None
+        ) -> TaskRecord:
             try:
-                return await real_complete(lease, result)
+                return await real_complete(lease, result, usage=usage)
             except LeaseLost:
                 rejected.set()
                 raise

@@ -60,6 +60,8 @@ class Claims:
         if record.waiting_on:
             return Taken(task_id, "not_ready")
         now = utcnow()
+        if record.status is TaskStatus.WAITING_INPUT:
+            return await self._still_waiting(record, now, agent_id)
         if record.task.not_before is not None and now < record.task.not_before:
             return Taken(task_id, "not_yet", retry_after=(record.task.not_before - now).total_seconds())
         if record.task.deadline is not None and now > record.task.deadline:
@@ -74,6 +76,26 @@ class Claims:
         if distrusted and (not probation or last_chance):
             return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
         return None
+
+    async def _still_waiting(self, record: TaskRecord, now: datetime, agent_id: str) -> Taken:
+        """A task waiting for input: held back until its question times out, then failed."""
+        task_id, question = record.task.id, record.questions[-1]
+        if now < question.until:
+            return Taken(task_id, "waiting", retry_after=(question.until - now).total_seconds())
+        reason = f"no answer to {question.text!r} by {question.until.isoformat()}"
+        final = await self._propagation.finish_unclaimed(
+            task_id,
+            TaskStatus.FAILED,
+            reason,
+            event="task.failed",
+            by=agent_id,
+            still=lambda fresh: (
+                fresh.status is TaskStatus.WAITING_INPUT and fresh.questions == record.questions
+            ),
+        )
+        if final.status.terminal:
+            return Taken(task_id, "finished", status=final.status)
+        return Taken(task_id, "duplicate")  # answered meanwhile: its fresh ticket is on its way
 
     async def take(
         self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True
@@ -98,7 +120,12 @@ class Claims:
                     record, revision = await core.get_entry(task_id)
                 except TaskNotFound:
                     return Taken(task_id, "unknown")
-            if not vetted or record.status.terminal or record.waiting_on:
+            if (
+                not vetted
+                or record.status.terminal
+                or record.waiting_on
+                or record.status is TaskStatus.WAITING_INPUT
+            ):
                 refused = await self._claimable(record, agent_id, probation=probation)
                 if refused is not None:
                     return refused

@@ -17,9 +17,10 @@ from .._connect import connect
 from .._watch import watch_values
 from ..errors import TaskCancelled, TaskFailed
 from ..identity import Identity
-from ..models import ArtifactRef, Schedule, Task, TaskRecord, TaskStatus, Ticket, parse_or_none
+from ..models import ArtifactRef, Schedule, Task, TaskRecord, TaskStatus, Ticket, Usage, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
+from .ask import Asking
 from .cancel import Cancellation
 from .claim import Claims
 from .config import BoardConfig
@@ -62,6 +63,7 @@ class TaskBoard:
         self._cancellation = Cancellation(core, self._propagation)
         self._requeue = Requeue(core, self._propagation)
         self._schedules = Schedules(core, self._submission)
+        self._asking = Asking(core, self._settlement, self._propagation)
 
     @classmethod
     async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
@@ -256,19 +258,45 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- settling
 
-    async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
-        """Mark the task done with ``result`` (JSON). ``LeaseLost`` if the token is stale."""
-        return await self._settlement.complete(lease, result)
+    async def complete(
+        self, lease: Lease, result: JsonValue = None, *, usage: Usage | None = None
+    ) -> TaskRecord:
+        """Mark the task done with ``result`` (JSON). ``LeaseLost`` if the token is stale.
+        ``usage``: what the attempt spent, kept on its attempt (and so counted by the ledger)."""
+        return await self._settlement.complete(lease, result, usage=usage)
 
-    async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
+    async def fail(
+        self, lease: Lease, error: str, *, retry: bool = True, usage: Usage | None = None
+    ) -> TaskRecord:
         """Record a failed attempt. With ``retry`` the task returns to pending (or goes dead after
         ``max_attempts``); without, it fails for good and so do its dependents."""
-        return await self._settlement.fail(lease, error, retry=retry)
+        return await self._settlement.fail(lease, error, retry=retry, usage=usage)
 
-    async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
+    async def release(
+        self, lease: Lease, *, declined: str | None = None, usage: Usage | None = None
+    ) -> TaskRecord:
         """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
         chose not to take it and why. Neither counts as an attempt."""
-        return await self._settlement.release(lease, declined=declined)
+        return await self._settlement.release(lease, declined=declined, usage=usage)
+
+    # ----------------------------------------------------------------- asking for input
+
+    async def ask(
+        self, lease: Lease, question: str, *, timeout: float, usage: Usage | None = None
+    ) -> TaskRecord:
+        """Park the held task until someone answers ``question``: its status becomes
+        ``waiting_input`` (the question in its record, ``task.asked`` on the trail) and the claim
+        ends without counting as an attempt. Unanswered after ``timeout`` seconds, it fails with the
+        reason. The agent runtime calls this for ``ctx.ask``; a holder calling it directly should
+        hand its ticket back with ``timeout`` as the delay (the ticket is the question's timer)."""
+        return await self._asking.ask(lease, question, timeout=timeout, usage=usage)
+
+    async def answer(self, task_id: str, text: str, *, by: str | None = None) -> TaskRecord:
+        """Answer the question ``task_id`` waits on: the task is claimable again, and the handler
+        that claims it next finds ``text`` in ``ctx.answers`` (its ``ctx.ask`` returns it).
+        ``NotWaiting`` if the task waits for no answer, ``TaskFinished`` if it has ended (a
+        question that timed out fails its task), ``TaskNotFound`` if there is no such task."""
+        return await self._asking.answer(task_id, text, by=by)
 
     async def cancel(self, task_id: str, reason: str = "cancelled", *, by: str | None = None) -> TaskRecord:
         """Cancel a pending, waiting or claimed task: its status becomes ``cancelled`` (terminal,

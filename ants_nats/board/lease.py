@@ -13,7 +13,7 @@ from typing import Literal
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
-from ..models import Attempt, Outcome, Task, TaskRecord, TaskStatus, utcnow
+from ..models import Attempt, Outcome, Task, TaskRecord, TaskStatus, Usage, utcnow
 
 
 @dataclass
@@ -50,6 +50,11 @@ class Lease:
         """Id of the claimed task."""
         return self.task.id
 
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """Answers to the questions the task's handlers asked before (``TaskBoard.ask``), in order."""
+        return self._record.answers
+
 
 @dataclass(frozen=True)
 class Taken:
@@ -60,11 +65,14 @@ class Taken:
     (dependencies are not done yet), ``unknown`` (no such task), ``quarantined`` (the claimant's
     reputation for a required capability is too low, and the claim was not on probation) or
     ``duplicate`` (a second ticket for a task that its holder's own ticket keeps alive) or
-    ``not_yet`` (the task's ``not_before`` is ``retry_after`` seconds away).
+    ``not_yet`` (the task's ``not_before`` is ``retry_after`` seconds away) or ``waiting`` (it
+    waits for an answer to a question; it fails unanswered in ``retry_after`` seconds).
     """
 
     task_id: str
-    reason: Literal["held", "finished", "not_ready", "unknown", "quarantined", "duplicate", "not_yet"]
+    reason: Literal[
+        "held", "finished", "not_ready", "unknown", "quarantined", "duplicate", "not_yet", "waiting"
+    ]
     holder: str | None = None
     retry_after: float | None = None
     status: TaskStatus | None = None
@@ -126,8 +134,10 @@ def expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
     return returned, attempt
 
 
-def attempt_of(lease: Lease, outcome: Outcome, now: datetime, error: str | None = None) -> Attempt:
-    """The attempt ``lease``'s holder ends with ``outcome``."""
+def attempt_of(
+    lease: Lease, outcome: Outcome, now: datetime, error: str | None = None, usage: Usage | None = None
+) -> Attempt:
+    """The attempt ``lease``'s holder ends with ``outcome`` (having spent ``usage``)."""
     return Attempt(
         agent=lease.agent_id,
         token=lease.token,
@@ -135,6 +145,7 @@ def attempt_of(lease: Lease, outcome: Outcome, now: datetime, error: str | None 
         ended_at=now,
         outcome=outcome,
         error=error,
+        usage=usage,
     )
 
 

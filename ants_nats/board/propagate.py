@@ -10,7 +10,7 @@ the consequences survive a crash right after the final CAS.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import JsonValue
 
@@ -106,14 +106,22 @@ class Propagation:
         await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked", by=by)
 
     async def finish_unclaimed(
-        self, task_id: str, status: TaskStatus, reason: str, *, event: str, by: str | None = None
+        self,
+        task_id: str,
+        status: TaskStatus,
+        reason: str,
+        *,
+        event: str,
+        by: str | None = None,
+        still: Callable[[TaskRecord], bool] = lambda _: True,
     ) -> TaskRecord:
-        """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents."""
+        """Move a task that nobody holds to a terminal ``status`` and propagate to its dependents;
+        ``still`` says whether the fresh record still deserves it (judged on every CAS attempt)."""
         changed = False
 
         def finish(record: TaskRecord) -> TaskRecord | None:
             nonlocal changed
-            changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED)
+            changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED) and still(record)
             return record.model_copy(update={"status": status, "error": reason}) if changed else None
 
         final, _ = await self._core.mutate(task_id, finish)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from ..errors import InvalidTask, LeaseLost, PayloadTooLarge
-from ..models import ArtifactRef, Outcome, TaskRecord, TaskStatus, utcnow
+from ..models import ArtifactRef, Outcome, TaskRecord, TaskStatus, Usage, utcnow
 from ..names import BAD_RESULT_MARK
 from ._core import Core, json_encoded
 from .claim import Claims
@@ -28,7 +28,7 @@ class Settlement:
         self._claims = claims
         self._propagation = propagation
 
-    async def _settle(
+    async def end(
         self,
         lease: Lease,
         outcome: Outcome,
@@ -37,6 +37,7 @@ class Settlement:
         error: str | None = None,
         result: JsonValue = None,
         result_ref: ArtifactRef | None = None,
+        usage: Usage | None = None,
     ) -> TaskRecord:
         """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
 
@@ -57,7 +58,7 @@ class Settlement:
                 if not holds(lease, record):
                     raise
                 lease._lease_revision = 0  # nothing of ours left to drop
-        attempt = attempt_of(lease, outcome, utcnow(), error)
+        attempt = attempt_of(lease, outcome, utcnow(), error, usage or None)
 
         def ended(record: TaskRecord) -> TaskRecord | None:
             if not holds(lease, record):
@@ -82,7 +83,9 @@ class Settlement:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
         return final
 
-    async def complete(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
+    async def complete(
+        self, lease: Lease, result: JsonValue = None, *, usage: Usage | None = None
+    ) -> TaskRecord:
         """See ``TaskBoard.complete``."""
         config = self._core.config
         encoded = json_encoded(result, what=f"result of task {lease.task_id!r}")
@@ -94,24 +97,27 @@ class Settlement:
             name = f"{lease.task_id}/result-{lease.token}-{lease.agent_id}"
             ref = await self._core.artifacts.put(name, encoded)
             result = None
-        final = await self._settle(
+        final = await self.end(
             lease,
             "completed",
             lambda _: {"status": TaskStatus.DONE, "result": result, "result_ref": ref, "error": None},
             result=result,
             result_ref=ref,
+            usage=usage,
         )
         await self._core.event(
             "task.completed",
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=held_as(lease, final),
+            data=spent(held_as(lease, final), usage),
         )
         await self._propagation.propagate(final, by=lease.agent_id)
         return final
 
-    async def fail(self, lease: Lease, error: str, *, retry: bool = True) -> TaskRecord:
+    async def fail(
+        self, lease: Lease, error: str, *, retry: bool = True, usage: Usage | None = None
+    ) -> TaskRecord:
         """See ``TaskBoard.fail``."""
 
         def failed(record: TaskRecord) -> dict[str, Any]:
@@ -122,29 +128,35 @@ class Settlement:
                 status = TaskStatus.DEAD
             return {"status": status, "error": error}
 
-        final = await self._settle(lease, "failed", failed, error=error)
+        final = await self.end(lease, "failed", failed, error=error, usage=usage)
         await self._core.event(
             "task.failed",
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data={**held_as(lease, final), "error": error, "retry": retry, "status": final.status.value},
+            data=spent(
+                {**held_as(lease, final), "error": error, "retry": retry, "status": final.status.value}, usage
+            ),
         )
         if final.status is TaskStatus.DEAD:
             await self._core.event("task.dead", lease.task_id, data={"error": final.error}, by=lease.agent_id)
         await self._propagation.propagate(final, by=lease.agent_id)
         return final
 
-    async def release(self, lease: Lease, *, declined: str | None = None) -> TaskRecord:
+    async def release(
+        self, lease: Lease, *, declined: str | None = None, usage: Usage | None = None
+    ) -> TaskRecord:
         """See ``TaskBoard.release``."""
         outcome: Outcome = "released" if declined is None else "declined"
-        final = await self._settle(lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=declined)
+        final = await self.end(
+            lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=declined, usage=usage
+        )
         await self._core.event(
             f"task.{outcome}",
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data={**held_as(lease, final), "reason": declined},
+            data=spent({**held_as(lease, final), "reason": declined}, usage),
         )
         return final
 
@@ -179,6 +191,11 @@ class Settlement:
             agent=by,
             data={"agent": completer, "requires": list(record.task.requires), "reason": reason},
         )
+
+
+def spent(data: dict[str, JsonValue], usage: Usage | None) -> dict[str, JsonValue]:
+    """An outcome event's ``data`` with what the attempt spent, when it reported anything."""
+    return {**data, "usage": usage.model_dump(exclude_defaults=True)} if usage else data
 
 
 def _ended_with(
