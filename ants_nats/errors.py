@@ -106,3 +106,17 @@ class BudgetExhausted(AntsError):
 
 class NotWaiting(AntsError):
     """The task is not waiting for input, so it cannot be answered."""
+
+
+class AgentProtocolError(AntsError):
+    """The Synadia Agent Protocol could not be spoken: its SDKs are not installed (the
+    ``agent-protocol`` extra), or a protocol agent answered with an error (``code``: its §9
+    status, e.g. 500; None when the stream itself broke)."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LimitNotFound(AntsError):
+    """No rate limit is set on this capability."""
