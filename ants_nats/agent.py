@@ -34,13 +34,22 @@ from ._store import translate_errors
 from ._version import __version__
 from .board import Lease, Taken, TaskBoard
 from .context import AskingForInput, Decline, Handler, NonRetryable, TaskContext
-from .errors import AntsError, ArtifactNotFound, CorruptEntry, InvalidTask, LeaseLost, ServerUnavailable
+from .errors import (
+    AntsError,
+    ArtifactNotFound,
+    CorruptEntry,
+    InvalidTask,
+    LeaseLost,
+    RateLimited,
+    ServerUnavailable,
+)
 from .identity import Identity
 from .log import get_logger
 from .metrics import AgentMetrics, MetricsServer, Outcome
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, Usage, parse_or_none, utcnow
 from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
+from .throttle import Throttle, limited_as
 from .tracing import TaskTrace
 
 log = get_logger("agent")
@@ -123,6 +132,7 @@ class Agent:
             None if metrics_port is None else MetricsServer(self.metrics.registry, metrics_port)
         )
         self._presence = Presence(board, self.card, self.identity, self.metrics.work)
+        self._throttle = Throttle(board, self.id)
         self._runners: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
@@ -194,6 +204,7 @@ class Agent:
             self._cancels = await self.board.nc.subscribe(trail_filter("task.cancelled"), cb=self._on_cancel)
             await self.board.nc.flush()  # the server knows of the subscription from here on
         self._listening_since = utcnow()
+        await self._throttle.start()
         await self._presence.start()
         self._background = [
             asyncio.create_task(self._keep_running("discover", self._discover), name=f"{self.id}:discover"),
@@ -240,6 +251,7 @@ class Agent:
         if self._cancels is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._cancels.unsubscribe()
+        await self._throttle.stop()
         await self._presence.stop()
         if self._metrics_server is not None:
             await self._metrics_server.stop()  # last: a final scrape still sees the drain
@@ -289,6 +301,12 @@ class Agent:
             express: Puller | None = None
             while True:
                 await self._room.wait()
+                held = self._throttle.held_for(limited_as(route))
+                if held > 0:
+                    # Rate-limited (swarm-wide, or the window is full): pull none of this work
+                    # until the known time it may start again, rather than take and hand back.
+                    await asyncio.sleep(held)
+                    continue
                 msg = None
                 if self._routes[route].express:
                     express = express or await self._lane(stack, route, express=True)
@@ -339,6 +357,10 @@ class Agent:
                 delivered == 1 and await self._defers_to_others(ticket)
             ):
                 await msg.nak(delay=self.decline_backoff)
+                return
+            wait = await self._throttle.take(limited_as(ticket.route))
+            if wait > 0:  # no room under a shared limit: back when there will be, not an attempt
+                await msg.nak(delay=wait)
                 return
             probation = delivered >= reputation.config.probation_after
             claim_ns = time.time_ns()
@@ -466,6 +488,9 @@ class Agent:
         except AskingForInput as asking:
             await self._park(msg, lease, trace, asking, ctx.spent)
             return
+        except RateLimited as exc:
+            await self._rate_limited(msg, lease, trace, exc, ctx.spent)
+            return
         except Decline as exc:
             await self._decline(msg, lease, str(exc) or "declined by handler", trace, ctx.spent)
             return
@@ -478,7 +503,26 @@ class Agent:
         finally:
             self._running.pop(lease.task_id, None)
             await cancel_and_wait([work] if beat is None else [beat, work])
+            if ctx.spent.tokens:
+                await self._charge(lease, ctx.spent)
         await self._finish(msg, lease, trace, ctx.spent, result=result)
+
+    async def _charge(self, lease: Lease, spent: Usage) -> None:
+        """Count the tokens a handler reported against the token limits of its capabilities."""
+        try:
+            await self._throttle.charge(limited_as(lease.task.route), spent.tokens)
+        except (AntsError, nats.errors.Error) as exc:  # the window errs towards letting work through
+            log.warning("limit.charge_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
+
+    async def _rate_limited(
+        self, msg: Msg, lease: Lease, trace: TaskTrace, exc: RateLimited, spent: Usage
+    ) -> None:
+        """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
+        the task back for then (not an attempt)."""
+        await self._throttle.hold(limited_as(lease.task.route), exc.retry_after, str(exc))
+        self._ended(lease, trace, "rate_limited", str(exc))
+        await self.board.release(lease, reason=str(exc), usage=spent or None)
+        await msg.nak(delay=exc.retry_after)
 
     async def _park(
         self, msg: Msg, lease: Lease, trace: TaskTrace, asking: AskingForInput, spent: Usage

@@ -37,9 +37,17 @@ from .ledger import Ledger
 from .log import configure_logging
 from .mcp import add_arguments as add_mcp_arguments
 from .mcp import run as run_mcp
-from .models import AgentCard, AgentLedger, Schedule, Task, TaskRecord, TaskStatus, utcnow
+from .models import AgentCard, AgentLedger, Limit, Schedule, Task, TaskRecord, TaskStatus, utcnow
 from .server import EmbeddedServer, monitor_json
-from .views import agents_table, event_line, reputation_table, schedules_table, tasks_table
+from .views import (
+    agents_table,
+    event_line,
+    limits_table,
+    reputation_table,
+    schedules_table,
+    tasks_table,
+    usage_table,
+)
 
 EXIT_NOT_DONE = 1
 EXIT_BAD_INPUT = 2
@@ -107,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _task_commands(command)
     _schedule_commands(command, sub)
+    _spending_commands(command, sub)
 
     command("tasks", "list the tasks on the board", json_out=True)
     agents = command("agents", "list the live agents and their load", json_out=True)
@@ -199,6 +208,30 @@ def _schedule_commands(command: Command, sub: Any) -> None:
     command("ls", "list the schedules", json_out=True, under=under)
     rm = command("rm", "remove a schedule (the tasks it submitted stay)", under=under)
     rm.add_argument("name", help="schedule name")
+
+
+def _spending_commands(command: Command, sub: Any) -> None:
+    """``limit set|ls|rm`` (rate limits shared by every agent serving a capability) and ``usage``
+    (what work spent)."""
+    usage = command("usage", "what work spent: per agent and capability, or under one task", json_out=True)
+    usage.add_argument("--task", metavar="ROOT", help="the task and every task under it (its dependents)")
+    usage.add_argument("--agent", help="only this agent")
+
+    text = "rate limits shared by every agent serving a capability: set, ls, rm"
+    limit = sub.add_parser("limit", help=text, description=text)
+    under = limit.add_subparsers(dest="limit_command", required=True)
+    add = command("set", "set (or replace) the limit on a capability", json_out=True, under=under)
+    add.add_argument("capability")
+    add.add_argument("--per-minute", type=int, default=None, metavar="N", help="handler runs a minute")
+    add.add_argument(
+        "--tokens-per-minute", type=int, default=None, metavar="N", help="reported tokens a minute"
+    )
+    add.add_argument("--requests", type=int, default=None, metavar="N", help="handler runs per --interval")
+    add.add_argument("--tokens", type=int, default=None, metavar="N", help="reported tokens per --interval")
+    add.add_argument("--interval", type=float, default=None, metavar="S", help="with --requests/--tokens")
+    command("ls", "list the rate limits", json_out=True, under=under)
+    rm = command("rm", "lift the limit on a capability", under=under)
+    rm.add_argument("capability")
 
 
 def _emit_json(value: Any) -> None:
@@ -481,6 +514,44 @@ async def _schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _limit(args: argparse.Namespace) -> int:
+    if args.limit_command == "rm":
+        async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+            await board.remove_limit(args.capability)
+        print(f"lifted the limit on {args.capability}")
+        return 0
+
+    async def read(board: TaskBoard) -> Rows:
+        if args.limit_command == "ls":
+            return await board.limits()
+        per_minute = args.per_minute is not None or args.tokens_per_minute is not None
+        if per_minute and (args.requests is not None or args.tokens is not None or args.interval is not None):
+            raise InvalidTask("give --per-minute/--tokens-per-minute, or --requests/--tokens with --interval")
+        if per_minute:
+            limit = {"requests": args.per_minute, "tokens": args.tokens_per_minute, "per": 60.0}
+        else:
+            limit = {"requests": args.requests, "tokens": args.tokens, "per": args.interval or 60.0}
+        return [await board.set_limit(args.capability, **limit)]
+
+    await _show(args, read, lambda rows: limits_table(r for r in rows if isinstance(r, Limit)))
+    return 0
+
+
+async def _usage(args: argparse.Namespace) -> int:
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        if args.task:
+            total = await board.usage(args.task)
+            rows = [(f"task {args.task} and under", "*", total)]
+        else:
+            ledgers = [x for x in await Ledger(board.nc).all() if args.agent in (None, x.agent)]
+            rows = [(x.agent, cap, spent) for x in ledgers for cap, spent in sorted(x.usage.items())]
+    if args.json:
+        _emit_json([{"who": who, "capability": cap, **spent.model_dump()} for who, cap, spent in rows])
+    else:
+        print(usage_table(rows))
+    return 0
+
+
 async def _tasks(args: argparse.Namespace) -> int:
     await _show(args, lambda board: board.all_tasks(), _render_tasks)
     return 0
@@ -560,6 +631,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "submit": _submit,
     "cancel": _cancel,
     "answer": _answer,
+    "limit": _limit,
+    "usage": _usage,
     "get": _get,
     "retry": _retry,
     "wait": _wait,

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
+import pydantic
 from nats.aio.client import Client
 from pydantic import JsonValue
 
@@ -25,6 +26,7 @@ from .models import (
     TaskRecord,
     TaskStatus,
     TrailEvent,
+    Usage,
     parse_or_none,
     utcnow,
 )
@@ -94,10 +96,30 @@ def _count_key(event: TrailEvent) -> str:
 
 
 def _vouched(event: TrailEvent, record: TaskRecord) -> TrailEvent:
-    """``event`` as the ledger counts it: for the record's capabilities, at no time after now."""
+    """``event`` as the ledger counts it: for the record's capabilities, with the usage its
+    attempt in the record reports (never the event's say-so), at no time after now."""
     data = dict(event.data) if isinstance(event.data, dict) else {}
     data["requires"] = list(record.task.requires)
+    data.pop("usage", None)
+    what = _what(event)
+    for attempt in record.attempts:
+        if (attempt.agent, attempt.token, attempt.outcome) == (
+            event.agent,
+            event.token,
+            what,
+        ) and attempt.usage:
+            data["usage"] = attempt.usage.model_dump()
     return event.model_copy(update={"data": data, "at": min(event.at, utcnow())})
+
+
+def parse_usage(value: object) -> Usage | None:
+    """``value`` (an event's ``data["usage"]``) as a ``Usage``, or None."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Usage.model_validate(value)
+    except pydantic.ValidationError:
+        return None
 
 
 def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentLedger | None:
@@ -114,7 +136,11 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
     by_capability = dict(ledger.by_capability)
     scores = dict(ledger.scores)
     totals = ledger.totals
+    usage = dict(ledger.usage)
+    spent = parse_usage(data.get("usage"))
     for cap in capabilities or [ANY_CAPABILITY]:
+        if spent:
+            usage[cap] = usage.get(cap, Usage()) + spent
         counts = by_capability.get(cap, Counts())
         for each in counted:
             counts = counts.plus(each)
@@ -128,6 +154,7 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
             "totals": totals,
             "by_capability": by_capability,
             "scores": scores,
+            "usage": usage,
             "last_seq": event.seq,
             "updated_at": event.at.isoformat(),
         }

@@ -353,6 +353,68 @@ class Route(_Wire):
         return route_of(self.requires)
 
 
+class Limit(_Wire):
+    """A rate limit shared by every agent serving a capability: key ``<capability>`` in
+    ``ants_limits``. At most ``requests`` handler runs and ``tokens`` reported tokens start in
+    any ``per`` seconds, swarm-wide (unset: no limit of that kind)."""
+
+    capability: Capability
+    requests: int | None = Field(default=None, ge=0, le=10_000_000)
+    tokens: int | None = Field(default=None, ge=0)
+    per: float = Field(default=60.0, gt=0, le=86_400, description="The interval, in seconds.")
+    set_by: str | None = Field(default=None, max_length=128)
+    set_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> Limit:
+        if self.requests is None and self.tokens is None:
+            raise ValueError("a limit needs requests and/or tokens per interval")
+        return self
+
+
+class RateSlot(_Wire):
+    """What was taken of a limit in one slot of time (a twentieth of its interval)."""
+
+    n: int = Field(description="The slot: floor(unix time / slot length).")
+    requests: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+
+
+class RateWindow(_Wire):
+    """What agents took of a capability's limit lately: key ``<capability>`` in ``ants_rates``,
+    changed by compare-and-set only. ``held_until``: a provider said "too many" (``RateLimited``);
+    nobody starts work of the capability before then."""
+
+    slots: tuple[RateSlot, ...] = ()
+    held_until: datetime | None = None
+
+
+class Budget(_Wire):
+    """What a submission may spend: key ``<id>`` in ``ants_budgets``. Its tasks carry the id
+    (``Task.budget``); once ``spent`` reaches ``tokens`` or ``cost``, they fail unclaimed."""
+
+    id: TaskId
+    tokens: int | None = Field(default=None, ge=0)
+    cost: float | None = Field(default=None, ge=0)
+    spent: Usage = Field(default_factory=Usage)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> Budget:
+        if self.tokens is None and self.cost is None:
+            raise ValueError("a budget needs tokens and/or cost")
+        return self
+
+    @property
+    def exhausted(self) -> str | None:
+        """Why nothing more may be spent (None while something is left)."""
+        if self.tokens is not None and self.spent.tokens >= self.tokens:
+            return f"budget {self.id!r} is spent: {self.spent.tokens} of {self.tokens} tokens"
+        if self.cost is not None and self.spent.cost >= self.cost:
+            return f"budget {self.id!r} is spent: cost {self.spent.cost:g} of {self.cost:g}"
+        return None
+
+
 FIRE_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 """How a firing's time appears in the id of the task it submits (UTC, to the second)."""
 
@@ -488,6 +550,7 @@ class AgentLedger(_Wire):
     totals: Counts = Counts()
     by_capability: dict[str, Counts] = Field(default_factory=dict)
     scores: dict[str, Score] = Field(default_factory=dict)
+    usage: dict[str, Usage] = Field(default_factory=dict, description="What its work spent, per capability.")
     last_seq: int = 0
     updated_at: str = ""
 

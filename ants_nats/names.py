@@ -80,6 +80,18 @@ def fire_subject(name: str) -> str:
     return f"{FIRE_SUBJECT_PREFIX}.{name}"
 
 
+LIMITS_BUCKET = "ants_limits"
+"""Shared rate limits, by capability (``Limit``)."""
+
+RATES_BUCKET = "ants_rates"
+"""What agents took of each limit lately, and holds (``RateWindow``)."""
+
+RATE_HOLD_MARK = "rate.held"
+"""The trail mark an agent lays when a provider rate-limits it: key = the capability held back."""
+
+BUDGETS_BUCKET = "ants_budgets"
+"""Submissions' budgets and what they spent (``Budget``)."""
+
 ARTIFACTS_BUCKET = "ants_artifacts"
 """Object Store bucket (stream ``OBJ_ants_artifacts``) of payloads and results too big to be inline,
 and of the files handlers put (``TaskContext.put_artifact``); objects expire with the bucket's TTL."""
@@ -107,6 +119,14 @@ _ID_RE = re.compile(ID_PATTERN)
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is usable as a task or agent id."""
     return bool(_ID_RE.match(value))
+
+
+_CAPABILITY_RE = re.compile(CAPABILITY_PATTERN)
+
+
+def is_valid_capability(value: str) -> bool:
+    """Whether ``value`` is a capability name (1-64 of a-z 0-9 _ -, starting alphanumeric)."""
+    return bool(_CAPABILITY_RE.match(value))
 
 
 def route_of(requires: Iterable[str]) -> str:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from .models import AgentCard, AgentLedger, Schedule, TaskRecord, TaskStatus, TrailEvent
+from .models import AgentCard, AgentLedger, Limit, Schedule, TaskRecord, TaskStatus, TrailEvent, Usage
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -50,11 +50,37 @@ def schedules_table(schedules: Iterable[Schedule]) -> str:
     return table(["SCHEDULE", "WHEN (UTC)", "KIND", "REQUIRES", "BY"], rows)
 
 
+def limits_table(limits: Iterable[Limit]) -> str:
+    """One line per rate limit, or a hint when there is none."""
+    rows = [
+        [
+            x.capability,
+            "-" if x.requests is None else x.requests,
+            "-" if x.tokens is None else x.tokens,
+            f"{x.per:g}s",
+        ]
+        for x in sorted(limits, key=lambda x: x.capability)
+    ]
+    if not rows:
+        return "no rate limits (set one with: ants-nats limit set CAPABILITY --per-minute N)"
+    return table(["CAPABILITY", "REQUESTS", "TOKENS", "PER"], rows)
+
+
+def usage_table(rows: Iterable[tuple[str, str, Usage]]) -> str:
+    """One line per (who, capability) with what its work spent, or a hint when nothing was spent."""
+    lines = [[who, cap, u.tokens_in, u.tokens_out, f"{u.cost:g}"] for who, cap, u in rows]
+    if not lines:
+        return "no usage recorded (handlers report it with ctx.usage; the ledger service counts it)"
+    return table(["WHO", "CAPABILITY", "TOKENS IN", "TOKENS OUT", "COST"], lines)
+
+
 _RESULT_WIDTH = 60
 
 
 def _note(record: TaskRecord) -> str:
     """What a task's line says besides its state: its error, its result, or why it waits."""
+    if record.status is TaskStatus.WAITING_INPUT:
+        return f"asks: {record.questions[-1].text} (answer: ants-nats answer {record.task.id} TEXT)"
     if record.error:
         return record.error
     if record.status is TaskStatus.DONE:

@@ -21,7 +21,9 @@ from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
 from ..names import LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
+from .budget import Budgets
 from .config import BoardConfig
+from .rates import Rates
 
 log = get_logger("board")
 
@@ -51,6 +53,8 @@ class Core:
         self.artifacts = Artifacts(
             js, replicas=config.replicas, ttl=config.artifact_ttl, max_bytes=config.max_artifact_bytes
         )
+        self.rates = Rates(js, replicas=config.replicas)
+        self.budgets = Budgets(js, replicas=config.replicas)
         self.identities: dict[str, Identity] = {}
         self._expiring = False
 
@@ -68,6 +72,8 @@ class Core:
         await self.trail.ensure()
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=config.replicas, history=1)
+        await self.rates.ensure()
+        await self.budgets.ensure()
 
     async def event(
         self,

@@ -70,6 +70,13 @@ class Claims:
                 task_id, TaskStatus.FAILED, reason, event="task.failed", by=agent_id
             )
             return Taken(task_id, "finished", status=final.status)
+        if record.task.budget is not None:
+            budget = await self._core.budgets.get(record.task.budget)
+            if budget is not None and budget.exhausted:
+                final = await self._propagation.finish_unclaimed(
+                    task_id, TaskStatus.FAILED, budget.exhausted, event="task.failed", by=agent_id
+                )
+                return Taken(task_id, "finished", status=final.status)
         distrusted = await self._core.reputation.quarantined(agent_id, record.task.requires)
         # Probation never spends a task's last attempt on an agent we do not trust.
         last_chance = record.counted_attempts + 1 >= record.task.max_attempts

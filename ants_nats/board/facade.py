@@ -9,15 +9,27 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
+import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from .._connect import connect
 from .._watch import watch_values
-from ..errors import TaskCancelled, TaskFailed
+from ..errors import InvalidTask, TaskCancelled, TaskFailed
 from ..identity import Identity
-from ..models import ArtifactRef, Schedule, Task, TaskRecord, TaskStatus, Ticket, Usage, parse_or_none
+from ..models import (
+    ArtifactRef,
+    Budget,
+    Limit,
+    Schedule,
+    Task,
+    TaskRecord,
+    TaskStatus,
+    Ticket,
+    Usage,
+    parse_or_none,
+)
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .ask import Asking
@@ -55,6 +67,8 @@ class TaskBoard:
         """Scores read from the ledger; every claim through this board checks them."""
         self.artifacts = core.artifacts
         """Payloads, results and files too big to be inline (Object Store ``ants_artifacts``)."""
+        self.rates = core.rates
+        """Shared rate limits (``ants_limits``) and what agents took of them (``ants_rates``)."""
         self._propagation = Propagation(core)
         self._recovery = Recovery(core, self._propagation)
         self._submission = Submission(core, self._propagation)
@@ -165,11 +179,13 @@ class TaskBoard:
 
     # ----------------------------------------------------------------- submitting
 
-    async def submit(self, task: Task | Mapping[str, Any]) -> TaskRecord:
+    async def submit(self, task: Task | Mapping[str, Any], *, budget: Budget | None = None) -> TaskRecord:
         """Submit one task. See ``submit_many``."""
-        return (await self.submit_many([task]))[0]
+        return (await self.submit_many([task], budget=budget))[0]
 
-    async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
+    async def submit_many(
+        self, tasks: Sequence[Task | Mapping[str, Any]], *, budget: Budget | None = None
+    ) -> list[TaskRecord]:
         """Submit a batch of tasks (a DAG may span the batch and tasks already on the board).
 
         Everything is validated before anything is announced: malformed fields (``InvalidTask``),
@@ -184,8 +200,67 @@ class TaskBoard:
 
         Writes are pipelined (up to 256 in flight), so a large batch costs about one round trip
         per 256 tasks rather than several per task.
+
+        ``budget``: what the batch may spend (``Budget(id=..., tokens=..., cost=...)``, opened in
+        ``ants_budgets``; the same one again for a resubmission). Each task is charged what its
+        handlers report (``ctx.usage``); once it is spent, its tasks not yet started fail unclaimed
+        with the reason. Later submissions join it by naming it in ``Task.budget``.
         """
-        return await self._submission.submit_many(tasks)
+        return await self._submission.submit_many(tasks, budget)
+
+    async def budget(self, budget_id: str) -> Budget:
+        """The budget ``budget_id`` and what it has spent; ``InvalidTask`` if there is none."""
+        check_id(budget_id, what="budget id")
+        budget = await self._core.budgets.get(budget_id)
+        if budget is None:
+            raise InvalidTask(f"no budget {budget_id!r}")
+        return budget
+
+    async def usage(self, root: str) -> Usage:
+        """What ``root`` and every task under it (its dependents, and theirs) reported spending."""
+        seen: set[str] = set()
+        total = Usage()
+        todo = [root]
+        while todo:
+            task_id = todo.pop()
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            record = await self.get(task_id)
+            total = total + record.usage
+            todo.extend(record.dependents)
+        return total
+
+    # ----------------------------------------------------------------- rate limits
+
+    async def set_limit(
+        self,
+        capability: str,
+        *,
+        requests: int | None = None,
+        tokens: int | None = None,
+        per: float = 60.0,
+        by: str | None = None,
+    ) -> Limit:
+        """Limit, swarm-wide, the work started on tasks that require ``capability``: at most
+        ``requests`` handler runs and/or ``tokens`` reported tokens (``ctx.usage``) in any ``per``
+        seconds. Every agent takes from the shared window before it runs such a task; one that
+        finds none left hands the ticket back for when there will be (not an attempt) and pulls
+        no more of that work until then. Replaces an existing limit. (Tasks that require nothing
+        are limited as capability ``any``.)"""
+        try:
+            limit = Limit(capability=capability, requests=requests, tokens=tokens, per=per, set_by=by)
+        except pydantic.ValidationError as exc:
+            raise InvalidTask(f"invalid limit: {exc.errors()[0]['msg']}") from exc
+        return await self.rates.set(limit)
+
+    async def limits(self) -> list[Limit]:
+        """Every rate limit, by capability."""
+        return await self.rates.all()
+
+    async def remove_limit(self, capability: str) -> None:
+        """Lift the limit on ``capability``; ``LimitNotFound`` if there is none."""
+        await self.rates.remove(capability)
 
     # ----------------------------------------------------------------- schedules
 
@@ -273,11 +348,17 @@ class TaskBoard:
         return await self._settlement.fail(lease, error, retry=retry, usage=usage)
 
     async def release(
-        self, lease: Lease, *, declined: str | None = None, usage: Usage | None = None
+        self,
+        lease: Lease,
+        *,
+        declined: str | None = None,
+        reason: str | None = None,
+        usage: Usage | None = None,
     ) -> TaskRecord:
-        """Give the task back untouched, e.g. on shutdown; with ``declined``, record that this agent
-        chose not to take it and why. Neither counts as an attempt."""
-        return await self._settlement.release(lease, declined=declined, usage=usage)
+        """Give the task back untouched, e.g. on shutdown (``reason`` says why, if you like); with
+        ``declined``, record that this agent chose not to take it and why. Neither counts as an
+        attempt."""
+        return await self._settlement.release(lease, declined=declined, reason=reason, usage=usage)
 
     # ----------------------------------------------------------------- asking for input
 

@@ -81,6 +81,8 @@ class Settlement:
         final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
         if lease._ticket is None and lease._lease_revision:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
+        if usage and lease.task.budget is not None:
+            await self._core.budgets.charge(lease.task.budget, usage)
         return final
 
     async def complete(
@@ -144,19 +146,25 @@ class Settlement:
         return final
 
     async def release(
-        self, lease: Lease, *, declined: str | None = None, usage: Usage | None = None
+        self,
+        lease: Lease,
+        *,
+        declined: str | None = None,
+        reason: str | None = None,
+        usage: Usage | None = None,
     ) -> TaskRecord:
         """See ``TaskBoard.release``."""
         outcome: Outcome = "released" if declined is None else "declined"
+        why = declined if declined is not None else reason
         final = await self.end(
-            lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=declined, usage=usage
+            lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=why, usage=usage
         )
         await self._core.event(
             f"task.{outcome}",
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=spent({**held_as(lease, final), "reason": declined}, usage),
+            data=spent({**held_as(lease, final), "reason": why}, usage),
         )
         return final
 

@@ -16,7 +16,7 @@ from .._store import Conflict
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..log import get_logger
-from ..models import Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
+from ..models import Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_encoded
 from .propagate import Propagation
 
@@ -33,16 +33,18 @@ class Submission:
         self._core = core
         self._propagation = propagation
 
-    async def submit_many(self, tasks: Sequence[Task | Mapping[str, Any]]) -> list[TaskRecord]:
+    async def submit_many(
+        self, tasks: Sequence[Task | Mapping[str, Any]], budget: Budget | None = None
+    ) -> list[TaskRecord]:
         """See ``TaskBoard.submit_many``."""
         with tracing.submitting() as trace:
-            return await self._submit_many(tasks, trace)
+            return await self._submit_many(tasks, trace, budget)
 
     async def _submit_many(
-        self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission
+        self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission, budget: Budget | None
     ) -> list[TaskRecord]:
         core, propagation = self._core, self._propagation
-        batch = await self._validated(tasks, trace)
+        batch = await self._budgeted(await self._validated(tasks, trace), budget)
         dependents: dict[str, list[str]] = {task.id: [] for task in batch}
         for task in batch:
             for dep in task.depends_on:
@@ -99,6 +101,22 @@ class Submission:
                 await propagation.announce(record, revision)  # finishes an interrupted submission
             final[task.id] = record
         return [final[task.id] for task in batch]
+
+    async def _budgeted(self, batch: list[Task], budget: Budget | None) -> list[Task]:
+        """The batch charged to ``budget`` (opened now, or the same one opened before), after
+        checking that every budget its tasks name exists."""
+        if budget is not None:
+            for task in batch:
+                if task.budget not in (None, budget.id):
+                    raise InvalidTask(f"task {task.id!r} names budget {task.budget!r}, not {budget.id!r}")
+            batch = [task.model_copy(update={"budget": budget.id}) for task in batch]
+            await self._core.budgets.open(budget)
+        for named in sorted(
+            {task.budget for task in batch if task.budget is not None} - {budget and budget.id}
+        ):
+            if await self._core.budgets.get(named) is None:
+                raise InvalidTask(f"no budget {named!r}: open it with the submission that carries it")
+        return batch
 
     async def _validated(
         self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission

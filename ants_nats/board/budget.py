@@ -1,0 +1,82 @@
+"""Budgets: what a submission may spend, in tokens and/or cost, kept with no accountant process.
+
+A budget is one key (``ants_budgets/<id>``) that the tasks of a submission name (``Task.budget``).
+Each attempt's reported usage is added to it by compare-and-set when the attempt ends; a claim of
+one of its tasks reads it first, and once it is spent the task fails unclaimed with the reason (its
+dependents are blocked as usual). Work in flight when it runs out still finishes: a budget is
+checked before work starts, not during it. A charge lost to a crash between an attempt's end and
+its charge is not recovered: the budget errs towards letting work through.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+
+from .._store import Bucket, Conflict, ensure_kv
+from ..errors import InvalidTask
+from ..log import get_logger
+from ..models import Budget, Usage, parse_or_none, wire_bytes
+from ..names import BUDGETS_BUCKET
+
+log = get_logger("budgets")
+
+
+class Budgets:
+    """The budgets of one board (``ants_budgets``)."""
+
+    def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
+        self._js = js
+        self._replicas = replicas
+        self._bucket = Bucket(js, BUDGETS_BUCKET)
+
+    async def ensure(self) -> None:
+        """Create the bucket unless it exists."""
+        await ensure_kv(self._js, BUDGETS_BUCKET, replicas=self._replicas, history=1)
+
+    async def open(self, budget: Budget) -> Budget:
+        """Create ``budget``, or accept the one stored under its id when its limits are the same (a
+        submission made again); ``InvalidTask`` when they differ."""
+        while True:
+            stored = await self.get(budget.id)
+            if stored is not None:
+                if (stored.tokens, stored.cost) != (budget.tokens, budget.cost):
+                    raise InvalidTask(
+                        f"budget {budget.id!r} exists with other limits "
+                        f"(tokens={stored.tokens}, cost={stored.cost}): give this one another id"
+                    )
+                return stored
+            try:
+                await self._bucket.create(budget.id, wire_bytes(budget))
+            except Conflict:
+                continue
+            log.info("budget.opened", budget=budget.id, tokens=budget.tokens, cost=budget.cost)
+            return budget
+
+    async def get(self, budget_id: str) -> Budget | None:
+        """The budget ``budget_id`` (None if there is none, or it does not validate)."""
+        entry = await self._bucket.get(budget_id)
+        if entry is None:
+            return None
+        budget = parse_or_none(Budget, entry.value, where=f"{BUDGETS_BUCKET}/{budget_id}")
+        return budget if budget is not None and budget.id == budget_id else None
+
+    async def charge(self, budget_id: str, usage: Usage) -> Budget | None:
+        """Add ``usage`` to what ``budget_id`` has spent (None if there is no such budget)."""
+        while True:
+            entry = await self._bucket.get(budget_id)
+            budget = (
+                None
+                if entry is None
+                else parse_or_none(Budget, entry.value, where=f"{BUDGETS_BUCKET}/{budget_id}")
+            )
+            if entry is None or budget is None:
+                log.warning("budget.missing", budget=budget_id)
+                return None
+            spent = budget.model_copy(update={"spent": budget.spent + usage})
+            try:
+                await self._bucket.update(budget_id, wire_bytes(spent), last=entry.revision)
+            except Conflict:
+                continue
+            if spent.exhausted and not budget.exhausted:
+                log.info("budget.spent", budget=budget_id, reason=spent.exhausted)
+            return spent

@@ -1,0 +1,165 @@
+"""Shared rate limits: what every agent serving a capability may start, swarm-wide, with no
+limiter process.
+
+A limit (``ants_limits/<capability>``) says how many handler runs and reported tokens may start
+in any ``per`` seconds. What was taken lately is one key per capability (``ants_rates``), a
+sliding window of twenty slots, changed by compare-and-set only: an agent reads it, and if the
+window has room it adds one request to the current slot with a CAS on the revision it read (a
+conflict means someone else took meanwhile: read again). Counting one slot more than the interval
+spans makes the window conservative: no interval of ``per`` seconds ever holds more than the limit
+(as far as the agents' clocks agree). Tokens are charged after the work, when the handler has said
+what it spent, so a token limit may be overshot by the work in flight; a full window then keeps
+everyone waiting until enough of it has slid past. Capabilities without a limit cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import aclosing
+
+from nats.js import JetStreamContext
+
+from .._store import Bucket, Conflict, ensure_kv
+from .._watch import watch_values
+from ..errors import InvalidTask, LimitNotFound
+from ..log import get_logger
+from ..models import Limit, RateSlot, RateWindow, parse_or_none, wire_bytes
+from ..names import LIMITS_BUCKET, RATES_BUCKET, is_valid_capability
+
+log = get_logger("rates")
+
+SLOTS = 20
+"""Slots an interval is cut into: the window is exact to a twentieth of the interval."""
+
+
+class Rates:
+    """The limits (``ants_limits``) and what was taken of them (``ants_rates``)."""
+
+    def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
+        self._js = js
+        self._replicas = replicas
+        self._limits = Bucket(js, LIMITS_BUCKET)
+        self._windows = Bucket(js, RATES_BUCKET)
+
+    async def ensure(self) -> None:
+        """Create both buckets unless they exist."""
+        await ensure_kv(self._js, LIMITS_BUCKET, replicas=self._replicas, history=1)
+        await ensure_kv(self._js, RATES_BUCKET, replicas=self._replicas, history=1)
+
+    async def set(self, limit: Limit) -> Limit:
+        """Set (or replace) the limit on ``limit.capability``."""
+        await self._limits.put(limit.capability, wire_bytes(limit))
+        log.info(
+            "limit.set",
+            capability=limit.capability,
+            requests=limit.requests,
+            tokens=limit.tokens,
+            per=limit.per,
+        )
+        return limit
+
+    async def get(self, capability: str) -> Limit | None:
+        """The limit on ``capability``, if any."""
+        entry = await self._limits.get(_checked(capability))
+        return None if entry is None else parse_limit(capability, entry.value)
+
+    async def all(self) -> list[Limit]:
+        """Every limit, by capability."""
+        limits = []
+        async with aclosing(watch_values(self._js, LIMITS_BUCKET, history_only=True)) as values:
+            async for key, value in values:
+                limit = parse_limit(key, value)
+                if limit is not None:
+                    limits.append(limit)
+        return sorted(limits, key=lambda limit: limit.capability)
+
+    async def remove(self, capability: str) -> None:
+        """Lift the limit on ``capability``; ``LimitNotFound`` if there is none."""
+        entry = await self._limits.get(_checked(capability))
+        if entry is None:
+            raise LimitNotFound(f"no limit is set on {capability!r}")
+        await self._limits.delete(capability, last=entry.revision)
+        log.info("limit.removed", capability=capability)
+
+    async def take(self, limit: Limit, now: float) -> float:
+        """Take one request of ``limit`` at unix time ``now``: 0.0 if taken, else the seconds
+        until the window has room (nothing taken)."""
+        return await self._change(limit, now, lambda window, slot: _taken(limit, window, slot))
+
+    async def charge(self, limit: Limit, tokens: int, now: float) -> None:
+        """Add ``tokens`` that a handler reported to the window of ``limit``."""
+
+        def charged(window: list[RateSlot], slot: int) -> float | list[RateSlot]:
+            return _added(window, slot, tokens=tokens)
+
+        await self._change(limit, now, charged)
+
+    async def _change(
+        self,
+        limit: Limit,
+        now: float,
+        change: Callable[[list[RateSlot], int], float | list[RateSlot]],
+    ) -> float:
+        """CAS ``change`` into the window of ``limit`` (re-reading on conflicts). ``change`` gets
+        the live slots and the current slot, and returns new slots, or the seconds to wait."""
+        length = limit.per / SLOTS
+        slot = math.floor(now / length)
+        while True:
+            entry = await self._windows.get(limit.capability)
+            window = (
+                None
+                if entry is None
+                else parse_or_none(RateWindow, entry.value, where=f"{RATES_BUCKET}/{limit.capability}")
+            )
+            live = [s for s in (window.slots if window else ()) if s.n >= slot - SLOTS]
+            changed = change(live, slot)
+            if isinstance(changed, float):
+                return max(changed * length - (now - slot * length), 0.0)
+            value = wire_bytes(RateWindow(slots=tuple(changed)))
+            try:
+                if entry is None:
+                    await self._windows.create(limit.capability, value)
+                else:
+                    await self._windows.update(limit.capability, value, last=entry.revision)
+            except Conflict:
+                continue
+            return 0.0
+
+
+def _taken(limit: Limit, window: list[RateSlot], slot: int) -> float | list[RateSlot]:
+    """The window with one more request in ``slot``, or (as a float) how many slot lengths from
+    the start of ``slot`` until enough old slots have left the window."""
+    for oldest in range(slot - SLOTS, slot + 1):
+        rest = [s for s in window if s.n >= oldest]
+        requests = sum(s.requests for s in rest)
+        tokens = sum(s.tokens for s in rest)
+        fits = (limit.requests is None or requests < limit.requests) and (
+            limit.tokens is None or tokens < limit.tokens
+        )
+        if fits:
+            if oldest == slot - SLOTS:
+                return _added(window, slot, requests=1)
+            # Slot ``oldest - 1`` leaves the window when slot ``oldest + SLOTS`` begins.
+            return float(oldest + SLOTS - slot)
+    return float(SLOTS + 1)  # a limit of 0: ask again a full interval later
+
+
+def _added(window: list[RateSlot], slot: int, *, requests: int = 0, tokens: int = 0) -> list[RateSlot]:
+    current = next((s for s in window if s.n == slot), RateSlot(n=slot))
+    bumped = current.model_copy(
+        update={"requests": current.requests + requests, "tokens": current.tokens + tokens}
+    )
+    return sorted([*(s for s in window if s.n != slot), bumped], key=lambda s: s.n)
+
+
+def parse_limit(key: str, value: bytes) -> Limit | None:
+    """The ``Limit`` stored under ``key`` (None, logged, when it does not validate or fit its key)."""
+    limit = parse_or_none(Limit, value, where=f"{LIMITS_BUCKET}/{key}")
+    return limit if limit is not None and limit.capability == key else None
+
+
+def _checked(capability: str) -> str:
+    if not isinstance(capability, str) or not is_valid_capability(capability):
+        raise InvalidTask(f"invalid capability {capability!r}: 1-64 of a-z 0-9 _ -, starting alphanumeric")
+    return capability

@@ -1,0 +1,163 @@
+"""An agent's side of the shared rate limits: what it knows of the limits and of holds, and
+the check it makes before it works on a task.
+
+Each agent keeps the limits in memory (read at start, then kept current by the bucket's own
+update messages, ``$KV.ants_limits.>``), so a task whose capabilities have no limit costs no
+message at all. A capability with a limit costs a read and a compare-and-set of its window per
+task (``board.rates``). When a provider rate-limits a handler (``RateLimited``), the agent lays the
+mark ``rate.held`` on the capability, with the time until which to hold back; every agent hears it
+(and one that starts later reads the marks of the last ``MAX_HOLD_S``) and pulls no work of that
+capability until then. Holding back locally after a full window is the same mechanism, unshared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ._store import is_tombstone, translate_errors
+from .board import TaskBoard
+from .board.rates import parse_limit
+from .log import get_logger
+from .models import ANY_CAPABILITY, Limit, TrailEvent, parse_or_none, utcnow
+from .names import LIMITS_BUCKET, RATE_HOLD_MARK, requires_of, trail_filter
+
+log = get_logger("throttle")
+
+MAX_HOLD_S = 3600.0
+"""The longest hold an agent honours (a mark asking for longer is cut to this): a hostile or
+confused agent cannot stop a capability for good."""
+
+_LIMIT_SUBJECTS = f"$KV.{LIMITS_BUCKET}.>"
+
+
+def limited_as(route: str) -> tuple[str, ...]:
+    """The capabilities whose limits and holds apply to the tasks of ``route`` (``any`` for
+    tasks that require nothing)."""
+    return requires_of(route) or (ANY_CAPABILITY,)
+
+
+class Throttle:
+    """What one agent knows of the swarm's rate limits and holds. ``start`` and ``stop`` it."""
+
+    def __init__(self, board: TaskBoard, agent_id: str) -> None:
+        self._board = board
+        self._agent_id = agent_id
+        self._limits: dict[str, Limit] = {}
+        self._live: set[str] = set()
+        """Capabilities whose limit changed since the start (the first read must not undo that)."""
+        self._held: dict[str, float] = {}
+        """Until when (unix time) to start no work of a capability."""
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> None:
+        """Listen for changes of limits and for holds, then read what is in force now."""
+        nc = self._board.nc
+        async with translate_errors("listen for rate limits"):
+            self._subs = [
+                await nc.subscribe(_LIMIT_SUBJECTS, cb=self._on_limit),
+                await nc.subscribe(trail_filter(f"mark.{RATE_HOLD_MARK}"), cb=self._on_hold),
+            ]
+            await nc.flush()
+        for limit in await self._board.limits():
+            if limit.capability not in self._live:
+                self._limits[limit.capability] = limit
+        since = utcnow() - timedelta(seconds=MAX_HOLD_S)
+        for event in await self._board.trail.replay(trail_filter(f"mark.{RATE_HOLD_MARK}"), since=since):
+            self._heard(event)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self._subs = []
+
+    def held_for(self, capabilities: Iterable[str]) -> float:
+        """Seconds until work needing ``capabilities`` may start again (0.0: now)."""
+        now = time.time()
+        return (
+            max((self._held.get(cap, 0.0) - now for cap in capabilities), default=0.0) if self._held else 0.0
+        )
+
+    async def take(self, capabilities: Iterable[str]) -> float:
+        """Take one request from the window of each limited capability: 0.0 when every one had
+        room, else the seconds until the fullest will have (this agent holds back meanwhile)."""
+        wait = self.held_for(capabilities)
+        if wait > 0:
+            return wait
+        for cap in capabilities:
+            limit = self._limits.get(cap)
+            if limit is None:
+                continue
+            wait = await self._board.rates.take(limit, time.time())
+            if wait > 0:
+                self._hold_locally(cap, time.time() + wait)
+                log.info("limit.full", agent=self._agent_id, capability=cap, retry_after=round(wait, 3))
+                return wait
+        return 0.0
+
+    async def charge(self, capabilities: Iterable[str], tokens: int) -> None:
+        """Add ``tokens`` a handler reported to the windows of the token-limited capabilities."""
+        for cap in capabilities:
+            limit = self._limits.get(cap)
+            if limit is not None and limit.tokens is not None and tokens > 0:
+                await self._board.rates.charge(limit, tokens, time.time())
+
+    async def hold(self, capabilities: Iterable[str], seconds: float, reason: str) -> None:
+        """Hold ``capabilities`` back for ``seconds``, here and (by a trail mark) everywhere."""
+        until = utcnow() + timedelta(seconds=min(seconds, MAX_HOLD_S))
+        for cap in capabilities:
+            self._hold_locally(cap, until.timestamp())
+            await self._board.trail.mark(
+                RATE_HOLD_MARK,
+                key=cap,
+                agent=self._agent_id,
+                data={"until": until.isoformat(), "reason": reason},
+            )
+            log.warning(
+                "limit.held", agent=self._agent_id, capability=cap, until=until.isoformat(), reason=reason
+            )
+
+    def _hold_locally(self, capability: str, until: float) -> None:
+        self._held[capability] = max(self._held.get(capability, 0.0), min(until, time.time() + MAX_HOLD_S))
+
+    async def _on_limit(self, msg: Msg) -> None:
+        capability = msg.subject.removeprefix(f"$KV.{LIMITS_BUCKET}.")
+        self._live.add(capability)
+        if is_tombstone(msg.headers):
+            self._limits.pop(capability, None)
+            return
+        limit = parse_limit(capability, msg.data)
+        if limit is not None:
+            self._limits[capability] = limit
+            log.info("limit.heard", agent=self._agent_id, capability=capability)
+
+    async def _on_hold(self, msg: Msg) -> None:
+        event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
+        if event is not None:
+            self._heard(event)
+
+    def _heard(self, event: TrailEvent) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        until = data.get("until")
+        try:
+            when = datetime.fromisoformat(until) if isinstance(until, str) else None
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None or when.timestamp() <= time.time():
+            return
+        self._hold_locally(event.ref, when.timestamp())
+        log.info(
+            "limit.hold_heard",
+            agent=self._agent_id,
+            capability=event.ref,
+            until=when.isoformat(),
+            by=event.agent,
+        )
