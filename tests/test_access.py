@@ -8,15 +8,18 @@ from pathlib import Path
 import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
+from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
     AgentCard,
+    Budget,
     EmbeddedServer,
     Identity,
     PermissionDenied,
     Task,
     TaskBoard,
+    TaskContext,
     TaskNotFound,
     TaskStatus,
     connect,
@@ -24,18 +27,24 @@ from ants_nats import (
 from ants_nats.access import server_config
 
 from .conftest import AGENT, OBSERVER
-from .helpers import Recorder
 
 
 async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> None:
-    recorder = Recorder()
     async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
         agent = Agent(board, name="a", agent_id="ant-a", identity=AGENT)
-        agent.handler("work")(recorder.handle)
+
+        @agent.handler("work")
+        async def handle(task: Task, ctx: TaskContext) -> JsonValue:
+            ctx.usage(tokens_in=3)
+            return "ok"
+
+        # Taking from a shared limit and charging a budget are within an agent's permissions.
+        await board.set_limit("any", requests=10, tokens=1000)
         async with agent:
-            await board.submit(Task(id="allowed", kind="work"))
+            await board.submit(Task(id="allowed", kind="work"), budget=Budget(id="allowed", tokens=100))
             final = await board.wait(["allowed"], timeout=20)
-    assert final["allowed"].status is TaskStatus.DONE
+        assert final["allowed"].status is TaskStatus.DONE
+        assert (await board.budget("allowed")).spent.tokens == 3
 
 
 async def test_announcing_another_agents_card_is_refused(secured: EmbeddedServer) -> None:
