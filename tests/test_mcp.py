@@ -14,8 +14,9 @@ from typing import Any
 
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent, TextResourceContents
+from pydantic import JsonValue
 
-from ants_nats import EmbeddedServer, TaskBoard, TaskStatus, TrailEvent
+from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, TrailEvent
 from ants_nats.mcp._server import McpHost
 
 from .conftest import TEST_LEASE_TTL
@@ -299,3 +300,25 @@ async def test_tasks_of_any_kind_from_other_submitters_reach_the_model(
         assert (work["task_id"], work["kind"]) == ("poem", "versify")
         await call(client, "complete_task", task_id="poem", result="six legs")
         assert await board.result("poem", timeout=WAIT_S) == "six legs"
+
+
+async def test_http_a_model_answers_the_question_a_task_waits_on(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    agent = Agent(board, name="asker")
+
+    @agent.handler("plan")
+    async def plan(task: Task, ctx: TaskContext) -> JsonValue:
+        return {"region": await ctx.ask("Which region?")}
+
+    async with agent, McpHost(nats_server.url) as host, http_client(host) as client:
+        await call(client, "submit_tasks", tasks=[{"id": "trip", "kind": "plan"}])
+        await until_event(board, "task.asked", "trip")
+        waiting = await call(client, "get_task", task_id="trip")
+        assert (waiting["status"], waiting["question"]) == ("waiting_input", "Which region?")
+        wrong = await tool_error(client, "answer_task", task_id="nope", answer="x")
+        assert "nope" in wrong and "Traceback" not in wrong
+        await call(client, "answer_task", task_id="trip", answer="eu-west")
+        (done,) = await call(client, "wait_for_tasks", task_ids=["trip"])
+    assert done["result"] == {"region": "eu-west"}
+    assert (await board.get("trip")).questions[0].answered_by == "mcp-" + host.name

@@ -71,6 +71,9 @@ class TaskOut(BaseModel):
     attempts: int
     error: str | None
     unroutable: list[str] | None = Field(description="Capabilities no live agent has, if any.")
+    question: str | None = Field(
+        default=None, description="While waiting_input: the question to answer (answer_task)."
+    )
     result: JsonValue = Field(default=None, description="The result, once done.")
     updated_at: datetime
 
@@ -89,6 +92,7 @@ class TaskOut(BaseModel):
             attempts=len(record.attempts),
             error=record.error,
             unroutable=None if record.unroutable is None else list(record.unroutable),
+            question=record.questions[-1].text if record.status is TaskStatus.WAITING_INPUT else None,
             result=result,
             updated_at=record.updated_at,
         )

@@ -59,7 +59,8 @@ Submit tasks (a DAG through depends_on), then get or wait for their results; fin
 do what. When this server was started with capabilities it also hosts an agent: claim_next gives you
 the next task it can serve, then settle it with complete_task, fail_task or decline_task (progress
 with report_progress). The lease is kept alive for you while you think. lay_mark and read_marks
-leave and read signals (marks evaporate; laying one again reinforces it).
+leave and read signals (marks evaporate; laying one again reinforces it). A task in status
+waiting_input asks a question (its "question"): answer_task answers it, and the work goes on.
 """
 
 
@@ -176,6 +177,7 @@ class McpHost:
             self.wait_for_tasks,
             self.list_tasks,
             self.cancel_task,
+            self.answer_task,
             self.find_agents,
             self.claim_next,
             self.complete_task,
@@ -289,6 +291,12 @@ class McpHost:
     async def cancel_task(self, task_id: TaskIdArg, reason: str = "cancelled through MCP") -> TaskOut:
         """Cancel a pending, waiting or claimed task; its dependents fail as blocked."""
         return TaskOut.of(await self.board.cancel(task_id, reason, by=self.agent_id))
+
+    @_clear_errors
+    async def answer_task(self, task_id: TaskIdArg, answer: str) -> TaskOut:
+        """Answer the question a task in status waiting_input asks (its ``question``): the task
+        becomes claimable again, and the agent that takes it gets the answer."""
+        return TaskOut.of(await self.board.answer(task_id, answer, by=self.author))
 
     @_clear_errors
     async def find_agents(self, requires: list[str] | None = None) -> list[AgentOut]:
