@@ -3,11 +3,13 @@
 from ._connect import connect
 from ._version import __version__
 from .agent import Agent, Decider
+from .agent_protocol import AgentProtocolHandler, via_agent_protocol
 from .artifacts import Artifacts
 from .board import BoardConfig, Lease, Taken, TaskBoard
 from .cards import CardChange, Directory
 from .context import Decline, Handler, NonRetryable, TaskContext
 from .errors import (
+    AgentProtocolError,
     AntsError,
     ArtifactNotFound,
     BudgetExhausted,
@@ -62,6 +64,8 @@ from .verify import Authenticity, Verifier
 __all__ = [
     "Agent",
     "AgentCard",
+    "AgentProtocolError",
+    "AgentProtocolHandler",
     "AntsError",
     "ArtifactNotFound",
     "ArtifactRef",
@@ -128,4 +132,5 @@ __all__ = [
     "configure_logging",
     "connect",
     "read_seed",
+    "via_agent_protocol",
 ]
