@@ -30,7 +30,7 @@ from .access import server_config
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
 from .dashboard import Dashboard, run_dashboard
-from .demo import HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
+from .demo import BYTES_PER_TOKEN, HANDLERS, SWARM, AgentSpec, DemoSummary, agent_for, run_demo
 from .errors import AntsError, InvalidSchedule, InvalidTask
 from .identity import Identity, read_seed
 from .ledger import Ledger
@@ -254,6 +254,14 @@ def _report(summary: DemoSummary) -> None:
         print(
             f"\ncoordination: {summary.messages / total:.1f} messages and "
             f"{summary.bytes / total / 1024:.1f} KiB through the server per task"
+        )
+    usage, share = summary.usage, summary.coordination_share
+    if usage:
+        print(f"work: {usage.tokens_in} tokens in and {usage.tokens_out} out, as the handlers reported them")
+    if share is not None:
+        print(
+            f"coordination's share: {share:.1%} of all units "
+            f"(its bytes counted as tokens of {BYTES_PER_TOKEN} bytes each)"
         )
 
 

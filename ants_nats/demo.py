@@ -9,6 +9,7 @@ and the reputation system show up. Nothing but the NATS server connects them.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 import time
@@ -27,7 +28,7 @@ from .agent import Agent
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
 from .ledger import Ledger, accountable
-from .models import AgentLedger, Task, TaskRecord, TrailEvent, parse_or_none, utcnow
+from .models import AgentLedger, Task, TaskRecord, TrailEvent, Usage, parse_or_none, utcnow
 from .names import LEDGER_BUCKET
 from .verify import Verifier
 
@@ -104,7 +105,13 @@ async def _summarise(task: Task, ctx: TaskContext) -> JsonValue:
     (parsed,) = (await ctx.dependency_results()).values()
     words = parsed["words"] if isinstance(parsed, dict) else []
     await asyncio.sleep(random.uniform(0.02, 0.08))
-    return " ".join(str(w) for w in (words if isinstance(words, list) else [])[:4])
+    summary = " ".join(str(w) for w in (words if isinstance(words, list) else [])[:4])
+    # The "LLM" of the pipeline reports what it spent, as a real one would (about 4 bytes a token).
+    ctx.usage(
+        tokens_in=len(json.dumps(words)) // BYTES_PER_TOKEN + 1,
+        tokens_out=len(summary) // BYTES_PER_TOKEN + 1,
+    )
+    return summary
 
 
 async def _publish(task: Task, ctx: TaskContext) -> JsonValue:
@@ -172,6 +179,10 @@ def agent_for(
     return agent
 
 
+BYTES_PER_TOKEN = 4
+"""A rough size of an LLM token in bytes of English text, to set the coordination against the work."""
+
+
 @dataclass
 class DemoSummary:
     """What the demo reports at the end."""
@@ -191,6 +202,20 @@ class DemoSummary:
     def retries(self) -> int:
         """Attempts that failed or were abandoned, hence redone, over all tasks."""
         return sum(r.counted_attempts for r in self.records)
+
+    @property
+    def usage(self) -> Usage:
+        """What the handlers reported spending, over all tasks."""
+        return sum((r.usage for r in self.records), Usage())
+
+    @property
+    def coordination_share(self) -> float | None:
+        """The coordination's share of all units: its bytes through the server, counted as tokens
+        (``BYTES_PER_TOKEN`` bytes each), against those and the tokens the work reported."""
+        if self.bytes is None or not self.usage.tokens:
+            return None
+        coordination = self.bytes / BYTES_PER_TOKEN
+        return coordination / (coordination + self.usage.tokens)
 
     @property
     def work_by_agent(self) -> Counter[str]:

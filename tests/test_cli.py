@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def test_demo_on_its_own_embedded_server_finishes_every_task() -> None:
     assert "10 tasks in" in result.stdout
     assert "10 done" in result.stdout
     assert "Traceback" not in result.stderr
+    # The summarisers report tokens; the coordination is set against them.
+    tokens = re.search(r"work: (\d+) tokens in and (\d+) out", result.stdout)
+    assert tokens is not None and int(tokens[1]) > 0 and int(tokens[2]) > 0
+    assert re.search(r"coordination's share: \d+\.\d% of all units", result.stdout)
 
 
 async def test_demo_against_a_given_server(nats_server: EmbeddedServer) -> None:
