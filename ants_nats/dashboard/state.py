@@ -178,6 +178,8 @@ _QUEUE_EVENTS = frozenset(
         "task.cancelled",
         "task.retried",
         "task.unblocked",
+        "task.asked",
+        "task.answered",
     }
 )
 

@@ -3,7 +3,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const STATUSES = ["pending", "claimed", "done", "failed", "dead", "cancelled"];
+const STATUSES = ["pending", "claimed", "waiting_input", "done", "failed", "dead", "cancelled"];
 const TASK_ROWS = 200; // the tasks table shows the most recently changed ones
 const TRAIL_KEEP = 500;
 
@@ -289,7 +289,7 @@ function graph(task) {
   const node = (id, x, yc, main) => {
     const known = state.tasks.get(id);
     const status = known ? known.status : "pending";
-    const colors = { pending: "#8a94a3", claimed: "#2f7de1", done: "#2e9d57", failed: "#d0453b", dead: "#8e2a23", cancelled: "#b08a2e" };
+    const colors = { pending: "#8a94a3", claimed: "#2f7de1", done: "#2e9d57", failed: "#d0453b", dead: "#8e2a23", cancelled: "#b08a2e", waiting_input: "#9b59b6" };
     const a = s("a", { href: `#task/${encodeURIComponent(id)}`, "data-node": id, "data-status": status },
       s("rect", { x, y: yc - nodeH / 2, width: nodeW, height: nodeH, rx: 4, fill: colors[status] || "#8a94a3", stroke: main ? "#1d232b" : "none", "stroke-width": 2 }),
       s("text", { class: "node-label", x: x + 8, y: yc + 4 }, id.length > 22 ? id.slice(0, 21) + "…" : id));
