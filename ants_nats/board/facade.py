@@ -16,7 +16,7 @@ from pydantic import JsonValue
 
 from .._connect import connect
 from .._watch import watch_values
-from ..errors import InvalidTask, TaskCancelled, TaskFailed
+from ..errors import InvalidTask, TaskCancelled, TaskFailed, TaskNotFound
 from ..identity import Identity
 from ..models import (
     ArtifactRef,
@@ -217,16 +217,19 @@ class TaskBoard:
         return budget
 
     async def usage(self, root: str) -> Usage:
-        """What ``root`` and every task under it (its dependents, and theirs) reported spending."""
-        seen: set[str] = set()
-        total = Usage()
-        todo = [root]
+        """What ``root`` and every task under it (its dependents, and theirs) reported spending
+        (``TaskNotFound`` if there is no ``root``; dependents whose records expired count nothing)."""
+        top = await self.get(root)
+        total, seen, todo = top.usage, {root}, list(top.dependents)
         while todo:
             task_id = todo.pop()
             if task_id in seen:
                 continue
             seen.add(task_id)
-            record = await self.get(task_id)
+            try:
+                record = await self.get(task_id)
+            except TaskNotFound:
+                continue
             total = total + record.usage
             todo.extend(record.dependents)
         return total

@@ -111,9 +111,8 @@ class Submission:
                     raise InvalidTask(f"task {task.id!r} names budget {task.budget!r}, not {budget.id!r}")
             batch = [task.model_copy(update={"budget": budget.id}) for task in batch]
             await self._core.budgets.open(budget)
-        for named in sorted(
-            {task.budget for task in batch if task.budget is not None} - {budget and budget.id}
-        ):
+        opened = {budget.id} if budget is not None else set()
+        for named in sorted({task.budget for task in batch if task.budget is not None} - opened):
             if await self._core.budgets.get(named) is None:
                 raise InvalidTask(f"no budget {named!r}: open it with the submission that carries it")
         return batch
