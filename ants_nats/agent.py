@@ -452,9 +452,10 @@ class Agent:
         return min(scores.values()) < self.board.reputation.config.prefer_above
 
     async def _settle_ticket(self, msg: Msg, taken: Taken) -> None:
-        if taken.reason in ("held", "not_yet"):
+        if taken.reason in ("held", "not_yet", "waiting"):
             # Look again about when the holder's lease would expire (one check per TTL, not a
-            # herd), or when the task may start: the server holds the ticket until then.
+            # herd), when the task may start, or when its question times out: the server holds
+            # the ticket until then.
             await msg.nak(delay=(taken.retry_after or 0.0) + 0.05)
         elif taken.reason == "quarantined":
             log.info("task.refused", agent=self.id, task_id=taken.task_id, quarantined=taken.quarantined)
@@ -520,8 +521,12 @@ class Agent:
         """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
         the task back for then (not an attempt)."""
         await self._throttle.hold(limited_as(lease.task.route), exc.retry_after, str(exc))
+        try:
+            await self.board.release(lease, reason=str(exc), usage=spent or None)
+        except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back
+            self._ended(lease, trace, "expired", "lease lost")
+            return
         self._ended(lease, trace, "rate_limited", str(exc))
-        await self.board.release(lease, reason=str(exc), usage=spent or None)
         await msg.nak(delay=exc.retry_after)
 
     async def _park(
