@@ -238,8 +238,10 @@ class Ledger:
         time later than now. Others are recorded as ``corrupt.unbacked`` or ``corrupt.replayed``
         and change no score, so nobody can frame an agent, or credit one, by writing events. With a
         ``verifier``, events whose signature does not match their author's announced key are left
-        out as well (``corrupt.forged``). This costs one read of the task's record and one write
-        per counted event, here in the ledger, off the agents' path.
+        out as well (``corrupt.forged``): each event comes with the message it was read from, and
+        its header signature is checked over those bytes, as any client laid them. This costs one
+        read of the task's record and one write per counted event, here in the ledger, off the
+        agents' path.
         """
         await self.ensure()
         async for event in trail.follow(WATCHED, durable=durable, in_order=True):

@@ -465,6 +465,8 @@ class TrailEvent(_Wire):
 
     ``kind`` is ``task.<what>``, ``agent.<what>`` or ``mark.<name>``; ``ref`` the task id, agent id
     or mark key. ``seq`` is the stream sequence, filled in when the event is read (never written).
+    A signed event's signature is in its message's headers (``Ants-Signer``, ``Ants-Sig``) and
+    covers the message as stored; an event read from the trail keeps that message (``stored``).
     """
 
     kind: str
@@ -475,12 +477,31 @@ class TrailEvent(_Wire):
     intensity: float = Field(default=1.0, ge=0, le=1_000_000)
     data: JsonValue = None
     by: str | None = Field(default=None, description="The agent that laid it (signed it), if any.")
-    signer: str | None = Field(default=None, description="Public nkey (U...) of the signer.")
-    sig: str | None = Field(default=None, description="ed25519 signature of the event without sig/seq.")
+    signer: str | None = Field(
+        default=None, description="Deprecated (now the Ants-Signer header): public nkey of the signer."
+    )
+    sig: str | None = Field(
+        default=None, description="Deprecated (now the Ants-Sig header): signature of signed_bytes()."
+    )
     seq: int | None = None
+    # Not a field: the message the event was read from, whose bytes a header signature covers
+    # (another client's JSON is not ours, so the event cannot be serialised back to them).
+    _stored: tuple[str, bytes, dict[str, str]] | None = None
+
+    @property
+    def stored(self) -> tuple[str, bytes, dict[str, str]] | None:
+        """The message this event was read from (subject, payload, headers), None if it was not."""
+        return self._stored
+
+    def stored_as(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> TrailEvent:
+        """This event, noting the message it was read from (what a verifier checks)."""
+        event = self.model_copy()
+        event._stored = (subject, payload, dict(headers or {}))
+        return event
 
     def signed_bytes(self) -> bytes:
-        """The canonical bytes a signature covers: the event without ``sig`` and ``seq``."""
+        """The bytes a deprecated in-body ``sig`` covers: pydantic's JSON of the event without
+        ``sig`` and ``seq``. Such events are still verified for one release; none are written."""
         return self.model_dump_json(exclude={"sig", "seq"}).encode()
 
     def strength(self, now: datetime, half_life: float) -> float:

@@ -76,10 +76,11 @@ class Scent:
     last: TrailEvent
 
 
-def _read(subject: str, data: bytes, seq: int) -> TrailEvent | None:
+def _read(subject: str, data: bytes, seq: int, headers: dict[str, str] | None) -> TrailEvent | None:
     """The event stored as ``seq`` on ``subject``, or None when it is not one, not about an id (a
     ref is a task id, agent id or mark key: readers use it as a key and a file name), or not on the
-    subject of its author (an event in another agent's name, which access control refuses)."""
+    subject of its author (an event in another agent's name, which access control refuses). The
+    event keeps its message (``TrailEvent.stored``): a signature covers those bytes, not our JSON."""
     event = parse_or_none(TrailEvent, data, where=subject)
     if event is None:
         return None
@@ -89,11 +90,11 @@ def _read(subject: str, data: bytes, seq: int) -> TrailEvent | None:
     if subject != trail_subject(event.kind, event.ref, event.by):
         log.warning("trail.misplaced_event", subject=subject, kind=event.kind, by=event.by)
         return None
-    return event.model_copy(update={"seq": seq})
+    return event.model_copy(update={"seq": seq}).stored_as(subject, data, headers)
 
 
 def _parse(msg: Msg) -> TrailEvent | None:
-    return _read(msg.subject, msg.data, msg.metadata.sequence.stream)
+    return _read(msg.subject, msg.data, msg.metadata.sequence.stream, msg.headers)
 
 
 class Trail:
@@ -129,8 +130,8 @@ class Trail:
         self, event: TrailEvent, *, msg_id: str | None = None, signer: Identity | None = None
     ) -> int:
         """Append ``event`` and wait for the stream to store it; returns its stream sequence.
-        ``msg_id`` makes a retried append idempotent; with ``signer`` the event is signed
-        (``signer``/``sig`` fields)."""
+        ``msg_id`` makes a retried append idempotent; with ``signer`` the message is signed (headers
+        ``Ants-Signer`` and ``Ants-Sig`` over its subject and payload: ``identity.signing_input``)."""
         subject, payload, headers = self._encode(event, msg_id, signer)
         async with translate_errors(f"append {event.kind} to the trail"):
             return await publish(self._js, subject, payload, headers=headers)
@@ -149,11 +150,14 @@ class Trail:
     def _encode(
         event: TrailEvent, msg_id: str | None, signer: Identity | None
     ) -> tuple[str, bytes, dict[str, str] | None]:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else {}
         if signer is not None:
-            event = event.model_copy(update={"signer": signer.public_key, "sig": None})
-            event = event.model_copy(update={"sig": signer.sign(event.signed_bytes())})
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        return trail_subject(event.kind, event.ref, event.by), wire_bytes(event, exclude={"seq"}), headers
+            # The signature goes in headers; the body's deprecated sig/signer would only disagree.
+            event = event.model_copy(update={"signer": None, "sig": None})
+        subject, payload = trail_subject(event.kind, event.ref, event.by), wire_bytes(event, exclude={"seq"})
+        if signer is not None:
+            headers.update(signer.sign_message(subject, payload))
+        return subject, payload, headers or None
 
     async def mark(
         self, name: str, *, key: str, data: JsonValue = None, intensity: float = 1.0, agent: str | None = None
@@ -213,7 +217,9 @@ class Trail:
         """The latest event of ``kind`` about ``ref`` still on the trail (None if none is left)."""
         subject = trail_filter(kind, ref)
         msg = await last_message(self._js, TRAIL_STREAM, subject, action=f"read {subject}")
-        return None if msg is None else _read(str(msg.subject), msg.data or b"", int(msg.seq or 0))
+        if msg is None:
+            return None
+        return _read(str(msg.subject), msg.data or b"", int(msg.seq or 0), msg.headers)
 
     async def history(self, task_id: str) -> list[TrailEvent]:
         """The whole recorded life of a task, in order."""

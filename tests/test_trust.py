@@ -31,6 +31,7 @@ from ants_nats import (
     connect,
 )
 from ants_nats._store import Bucket, publish
+from ants_nats.identity import SIG_HEADER, SIGNER_HEADER
 from ants_nats.ledger import Ledger, accountable, apply
 from ants_nats.models import AgentLedger, Counts
 from ants_nats.names import lease_key, trail_subject
@@ -187,19 +188,33 @@ async def test_forged_and_altered_events_fail_verification(board: TaskBoard) -> 
         await board.wait(["v"], timeout=20)
         await until_event(board, "task.completed", "v")
         verifier = Verifier(board.directory)
+        seen: set[int | None] = set()
         genuine = [e for e in await board.trail.history("v") if e.by == honest.id]
         checks = {e.kind: await verifier.check(e) for e in genuine}
         assert checks == {"task.claimed": "verified", "task.completed": "verified"}
 
+        # The signature is in the headers, over the message as stored; the body carries none.
+        assert all(e.sig is None and e.signer is None for e in genuine)
         impostor = Identity.generate()
-        forged = TrailEvent(kind="task.completed", ref="v", agent=honest.id, by=honest.id, data="fake")
-        forged = forged.model_copy(update={"signer": impostor.public_key})
-        forged = forged.model_copy(update={"sig": impostor.sign(forged.signed_bytes())})
+        await board.trail.emit(
+            TrailEvent(kind="task.completed", ref="v", agent=honest.id, by=honest.id, data="fake"),
+            signer=impostor,
+        )
+        (forged,) = [e for e in await board.trail.history("v") if e.data == "fake"]
         altered = genuine[-1].model_copy(update={"data": {"kind": "work", "requires": ["root"]}})
         unsigned = TrailEvent(kind="task.completed", ref="v", agent=honest.id, by=honest.id)
         assert await verifier.check(forged) == "forged"
         assert await verifier.check(altered) == "forged"
         assert await verifier.check(unsigned) == "forged"
+        # Deprecated, verified for one more release: a signature in the body, over signed_bytes().
+        old = TrailEvent(kind="task.progress", ref="v", agent=honest.id, by=honest.id, data="old")
+        old = old.model_copy(update={"signer": honest.identity.public_key})
+        for key, outcome in ((honest.identity, "verified"), (impostor, "forged")):
+            await board.trail.emit(old.model_copy(update={"sig": key.sign(old.signed_bytes())}))
+            (read,) = [e for e in await board.trail.history("v") if e.data == "old" and e.seq not in seen]
+            seen.add(read.seq)
+            assert read.stored is not None and read.sig is not None
+            assert await verifier.check(read) == outcome
         joined = (await board.trail.replay(f"ants.trail.agent.joined.{honest.id}.*"))[0]
         assert await verifier.check(joined) == "verified"
     assert await verifier.check(genuine[0]) == "unknown"  # its card is withdrawn: nothing to check against
@@ -228,8 +243,7 @@ async def test_the_ledger_ignores_forged_events_and_can_be_rebuilt_from_the_trai
                 seq=None,
                 data={"requires": ["cpu"]},
             )
-            fake = fake.model_copy(update={"signer": impostor.public_key})
-            await board.trail.emit(fake.model_copy(update={"sig": impostor.sign(fake.signed_bytes())}))
+            await board.trail.emit(fake, signer=impostor)
         await board.submit(Task(id="real", kind="work", requires=("cpu",)))
         stored = await until_ledger(board, honest.id, lambda e: e.totals.completed == 1)
         forged = await board.trail.replay("ants.trail.corrupt.forged.>")
@@ -362,8 +376,12 @@ async def test_a_real_outcome_laid_again_counts_once(board: TaskBoard) -> None:
         await board.submit(Task(id="once", kind="work", requires=("cpu",)))
         await until_ledger(board, honest.id, lambda e: e.totals.completed == 1)
         (genuine,) = [e for e in await board.trail.history("once") if e.kind == "task.completed"]
-        for _ in range(3):  # the very event, signature and all, laid again (and again)
-            await board.trail.emit(genuine.model_copy(update={"seq": None}))
+        assert genuine.stored is not None
+        subject, payload, headers = genuine.stored
+        signature = {k: v for k, v in headers.items() if k in (SIGNER_HEADER, SIG_HEADER)}
+        assert len(signature) == 2
+        for _ in range(3):  # the very message, signature and all, laid again (and again)
+            await publish(board.nc.jetstream(), subject, payload, headers=signature)
         replayed = await _until_rejected(board, "replayed", 3)
         after = await ledger.get(honest.id)
     assert after.totals.completed == 1
