@@ -13,6 +13,7 @@ from ants_nats import (
     Agent,
     EmbeddedServer,
     NotWaiting,
+    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -51,6 +52,10 @@ async def test_an_answer_after_the_asker_died_reaches_the_next_claimer(board: Ta
     assert record.usage.tokens == 15
     event = await until_event(board, "task.asked", "trip")
     assert isinstance(event.data, dict) and event.data["question"] == "Which region?"
+    # Nobody can claim it while it waits; the refusal says until when it may wait.
+    refused = await board.claim("trip", "rival")
+    assert isinstance(refused, Taken) and refused.reason == "waiting"
+    assert refused.retry_after is not None and 50 < refused.retry_after <= 60
 
     second = Agent(board, name="answerer-side")
     second.handler("plan")(_asker(asked))  # type: ignore[arg-type]
