@@ -27,6 +27,7 @@ from . import __version__
 from ._aio import stopping_on_signals
 from .a2a import a2a_card
 from .access import server_config
+from .agent_protocol import via_agent_protocol
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
 from .dashboard import Dashboard, run_dashboard
@@ -327,6 +328,8 @@ async def _agent(args: argparse.Namespace) -> int:
     spec = AgentSpec(args.name, tuple(args.cap), fail_rate=args.fail_rate, abandons=args.abandon)
     async with TaskBoard.connect(args.server, BoardConfig(lease_ttl=args.lease_ttl), name=args.name) as board:
         handlers: dict[str, Handler] = HANDLERS if args.demo else {"echo": _echo}
+        if args.via_agent_protocol:
+            handlers = {**handlers, "prompt": via_agent_protocol(board.nc, args.via_agent_protocol)}
         agent = agent_for(
             board,
             spec,
@@ -498,12 +501,21 @@ async def _answer(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _removing(
+    args: argparse.Namespace, remove: Callable[[TaskBoard], Awaitable[None]], said: str
+) -> int:
+    """Run a command that removes something from the board, then say so."""
+    async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
+        await remove(board)
+    print(said)
+    return 0
+
+
 async def _schedule(args: argparse.Namespace) -> int:
     if args.schedule_command == "rm":
-        async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-            await board.unschedule(args.name)
-        print(f"removed schedule {args.name}")
-        return 0
+        return await _removing(
+            args, lambda board: board.unschedule(args.name), f"removed schedule {args.name}"
+        )
 
     async def read(board: TaskBoard) -> Rows:
         if args.schedule_command == "ls":
@@ -524,10 +536,10 @@ async def _schedule(args: argparse.Namespace) -> int:
 
 async def _limit(args: argparse.Namespace) -> int:
     if args.limit_command == "rm":
-        async with TaskBoard.connect(args.server, name="ants-nats-cli") as board:
-            await board.remove_limit(args.capability)
-        print(f"lifted the limit on {args.capability}")
-        return 0
+        capability = args.capability
+        return await _removing(
+            args, lambda board: board.remove_limit(capability), f"lifted the limit on {capability}"
+        )
 
     async def read(board: TaskBoard) -> Rows:
         if args.limit_command == "ls":
