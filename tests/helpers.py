@@ -43,25 +43,36 @@ EventDict = MutableMapping[str, object]
 
 
 @contextmanager
-def on_log(event: str) -> Iterator[asyncio.Event]:
-    """An ``asyncio.Event`` set when the library logs ``event``.
+def log_spy(heard: Callable[[EventDict], None]) -> Iterator[None]:
+    """Call ``heard`` with every log call the library makes, while in the block.
 
     structlog's processor list is shared by every (even cached) logger, so a spy inserted into it
     sees all log calls; it is removed on exit.
     """
-    seen = asyncio.Event()
 
     def spy(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
-        if event_dict.get("event") == event:
-            seen.set()
+        heard(event_dict)
         return event_dict
 
     processors = structlog.get_config()["processors"]
     processors.insert(0, spy)
     try:
-        yield seen
+        yield
     finally:
         processors.remove(spy)
+
+
+@contextmanager
+def on_log(event: str) -> Iterator[asyncio.Event]:
+    """An ``asyncio.Event`` set when the library logs ``event``."""
+    seen = asyncio.Event()
+
+    def heard(event_dict: EventDict) -> None:
+        if event_dict.get("event") == event:
+            seen.set()
+
+    with log_spy(heard):
+        yield seen
 
 
 @asynccontextmanager

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 
 import pytest
-import structlog
 from pydantic import JsonValue
 
 from ants_nats import (
@@ -26,7 +25,7 @@ from ants_nats import (
     TaskStatus,
 )
 
-from .helpers import EventDict, on_log
+from .helpers import EventDict, log_spy, on_log
 from .test_cli import run_cli
 
 
@@ -97,19 +96,14 @@ def heard_by(agents: int) -> Iterator[asyncio.Event]:
     heard: set[str] = set()
     everyone = asyncio.Event()
 
-    def spy(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    def hold_heard(event_dict: EventDict) -> None:
         if event_dict.get("event") == "limit.hold_heard":
             heard.add(str(event_dict.get("agent")))
             if len(heard) >= agents:
                 everyone.set()
-        return event_dict
 
-    processors = structlog.get_config()["processors"]
-    processors.insert(0, spy)
-    try:
+    with log_spy(hold_heard):
         yield everyone
-    finally:
-        processors.remove(spy)
 
 
 async def test_a_provider_limit_met_by_one_agent_holds_back_all(board: TaskBoard) -> None:
