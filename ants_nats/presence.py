@@ -152,16 +152,19 @@ class Presence:
 
     async def _announce_loop(self) -> None:
         interval = self._board.directory.card_ttl / 3
+        # The gap counts within the interval: a card is announced at least every ``interval``,
+        # however short its TTL (a gap on top of it let a 1 s card lapse between announcements).
+        gap = min(_MIN_ANNOUNCE_GAP_S, interval / 2)
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(interval - gap):
                     await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self._board.directory.announce(self._card())
             except ServerUnavailable as exc:  # reconnecting: the next round re-announces
                 log.warning("card.announce_failed", error=str(exc))
-            await asyncio.sleep(_MIN_ANNOUNCE_GAP_S)
+            await asyncio.sleep(gap)
 
     async def _answer(self, request: Request) -> None:
         await request.respond(self._card().model_dump_json().encode())
