@@ -58,6 +58,7 @@ from .models import (
 )
 from .reputation import Reputation, ReputationConfig
 from .server import EmbeddedCluster, EmbeddedServer
+from .throttle import Throttle
 from .trail import Scent, Trail, TrailConfig
 from .verify import Authenticity, Verifier
 
@@ -120,6 +121,7 @@ __all__ = [
     "TaskNotFound",
     "TaskRecord",
     "TaskStatus",
+    "Throttle",
     "Ticket",
     "Trail",
     "TrailConfig",

@@ -80,6 +80,8 @@ def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, o
                 f"{WORK_SUBJECT_PREFIX}.>",
                 f"{SCHEDULE_SUBJECT_PREFIX}.*",
                 f"$O.{ARTIFACTS_BUCKET}.>",
+                # The Synadia Agent Protocol's heartbeats (a gateway, or an agent hosting one).
+                "agents.>",
                 *trail_permissions(agent_id),
                 "$JS.API.>",
                 "$JS.ACK.>",

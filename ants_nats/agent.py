@@ -49,7 +49,7 @@ from .metrics import AgentMetrics, MetricsServer, Outcome
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, Usage, parse_or_none, utcnow
 from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
-from .throttle import Throttle, limited_as
+from .throttle import Throttle
 from .tracing import TaskTrace
 
 log = get_logger("agent")
@@ -301,7 +301,7 @@ class Agent:
             express: Puller | None = None
             while True:
                 await self._room.wait()
-                held = self._throttle.held_for(limited_as(route))
+                held = self._throttle.held_for(requires_of(route))
                 if held > 0:
                     # Rate-limited (swarm-wide, or the window is full): pull none of this work
                     # until the known time it may start again, rather than take and hand back.
@@ -358,7 +358,7 @@ class Agent:
             ):
                 await msg.nak(delay=self.decline_backoff)
                 return
-            wait = await self._throttle.take(limited_as(ticket.route))
+            wait = await self._throttle.take(requires_of(ticket.route))
             if wait > 0:  # no room under a shared limit: back when there will be, not an attempt
                 await msg.nak(delay=wait)
                 return
@@ -511,7 +511,7 @@ class Agent:
     async def _charge(self, lease: Lease, spent: Usage) -> None:
         """Count the tokens a handler reported against the token limits of its capabilities."""
         try:
-            await self._throttle.charge(limited_as(lease.task.route), spent.tokens)
+            await self._throttle.charge(lease.task.requires, spent.tokens)
         except (AntsError, nats.errors.Error) as exc:  # the window errs towards letting work through
             log.warning("limit.charge_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
 
@@ -520,7 +520,7 @@ class Agent:
     ) -> None:
         """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
         the task back for then (not an attempt)."""
-        await self._throttle.hold(limited_as(lease.task.route), exc.retry_after, str(exc))
+        await self._throttle.hold(lease.task.requires, exc.retry_after, str(exc))
         try:
             await self.board.release(lease, reason=str(exc), usage=spent or None)
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back

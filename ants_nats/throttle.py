@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Self
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -26,7 +27,7 @@ from .board import TaskBoard
 from .board.rates import parse_limit
 from .log import get_logger
 from .models import ANY_CAPABILITY, Limit, TrailEvent, parse_or_none, utcnow
-from .names import LIMITS_BUCKET, RATE_HOLD_MARK, requires_of, trail_filter
+from .names import LIMITS_BUCKET, RATE_HOLD_MARK, trail_filter
 
 log = get_logger("throttle")
 
@@ -37,14 +38,16 @@ confused agent cannot stop a capability for good."""
 _LIMIT_SUBJECTS = f"$KV.{LIMITS_BUCKET}.>"
 
 
-def limited_as(route: str) -> tuple[str, ...]:
-    """The capabilities whose limits and holds apply to the tasks of ``route`` (``any`` for
+def _limited_as(requires: Iterable[str]) -> tuple[str, ...]:
+    """The capabilities whose limits and holds apply to work requiring ``requires`` (``any`` for
     tasks that require nothing)."""
-    return requires_of(route) or (ANY_CAPABILITY,)
+    return tuple(requires) or (ANY_CAPABILITY,)
 
 
 class Throttle:
-    """What one agent knows of the swarm's rate limits and holds. ``start`` and ``stop`` it."""
+    """What one process knows of the swarm's rate limits and holds: ``async with Throttle(board,
+    who)``. The agent runtime keeps one per agent; a gateway can keep one to turn away work the
+    swarm holds back (``held_for``). Each method takes the capabilities a task requires."""
 
     def __init__(self, board: TaskBoard, agent_id: str) -> None:
         self._board = board
@@ -79,20 +82,28 @@ class Throttle:
                 await sub.unsubscribe()
         self._subs = []
 
-    def held_for(self, capabilities: Iterable[str]) -> float:
-        """Seconds until work needing ``capabilities`` may start again (0.0: now)."""
-        now = time.time()
-        return (
-            max((self._held.get(cap, 0.0) - now for cap in capabilities), default=0.0) if self._held else 0.0
-        )
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
 
-    async def take(self, capabilities: Iterable[str]) -> float:
-        """Take one request from the window of each limited capability: 0.0 when every one had
-        room, else the seconds until the fullest will have (this agent holds back meanwhile)."""
-        wait = self.held_for(capabilities)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def held_for(self, requires: Iterable[str]) -> float:
+        """Seconds until work requiring ``requires`` may start again (0.0: now)."""
+        if not self._held:
+            return 0.0
+        now = time.time()
+        return max((self._held.get(cap, 0.0) - now for cap in _limited_as(requires)), default=0.0)
+
+    async def take(self, requires: Iterable[str]) -> float:
+        """Take one request from the window of each limited capability of work requiring
+        ``requires``: 0.0 when every one had room, else the seconds until the fullest will have
+        (this process holds that work back meanwhile)."""
+        wait = self.held_for(requires)
         if wait > 0:
             return wait
-        for cap in capabilities:
+        for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is None:
                 continue
@@ -103,17 +114,18 @@ class Throttle:
                 return wait
         return 0.0
 
-    async def charge(self, capabilities: Iterable[str], tokens: int) -> None:
-        """Add ``tokens`` a handler reported to the windows of the token-limited capabilities."""
-        for cap in capabilities:
+    async def charge(self, requires: Iterable[str], tokens: int) -> None:
+        """Add ``tokens`` that work requiring ``requires`` reported to its token-limited windows."""
+        for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is not None and limit.tokens is not None and tokens > 0:
                 await self._board.rates.charge(limit, tokens, time.time())
 
-    async def hold(self, capabilities: Iterable[str], seconds: float, reason: str) -> None:
-        """Hold ``capabilities`` back for ``seconds``, here and (by a trail mark) everywhere."""
+    async def hold(self, requires: Iterable[str], seconds: float, reason: str) -> None:
+        """Hold work requiring ``requires`` back for ``seconds``, here and (by a trail mark)
+        everywhere."""
         until = utcnow() + timedelta(seconds=min(seconds, MAX_HOLD_S))
-        for cap in capabilities:
+        for cap in _limited_as(requires):
             self._hold_locally(cap, until.timestamp())
             await self._board.trail.mark(
                 RATE_HOLD_MARK,

@@ -10,7 +10,8 @@ task's id (or, when it is no valid id, derives it), so a caller that lost its st
 again with the same key and follows the task already there: no work is done twice.
 
 Errors are §9 statuses: an invalid envelope or task 400, no live agent offering the route's
-capabilities 404, the key already naming a different task 409, a rate limit 429, a task that
+capabilities 404, the key already naming a different task 409, work the swarm holds back after a
+provider's rate limit 429 (the gateway follows the holds with a ``Throttle``), a task that
 failed, died or was cancelled 500 with its error. Each heartbeat (and ``status`` reply) carries
 the route's live capable agents and its queue depth.
 """
@@ -48,6 +49,7 @@ from ants_nats import (
     TaskExists,
     TaskFailed,
     TaskNotFound,
+    Throttle,
     TrailEvent,
 )
 from ants_nats._aio import cancel_and_wait, stopping_on_signals
@@ -183,12 +185,15 @@ class AgentGateway:
         self.presented: dict[str, RouteSpec] = {}
         """The routes presented so far, by instance name."""
         self._status: dict[str, RouteStatus] = {}
+        self._throttle = Throttle(board, name)
+        """What the swarm holds back: a prompt for such work is turned away (429)."""
         self._services: list[AgentService] = []
         self._background: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         try:
+            await self._throttle.start()
             for spec in self.routes or ():
                 await self._present(spec)
             self._background.append(asyncio.create_task(self._keep_refreshing(), name="gateway:status"))
@@ -220,6 +225,7 @@ class AgentGateway:
         services, self._services = self._services, []
         for service in services:  # cancels the prompts in flight, each ending with its terminator
             await service.stop()
+        await self._throttle.stop()
         log.info("gateway.stopped", routes=sorted(self.presented))
 
     # ----------------------------------------------------------------- presenting routes
@@ -347,6 +353,11 @@ class AgentGateway:
             spec.requires
         ):
             raise _refused(404, f"no live agent offers {' + '.join(spec.requires) or 'any capability'}")
+        held = self._throttle.held_for(spec.requires)
+        if held > 0 and (key is None or not await self._exists(task.id)):
+            raise _refused(
+                429, f"a provider rate-limited this work: the swarm holds it back (retry after {held:.3g}s)"
+            )
         try:
             record = await self.board.submit(task)
         except TaskExists as exc:

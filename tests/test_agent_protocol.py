@@ -44,7 +44,6 @@ from ants_nats import (
     Task,
     TaskBoard,
     TaskContext,
-    TaskRecord,
     TaskStatus,
     connect,
     via_agent_protocol,
@@ -53,7 +52,7 @@ from ants_nats.agent_protocol import parse_progress_status, progress_status
 from services.agent_gateway import AgentGateway, RouteSpec, task_id_for
 
 from .conftest import ContainerServer, fresh_board
-from .helpers import until_event
+from .helpers import EventDict, log_spy, until_event
 
 ROOT = Path(__file__).parents[1]
 WAIT_S = 20.0
@@ -328,20 +327,28 @@ async def test_each_error_is_its_status_code(board: TaskBoard, nats_server: Embe
     assert len(statuses_by_id) == 2  # the 400 and the 404 submitted nothing
 
 
-class RateLimitedBoard(TaskBoard):
-    """A board whose shared rate limit allows no submission now (the library's own error)."""
-
-    async def submit(self, *args: object, **kwargs: object) -> TaskRecord:
-        raise RateLimited("the llm provider allows no more now", retry_after=3)
-
-
-async def test_a_rate_limited_submission_is_429(board: TaskBoard, nats_server: EmbeddedServer) -> None:
-    limited = RateLimitedBoard(board.nc, board.config)
+async def test_work_the_swarm_holds_back_is_429(board: TaskBoard, nats_server: EmbeddedServer) -> None:
     worker = Agent(board, name="worker", capabilities=["llm"])
-    async with worker, gateway(limited, "llm"), caller(nats_server.url) as agents:
-        llm = await route_agent(agents, "llm")
-        with pytest.raises(ProtocolError, match=r"service error 429: the llm provider .*retry after 3s"):
-            await ask(llm, "summarise")
+
+    @worker.handler("prompt")
+    async def limited(task: Task, ctx: TaskContext) -> JsonValue:
+        raise RateLimited("the llm provider allows no more now", retry_after=30)
+
+    gateway_heard = asyncio.Event()
+
+    def heard(event: EventDict) -> None:
+        if event.get("event") == "limit.hold_heard" and event.get("agent") == "agent-gateway":
+            gateway_heard.set()
+
+    with log_spy(heard):
+        async with worker, gateway(board, "llm"), caller(nats_server.url) as agents:
+            llm = await route_agent(agents, "llm")
+            # A provider's 429 met by one agent holds llm work back swarm-wide; the gateway hears it.
+            await board.submit(Task(id="first", kind="prompt", requires=("llm",)))
+            await asyncio.wait_for(gateway_heard.wait(), WAIT_S)
+            with pytest.raises(ProtocolError, match=r"service error 429: a provider rate-limited this work"):
+                await ask(llm, "summarise")
+    assert [r.task.id for r in await board.all_tasks()] == ["first"]  # the 429 submitted nothing
 
 
 # ------------------------------------------------------------------- protocol agents work the board
