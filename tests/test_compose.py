@@ -168,6 +168,19 @@ class Stack:
                 await asyncio.sleep(0.2)
 
 
+def compose_program(engine: str) -> list[str]:
+    """The compose command: ``$ANTS_COMPOSE`` (say, "docker compose" against podman's socket), else
+    podman-compose from this venv for podman and ``docker compose`` for Docker."""
+    if os.environ.get("ANTS_COMPOSE"):
+        return shlex.split(os.environ["ANTS_COMPOSE"])
+    if engine != "podman":
+        return ["docker", "compose"]
+    program = Path(sys.executable).parent / "podman-compose"
+    if not program.is_file():
+        pytest.skip("podman-compose is not installed here: pip install -e '.[dev]'")
+    return [str(program)]
+
+
 @asynccontextmanager
 async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """compose.yaml up (server with access control, three echo agents, the ledger, the deployer) on
@@ -193,12 +206,7 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         "ANTS_NATS_MONITOR_PORT": str(monitor_port),
         "ANTS_NATS_SERVER_IMAGE": server_image,
     }
-    if os.environ.get("ANTS_COMPOSE"):  # e.g. "docker compose" against podman's socket
-        program = shlex.split(os.environ["ANTS_COMPOSE"])
-    elif engine == "podman":
-        program = [str(Path(sys.executable).parent / "podman-compose")]
-    else:
-        program = ["docker", "compose"]
+    program = compose_program(engine)
     project = f"ants-nats-test-{uuid.uuid4().hex[:8]}"
     stack = Stack(
         compose=[*program, "-f", str(ROOT / "compose.yaml"), "-p", project],
