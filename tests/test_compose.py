@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -102,7 +102,7 @@ async def test_the_mounted_server_config_is_the_generated_one_and_admits_every_s
                 await board.directory.announce(card)
 
 
-def config_roles(users: Any) -> list[str]:
+def config_roles(users: Iterable[str]) -> list[str]:
     """``ants-nats config`` arguments for ``users``: the ledger service is the only writer of the
     ledger, so it has a role of its own; everyone else is an agent."""
     return [arg for user in users for arg in ("--ledger" if user == "ledger" else "--agent", user)]
@@ -110,13 +110,19 @@ def config_roles(users: Any) -> list[str]:
 
 # --- the stack, for real ----------------------------------------------------------------------------
 
-SERVICES = ("nats", "fetcher", "parser", "summariser", "ledger", "deployer")
+
+def service_users() -> list[str]:
+    """The users compose.yaml's services connect as (their seed files' names), in file order."""
+    commands = (service.get("command", []) for service in compose()["services"].values())
+    return [Path(seed).stem for command in commands if (seed := option(command, "--seed-file"))]
+
+
 CLIENT = "client"
 """The user this host submits tasks as: an agent's permissions, not a service of the stack."""
 
 
-def containers_script(flag: str) -> str | None:
-    """What ``bash scripts/containers <flag>`` prints, or None when it fails (then: why, in a skip)."""
+def containers_script(flag: str) -> str:
+    """What ``bash scripts/containers <flag>`` prints; when it fails, the test is skipped with that."""
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "containers"), flag], capture_output=True, text=True, check=False
     )
@@ -188,7 +194,7 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     if not _docker_requested():
         pytest.skip("container tests are opt-in: set ANTS_TEST_DOCKER=1 where a container engine runs")
     containers_script("--status")
-    engine = containers_script("--engine") or "podman"
+    engine = containers_script("--engine")
     reason = _docker_reachable()
     if reason:
         pytest.skip(reason)
@@ -196,7 +202,7 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     if server_image is None:
         pytest.skip(reason)
     auth = tmp_path / "auth"
-    args = ["config", "--out", str(auth), *config_roles([*SERVICES[1:], CLIENT]), "--observer", "watcher"]
+    args = ["config", "--out", str(auth), *config_roles([*service_users(), CLIENT]), "--observer", "watcher"]
     assert await asyncio.to_thread(cli, args) == 0
     port, monitor_port = free_port(), free_port()
     env = {
@@ -238,7 +244,7 @@ async def deployment_of(board: TaskBoard, key: str) -> TrailEvent:
 async def test_the_stack_runs_tasks_from_this_host_records_them_and_leaves_nothing(tmp_path: Path) -> None:
     async with compose_stack(tmp_path) as stack:
         # The filters find this project's things (so the empty lists after `down` mean something).
-        assert len(await stack.listed("container", running=True)) == len(SERVICES)
+        assert len(await stack.listed("container", running=True)) == len(compose()["services"])
         assert len(await stack.listed("volume")) == 2  # nats-data and public
         assert len(await stack.listed("network")) == 1
         async with TaskBoard.connect(stack.url, seed=stack.seed, name="compose-test") as board:
