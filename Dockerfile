@@ -24,7 +24,7 @@ FROM base AS from-source
 COPY pyproject.toml README.md /src/
 COPY ants_nats /src/ants_nats
 COPY services /src/services
-RUN pip install --no-cache-dir /src && rm -rf /src
+RUN pip install --no-cache-dir '/src[agent-protocol]' && rm -rf /src
 
 FROM base AS from-wheelhouse
 # Dependencies first, in a layer of their own: a change to the project alone reuses it.

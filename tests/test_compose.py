@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -27,6 +28,7 @@ import aiohttp
 import pytest
 import yaml
 from pydantic import JsonValue
+from synadia_ai.agents import Agents, DiscoverFilter, ResponseChunk
 
 from ants_nats import AgentCard, EmbeddedServer, Task, TaskBoard, TaskStatus, TrailEvent, read_seed
 from ants_nats.cli import main as cli
@@ -232,6 +234,24 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await stack.compose_run("down", "--volumes", "--timeout", "10")
 
 
+async def prompt_through_gateway(board: TaskBoard, text: str) -> JsonValue:
+    """Prompt the gateway's llm route with the official caller SDK; the response, as JSON."""
+    agents = Agents(nc=board.nc)
+    heartbeats = await board.nc.subscribe("agents.hb.ants-nats.ants.llm")
+    try:
+        found = await agents.discover(filter=DiscoverFilter(session_name="llm"))
+        if not found:  # the gateway is still starting: it heartbeats once it serves
+            await heartbeats.next_msg(timeout=60)
+            found = await agents.discover(filter=DiscoverFilter(session_name="llm"))
+    finally:
+        await heartbeats.unsubscribe()
+    (gateway,) = found
+    async with aclosing(gateway.prompt(text, timeout=60)) as stream:
+        replies = [message async for message in stream]
+    answer: JsonValue = json.loads("".join(m.text for m in replies if isinstance(m, ResponseChunk)))
+    return answer
+
+
 async def deployment_of(board: TaskBoard, key: str) -> TrailEvent:
     """The deployer's answer (``artifact.deployed`` or ``artifact.deploy_failed``) to artifact ``key``."""
     async for event in board.trail.follow("ants.trail.mark.artifact.>"):
@@ -270,6 +290,9 @@ async def test_the_stack_runs_tasks_from_this_host_records_them_and_leaves_nothi
                     completed[agent] = ledger.totals.completed if ledger else 0
                     if completed == {"fetcher": 1, "parser": 1, "summariser": 1}:
                         break
+            # A caller speaking the Synadia Agent Protocol reaches the swarm through the gateway.
+            answer = await prompt_through_gateway(board, "summarise this")
+            assert isinstance(answer, dict) and answer["prompt"] == "summarise this"  # echoed back
             # The deployer publishes an artifact written from this host into its volume.
             ref = await board.artifacts.put("report.txt", b"all done")
             data: JsonValue = {"artifact": ref.model_dump(mode="json")}
