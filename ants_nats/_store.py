@@ -20,7 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, KeyValueConfig, RawStreamMsg, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RawStreamMsg, StorageType, StreamConfig
 
 from ._aio import gather_bounded
 from ._connect import publishing_to, refusable, requesting_jetstream
@@ -422,6 +422,10 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
     await patiently(js, f"open consumer {config.durable_name}", op)
 
 
+_KV_DUPLICATE_WINDOW_S = 120.0
+"""What nats-py gives a bucket (ADR-8: two minutes)."""
+
+
 async def ensure_kv(
     js: JetStreamContext,
     bucket: str,
@@ -441,15 +445,26 @@ async def ensure_kv(
             return (await js.stream_info(f"KV_{bucket}")).config
         except nats.js.errors.NotFoundError:
             pass
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=bucket,
-                history=history,
-                replicas=replicas,
-                direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+        # The stream nats-py's create_key_value makes (ADR-8), with atomic batches allowed from
+        # the start: raising them later needs a stream update, which agents may not make.
+        await js.add_stream(
+            StreamConfig(
+                name=f"KV_{bucket}",
+                subjects=[f"$KV.{bucket}.>"],
+                allow_direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+                allow_rollup_hdrs=True,
+                allow_msg_ttl=True,
+                allow_atomic=atomic or None,
+                deny_delete=True,
+                discard=DiscardPolicy.NEW,
+                duplicate_window=_KV_DUPLICATE_WINDOW_S,
+                max_consumers=-1,
+                max_msg_size=max_value_size,
+                max_msgs=-1,
+                max_msgs_per_subject=history,
+                num_replicas=replicas,
                 storage=StorageType.FILE,
-                max_value_size=max_value_size,
-                limit_marker_ttl=marker_ttl,
+                subject_delete_marker_ttl=marker_ttl if marker_ttl else None,
             )
         )
         return (await js.stream_info(f"KV_{bucket}")).config

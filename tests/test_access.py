@@ -27,9 +27,18 @@ from ants_nats import (
 from ants_nats.access import server_config
 
 from .conftest import AGENT, OBSERVER
+from .helpers import on_log
 
 
 async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> None:
+    with on_log("stream.upgrade_unavailable") as refused_upgrade:
+        await _work_under_permissions(secured)
+    # The agent made the board itself, every stream as it needs it: nothing to reconfigure later
+    # (which it may not do).
+    assert not refused_upgrade.is_set()
+
+
+async def _work_under_permissions(secured: EmbeddedServer) -> None:
     async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
         agent = Agent(board, name="a", agent_id="ant-a", identity=AGENT)
 

@@ -33,6 +33,7 @@ from ants_nats import (
     TaskContext,
     TaskRecord,
     TaskStatus,
+    Usage,
 )
 
 # Longer than a write's request timeout (5 s) plus a restart: a finish whose first write went
@@ -60,17 +61,19 @@ class Write(NamedTuple):
 class ResultWrites:
     """Wraps ``TaskBoard.complete`` to see which result writes went unanswered, and which answered."""
 
-    complete: Callable[[Lease, JsonValue], Awaitable[TaskRecord]]
+    complete: Callable[..., Awaitable[TaskRecord]]
     unanswered: list[Write] = field(default_factory=list)
     answered: set[Write] = field(default_factory=set)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a write went unanswered."""
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def watched(self, lease: Lease, result: JsonValue = None) -> TaskRecord:
+    async def watched(
+        self, lease: Lease, result: JsonValue = None, *, usage: Usage | None = None
+    ) -> TaskRecord:
         write = Write(lease.task_id, lease.agent_id, lease.token)
         try:
-            record = await self.complete(lease, result)
+            record = await self.complete(lease, result, usage=usage)
         except ServerUnavailable:
             self.unanswered.append(write)
             self.lost.set()
