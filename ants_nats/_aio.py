@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import nats.errors
@@ -105,3 +105,23 @@ def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def interruptible(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end, unless SIGINT or SIGTERM comes first: then cancel it for good
+    (re-cancelling while something inside swallows the cancellation, gh-86296) and raise
+    ``KeyboardInterrupt``. asyncio's own Ctrl-C handling cancels once, so work that swallowed it
+    ran on to its end as if nobody had asked."""
+    task = asyncio.ensure_future(work)
+    interrupted = asyncio.Event()
+    with stopping_on_signals(interrupted.set):
+        waiter = asyncio.ensure_future(interrupted.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([waiter])
+            if not task.done():
+                await cancel_and_wait([task])
+    if interrupted.is_set() and task.cancelled():
+        raise KeyboardInterrupt
+    return task.result()

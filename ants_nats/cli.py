@@ -24,7 +24,7 @@ import yaml
 from pydantic import JsonValue
 
 from . import __version__
-from ._aio import stopping_on_signals
+from ._aio import interruptible, stopping_on_signals
 from .a2a import a2a_card
 from .access import server_config
 from .agent_protocol import via_agent_protocol
@@ -289,7 +289,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     await stop.wait()
         return summary
 
-    summary = await _run_demo_somewhere(args, run)
+    # Ctrl-C stops the demo for good (its processes included) and exits 130, whatever it was doing.
+    summary = await interruptible(_run_demo_somewhere(args, run))
     return 0 if summary.by_status.get("done", 0) == len(summary.records) else 1
 
 
