@@ -332,8 +332,6 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
             await board.trail.mark("artifact.written", key="late", agent=ants[0].id)
 
             def after() -> None:
-                from selenium.webdriver.common.by import By  # noqa: PLC0415  # optional dependency
-
                 wait_for(driver, '[data-task="held"][data-status="done"]')
                 wait_for(driver, '[data-task="after"][data-status="done"]')
                 assert driver.execute_script("return window.__sameDocument === true"), "the page reloaded"
@@ -347,8 +345,12 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 wait_for(driver, '#trail-list [data-kind="task.completed"]')
                 wait_for(driver, '[data-mark="ants.trail.mark.artifact.written.early"]')
                 wait_for(driver, '[data-mark="ants.trail.mark.artifact.written.late"]')
-                marks = driver.find_elements(By.CSS_SELECTOR, "#marks-table [data-mark]")
-                assert marks[0].get_attribute("data-mark").endswith(".early")  # strongest first
+                # Read in one script: the live table may be redrawn between two driver calls.
+                marks = driver.execute_script(
+                    "return [...document.querySelectorAll('#marks-table [data-mark]')]"
+                    ".map(e => e.dataset.mark)"
+                )
+                assert marks[0].endswith(".early"), marks  # strongest first
                 driver.save_screenshot(str(tmp_path / "trail.png"))
                 severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
                 assert not severe, severe  # no script error, no blocked (off-site) resource
