@@ -60,9 +60,11 @@ async def test_eight_agents_stay_within_a_shared_limit(board: TaskBoard) -> None
         final = await board.wait([r.task.id for r in records], timeout=60)
     assert all(r.status is TaskStatus.DONE for r in final.values())
     assert len(starts) == tasks
-    # Within the limit in every interval (a hair shorter than ``per``: a start follows its take
-    # by a few milliseconds, which may bunch starts that the window kept apart).
-    assert _max_in_window(starts, per - 0.05) <= limit
+    # Within the limit in every interval (a little shorter than ``per``: a start follows its take
+    # by a claim, which on a loaded machine may bunch starts that the window kept apart). Without
+    # the limit all 70 start within a fraction of a second; a fixed window would let 60 through at
+    # a boundary.
+    assert _max_in_window(starts, per - 0.25) <= limit
     # ... and the limit was what paced the work: 70 tasks need three windows' worth.
     assert max(starts) - min(starts) >= 2 * per * 0.9
     # Waiting for room is not an attempt.
