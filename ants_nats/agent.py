@@ -67,6 +67,12 @@ _CANCEL_NEWS_S = 600.0
 """How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
 
 
+def _first_leaf(group: BaseExceptionGroup[AskingForInput]) -> AskingForInput:
+    """The first exception of ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return first if isinstance(first, AskingForInput) else _first_leaf(first)
+
+
 class _Recent:
     """Task ids noted lately, each for a while (loop time); expired ones are dropped as new come."""
 
@@ -504,8 +510,9 @@ class Agent:
         finally:
             self._running.pop(lease.task_id, None)
             await cancel_and_wait([work] if beat is None else [beat, work])
-            if ctx.spent.tokens:
-                await self._charge(lease, ctx.spent)
+            current = asyncio.current_task()
+            if ctx.spent.tokens and not (current is not None and current.cancelling()):
+                await self._charge(lease, ctx.spent)  # not while shutting down: give the task back first
         await self._finish(msg, lease, trace, ctx.spent, result=result)
 
     async def _charge(self, lease: Lease, spent: Usage) -> None:
@@ -520,7 +527,6 @@ class Agent:
     ) -> None:
         """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
         the task back for then (not an attempt)."""
-        await self._throttle.hold(lease.task.requires, exc.retry_after, str(exc))
         try:
             await self.board.release(lease, reason=str(exc), usage=spent or None)
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back
@@ -528,6 +534,10 @@ class Agent:
             return
         self._ended(lease, trace, "rate_limited", str(exc))
         await msg.nak(delay=exc.retry_after)
+        try:  # after the task is back: holding the others back is worth less than that
+            await self._throttle.hold(lease.task.requires, exc.retry_after, str(exc))
+        except (AntsError, nats.errors.Error) as error:
+            log.warning("limit.hold_failed", agent=self.id, task_id=lease.task_id, error=str(error))
 
     async def _park(
         self, msg: Msg, lease: Lease, trace: TaskTrace, asking: AskingForInput, spent: Usage
@@ -596,13 +606,20 @@ class Agent:
                 raise NonRetryable(f"cannot read the payload: {exc}") from exc
             task = ctx.task = task.model_copy(update={"payload": payload, "payload_ref": None})
         limit = task.timeout if task.timeout is not None else self.handler_timeout
-        if limit is None:
-            return await handler(task, ctx)
         try:
-            async with asyncio.timeout(limit):
+            if limit is None:
                 return await handler(task, ctx)
-        except TimeoutError:
-            raise TimeoutError(f"handler exceeded {limit}s") from None
+            try:
+                async with asyncio.timeout(limit):
+                    return await handler(task, ctx)
+            except TimeoutError:
+                raise TimeoutError(f"handler exceeded {limit}s") from None
+        except BaseExceptionGroup as group:
+            # ``ctx.ask`` inside a TaskGroup arrives wrapped in a group: it still parks the task.
+            asking = group.subgroup(AskingForInput)
+            if asking is None:
+                raise
+            raise _first_leaf(asking) from None
 
     async def _hold(self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]) -> None:
         """Keep the claim while the handler runs: write a deferred claim (the handler has run for

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class AntsError(Exception):
     """Root of every error raised by ants-nats."""
@@ -96,8 +98,11 @@ class RateLimited(AntsError):
     """
 
     def __init__(self, message: str = "rate limited", *, retry_after: float) -> None:
-        super().__init__(f"{message} (retry after {retry_after:.3g}s)")
-        self.retry_after = max(float(retry_after), 0.0)
+        # Between a second (a swarm retrying at once would only spin) and an hour (as long as a
+        # hold lasts); a NaN or infinite one is taken as the hour.
+        wanted = float(retry_after)
+        self.retry_after = min(max(wanted, 1.0), 3600.0) if math.isfinite(wanted) else 3600.0
+        super().__init__(f"{message} (retry after {self.retry_after:.3g}s)")
 
 
 class BudgetExhausted(AntsError):

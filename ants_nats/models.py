@@ -70,7 +70,7 @@ class Usage(_Wire):
 
     tokens_in: int = Field(default=0, ge=0)
     tokens_out: int = Field(default=0, ge=0)
-    cost: float = Field(default=0.0, ge=0)
+    cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @property
     def tokens(self) -> int:
@@ -361,7 +361,9 @@ class Limit(_Wire):
     capability: Capability
     requests: int | None = Field(default=None, ge=0, le=10_000_000)
     tokens: int | None = Field(default=None, ge=0)
-    per: float = Field(default=60.0, gt=0, le=86_400, description="The interval, in seconds.")
+    per: float = Field(
+        default=60.0, gt=0, le=86_400, allow_inf_nan=False, description="The interval, in seconds."
+    )
     set_by: str | None = Field(default=None, max_length=128)
     set_at: datetime = Field(default_factory=utcnow)
 
@@ -395,8 +397,11 @@ class Budget(_Wire):
 
     id: TaskId
     tokens: int | None = Field(default=None, ge=0)
-    cost: float | None = Field(default=None, ge=0)
+    cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     spent: Usage = Field(default_factory=Usage)
+    charged: tuple[str, ...] = Field(
+        default=(), description="The latest attempts charged (task.token.outcome): each is charged once."
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

@@ -124,3 +124,20 @@ async def test_the_cli_answers(board: TaskBoard, nats_server: EmbeddedServer) ->
         assert await board.result("cli-trip", timeout=10) == {"region": "us-east", "answers": ["us-east"]}
     again = await asyncio.to_thread(run_cli, "answer", "cli-trip", "again", "--server", nats_server.url)
     assert again.returncode != 0 and "already done" in again.stderr and "Traceback" not in again.stderr
+
+
+async def test_a_question_asked_inside_a_task_group_still_parks(board: TaskBoard) -> None:
+    agent = Agent(board, name="grouped")
+
+    @agent.handler("plan")
+    async def handle(task: Task, ctx: TaskContext) -> JsonValue:
+        async with asyncio.TaskGroup() as group:  # the question arrives wrapped in a group
+            asked = group.create_task(ctx.ask("Which region?"))
+        return asked.result()
+
+    async with agent:
+        await board.submit(Task(id="grouped", kind="plan"))
+        await until_event(board, "task.asked", "grouped")
+        await board.answer("grouped", "eu-west")
+        assert await board.result("grouped", timeout=10) == "eu-west"
+    assert [a.outcome for a in (await board.get("grouped")).attempts] == ["asked", "completed"]

@@ -182,3 +182,10 @@ async def test_the_limit_commands(nats_server: EmbeddedServer) -> None:
     assert code == 0
     code, _, err = await cli("rm", "llm")
     assert code == 2 and "no limit is set on 'llm'" in err
+
+
+def test_a_retry_after_is_kept_between_a_second_and_an_hour() -> None:
+    assert RateLimited(retry_after=0).retry_after == 1.0  # a swarm retrying at once would spin
+    assert RateLimited(retry_after=float("nan")).retry_after == 3600.0
+    assert RateLimited(retry_after=10**9).retry_after == 3600.0
+    assert "retry after 30s" in str(RateLimited("429", retry_after=30))

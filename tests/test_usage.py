@@ -16,6 +16,7 @@ from ants_nats import (
     EmbeddedServer,
     InvalidTask,
     Ledger,
+    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -24,6 +25,7 @@ from ants_nats import (
     Usage,
 )
 from ants_nats._aio import cancel_and_wait
+from ants_nats.board.budget import Budgets
 
 from .helpers import until_ledger
 from .test_cli import run_cli
@@ -110,3 +112,27 @@ async def test_usage_adds_up_under_a_root_and_in_the_ledger(
     ]
     code, out = await asyncio.to_thread(cli, "--task", "root")
     assert code == 0 and json.loads(out)[0]["tokens_in"] == 28
+
+
+async def test_an_ending_retried_after_a_lost_answer_is_charged_once(board: TaskBoard) -> None:
+    await board.submit(Task(id="once", kind="write"), budget=Budget(id="b-once", tokens=1000))
+    lease = await board.claim("once", "writer")
+    assert not isinstance(lease, Taken)
+    spent = Usage(tokens_in=40, tokens_out=10)
+    await board.complete(lease, "ok", usage=spent)
+    # The same ending charged again, as a retry whose first answer was lost would (the charge
+    # is keyed by the attempt: task, token, outcome).
+    budgets = Budgets(board.nc.jetstream(), replicas=1)
+    await budgets.charge("b-once", spent, f"once.{lease.token}.completed")
+    assert (await board.budget("b-once")).spent == spent
+    await budgets.charge("b-once", spent, "once.999.completed")  # another attempt is charged
+    assert (await board.budget("b-once")).spent == spent + spent
+
+
+async def test_garbage_under_a_budgets_key_is_replaced_when_it_is_opened(board: TaskBoard) -> None:
+    await board.nc.jetstream().publish("$KV.ants_budgets.b-bad", b"not a budget")
+    budget = Budget(id="b-bad", tokens=5)
+    await asyncio.wait_for(board.submit(Task(id="fresh", kind="write"), budget=budget), 10)
+    assert (await board.budget("b-bad")).tokens == 5
+    with pytest.raises(ValueError, match="finite"):
+        Budget(id="b-inf", cost=float("inf"))

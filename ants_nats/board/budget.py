@@ -1,11 +1,12 @@
 """Budgets: what a submission may spend, in tokens and/or cost, kept with no accountant process.
 
 A budget is one key (``ants_budgets/<id>``) that the tasks of a submission name (``Task.budget``).
-Each attempt's reported usage is added to it by compare-and-set when the attempt ends; a claim of
-one of its tasks reads it first, and once it is spent the task fails unclaimed with the reason (its
-dependents are blocked as usual). Work in flight when it runs out still finishes: a budget is
-checked before work starts, not during it. A charge lost to a crash between an attempt's end and
-its charge is not recovered: the budget errs towards letting work through.
+Each attempt's reported usage is added to it by compare-and-set when the attempt ends, once per
+attempt (a retried ending charges nothing again); a claim of one of its tasks reads it first, and
+once it is spent the task fails unclaimed with the reason (its dependents are blocked as usual).
+Work in flight when it runs out still finishes: a budget is checked before work starts, not during
+it. A charge lost to a crash between an attempt's end and its charge is not recovered: the budget
+errs towards letting work through.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from ..models import Budget, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
 
 log = get_logger("budgets")
+
+CHARGES_KEPT = 256
+"""Attempts a budget remembers having charged (a retry comes within seconds, not 256 attempts)."""
 
 
 class Budgets:
@@ -35,44 +39,47 @@ class Budgets:
 
     async def open(self, budget: Budget) -> Budget:
         """Create ``budget``, or accept the one stored under its id when its limits are the same (a
-        submission made again); ``InvalidTask`` when they differ."""
+        submission made again); ``InvalidTask`` when they differ. Garbage under its key (no honest
+        writer makes it) is replaced."""
         while True:
-            stored = await self.get(budget.id)
-            if stored is not None:
-                if (stored.tokens, stored.cost) != (budget.tokens, budget.cost):
-                    raise InvalidTask(
-                        f"budget {budget.id!r} exists with other limits "
-                        f"(tokens={stored.tokens}, cost={stored.cost}): give this one another id"
-                    )
-                return stored
+            entry = await self._bucket.get(budget.id)
+            stored = None if entry is None else _parse(budget.id, entry.value)
             try:
-                await self._bucket.create(budget.id, wire_bytes(budget))
+                if entry is None:
+                    await self._bucket.create(budget.id, wire_bytes(budget))
+                elif stored is None:
+                    await self._bucket.update(budget.id, wire_bytes(budget), last=entry.revision)
+                    log.warning("budget.replaced_garbage", budget=budget.id)
+                else:
+                    if (stored.tokens, stored.cost) != (budget.tokens, budget.cost):
+                        raise InvalidTask(
+                            f"budget {budget.id!r} exists with other limits "
+                            f"(tokens={stored.tokens}, cost={stored.cost}): give this one another id"
+                        )
+                    return stored
             except Conflict:
-                continue
+                continue  # someone wrote it meanwhile: look again
             log.info("budget.opened", budget=budget.id, tokens=budget.tokens, cost=budget.cost)
             return budget
 
     async def get(self, budget_id: str) -> Budget | None:
         """The budget ``budget_id`` (None if there is none, or it does not validate)."""
         entry = await self._bucket.get(budget_id)
-        if entry is None:
-            return None
-        budget = parse_or_none(Budget, entry.value, where=f"{BUDGETS_BUCKET}/{budget_id}")
-        return budget if budget is not None and budget.id == budget_id else None
+        return None if entry is None else _parse(budget_id, entry.value)
 
-    async def charge(self, budget_id: str, usage: Usage) -> Budget | None:
-        """Add ``usage`` to what ``budget_id`` has spent (None if there is no such budget)."""
+    async def charge(self, budget_id: str, usage: Usage, key: str) -> Budget | None:
+        """Add ``usage`` to what ``budget_id`` has spent, once per ``key`` (the attempt's: a retried
+        ending charges nothing again); None if there is no such budget."""
         while True:
             entry = await self._bucket.get(budget_id)
-            budget = (
-                None
-                if entry is None
-                else parse_or_none(Budget, entry.value, where=f"{BUDGETS_BUCKET}/{budget_id}")
-            )
+            budget = None if entry is None else _parse(budget_id, entry.value)
             if entry is None or budget is None:
                 log.warning("budget.missing", budget=budget_id)
                 return None
-            spent = budget.model_copy(update={"spent": budget.spent + usage})
+            if key in budget.charged:
+                return budget
+            charged = (*budget.charged[-(CHARGES_KEPT - 1) :], key)
+            spent = budget.model_copy(update={"spent": budget.spent + usage, "charged": charged})
             try:
                 await self._bucket.update(budget_id, wire_bytes(spent), last=entry.revision)
             except Conflict:
@@ -80,3 +87,8 @@ class Budgets:
             if spent.exhausted and not budget.exhausted:
                 log.info("budget.spent", budget=budget_id, reason=spent.exhausted)
             return spent
+
+
+def _parse(budget_id: str, value: bytes) -> Budget | None:
+    budget = parse_or_none(Budget, value, where=f"{BUDGETS_BUCKET}/{budget_id}")
+    return budget if budget is not None and budget.id == budget_id else None

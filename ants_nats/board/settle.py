@@ -82,7 +82,9 @@ class Settlement:
         if lease._ticket is None and lease._lease_revision:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
         if usage and lease.task.budget is not None:
-            await self._core.budgets.charge(lease.task.budget, usage)
+            # Keyed by the attempt: a retry after a lost answer charges nothing again.
+            attempt_key = f"{lease.task_id}.{lease.token}.{outcome}"
+            await self._core.budgets.charge(lease.task.budget, usage, attempt_key)
         return final
 
     async def complete(
