@@ -107,6 +107,10 @@ def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
                 loop.remove_signal_handler(sig)
 
 
+_INTERRUPT_GRACE_S = 15.0
+"""How long interrupted work has to clean up before it is cancelled again."""
+
+
 async def interruptible(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` to its end, unless SIGINT or SIGTERM comes first: then cancel it for good
     (re-cancelling while something inside swallows the cancellation, gh-86296) and raise
@@ -121,6 +125,10 @@ async def interruptible(work: Coroutine[Any, Any, T]) -> T:
         finally:
             await cancel_and_wait([waiter])
             if not task.done():
+                # Once, with time for its clean-up (stopping processes, a server); again only if
+                # it swallowed that cancellation and runs on.
+                task.cancel()
+                await asyncio.wait({task}, timeout=_INTERRUPT_GRACE_S)
                 await cancel_and_wait([task])
     if interrupted.is_set() and task.cancelled():
         raise KeyboardInterrupt

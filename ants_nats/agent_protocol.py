@@ -6,9 +6,10 @@ A *protocol agent* is a NATS micro service named ``agents`` that takes prompts o
 module lets such an agent serve a capability of the swarm: ``via_agent_protocol(nc, "echo")`` is
 a ``Handler`` that prompts the protocol agent for each task an ``Agent`` claims, streams its
 chunks into ``ctx.progress`` and returns the text it answered. Its errors become the board's:
-a ``400`` fails the task for good (``NonRetryable``), ``404`` / ``409`` / ``429`` / ``503``
-(it cannot take the task now) decline it for another agent (``Decline``), anything else fails
-the attempt, to be retried.
+a ``400`` fails the task for good (``NonRetryable``), ``404`` / ``409`` / ``503`` (it cannot
+take the task now) decline it for another agent (``Decline``), a ``429`` is a rate limit
+(``RateLimited``: the swarm holds the capability back for a while), anything else fails the
+attempt, to be retried.
 
 The other direction, prompts becoming tasks, is the gateway service (``services/agent_gateway.py``,
 ``ants-agent-gateway``); the conversions both share are here: a task's payload as a prompt
@@ -38,7 +39,7 @@ from pydantic import JsonValue
 
 from ._connect import connect
 from .context import Decline, NonRetryable, TaskContext
-from .errors import AgentProtocolError
+from .errors import AgentProtocolError, RateLimited
 from .log import get_logger
 from .models import Task
 
@@ -52,7 +53,10 @@ EXTRA_HINT = "pip install 'ants-nats[agent-protocol]'"
 PROTOCOL_VERSION = "0.3"
 """The protocol version this module speaks (the SDKs' MAJOR.MINOR)."""
 
-DECLINED_CODES = frozenset({404, 409, 429, 503})
+DECLINED_CODES = frozenset({404, 409, 503})
+RATE_LIMITED_CODE = 429
+RATE_LIMITED_RETRY_S = 30.0
+"""How long a 429 holds the capability back (the protocol's error says nothing of when to retry)."""
 """§9 statuses meaning "not here, not now": the task is declined, for another agent or later."""
 INVALID_CODES = frozenset({400, 413, 422})
 """§9 statuses meaning the request itself is wrong: trying again cannot help."""
@@ -267,6 +271,8 @@ class AgentProtocolHandler:
         log.info("agent_protocol.error", agent=str(self.address), code=code, description=description)
         if code in DECLINED_CODES:
             return Decline(message)
+        if code == RATE_LIMITED_CODE:
+            return RateLimited(message, retry_after=RATE_LIMITED_RETRY_S)
         if code in INVALID_CODES:
             return NonRetryable(message)
         return AgentProtocolError(message, code=code)
@@ -368,9 +374,11 @@ def via_agent_protocol(
     after it stopped answering. A stream silent for ``inactivity_timeout`` s, or longer than
     the task's ``timeout`` (else ``max_wait``) s, fails the attempt.
 
-    Errors: a ``400`` (the prompt is invalid) fails the task for good; ``404``, ``409``, ``429``,
-    ``503``, and no agent answering, decline it (another agent, or this one later, takes it);
-    anything else fails the attempt (``AgentProtocolError``), retried as the task says.
+    Errors: a ``400`` (the prompt is invalid) fails the task for good; ``404``, ``409``, ``503``,
+    and no agent answering, decline it (another agent, or this one later, takes it); a ``429``
+    raises ``RateLimited`` (the task goes back uncounted and the swarm holds its capabilities
+    back for ``RATE_LIMITED_RETRY_S``: the protocol's error carries no retry time); anything else
+    fails the attempt (``AgentProtocolError``), retried as the task says.
 
     With a connection (e.g. ``board.nc``) the handler is ready as it is; with a URL, open it
     first (``async with via_agent_protocol(url, ...) as handler``), which connects (as nkeys

@@ -422,9 +422,10 @@ async def test_the_protocol_agents_errors_fail_or_decline_the_task(
         await board.submit(Task(id="invalid", kind="prompt", requires=("llm",), payload="400"))
         await board.submit(Task(id="crash", kind="prompt", requires=("llm",), payload="500", max_attempts=1))
         final = await board.wait(["invalid", "crash"], timeout=WAIT_S)
-        # 429: not here, not now: declined (no attempt counted), and offered again.
+        # 429: a rate limit: the task goes back uncounted, and llm work is held back swarm-wide.
         await board.submit(Task(id="busy", kind="prompt", requires=("llm",), payload="429"))
-        declined = await asyncio.wait_for(until_event(board, "task.declined", "busy"), WAIT_S)
+        released = await asyncio.wait_for(until_event(board, "task.released", "busy"), WAIT_S)
+        held = await asyncio.wait_for(until_event(board, "mark.rate.held", "llm"), WAIT_S)
         await board.cancel("busy")
 
     invalid, crash = final["invalid"], final["crash"]
@@ -433,7 +434,9 @@ async def test_the_protocol_agents_errors_fail_or_decline_the_task(
     assert crash.status is TaskStatus.DEAD  # 500: the attempt failed (one allowed)
     assert crash.attempts[0].outcome == "failed"
     assert crash.attempts[0].error == "AgentProtocolError: protocol agent echo answered 500: handler error"
-    assert isinstance(declined.data, dict) and "answered 429: refused with 429" in str(declined.data)
+    assert isinstance(released.data, dict) and "answered 429: refused with 429" in str(released.data)
+    assert isinstance(held.data, dict) and "answered 429" in str(held.data["reason"])
+    assert (await board.get("busy")).counted_attempts == 0
 
 
 async def test_no_protocol_agent_to_prompt_declines_until_one_answers(

@@ -24,6 +24,7 @@ from ants_nats import (
     TaskContext,
     TaskStatus,
 )
+from ants_nats.models import RateSlot, RateWindow
 
 from .helpers import EventDict, log_spy, on_log
 from .test_cli import run_cli
@@ -189,3 +190,10 @@ def test_a_retry_after_is_kept_between_a_second_and_an_hour() -> None:
     assert RateLimited(retry_after=float("nan")).retry_after == 3600.0
     assert RateLimited(retry_after=10**9).retry_after == 3600.0
     assert "retry after 30s" in str(RateLimited("429", retry_after=30))
+
+
+async def test_a_slot_from_the_far_future_does_not_shut_the_window(board: TaskBoard) -> None:
+    limit = await board.set_limit("llm", requests=5, per=60)
+    far = RateWindow(slots=(RateSlot(n=int(time.time() / 3) + 10_000, requests=1_000_000),))
+    await board.nc.jetstream().publish("$KV.ants_rates.llm", far.model_dump_json().encode())
+    assert await board.rates.take(limit, time.time()) == 0.0  # taken: the forged slot is dropped

@@ -84,8 +84,9 @@ class Asking:
             )
 
         final, revision = await self._core.mutate(task_id, answered)
-        await self._core.event("task.answered", task_id, data={"by": by}, by=by)
         if final.ready:
-            # A fresh ticket: the first one is still held by the server as the question's timer.
+            # A fresh ticket (first: without it the task would wait for the question's timer, the
+            # first ticket, which the server still holds).
             await self._propagation.announce(final, revision, again=True)
+        await self._core.event("task.answered", task_id, data={"by": by}, by=by)
         return final

@@ -15,6 +15,7 @@ everyone waiting until enough of it has slid past. Capabilities without a limit 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from contextlib import aclosing
 
@@ -104,15 +105,22 @@ class Rates:
         """CAS ``change`` into the window of ``limit`` (re-reading on conflicts). ``change`` gets
         the live slots and the current slot, and returns new slots, or the seconds to wait."""
         length = limit.per / SLOTS
-        slot = math.floor(now / length)
         while True:
             entry = await self._windows.get(limit.capability)
+            # The time after the read: a reader that waited (a busy process) must not judge, and
+            # write back, a window others have moved on meanwhile as of its older time.
+            now = max(now, time.time())
+            slot = math.floor(now / length)
             window = (
                 None
                 if entry is None
                 else parse_or_none(RateWindow, entry.value, where=f"{RATES_BUCKET}/{limit.capability}")
             )
-            live = [s for s in (window.slots if window else ()) if s.n >= slot - SLOTS]
+            # Slots from the future (a clock far ahead, or a hostile writer) are dropped: one would
+            # otherwise fill the window for as long as it lasts.
+            # A slot a whole interval ahead (a clock far off, or a hostile writer) is dropped: it
+            # would otherwise fill the window for as long as it lasts.
+            live = [s for s in (window.slots if window else ()) if slot - SLOTS <= s.n <= slot + SLOTS]
             changed = change(live, slot)
             if isinstance(changed, float):
                 return max(changed * length - (now - slot * length), 0.0)
