@@ -364,9 +364,9 @@ class Agent:
             ):
                 await msg.nak(delay=self.decline_backoff)
                 return
-            wait = await self._throttle.take(requires_of(ticket.route))
-            if wait > 0:  # no room under a shared limit: back when there will be, not an attempt
-                await msg.nak(delay=wait)
+            taking = await self._throttle.take(requires_of(ticket.route))
+            if taking.wait > 0:  # no room under a shared limit: back when there will be, not an attempt
+                await msg.nak(delay=taking.wait)
                 return
             probation = delivered >= reputation.config.probation_after
             claim_ns = time.time_ns()
@@ -376,9 +376,11 @@ class Agent:
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
+            await self._throttle.give_back(taking)
             await msg.term()
             return
         if isinstance(outcome, Taken):
+            await self._throttle.give_back(taking)  # no work of ours: the request goes back
             await self._settle_ticket(msg, outcome)
             return
         lease = outcome

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Self
 
@@ -36,6 +37,14 @@ MAX_HOLD_S = 3600.0
 confused agent cannot stop a capability for good."""
 
 _LIMIT_SUBJECTS = f"$KV.{LIMITS_BUCKET}.>"
+
+
+@dataclass
+class Taking:
+    """What ``Throttle.take`` took: ``wait`` (0.0: go), and the requests taken, by window slot."""
+
+    wait: float
+    taken: list[tuple[Limit, int]] = field(default_factory=list)
 
 
 def _limited_as(requires: Iterable[str]) -> tuple[str, ...]:
@@ -94,25 +103,34 @@ class Throttle:
         if not self._held:
             return 0.0
         now = time.time()
-        return max((self._held.get(cap, 0.0) - now for cap in _limited_as(requires)), default=0.0)
+        return max(0.0, *(self._held.get(cap, 0.0) - now for cap in _limited_as(requires)))
 
-    async def take(self, requires: Iterable[str]) -> float:
+    async def take(self, requires: Iterable[str]) -> Taking:
         """Take one request from the window of each limited capability of work requiring
-        ``requires``: 0.0 when every one had room, else the seconds until the fullest will have
-        (this process holds that work back meanwhile)."""
-        wait = self.held_for(requires)
-        if wait > 0:
-            return wait
+        ``requires``. ``Taking.wait`` is 0.0 when every one had room, else the seconds until the
+        fullest will have (nothing is kept taken then, and this process holds that work back
+        meanwhile). Give back what was taken if no work comes of it (``give_back``)."""
+        taking = Taking(self.held_for(requires))
+        if taking.wait > 0:
+            return taking
         for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is None:
                 continue
-            wait = await self._board.rates.take(limit, time.time())
+            wait, slot = await self._board.rates.take(limit, time.time())
             if wait > 0:
                 self._hold_locally(cap, time.time() + wait)
                 log.info("limit.full", agent=self._agent_id, capability=cap, retry_after=round(wait, 3))
-                return wait
-        return 0.0
+                await self.give_back(taking)  # the windows that had room get their requests back
+                return Taking(wait)
+            taking.taken.append((limit, slot))
+        return taking
+
+    async def give_back(self, taking: Taking) -> None:
+        """Return the requests of ``taking``: its work did not start (the claim lost)."""
+        for limit, slot in taking.taken:
+            await self._board.rates.give_back(limit, slot)
+        taking.taken.clear()
 
     async def charge(self, requires: Iterable[str], tokens: int) -> None:
         """Add ``tokens`` that work requiring ``requires`` reported to its token-limited windows."""

@@ -83,10 +83,29 @@ class Rates:
         await self._limits.delete(capability, last=entry.revision)
         log.info("limit.removed", capability=capability)
 
-    async def take(self, limit: Limit, now: float) -> float:
-        """Take one request of ``limit`` at unix time ``now``: 0.0 if taken, else the seconds
-        until the window has room (nothing taken)."""
-        return await self._change(limit, now, lambda window, slot: _taken(limit, window, slot))
+    async def take(self, limit: Limit, now: float) -> tuple[float, int]:
+        """Take one request of ``limit`` at unix time ``now`` (or later): ``(0.0, slot)`` if
+        taken in ``slot``, else ``(seconds until the window has room, slot)`` (nothing taken)."""
+        at: list[int] = []
+
+        def take(window: list[RateSlot], slot: int) -> float | list[RateSlot]:
+            at.append(slot)
+            return _taken(limit, window, slot)
+
+        wait = await self._change(limit, now, take)
+        return wait, at[-1]
+
+    async def give_back(self, limit: Limit, slot: int) -> None:
+        """Return a request taken in ``slot`` that no work used (its claim lost)."""
+
+        def given_back(window: list[RateSlot], _: int) -> float | list[RateSlot]:
+            taken = next((s for s in window if s.n == slot and s.requests > 0), None)
+            if taken is None:
+                return 0.0  # gone from the window already: nothing to give back
+            back = taken.model_copy(update={"requests": taken.requests - 1})
+            return [back if s.n == slot else s for s in window]
+
+        await self._change(limit, time.time(), given_back)
 
     async def charge(self, limit: Limit, tokens: int, now: float) -> None:
         """Add ``tokens`` that a handler reported to the window of ``limit``."""
