@@ -58,6 +58,18 @@ class _Refusals:
 _refusals: WeakKeyDictionary[Client, _Refusals] = WeakKeyDictionary()
 
 
+_reconnect_listeners: WeakKeyDictionary[Client, list[Callable[[], None]]] = WeakKeyDictionary()
+
+
+def on_reconnect(nc: Client, listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` each time ``nc`` reconnects (what was published meanwhile on core
+    subjects is lost: state learned from them must be read again); returns the way to stop.
+    Only connections opened by ``connect`` report reconnects."""
+    listeners = _reconnect_listeners.setdefault(nc, [])
+    listeners.append(listener)
+    return lambda: listeners.remove(listener) if listener in listeners else None
+
+
 async def refusable(nc: Client, matches: Callable[[str], bool], work: Awaitable[T], *, action: str) -> T:
     """``work``'s result, or ``PermissionDenied`` naming ``action`` as soon as the server reports a
     permissions violation on ``nc`` whose (lower-cased) text ``matches``.
@@ -109,6 +121,8 @@ async def connect(
 
     async def on_reconnected() -> None:
         log.info("nats.reconnected", url=str(nc.connected_url.geturl()) if nc.connected_url else url)
+        for listener in list(_reconnect_listeners.get(nc, ())):
+            listener()
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
     nc = Client()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Self
@@ -23,6 +23,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ._connect import on_reconnect
 from ._store import is_tombstone, translate_errors
 from .board import TaskBoard
 from .board.rates import parse_limit
@@ -67,6 +68,9 @@ class Throttle:
         self._held: dict[str, float] = {}
         """Until when (unix time) to start no work of a capability."""
         self._subs: list[Subscription] = []
+        self._stale = False
+        """Reconnected since the limits and holds were read: read them again before the next take."""
+        self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Listen for changes of limits and for holds, then read what is in force now."""
@@ -77,15 +81,33 @@ class Throttle:
                 await nc.subscribe(trail_filter(f"mark.{RATE_HOLD_MARK}"), cb=self._on_hold),
             ]
             await nc.flush()
-        for limit in await self._board.limits():
-            if limit.capability not in self._live:
-                self._limits[limit.capability] = limit
+        self._stop_listening = on_reconnect(nc, self._reconnected)
+        await self._read()
+
+    async def _read(self) -> None:
+        """Read the limits and the holds of the last ``MAX_HOLD_S`` (changes heard since the
+        subscriptions began are kept)."""
+        self._stale = False
+        fresh = {limit.capability: limit for limit in await self._board.limits()}
+        for capability in (set(self._limits) | set(fresh)) - self._live:
+            if capability in fresh:
+                self._limits[capability] = fresh[capability]
+            else:  # lifted while this process did not hear it
+                self._limits.pop(capability, None)
         since = utcnow() - timedelta(seconds=MAX_HOLD_S)
         for event in await self._board.trail.replay(trail_filter(f"mark.{RATE_HOLD_MARK}"), since=since):
             self._heard(event)
 
+    def _reconnected(self) -> None:
+        # What was published while disconnected never reached the subscriptions.
+        self._stale = True
+        self._live.clear()
+
     async def stop(self) -> None:
         """Stop listening."""
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
         for sub in self._subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -110,6 +132,8 @@ class Throttle:
         ``requires``. ``Taking.wait`` is 0.0 when every one had room, else the seconds until the
         fullest will have (nothing is kept taken then, and this process holds that work back
         meanwhile). Give back what was taken if no work comes of it (``give_back``)."""
+        if self._stale:
+            await self._read()
         taking = Taking(self.held_for(requires))
         if taking.wait > 0:
             return taking
