@@ -167,6 +167,7 @@ class AgentGateway:
         heartbeat_interval: int = 30,
         keepalive_interval: float = 20.0,
         max_prompts: int = 256,
+        max_wait: float = 3600.0,
     ) -> None:
         self._sdk: ModuleType = sdk()
         self._host: ModuleType = host_sdk()
@@ -182,6 +183,8 @@ class AgentGateway:
         self.heartbeat_interval = heartbeat_interval
         self.keepalive_interval = keepalive_interval
         self.max_prompts = max_prompts
+        self.max_wait = max_wait
+        """Seconds a prompt follows its task at most (a task may wait long, e.g. for an answer)."""
         self.presented: dict[str, RouteSpec] = {}
         """The routes presented so far, by instance name."""
         self._status: dict[str, RouteStatus] = {}
@@ -393,7 +396,13 @@ class AgentGateway:
 
         forwarder = asyncio.create_task(forward(), name=f"gateway:progress:{task_id}")
         try:
-            result = await self.board.result(task_id)
+            result = await self.board.result(task_id, timeout=self.max_wait)
+        except TimeoutError as exc:
+            raise _refused(
+                504,
+                f"task {task_id} has not finished within {self.max_wait:g}s; "
+                f"prompt again with the same {IDEMPOTENCY_FIELD} to follow it",
+            ) from exc
         except TaskFailed as exc:
             raise _refused(500, str(exc)) from exc
         except TaskNotFound as exc:
@@ -451,6 +460,7 @@ async def _main(args: argparse.Namespace) -> None:
             name=args.name,
             heartbeat_interval=args.heartbeat_interval,
             max_prompts=args.max_prompts,
+            max_wait=args.max_wait,
         ) as gateway,
     ):
         print(
@@ -481,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="agent-gateway", help="who the tasks say created them (the user's id)")
     p.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between heartbeats (30)")
     p.add_argument("--max-prompts", type=int, default=256, help="prompts followed at once per route (256)")
+    p.add_argument(
+        "--max-wait", type=float, default=3600.0, help="seconds a prompt follows its task at most (3600)"
+    )
     return _common.run(p.parse_args(argv), _main)
 
 

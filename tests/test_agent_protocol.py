@@ -327,6 +327,22 @@ async def test_each_error_is_its_status_code(board: TaskBoard, nats_server: Embe
     assert len(statuses_by_id) == 2  # the 400 and the 404 submitted nothing
 
 
+async def test_a_task_that_outlives_the_prompts_wait_is_504(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    worker = Agent(board, name="worker", capabilities=["llm"])
+
+    @worker.handler("prompt")
+    async def asks(task: Task, ctx: TaskContext) -> JsonValue:
+        return await ctx.ask("Which one?")  # nobody answers: the task waits
+
+    async with worker, gateway(board, "llm", max_wait=1), caller(nats_server.url) as agents:
+        llm = await route_agent(agents, "llm")
+        with pytest.raises(ProtocolError, match=r"service error 504: task slow has not finished within 1s"):
+            await ask(llm, Envelope(prompt="plan it", idempotency_key="slow"))
+    assert (await board.get("slow")).status is TaskStatus.WAITING_INPUT  # it goes on; a re-prompt follows it
+
+
 async def test_work_the_swarm_holds_back_is_429(board: TaskBoard, nats_server: EmbeddedServer) -> None:
     worker = Agent(board, name="worker", capabilities=["llm"])
 
