@@ -181,6 +181,9 @@ def _task_commands(command: Command) -> None:
     answer.add_argument("id", help="task id")
     answer.add_argument("text", help="the answer")
     answer.add_argument("--by", default=None, help="who answers (kept in the record)")
+    answer.add_argument(
+        "--question", type=int, default=None, metavar="N", help="answer only if question N (from 0) is open"
+    )
 
 
 def _task_flags(p: argparse.ArgumentParser) -> None:
@@ -496,7 +499,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 async def _answer(args: argparse.Namespace) -> int:
     async def answer(board: TaskBoard) -> Rows:
-        return [await board.answer(args.id, args.text, by=args.by)]
+        return [await board.answer(args.id, args.text, question=args.question, by=args.by)]
 
     await _show(args, answer, _render_tasks)
     return 0

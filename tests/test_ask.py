@@ -5,6 +5,7 @@ question left unanswered fails its task with the reason."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from pydantic import JsonValue
@@ -141,3 +142,23 @@ async def test_a_question_asked_inside_a_task_group_still_parks(board: TaskBoard
         await board.answer("grouped", "eu-west")
         assert await board.result("grouped", timeout=10) == "eu-west"
     assert [a.outcome for a in (await board.get("grouped")).attempts] == ["asked", "completed"]
+
+
+async def test_an_answer_meant_for_an_earlier_question_is_refused(board: TaskBoard) -> None:
+    agent = Agent(board, name="curious")
+
+    @agent.handler("plan")
+    async def handle(task: Task, ctx: TaskContext) -> JsonValue:
+        return [await ctx.ask("Where?"), await ctx.ask("When?")]
+
+    async with agent:
+        await board.submit(Task(id="two", kind="plan"))
+        await until_event(board, "task.asked", "two")
+        await board.answer("two", "Lisbon", question=0)
+        # The rerun asks the second question.
+        await until_tasks(board, lambda records: "two" in records and len(records["two"].questions) == 2)
+        refused = re.escape("waits for an answer to question 1 ('When?'), not question 0")
+        with pytest.raises(NotWaiting, match=refused):
+            await board.answer("two", "Lisbon, again", question=0)  # late, or sent twice
+        await board.answer("two", "in May", question=1)
+        assert await board.result("two", timeout=10) == ["Lisbon", "in May"]

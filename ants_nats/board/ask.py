@@ -60,7 +60,9 @@ class Asking:
         )
         return final
 
-    async def answer(self, task_id: str, text: str, *, by: str | None = None) -> TaskRecord:
+    async def answer(
+        self, task_id: str, text: str, *, question: int | None = None, by: str | None = None
+    ) -> TaskRecord:
         """See ``TaskBoard.answer``."""
         check_id(task_id)
         if not isinstance(text, str) or len(text) > MAX_ANSWER_CHARS:
@@ -72,14 +74,20 @@ class Asking:
                 raise TaskFinished(f"task {task_id!r} is already {record.status.value}: it takes no answer")
             if record.status is not TaskStatus.WAITING_INPUT or not record.questions:
                 raise NotWaiting(f"task {task_id!r} is {record.status.value}, not waiting for input")
-            question = record.questions[-1].model_copy(
+            asked = len(record.questions) - 1
+            if question is not None and question != asked:
+                raise NotWaiting(
+                    f"task {task_id!r} waits for an answer to question {asked} "
+                    f"({record.questions[-1].text!r}), not question {question}"
+                )
+            given = record.questions[-1].model_copy(
                 update={"answer": text, "answered_by": by, "answered_at": now}
             )
             return record.model_copy(
                 update={
                     "status": TaskStatus.PENDING,
                     "error": None,
-                    "questions": (*record.questions[:-1], question),
+                    "questions": (*record.questions[:-1], given),
                 }
             )
 

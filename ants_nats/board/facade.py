@@ -375,12 +375,17 @@ class TaskBoard:
         hand its ticket back with ``timeout`` as the delay (the ticket is the question's timer)."""
         return await self._asking.ask(lease, question, timeout=timeout, usage=usage)
 
-    async def answer(self, task_id: str, text: str, *, by: str | None = None) -> TaskRecord:
+    async def answer(
+        self, task_id: str, text: str, *, question: int | None = None, by: str | None = None
+    ) -> TaskRecord:
         """Answer the question ``task_id`` waits on: the task is claimable again, and the handler
         that claims it next finds ``text`` in ``ctx.answers`` (its ``ctx.ask`` returns it).
-        ``NotWaiting`` if the task waits for no answer, ``TaskFinished`` if it has ended (a
-        question that timed out fails its task), ``TaskNotFound`` if there is no such task."""
-        return await self._asking.answer(task_id, text, by=by)
+        ``question``: the index (from 0, in ``record.questions``) of the question this answers; an
+        answer meant for an earlier one (late, or sent twice) is then refused, not taken as the
+        answer to the next. ``NotWaiting`` if the task waits for no answer (or for another
+        question), ``TaskFinished`` if it has ended (a question that timed out fails its task),
+        ``TaskNotFound`` if there is no such task."""
+        return await self._asking.answer(task_id, text, question=question, by=by)
 
     async def cancel(self, task_id: str, reason: str = "cancelled", *, by: str | None = None) -> TaskRecord:
         """Cancel a pending, waiting or claimed task: its status becomes ``cancelled`` (terminal,

@@ -293,10 +293,11 @@ class McpHost:
         return TaskOut.of(await self.board.cancel(task_id, reason, by=self.agent_id))
 
     @_clear_errors
-    async def answer_task(self, task_id: TaskIdArg, answer: str) -> TaskOut:
+    async def answer_task(self, task_id: TaskIdArg, answer: str, question: int | None = None) -> TaskOut:
         """Answer the question a task in status waiting_input asks (its ``question``): the task
-        becomes claimable again, and the agent that takes it gets the answer."""
-        return TaskOut.of(await self.board.answer(task_id, answer, by=self.author))
+        becomes claimable again, and the agent that takes it gets the answer. ``question``: the
+        index (from 0) of the question answered, so a late answer is refused, not misplaced."""
+        return TaskOut.of(await self.board.answer(task_id, answer, question=question, by=self.author))
 
     @_clear_errors
     async def find_agents(self, requires: list[str] | None = None) -> list[AgentOut]:
