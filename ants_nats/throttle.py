@@ -141,7 +141,7 @@ class Throttle:
             limit = self._limits.get(cap)
             if limit is None:
                 continue
-            wait, slot = await self._board.rates.take(limit, time.time())
+            wait, slot = await self._board.rates.take(limit)
             if wait > 0:
                 self._hold_locally(cap, time.time() + wait)
                 log.info("limit.full", agent=self._agent_id, capability=cap, retry_after=round(wait, 3))
@@ -161,7 +161,7 @@ class Throttle:
         for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is not None and limit.tokens is not None and tokens > 0:
-                await self._board.rates.charge(limit, tokens, time.time())
+                await self._board.rates.charge(limit, tokens)
 
     async def hold(self, requires: Iterable[str], seconds: float, reason: str) -> None:
         """Hold work requiring ``requires`` back for ``seconds``, here and (by a trail mark)

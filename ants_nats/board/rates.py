@@ -83,17 +83,10 @@ class Rates:
         await self._limits.delete(capability, last=entry.revision)
         log.info("limit.removed", capability=capability)
 
-    async def take(self, limit: Limit, now: float) -> tuple[float, int]:
-        """Take one request of ``limit`` at unix time ``now`` (or later): ``(0.0, slot)`` if
-        taken in ``slot``, else ``(seconds until the window has room, slot)`` (nothing taken)."""
-        at: list[int] = []
-
-        def take(window: list[RateSlot], slot: int) -> float | list[RateSlot]:
-            at.append(slot)
-            return _taken(limit, window, slot)
-
-        wait = await self._change(limit, now, take)
-        return wait, at[-1]
+    async def take(self, limit: Limit) -> tuple[float, int]:
+        """Take one request of ``limit`` now: ``(0.0, slot)`` if taken in ``slot``, else
+        ``(seconds until the window has room, slot)`` (nothing taken)."""
+        return await self._change(limit, lambda window, slot: _taken(limit, window, slot))
 
     async def give_back(self, limit: Limit, slot: int) -> None:
         """Return a request taken in ``slot`` that no work used (its claim lost)."""
@@ -105,44 +98,37 @@ class Rates:
             back = taken.model_copy(update={"requests": taken.requests - 1})
             return [back if s.n == slot else s for s in window]
 
-        await self._change(limit, time.time(), given_back)
+        await self._change(limit, given_back)
 
-    async def charge(self, limit: Limit, tokens: int, now: float) -> None:
+    async def charge(self, limit: Limit, tokens: int) -> None:
         """Add ``tokens`` that a handler reported to the window of ``limit``."""
-
-        def charged(window: list[RateSlot], slot: int) -> float | list[RateSlot]:
-            return _added(window, slot, tokens=tokens)
-
-        await self._change(limit, now, charged)
+        await self._change(limit, lambda window, slot: _added(window, slot, tokens=tokens))
 
     async def _change(
-        self,
-        limit: Limit,
-        now: float,
-        change: Callable[[list[RateSlot], int], float | list[RateSlot]],
-    ) -> float:
+        self, limit: Limit, change: Callable[[list[RateSlot], int], float | list[RateSlot]]
+    ) -> tuple[float, int]:
         """CAS ``change`` into the window of ``limit`` (re-reading on conflicts). ``change`` gets
-        the live slots and the current slot, and returns new slots, or the seconds to wait."""
+        the live slots and the current slot, and returns new slots, or (a float) how many slot
+        lengths from the start of the current one to wait. Returns the seconds to wait (0.0 once
+        written) and the slot it was judged in."""
         length = limit.per / SLOTS
         while True:
             entry = await self._windows.get(limit.capability)
             # The time after the read: a reader that waited (a busy process) must not judge, and
-            # write back, a window others have moved on meanwhile as of its older time.
-            now = max(now, time.time())
+            # write back, a window others have moved on meanwhile as of an older time.
+            now = time.time()
             slot = math.floor(now / length)
             window = (
                 None
                 if entry is None
                 else parse_or_none(RateWindow, entry.value, where=f"{RATES_BUCKET}/{limit.capability}")
             )
-            # Slots from the future (a clock far ahead, or a hostile writer) are dropped: one would
-            # otherwise fill the window for as long as it lasts.
             # A slot a whole interval ahead (a clock far off, or a hostile writer) is dropped: it
             # would otherwise fill the window for as long as it lasts.
             live = [s for s in (window.slots if window else ()) if slot - SLOTS <= s.n <= slot + SLOTS]
             changed = change(live, slot)
             if isinstance(changed, float):
-                return max(changed * length - (now - slot * length), 0.0)
+                return max(changed * length - (now - slot * length), 0.0), slot
             value = wire_bytes(RateWindow(slots=tuple(changed)))
             try:
                 if entry is None:
@@ -151,7 +137,7 @@ class Rates:
                     await self._windows.update(limit.capability, value, last=entry.revision)
             except Conflict:
                 continue
-            return 0.0
+            return 0.0, slot
 
 
 def _taken(limit: Limit, window: list[RateSlot], slot: int) -> float | list[RateSlot]:
