@@ -153,7 +153,28 @@ class AgentAddress:
 
 
 class AgentProtocolHandler:
-    """A ``Handler`` that has a protocol agent do each task (see ``via_agent_protocol``)."""
+    """A ``Handler`` served by the protocol agent ``agent`` (``agent[.owner[.name]]``, as in its
+    subjects): register it like any other, ``agent.handler("prompt")(via_agent_protocol(board.nc,
+    "echo"))``, and the ``Agent`` claims tasks as usual and has the protocol agent do them.
+
+    The task's payload is the prompt (see ``envelope_fields``); the text the agent answers is the
+    result, and each ``response`` chunk is reported with ``ctx.progress`` as it comes (at most one
+    report every ``progress_interval`` seconds; 0 reports every chunk). The agent is found by
+    discovery (``$SRV.INFO.agents``, waiting up to ``discover_wait`` s) on first use, and again
+    after it stopped answering. A stream silent for ``inactivity_timeout`` s, or longer than
+    the task's ``timeout`` (else ``max_wait``) s, fails the attempt.
+
+    Errors: a ``400`` (the prompt is invalid) fails the task for good; ``404``, ``409``, ``503``,
+    and no agent answering, decline it (another agent, or this one later, takes it); a ``429``
+    raises ``RateLimited`` (the task goes back uncounted and the swarm holds its capabilities
+    back for ``RATE_LIMITED_RETRY_S``: the protocol's error carries no retry time); anything else
+    fails the attempt (``AgentProtocolError``), retried as the task says.
+
+    With a connection (e.g. ``board.nc``) the handler is ready as it is; with a URL, open it
+    first (``async with via_agent_protocol(url, ...) as handler``), which connects (as nkeys
+    user ``seed``, if given) and closes the connection on exit. ``AgentProtocolError`` when the
+    ``agent-protocol`` extra is not installed.
+    """
 
     def __init__(
         self,
@@ -353,44 +374,6 @@ class _Progress:
         await self._ctx.progress(self._fraction, note)
 
 
-def via_agent_protocol(
-    nc_or_url: Client | str,
-    agent: str | AgentAddress,
-    *,
-    seed: str | None = None,
-    inactivity_timeout: float = 60.0,
-    max_wait: float = 600.0,
-    discover_wait: float = 2.0,
-    progress_interval: float = 0.0,
-) -> AgentProtocolHandler:
-    """A ``Handler`` served by the protocol agent ``agent`` (``agent[.owner[.name]]``, as in its
-    subjects): register it like any other, ``agent.handler("prompt")(via_agent_protocol(board.nc,
-    "echo"))``, and the ``Agent`` claims tasks as usual and has the protocol agent do them.
-
-    The task's payload is the prompt (see ``envelope_fields``); the text the agent answers is the
-    result, and each ``response`` chunk is reported with ``ctx.progress`` as it comes (at most one
-    report every ``progress_interval`` seconds; 0 reports every chunk). The agent is found by
-    discovery (``$SRV.INFO.agents``, waiting up to ``discover_wait`` s) on first use, and again
-    after it stopped answering. A stream silent for ``inactivity_timeout`` s, or longer than
-    the task's ``timeout`` (else ``max_wait``) s, fails the attempt.
-
-    Errors: a ``400`` (the prompt is invalid) fails the task for good; ``404``, ``409``, ``503``,
-    and no agent answering, decline it (another agent, or this one later, takes it); a ``429``
-    raises ``RateLimited`` (the task goes back uncounted and the swarm holds its capabilities
-    back for ``RATE_LIMITED_RETRY_S``: the protocol's error carries no retry time); anything else
-    fails the attempt (``AgentProtocolError``), retried as the task says.
-
-    With a connection (e.g. ``board.nc``) the handler is ready as it is; with a URL, open it
-    first (``async with via_agent_protocol(url, ...) as handler``), which connects (as nkeys
-    user ``seed``, if given) and closes the connection on exit. ``AgentProtocolError`` when the
-    ``agent-protocol`` extra is not installed.
-    """
-    return AgentProtocolHandler(
-        nc_or_url,
-        agent,
-        seed=seed,
-        inactivity_timeout=inactivity_timeout,
-        max_wait=max_wait,
-        discover_wait=discover_wait,
-        progress_interval=progress_interval,
-    )
+via_agent_protocol = AgentProtocolHandler
+"""``via_agent_protocol(board.nc, "echo")``: the handler, by the name that reads well where it is
+registered (see ``AgentProtocolHandler``)."""
