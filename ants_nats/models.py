@@ -238,14 +238,18 @@ class AgentCard(_Wire):
         return max(self.capacity - self.load, 0)
 
 
+MAX_QUESTION_CHARS = 10_000
+MAX_ANSWER_CHARS = 100_000
+
+
 class Question(_Wire):
     """A question a handler asked (``ctx.ask``) while its task waits for input, and its answer."""
 
-    text: str = Field(min_length=1, max_length=10_000)
+    text: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     asked_by: str
     asked_at: datetime
     until: datetime = Field(description="When the task fails if no answer has come.")
-    answer: str | None = Field(default=None, max_length=100_000)
+    answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     answered_by: str | None = Field(default=None, max_length=128)
     answered_at: datetime | None = None
 

@@ -15,14 +15,11 @@ from datetime import timedelta
 from pydantic import JsonValue
 
 from ..errors import InvalidTask, NotWaiting, TaskFinished
-from ..models import Question, TaskRecord, TaskStatus, Usage, utcnow
+from ..models import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Question, TaskRecord, TaskStatus, Usage, utcnow
 from ._core import Core, check_id
 from .lease import Lease, held_as
 from .propagate import Propagation
 from .settle import Settlement, spent
-
-MAX_QUESTION_CHARS = 10_000
-MAX_ANSWER_CHARS = 100_000
 
 
 class Asking:
