@@ -438,7 +438,7 @@ class Agent:
     ) -> None:
         log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
         self._ended(lease, trace, "declined", reason)
-        await self.board.release(lease, declined=reason, usage=spent or None)
+        await self.board.release(lease, declined=reason, usage=spent)
         # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
         # later); should it come back to us, we hold it back for ``decline_backoff``.
         self._declined.note(lease.task_id, self.decline_backoff)
@@ -530,7 +530,7 @@ class Agent:
         """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
         the task back for then (not an attempt)."""
         try:
-            await self.board.release(lease, reason=str(exc), usage=spent or None)
+            await self.board.release(lease, reason=str(exc), usage=spent)
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back
             self._ended(lease, trace, "expired", "lease lost")
             return
@@ -548,7 +548,7 @@ class Agent:
         with the question's timeout as the delay (it comes back then, to fail the task if nobody
         answered; an answer announces a ticket of its own)."""
         try:
-            await self.board.ask(lease, asking.question, timeout=asking.timeout, usage=spent or None)
+            await self.board.ask(lease, asking.question, timeout=asking.timeout, usage=spent)
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to park
             self._ended(lease, trace, "expired", "lease lost")
             return
@@ -676,11 +676,10 @@ class Agent:
         with trace.finishing("complete" if error is None else "fail"):
             while True:
                 try:
-                    usage = spent or None
                     if error is None:
-                        record = await self.board.complete(lease, result, usage=usage)
+                        record = await self.board.complete(lease, result, usage=spent)
                     else:
-                        record = await self.board.fail(lease, error, retry=retry, usage=usage)
+                        record = await self.board.fail(lease, error, retry=retry, usage=spent)
                     break
                 except LeaseLost:
                     log.warning(

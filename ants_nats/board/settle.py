@@ -40,6 +40,7 @@ class Settlement:
         usage: Usage | None = None,
     ) -> TaskRecord:
         """End ``lease``'s attempt with ``outcome``: only with the current token, then drop its lease key.
+        ``usage`` is what the attempt spent (an empty one is the same as none: kept nowhere).
 
         Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
         sets (status, result, error), given the record with that attempt. The CAS is on the revision the
