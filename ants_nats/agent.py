@@ -25,32 +25,26 @@ from typing import Self
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import JsonValue
 
 from . import matching, tracing
 from ._aio import cancel_and_wait, stopping_on_signals
 from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
-from .board import Lease, Taken, TaskBoard
-from .context import AskingForInput, Decline, Handler, NonRetryable, TaskContext
+from .attempt import RETRY_BACKOFF_S, Crew, RunningAttempt
+from .board import Taken, TaskBoard
+from .context import Handler
 from .errors import (
     AntsError,
-    ArtifactNotFound,
     CorruptEntry,
-    InvalidTask,
-    LeaseLost,
-    RateLimited,
-    ServerUnavailable,
 )
 from .identity import Identity
 from .log import get_logger
-from .metrics import AgentMetrics, MetricsServer, Outcome
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, Usage, parse_or_none, utcnow
+from .metrics import AgentMetrics, MetricsServer
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
 from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
 from .presence import Presence, as_specs
 from .throttle import Throttle
-from .tracing import TaskTrace
 
 log = get_logger("agent")
 
@@ -62,15 +56,8 @@ _EXPRESS_LOOK_S = 0.05
 """How long a look at an express lane waits (a lane holding a ticket answers well within it)."""
 _EXPRESS_IDLE_S = 0.5
 """Longest an express ticket waits for an idle agent (the normal lane's long poll, when both exist)."""
-_RETRY_BACKOFF_S = 0.5
 _CANCEL_NEWS_S = 600.0
 """How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
-
-
-def _first_leaf(group: BaseExceptionGroup[AskingForInput]) -> AskingForInput:
-    """The first exception of ``group`` that is not itself a group."""
-    first = group.exceptions[0]
-    return first if isinstance(first, AskingForInput) else _first_leaf(first)
 
 
 class _Recent:
@@ -121,7 +108,6 @@ class Agent:
             raise AntsError(f"invalid agent id {self.id!r}")
         self.specs = as_specs(capabilities)
         self.capacity = capacity
-        self.handler_timeout = handler_timeout
         self.shutdown_grace = shutdown_grace
         self.decline_backoff = decline_backoff
         self._decide = decide
@@ -139,13 +125,14 @@ class Agent:
         )
         self._presence = Presence(board, self.card, self.identity, self.metrics.work)
         self._throttle = Throttle(board, self.id)
+        self._crew = Crew(board, self.id, self.metrics, self._throttle, handler_timeout)
         self._runners: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
         self._room.set()
         self._stopped = asyncio.Event()
-        self._running: dict[str, tuple[TaskContext, asyncio.Task[JsonValue]]] = {}
-        """Handlers at work, by task id (so a cancel reaches them)."""
+        self._running: dict[str, RunningAttempt] = {}
+        """Attempts whose handlers are at work, by task id (so a cancel reaches them)."""
         self._cancels: Subscription | None = None
         self._listening_since: datetime | None = None
         """When this agent began to hear cancels: a ticket published earlier may hide one."""
@@ -162,6 +149,11 @@ class Agent:
             return func
 
         return register
+
+    @property
+    def handler_timeout(self) -> float | None:
+        """Seconds a handler may run when its task sets no ``timeout`` (None: no limit)."""
+        return self._crew.handler_timeout
 
     @property
     def load(self) -> int:
@@ -279,7 +271,7 @@ class Agent:
                 log.error("agent.loop_failed", agent=self.id, loop=what, error=repr(exc))
                 if self.board.nc.is_closed:  # closed for good: nothing to come back to
                     return
-                await asyncio.sleep(_RETRY_BACKOFF_S)
+                await asyncio.sleep(RETRY_BACKOFF_S)
 
     async def _discover(self) -> None:
         """Start a pull loop for every route (existing or future) whose requirements we meet."""
@@ -347,6 +339,7 @@ class Agent:
     # ----------------------------------------------------------------- working
 
     async def _work(self, msg: Msg) -> None:
+        """Judge one ticket: step aside, wait, or claim; a claim won becomes a ``RunningAttempt``."""
         received_ns = time.time_ns()  # the attempt's span starts when the ticket arrived
         ticket = parse_or_none(Ticket, msg.data, where=msg.subject)
         if ticket is None:
@@ -388,70 +381,38 @@ class Agent:
         trace.claimed(claim_ns, time.time_ns(), token=lease.token, deferred=not lease.claimed)
         self.metrics.count("claimed", lease.task)
         try:
-            await self._serve(msg, lease, trace)
+            await self._serve(RunningAttempt(self._crew, msg, lease, trace))
         finally:
             trace.end()
 
-    async def _serve(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
+    async def _serve(self, attempt: RunningAttempt) -> None:
         """Decide on a claimed task, then run its handler (or decline it)."""
-        handler = self._handlers.get(lease.task.kind)
-        verdict = self._decide(self.specs, self.load - 1, self.capacity, lease.task)
+        task = attempt.lease.task
+        handler = self._handlers.get(task.kind)
+        verdict = self._decide(self.specs, self.load - 1, self.capacity, task)
         if handler is None:
-            verdict = matching.Verdict(False, f"no handler for kind {lease.task.kind!r}")
-        if not verdict.accept:
-            await self._decline(msg, lease, verdict.reason, trace)
-            return
-        assert handler is not None
-        try:
-            await self._run_handler(msg, lease, handler, trace)
-        except asyncio.CancelledError:
-            # Shutdown past the grace period: give the task back so another agent takes it now.
-            # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
-            # again, or fails, the lease simply expires on the server.)
+            verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
+        if handler is None or not verdict.accept:
+            await attempt.decline(verdict.reason)
+        else:
+            self._running[attempt.task_id] = attempt
             try:
-                await self._give_back(msg, lease, trace)
-            except (AntsError, nats.errors.Error) as exc:
-                log.warning("task.give_back_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
-            raise
-
-    def _ended(self, lease: Lease, trace: TaskTrace, outcome: Outcome, error: str | None = None) -> None:
-        """Count how an attempt ended, and say so on its trace."""
-        self.metrics.count(outcome, lease.task)
-        trace.outcome(outcome, error)
-
-    async def _cancelled_while_running(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
-        """The handler was stopped by a cancel event: ack the ticket if the record says so (the
-        task is finished), else the event lied (anyone can publish one) and the task goes back."""
-        record = await self.board.get(lease.task_id)
-        if record.status.terminal:
-            log.info("task.cancel_obeyed", agent=self.id, task_id=lease.task_id)
-            self._ended(lease, trace, "cancelled")
-            await msg.ack()
-            return
-        log.warning(
-            "task.cancel_unconfirmed", agent=self.id, task_id=lease.task_id, status=record.status.value
-        )
-        await self._give_back(msg, lease, trace)
-
-    async def _decline(
-        self, msg: Msg, lease: Lease, reason: str, trace: TaskTrace, spent: Usage | None = None
-    ) -> None:
-        log.info("task.declined", agent=self.id, task_id=lease.task_id, reason=reason)
-        self._ended(lease, trace, "declined", reason)
-        await self.board.release(lease, declined=reason, usage=spent)
-        # Handed back at once, the ticket goes to an agent already waiting (our own pull comes
-        # later); should it come back to us, we hold it back for ``decline_backoff``.
-        self._declined.note(lease.task_id, self.decline_backoff)
-        await msg.nak()
+                await attempt.run(handler)
+            except asyncio.CancelledError:
+                # Shutdown past the grace period: give the task back so another agent takes it now.
+                # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
+                # again, or fails, the lease simply expires on the server.)
+                await attempt.give_back_quietly()
+                raise
+            finally:
+                self._running.pop(attempt.task_id, None)
+        if attempt.outcome == "declined":
+            # Should the ticket come back to us, we hold it back for ``decline_backoff``.
+            self._declined.note(attempt.task_id, self.decline_backoff)
 
     def _stepping_aside(self, task_id: str) -> bool:
         """Whether this agent declined ``task_id`` less than ``decline_backoff`` seconds ago."""
         return task_id in self._declined
-
-    async def _give_back(self, msg: Msg, lease: Lease, trace: TaskTrace) -> None:
-        self._ended(lease, trace, "released")
-        await self.board.release(lease)
-        await msg.nak()
 
     async def _defers_to_others(self, ticket: Ticket) -> bool:
         """On a fresh ticket, an agent with a poor record lets better ones go first."""
@@ -471,94 +432,6 @@ class Agent:
         else:  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
             await msg.ack()
 
-    async def _run_handler(self, msg: Msg, lease: Lease, handler: Handler, trace: TaskTrace) -> None:
-        ctx = TaskContext(lease.task, lease, self.board, answers=lease.answers)
-        work = asyncio.create_task(
-            self._call(handler, lease.task, ctx, trace), name=f"{self.id}:{lease.task_id}"
-        )
-        beat: asyncio.Task[None] | None = None
-        self._running[lease.task_id] = (ctx, work)
-        try:
-            if not lease.claimed:
-                # A handler done within ``claim_after`` costs no claim write and no holding task.
-                await asyncio.wait({work}, timeout=self.board.config.claim_after)
-            if not work.done():
-                beat = asyncio.create_task(self._hold(msg, lease, ctx, work), name=f"{self.id}:hold")
-            result = await work
-        except asyncio.CancelledError:
-            if ctx.cancelled.is_set():
-                await self._cancelled_while_running(msg, lease, trace)
-                return
-            if ctx.lease_lost.is_set():
-                log.warning("task.abandoned", agent=self.id, task_id=lease.task_id, reason="lease lost")
-                self._ended(lease, trace, "expired", "lease lost")
-                return
-            raise
-        except AskingForInput as asking:
-            await self._park(msg, lease, trace, asking, ctx.spent)
-            return
-        except RateLimited as exc:
-            await self._rate_limited(msg, lease, trace, exc, ctx.spent)
-            return
-        except Decline as exc:
-            await self._decline(msg, lease, str(exc) or "declined by handler", trace, ctx.spent)
-            return
-        except NonRetryable as exc:
-            await self._finish(msg, lease, trace, ctx.spent, error=f"NonRetryable: {exc}", retry=False)
-            return
-        except Exception as exc:  # a handler's failure is the task's failure, not ours
-            await self._finish(msg, lease, trace, ctx.spent, error=f"{type(exc).__name__}: {exc}")
-            return
-        finally:
-            self._running.pop(lease.task_id, None)
-            await cancel_and_wait([work] if beat is None else [beat, work])
-            current = asyncio.current_task()
-            if ctx.spent.tokens and not (current is not None and current.cancelling()):
-                await self._charge(lease, ctx.spent)  # not while shutting down: give the task back first
-        await self._finish(msg, lease, trace, ctx.spent, result=result)
-
-    async def _charge(self, lease: Lease, spent: Usage) -> None:
-        """Count the tokens a handler reported against the token limits of its capabilities."""
-        try:
-            await self._throttle.charge(lease.task.requires, spent.tokens)
-        except (AntsError, nats.errors.Error) as exc:  # the window errs towards letting work through
-            log.warning("limit.charge_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
-
-    async def _rate_limited(
-        self, msg: Msg, lease: Lease, trace: TaskTrace, exc: RateLimited, spent: Usage
-    ) -> None:
-        """A provider's limit was met: hold the task's capabilities back, swarm-wide, and give
-        the task back for then (not an attempt)."""
-        try:
-            await self.board.release(lease, reason=str(exc), usage=spent)
-        except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back
-            self._ended(lease, trace, "expired", "lease lost")
-            return
-        self._ended(lease, trace, "rate_limited", str(exc))
-        await msg.nak(delay=exc.retry_after)
-        try:  # after the task is back: holding the others back is worth less than that
-            await self._throttle.hold(lease.task.requires, exc.retry_after, str(exc))
-        except (AntsError, nats.errors.Error) as error:
-            log.warning("limit.hold_failed", agent=self.id, task_id=lease.task_id, error=str(error))
-
-    async def _park(
-        self, msg: Msg, lease: Lease, trace: TaskTrace, asking: AskingForInput, spent: Usage
-    ) -> None:
-        """The handler asked a question: park the task, and hand the ticket back to the server
-        with the question's timeout as the delay (it comes back then, to fail the task if nobody
-        answered; an answer announces a ticket of its own)."""
-        try:
-            await self.board.ask(lease, asking.question, timeout=asking.timeout, usage=spent)
-        except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to park
-            self._ended(lease, trace, "expired", "lease lost")
-            return
-        except InvalidTask as exc:  # a question the board refuses: the handler's own failure
-            await self._finish(msg, lease, trace, spent, error=f"{type(exc).__name__}: {exc}")
-            return
-        log.info("task.asked", agent=self.id, task_id=lease.task_id, timeout=asking.timeout)
-        self._ended(lease, trace, "asked", asking.question)
-        await msg.nak(delay=asking.timeout)
-
     async def _on_cancel(self, msg: Msg) -> None:
         """A ``task.cancelled`` event: stop the handler of that task, if it runs here, and remember
         the news for a ticket of it still on its way."""
@@ -568,9 +441,7 @@ class Agent:
         self._cancelled.note(event.ref, _CANCEL_NEWS_S)
         running = self._running.get(event.ref)
         if running is not None:
-            ctx, work = running
-            ctx.cancelled.set()  # first, so cooperative code sees why it is being cancelled
-            work.cancel()
+            running.cancel()
 
     def _trusts(self, ticket: Ticket, msg: Msg) -> bool:
         """Whether the ticket's copy of the record can stand for it: not when the task was said to
@@ -583,117 +454,3 @@ class Agent:
         # the difference before we listened; a cancel in that gap costs a run whose result the
         # board rejects.)
         return since is not None and published is not None and published > since
-
-    async def _call(self, handler: Handler, task: Task, ctx: TaskContext, trace: TaskTrace) -> JsonValue:
-        """Run ``handler`` (in its own asyncio task, so the handler span is current in it) and
-        count its run: its duration, and whether it failed."""
-        start = time.perf_counter_ns()
-        error: str | None = None
-        try:
-            with trace.handling(not_errors=(Decline,)):
-                return await self._invoke(handler, task, ctx)
-        except Decline:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.metrics.handled(task.kind, time.perf_counter_ns() - start, error)
-
-    async def _invoke(self, handler: Handler, task: Task, ctx: TaskContext) -> JsonValue:
-        if task.payload_ref is not None:  # the handler sees the payload, wherever it is kept
-            try:
-                payload = await self.board.payload_of(task)
-            except (ArtifactNotFound, CorruptEntry) as exc:
-                raise NonRetryable(f"cannot read the payload: {exc}") from exc
-            task = ctx.task = task.model_copy(update={"payload": payload, "payload_ref": None})
-        limit = task.timeout if task.timeout is not None else self.handler_timeout
-        try:
-            if limit is None:
-                return await handler(task, ctx)
-            try:
-                async with asyncio.timeout(limit):
-                    return await handler(task, ctx)
-            except TimeoutError:
-                raise TimeoutError(f"handler exceeded {limit}s") from None
-        except BaseExceptionGroup as group:
-            # ``ctx.ask`` inside a TaskGroup arrives wrapped in a group: it still parks the task.
-            asking = group.subgroup(AskingForInput)
-            if asking is None:
-                raise
-            raise _first_leaf(asking) from None
-
-    async def _hold(self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]) -> None:
-        """Keep the claim while the handler runs: write a deferred claim (the handler has run for
-        ``claim_after`` by now), then heartbeat."""
-        if not lease.claimed:
-            try:
-                await self.board.confirm(lease)
-            except LeaseLost:
-                ctx.lease_lost.set()
-                work.cancel()
-                return
-            except (ServerUnavailable, nats.errors.Error) as exc:  # the first heartbeat tries again
-                log.warning("task.claim_write_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
-                self.metrics.heartbeat_failed()
-        await self._heartbeat(msg, lease, ctx, work)
-
-    async def _heartbeat(
-        self, msg: Msg, lease: Lease, ctx: TaskContext, work: asyncio.Task[JsonValue]
-    ) -> None:
-        interval = lease.ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.board.heartbeat(lease)  # also extends the ticket's ack wait
-            except LeaseLost:
-                ctx.lease_lost.set()
-                work.cancel()
-                return
-            except (ServerUnavailable, nats.errors.Error) as exc:
-                log.warning("lease.heartbeat_failed", agent=self.id, task_id=lease.task_id, error=str(exc))
-                self.metrics.heartbeat_failed()
-                if self.board.nc.is_closed:  # no reconnect will come: the lease is as good as gone
-                    ctx.lease_lost.set()
-                    work.cancel()
-                    return
-
-    async def _finish(
-        self,
-        msg: Msg,
-        lease: Lease,
-        trace: TaskTrace,
-        spent: Usage,
-        *,
-        result: JsonValue = None,
-        error: str | None = None,
-        retry: bool = True,
-    ) -> None:
-        """Record the outcome, retrying while the server is unreachable and the lease may live; a
-        failure to be retried comes back after the task's backoff (the server holds the ticket)."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + lease.ttl
-        with trace.finishing("complete" if error is None else "fail"):
-            while True:
-                try:
-                    if error is None:
-                        record = await self.board.complete(lease, result, usage=spent)
-                    else:
-                        record = await self.board.fail(lease, error, retry=retry, usage=spent)
-                    break
-                except LeaseLost:
-                    log.warning(
-                        "task.late_result_rejected", agent=self.id, task_id=lease.task_id, token=lease.token
-                    )
-                    self._ended(lease, trace, "expired", "late result rejected")
-                    return
-                except ServerUnavailable:
-                    if loop.time() > give_up:
-                        raise
-                    await asyncio.sleep(_RETRY_BACKOFF_S)
-        self._ended(lease, trace, "completed" if error is None else "failed", error)
-        if record.status.terminal:
-            await msg.ack()
-        else:
-            failures = sum(1 for a in record.attempts if a.outcome == "failed")
-            await msg.nak(delay=record.task.retry.delay(failures))
