@@ -1,4 +1,4 @@
-"""The fast path: ants-nats against a bare JetStream work queue and arq, measured in the same run.
+"""The fast path: ants-nats against a bare JetStream work queue, arq, taskiq and FastStream, in one run.
 
 Every measurement runs on its own fresh server (embedded nats-server; redis-server for arq); the
 contender and its baselines alternate, and with ``--repeat R`` the figures are medians of R.
@@ -6,14 +6,18 @@ contender and its baselines alternate, and with ``--repeat R`` the figures are m
 1. throughput: N no-op tasks, A agents of capacity 1 in one process sharing one connection, submission
    (``submit_many`` in chunks of 200) overlapping the work; tasks/s, server messages and KiB per task
    (``/varz`` in + out), claims per task (attempts on the board). Baselines: a work-queue stream
-   (256 ``js.publish`` acks in flight, one pull consumer fetching 256 and acking each) and arq
-   (``max_jobs`` = A, ``poll_delay`` 1 ms).
+   (256 ``js.publish`` acks in flight, one pull consumer fetching 256 and acking each), arq
+   (``max_jobs`` = A, ``poll_delay`` 1 ms), taskiq + taskiq-nats (``PullBasedJetStreamBroker`` defaults,
+   ``max_async_tasks`` = A) and FastStream (``NatsBroker``, JetStream ``PullSub(batch_size=64,
+   timeout=1.0)``, ``max_workers`` = A); the last three run their worker in this process and loop.
 2. submission with no agent: ``submit_many`` rate (chunks of 500) and single ``submit()`` latency,
    against ``js.publish`` (256 in flight, and one at a time).
 3. idle latency: with 4 idle agents, submit -> completion (seen by a ``board.watch()``), against
-   publish -> receipt by an idle pull consumer.
+   publish -> receipt by an idle pull consumer, and submit -> the worker's end of the task for taskiq
+   (its ``post_save`` hook) and FastStream (the handler's return).
 
-    .venv/bin/pip install -e '.[bench]'   # arq, matplotlib, uvloop; and: apt-get install -y redis-server
+    .venv/bin/pip install -e '.[bench]'   # arq, taskiq(-nats), faststream, matplotlib, uvloop
+    apt-get install -y redis-server         # for arq
     .venv/bin/python bench/fastpath.py      # full run; --quick for a smoke run; --help for the options
 
 Results: a table on stdout, JSON in bench/results/fastpath.json, a plot in bench/results/fastpath.png.
@@ -37,14 +41,28 @@ from typing import Any
 
 import _ants
 import _arq
+import _faststream
 import _jetstream
-from _results import Latency, Rate, median, median_latency, median_rate, ratio
+import _taskiq
+from _results import Latency, Rate, Traffic, median, median_latency, median_rate, ratio
 
+import ants_nats
 from ants_nats import EmbeddedServer, __version__, configure_logging
 from ants_nats.server import monitor_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ANTS_NATS_FROM = str(Path(ants_nats.__file__).resolve().parent)
+"""The package measured: this checkout's, or another tree's put first with PYTHONPATH."""
 IDLE_AGENTS = 4
+BASELINES = ("bare", "arq", "taskiq", "faststream")
+"""Every system ants-nats is compared with, as named in the JSON."""
+LABELS = {
+    "ants": "ants-nats",
+    "bare": "bare queue",
+    "arq": "arq",
+    "taskiq": "taskiq",
+    "faststream": "faststream",
+}
 
 
 @dataclass
@@ -54,6 +72,8 @@ class Options:
     repeat: int
     samples: int
     arq: bool
+    taskiq: bool
+    faststream: bool
     quick: bool
 
 
@@ -64,6 +84,8 @@ class Runs:
     ants: dict[int, list[Rate]] = field(default_factory=dict)
     bare: dict[int, list[Rate]] = field(default_factory=dict)
     arq: dict[int, list[Rate]] = field(default_factory=dict)
+    taskiq: dict[int, list[Rate]] = field(default_factory=dict)
+    faststream: dict[int, list[Rate]] = field(default_factory=dict)
     submit_rate: list[Rate] = field(default_factory=list)
     publish_rate: list[Rate] = field(default_factory=list)
     submit_latency: list[Latency] = field(default_factory=list)
@@ -73,13 +95,20 @@ class Runs:
     idle_msgs: list[float] = field(default_factory=list)
     bare_idle: list[Latency] = field(default_factory=list)
     bare_idle_msgs: list[float] = field(default_factory=list)
+    taskiq_idle: list[Latency] = field(default_factory=list)
+    taskiq_idle_msgs: list[float] = field(default_factory=list)
+    faststream_idle: list[Latency] = field(default_factory=list)
+    faststream_idle_msgs: list[float] = field(default_factory=list)
 
 
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def alternate(repeat: int, steps: list[tuple[str, Callable[[], Awaitable[None]]]]) -> None:
+Step = tuple[str, Callable[[], Awaitable[None]]]
+
+
+async def alternate(repeat: int, steps: list[Step]) -> None:
     """Run the steps, rotating their order with the repeat so that none always goes first."""
     shift = repeat % len(steps)
     for name, step in steps[shift:] + steps[:shift]:
@@ -88,34 +117,119 @@ async def alternate(repeat: int, steps: list[tuple[str, Callable[[], Awaitable[N
         progress(f"  [{repeat + 1}] {name} ({time.perf_counter() - started:.1f} s)")
 
 
+def _rate_step(label: str, into: list[Rate], run: Callable[[], Awaitable[Rate]]) -> Step:
+    async def step() -> None:
+        into.append(await run())
+
+    return label, step
+
+
+def _idle_step(
+    label: str,
+    latencies: list[Latency],
+    msgs: list[float],
+    samples: int,
+    run: Callable[[int], Awaitable[tuple[Latency, Traffic]]],
+) -> Step:
+    async def step() -> None:
+        latency, traffic = await run(samples)
+        latencies.append(latency)
+        msgs.append(traffic.msgs / samples)
+
+    return label, step
+
+
+def throughput_steps(opts: Options, runs: Runs, agents: int) -> list[Step]:
+    """ants-nats and each baseline that is on, at ``agents`` (concurrency for the baselines)."""
+    n = opts.tasks
+    steps = [
+        _rate_step(
+            f"ants-nats, {agents} agents",
+            runs.ants.setdefault(agents, []),
+            partial(_ants.throughput, agents, n),
+        ),
+        _rate_step(
+            f"bare queue (slot {agents})", runs.bare.setdefault(agents, []), partial(_jetstream.throughput, n)
+        ),
+    ]
+    if opts.arq:
+        steps.append(
+            _rate_step(
+                f"arq, max_jobs {agents}",
+                runs.arq.setdefault(agents, []),
+                partial(_arq.throughput, agents, n),
+            )
+        )
+    if opts.taskiq:
+        steps.append(
+            _rate_step(
+                f"taskiq, max_async_tasks {agents}",
+                runs.taskiq.setdefault(agents, []),
+                partial(_taskiq.throughput, agents, n),
+            )
+        )
+    if opts.faststream:
+        steps.append(
+            _rate_step(
+                f"faststream, max_workers {agents}",
+                runs.faststream.setdefault(agents, []),
+                partial(_faststream.throughput, agents, n),
+            )
+        )
+    return steps
+
+
+def idle_steps(opts: Options, runs: Runs) -> list[Step]:
+    """Idle latency of ants-nats, the bare queue and taskiq and FastStream when they are on."""
+
+    async def ants() -> None:
+        total, submitting, traffic = await _ants.idle_latency(opts.samples, IDLE_AGENTS)
+        runs.idle.append(total)
+        runs.idle_submit.append(submitting)
+        runs.idle_msgs.append(traffic.msgs / opts.samples)
+
+    steps = [
+        ("idle latency", ants),
+        _idle_step(
+            "bare idle latency", runs.bare_idle, runs.bare_idle_msgs, opts.samples, _jetstream.idle_latency
+        ),
+    ]
+    if opts.taskiq:
+        steps.append(
+            _idle_step(
+                "taskiq idle latency",
+                runs.taskiq_idle,
+                runs.taskiq_idle_msgs,
+                opts.samples,
+                _taskiq.idle_latency,
+            )
+        )
+    if opts.faststream:
+        steps.append(
+            _idle_step(
+                "faststream idle latency",
+                runs.faststream_idle,
+                runs.faststream_idle_msgs,
+                opts.samples,
+                _faststream.idle_latency,
+            )
+        )
+    return steps
+
+
 async def measure(opts: Options) -> Runs:
     runs = Runs()
     n = opts.tasks
-
-    async def ants(agents: int) -> None:
-        runs.ants.setdefault(agents, []).append(await _ants.throughput(agents, n))
-
-    async def bare(agents: int) -> None:
-        runs.bare.setdefault(agents, []).append(await _jetstream.throughput(n))
-
-    async def arq(agents: int) -> None:
-        runs.arq.setdefault(agents, []).append(await _arq.throughput(agents, n))
-
     for r in range(opts.repeat):
         for agents in opts.agents:
-            steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-                (f"ants-nats, {agents} agents", partial(ants, agents)),
-                (f"bare queue (slot {agents})", partial(bare, agents)),
-            ]
-            if opts.arq:
-                steps.append((f"arq, max_jobs {agents}", partial(arq, agents)))
-            await alternate(r, steps)
-
-        async def submit_rate() -> None:
-            runs.submit_rate.append(await _ants.submit_rate(n))
-
-        async def publish_rate() -> None:
-            runs.publish_rate.append(await _jetstream.publish_rate(n))
+            await alternate(r, throughput_steps(opts, runs, agents))
+        await alternate(
+            r,
+            [
+                _rate_step("submit_many rate", runs.submit_rate, partial(_ants.submit_rate, n)),
+                _rate_step("js.publish rate", runs.publish_rate, partial(_jetstream.publish_rate, n)),
+            ],
+        )
 
         async def submit_latency() -> None:
             runs.submit_latency.append(await _ants.submit_latency(opts.samples))
@@ -123,20 +237,8 @@ async def measure(opts: Options) -> Runs:
         async def publish_latency() -> None:
             runs.publish_latency.append(await _jetstream.publish_latency(opts.samples))
 
-        async def idle() -> None:
-            total, submitting, traffic = await _ants.idle_latency(opts.samples, IDLE_AGENTS)
-            runs.idle.append(total)
-            runs.idle_submit.append(submitting)
-            runs.idle_msgs.append(traffic.msgs / opts.samples)
-
-        async def bare_idle() -> None:
-            latency, traffic = await _jetstream.idle_latency(opts.samples)
-            runs.bare_idle.append(latency)
-            runs.bare_idle_msgs.append(traffic.msgs / opts.samples)
-
-        await alternate(r, [("submit_many rate", submit_rate), ("js.publish rate", publish_rate)])
         await alternate(r, [("submit latency", submit_latency), ("js.publish latency", publish_latency)])
-        await alternate(r, [("idle latency", idle), ("bare idle latency", bare_idle)])
+        await alternate(r, idle_steps(opts, runs))
     return runs
 
 
@@ -150,7 +252,10 @@ async def environment(opts: Options) -> dict[str, Any]:
         "machine": platform.machine(),
         "nats_server": varz.get("version"),
         "ants_nats": __version__,
+        "ants_nats_from": ANTS_NATS_FROM,
         "arq": _arq.version() if opts.arq else None,
+        "taskiq": _taskiq.version() if opts.taskiq else None,
+        "faststream": _faststream.version() if opts.faststream else None,
     }
 
 
@@ -158,27 +263,32 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
     rows = []
     all_bare = [r for agents in opts.agents for r in runs.bare[agents]]
     for agents in opts.agents:
-        ants, bare = median_rate(runs.ants[agents]), median_rate(runs.bare[agents])
-        arq = median_rate(runs.arq[agents]) if opts.arq else None
-        rows.append(
-            {
-                "agents": agents,
-                "ants": ants,
-                "bare": bare,
-                "arq": arq,
-                "ants_over_bare": ratio(ants["tasks_per_s"], bare["tasks_per_s"]),
-                "ants_over_arq": ratio(ants["tasks_per_s"], arq["tasks_per_s"]) if arq else None,
-                "msgs_ants_over_bare": ratio(ants["msgs_per_task"], bare["msgs_per_task"]),
-                "runs": {
-                    "ants": [r.as_json() for r in runs.ants[agents]],
-                    "bare": [r.as_json() for r in runs.bare[agents]],
-                    "arq": [r.as_json() for r in runs.arq.get(agents, [])],
-                },
-            }
-        )
+        measured: dict[str, list[Rate]] = {
+            "ants": runs.ants[agents],
+            "bare": runs.bare[agents],
+            "arq": runs.arq.get(agents, []),
+            "taskiq": runs.taskiq.get(agents, []),
+            "faststream": runs.faststream.get(agents, []),
+        }
+        medians = {name: median_rate(found) if found else None for name, found in measured.items()}
+        ants = medians["ants"]
+        assert ants is not None
+        row: dict[str, Any] = {"agents": agents, **medians}
+        for name in BASELINES:
+            other = medians[name]
+            row[f"ants_over_{name}"] = ratio(ants["tasks_per_s"], other["tasks_per_s"]) if other else None
+        for name in BASELINES:
+            other = medians[name]
+            row[f"msgs_ants_over_{name}"] = (
+                ratio(ants["msgs_per_task"], other["msgs_per_task"]) if other else None
+            )
+        row["runs"] = {name: [r.as_json() for r in found] for name, found in measured.items()}
+        rows.append(row)
     submit, publish = median_rate(runs.submit_rate), median_rate(runs.publish_rate)
     one, one_bare = median_latency(runs.submit_latency), median_latency(runs.publish_latency)
     idle, idle_bare = median_latency(runs.idle), median_latency(runs.bare_idle)
+    idle_taskiq = median_latency(runs.taskiq_idle) if runs.taskiq_idle else None
+    idle_faststream = median_latency(runs.faststream_idle) if runs.faststream_idle else None
     return {
         "config": {
             "tasks": opts.tasks,
@@ -192,6 +302,13 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
             "bare_in_flight": _jetstream.IN_FLIGHT,
             "bare_fetch_batch": _jetstream.BATCH,
             "arq_poll_delay_s": _arq.POLL_DELAY_S,
+            "taskiq_kick_chunk": _taskiq.KICK_CHUNK,
+            "faststream_pull_sub": {
+                "batch_size": _faststream.BATCH_SIZE,
+                "timeout": _faststream.FETCH_TIMEOUT_S,
+            },
+            "faststream_publish_chunk": _faststream.PUBLISH_CHUNK,
+            "idle_workers_taskiq_faststream": _taskiq.IDLE_WORKERS,
         },
         "environment": env,
         "throughput": rows,
@@ -215,7 +332,21 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
             "ants_msgs_per_task": median(list(runs.idle_msgs)),
             "bare": idle_bare,
             "bare_msgs_per_task": median(list(runs.bare_idle_msgs)),
-            "runs": {"ants": [r.as_json() for r in runs.idle], "bare": [r.as_json() for r in runs.bare_idle]},
+            "taskiq": idle_taskiq,
+            "taskiq_msgs_per_task": median(list(runs.taskiq_idle_msgs)),
+            "faststream": idle_faststream,
+            "faststream_msgs_per_task": median(list(runs.faststream_idle_msgs)),
+            "ants_over_bare_p50": ratio(idle["p50_ms"], idle_bare["p50_ms"]),
+            "ants_over_taskiq_p50": ratio(idle["p50_ms"], idle_taskiq["p50_ms"]) if idle_taskiq else None,
+            "ants_over_faststream_p50": (
+                ratio(idle["p50_ms"], idle_faststream["p50_ms"]) if idle_faststream else None
+            ),
+            "runs": {
+                "ants": [r.as_json() for r in runs.idle],
+                "bare": [r.as_json() for r in runs.bare_idle],
+                "taskiq": [r.as_json() for r in runs.taskiq_idle],
+                "faststream": [r.as_json() for r in runs.faststream_idle],
+            },
         },
         "calibration_msgs": calib,
     }
@@ -227,47 +358,67 @@ def _f(value: float | None, spec: str, width: int) -> str:
 
 def print_table(summary: dict[str, Any]) -> None:
     cfg, env = summary["config"], summary["environment"]
+    skipped = "skipped"
     print(
         f"\nfastpath: {cfg['tasks']} no-op tasks, median of {cfg['repeat']}; {env['loop']} loop, "
-        f"python {env['python']}, nats-server {env['nats_server']}, arq {env['arq'] or 'skipped'}, "
-        f"{env['cpus']} CPUs"
+        f"python {env['python']}, nats-server {env['nats_server']}, arq {env['arq'] or skipped}, "
+        f"taskiq {env['taskiq'] or skipped}, faststream {env['faststream'] or skipped}, {env['cpus']} CPUs"
     )
-    print("\nthroughput, submission overlapping the work (bare queue: publish 256 in flight, fetch 256)")
     print(
-        f"{'agents':>6} {'ants t/s':>9} {'bare t/s':>9} {'arq t/s':>8} {'ants/bare':>9} {'ants/arq':>8} "
-        f"{'msgs/task a|b':>14} {'KiB/task a|b':>13} {'claims/task':>11}"
+        "\nthroughput, submission overlapping the work (bare queue: publish 256 in flight, fetch 256; "
+        "arq, taskiq, faststream: concurrency = agents)"
+    )
+    print(
+        f"{'agents':>6}  {'system':<11} {'tasks/s':>8} {'ants/this':>9} {'msgs/task':>9} "
+        f"{'KiB/task':>8} {'claims/task':>11}"
     )
     for row in summary["throughput"]:
-        a, b, q = row["ants"], row["bare"], row["arq"] or {}
-        print(
-            f"{row['agents']:>6} {_f(a['tasks_per_s'], '.0f', 9)} {_f(b['tasks_per_s'], '.0f', 9)} "
-            f"{_f(q.get('tasks_per_s'), '.0f', 8)} {_f(row['ants_over_bare'], '.3f', 9)} "
-            f"{_f(row['ants_over_arq'], '.2f', 8)} "
-            f"{_f(a['msgs_per_task'], '.1f', 7)}|{_f(b['msgs_per_task'], '.1f', 6)} "
-            f"{_f(a['kib_per_task'], '.2f', 6)}|{_f(b['kib_per_task'], '.2f', 6)} "
-            f"{_f(a['claims_per_task'], '.2f', 11)}"
-        )
+        ants = row["ants"]
+        for name in ("ants", *BASELINES):
+            figures = row[name]
+            if figures is None:
+                continue
+            vs = ratio(ants["tasks_per_s"], figures["tasks_per_s"]) if name != "ants" else None
+            print(
+                f"{row['agents'] if name == 'ants' else '':>6}  {LABELS[name]:<11} "
+                f"{_f(figures['tasks_per_s'], '.0f', 8)} {_f(vs, '.3f', 9)} "
+                f"{_f(figures['msgs_per_task'], '.1f', 9)} {_f(figures['kib_per_task'], '.2f', 8)} "
+                f"{_f(figures['claims_per_task'], '.2f', 11)}"
+            )
     sub, idle = summary["submit"], summary["idle_latency"]
-    print(f"\n{'no agents / idle':<34} {'ants-nats':>16} {'bare queue':>16} {'ratio a/b':>12}")
+    print(f"\n{'no agents':<34} {'ants-nats':>16} {'bare queue':>16} {'ratio a/b':>12}")
     print(
         f"{'submit_many (500/call) vs publish':<34} {_f(sub['submit_many']['tasks_per_s'], '.0f', 12)} t/s "
         f"{_f(sub['js_publish']['tasks_per_s'], '.0f', 12)} m/s {_f(sub['ratio'], '.3f', 12)}"
     )
-    for label, a, b in (
-        ("one submit vs js.publish, ms", sub["submit_one"], sub["js_publish_one"]),
-        (f"idle {IDLE_AGENTS} agents: to done, ms", idle["ants"], idle["bare"]),
-    ):
-        print(
-            f"{label:<34} {_f(a['p50_ms'], '.2f', 7)} / {_f(a['p99_ms'], '.2f', 6)} "
-            f"{_f(b['p50_ms'], '.2f', 7)} / {_f(b['p99_ms'], '.2f', 6)} "
-            f"{_f(ratio(a['p50_ms'], b['p50_ms']), '.1f', 5)} / "
-            f"{_f(ratio(a['p99_ms'], b['p99_ms']), '.1f', 4)}"
-        )
+    a, b = sub["submit_one"], sub["js_publish_one"]
     print(
-        f"{'  (p50 / p99; idle: submit() part)':<34} {_f(idle['ants_submit_part']['p50_ms'], '.2f', 7)} / "
-        f"{_f(idle['ants_submit_part']['p99_ms'], '.2f', 6)}   msgs/task idle: "
-        f"{_f(idle['ants_msgs_per_task'], '.1f', 0)} vs {_f(idle['bare_msgs_per_task'], '.1f', 0)}"
+        f"{'one submit vs js.publish, ms':<34} {_f(a['p50_ms'], '.2f', 7)} / {_f(a['p99_ms'], '.2f', 6)} "
+        f"{_f(b['p50_ms'], '.2f', 7)} / {_f(b['p99_ms'], '.2f', 6)} "
+        f"{_f(ratio(a['p50_ms'], b['p50_ms']), '.1f', 5)} / {_f(ratio(a['p99_ms'], b['p99_ms']), '.1f', 4)}"
     )
+    print(
+        f"\n{'idle, one task at a time, ms':<44} {'p50':>7} {'p99':>7} {'ants/this p50':>13} {'msgs/task':>9}"
+    )
+    lines = [
+        (
+            f"ants-nats, {IDLE_AGENTS} agents: submit -> done (watch)",
+            idle["ants"],
+            idle["ants_msgs_per_task"],
+        ),
+        ("  of which submit()", idle["ants_submit_part"], None),
+        ("bare queue: publish -> receipt (fetch 1)", idle["bare"], idle["bare_msgs_per_task"]),
+        ("taskiq: kiq -> post_save", idle["taskiq"], idle["taskiq_msgs_per_task"]),
+        ("faststream: publish -> handler returned", idle["faststream"], idle["faststream_msgs_per_task"]),
+    ]
+    for i, (label, latency, msgs) in enumerate(lines):
+        if latency is None:
+            continue
+        vs = ratio(idle["ants"]["p50_ms"], latency["p50_ms"]) if i >= 2 else None
+        print(
+            f"{label:<44} {_f(latency['p50_ms'], '.2f', 7)} {_f(latency['p99_ms'], '.2f', 7)} "
+            f"{_f(vs, '.2f', 13)} {_f(msgs, '.1f', 9)}"
+        )
     calib = summary["calibration_msgs"]
     print(
         "\n/varz messages per operation: "
@@ -286,8 +437,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     xs = [row["agents"] for row in rows]
     fig, (rate, msgs) = plt.subplots(1, 2, figsize=(11, 4.2))
     rate.plot(xs, [row["ants"]["tasks_per_s"] for row in rows], "o-", label="ants-nats")
-    if all(row["arq"] for row in rows):
-        rate.plot(xs, [row["arq"]["tasks_per_s"] for row in rows], "s-", label="arq (max_jobs = agents)")
+    for name, marker, label in (
+        ("arq", "s-", "arq (max_jobs = agents)"),
+        ("taskiq", "D-", "taskiq-nats (max_async_tasks = agents)"),
+        ("faststream", "v-", "FastStream (max_workers = agents)"),
+    ):
+        if all(row[name] for row in rows):
+            rate.plot(xs, [row[name]["tasks_per_s"] for row in rows], marker, label=label)
     bare = [row["bare"]["tasks_per_s"] for row in rows]
     rate.plot(xs, bare, "^", color="grey", label="bare JetStream queue")
     rate.axhline(summary["bare_all_slots"]["tasks_per_s"], color="grey", linestyle="--", linewidth=0.8)
@@ -295,6 +451,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     rate.set_title(f"throughput, {summary['config']['tasks']} no-op tasks")
     msgs.plot(xs, [row["ants"]["msgs_per_task"] for row in rows], "o-", label="ants-nats")
     msgs.plot(xs, [row["bare"]["msgs_per_task"] for row in rows], "^--", color="grey", label="bare queue")
+    for name, marker, label in (("taskiq", "D-", "taskiq-nats"), ("faststream", "v-", "FastStream")):
+        if all(row[name] for row in rows):
+            msgs.plot(xs, [row[name]["msgs_per_task"] for row in rows], marker, label=label)
     msgs.set(xscale="log", xlabel="agents (capacity 1 each)", ylabel="server messages per task (/varz)")
     msgs.set_ylim(bottom=0)
     msgs.set_title("messages per task")
@@ -347,6 +506,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, Path, Path | None, bo
     parser.add_argument("--samples", type=int, help="sequential latency samples (default 300; quick 100)")
     parser.add_argument("--quick", action="store_true", help="smoke run: N=300, agents 1 16")
     parser.add_argument("--no-arq", action="store_true", help="skip the arq baseline")
+    parser.add_argument("--no-taskiq", action="store_true", help="skip the taskiq baseline")
+    parser.add_argument("--no-faststream", action="store_true", help="skip the FastStream baseline")
     parser.add_argument("--uvloop", action="store_true", help="run under uvloop (if installed)")
     parser.add_argument("--out", type=Path, help="JSON results (default bench/results/fastpath[-quick].json)")
     parser.add_argument("--plot", type=Path, help="PNG plot (default bench/results/fastpath[-quick].png)")
@@ -357,12 +518,22 @@ def parse(argv: list[str] | None = None) -> tuple[Options, Path, Path | None, bo
     if use_arq and (why := _arq.missing()) is not None:
         print(f"arq baseline skipped: {why}")
         use_arq = False
+    use_taskiq = not args.no_taskiq
+    if use_taskiq and (why := _taskiq.missing()) is not None:
+        print(f"taskiq baseline skipped: {why}")
+        use_taskiq = False
+    use_faststream = not args.no_faststream
+    if use_faststream and (why := _faststream.missing()) is not None:
+        print(f"faststream baseline skipped: {why}")
+        use_faststream = False
     opts = Options(
         tasks=args.tasks or (300 if quick else 2000),
         agents=args.agents or ([1, 16] if quick else [1, 16, 64]),
         repeat=max(1, args.repeat),
         samples=args.samples or (100 if quick else 300),
         arq=use_arq,
+        taskiq=use_taskiq,
+        faststream=use_faststream,
         quick=quick,
     )
     stem = "fastpath-quick" if quick else "fastpath"
