@@ -17,6 +17,7 @@ from ants_nats import (
     Task,
     TaskBoard,
     TaskContext,
+    TaskRecord,
     TaskStatus,
 )
 
@@ -130,3 +131,94 @@ async def test_retry_gives_a_dead_task_a_fresh_budget_and_refuses_others(board: 
     await board.submit(Task(id="fresh", kind="work"))
     with pytest.raises(InvalidTask, match="is pending"):
         await board.retry("fresh")
+
+
+async def _fail_for_good(board: TaskBoard, task_id: str, *, dead: bool) -> None:
+    """End ``task_id`` for good: dead after its only attempt, or failed without retry (what
+    ``NonRetryable`` does)."""
+    lease = await board.claim(task_id, "worker")
+    assert isinstance(lease, Lease)
+    final = await board.fail(lease, "boom", retry=dead)
+    assert final.status is (TaskStatus.DEAD if dead else TaskStatus.FAILED)
+
+
+async def _finish(board: TaskBoard, task_id: str) -> TaskRecord:
+    lease = await board.claim(task_id, "worker")
+    assert isinstance(lease, Lease)
+    return await board.complete(lease, task_id)
+
+
+@pytest.mark.parametrize("dead", [True, False], ids=["dead", "failed"])
+async def test_retry_puts_back_a_dependent_submitted_after_the_task_ended(
+    board: TaskBoard, dead: bool
+) -> None:
+    await board.submit_many(
+        [Task(id="g1", kind="work", max_attempts=1), Task(id="early", kind="work", depends_on=["g1"])]
+    )
+    await _fail_for_good(board, "g1", dead=dead)
+    late = await board.submit(Task(id="late", kind="work", depends_on=["g1"]))
+    status = "dead" if dead else "failed"
+    assert late.status is TaskStatus.FAILED and late.error == f"blocked: dependency 'g1' is {status} (boom)"
+    ended = await board.get("g1")
+    assert ended.dependents == ("early", "late")  # the late one is linked like the early one
+    assert ended.finished_dependents == ("early", "late")  # so the record may still expire
+
+    await board.retry("g1")
+    for task_id in ("early", "late"):
+        record = await board.get(task_id)
+        assert record.status is TaskStatus.PENDING and record.error is None
+        assert record.waiting_on == ("g1",)
+        assert "task.unblocked" in [e.kind for e in await board.trail.history(task_id)]
+    # Unfinished again: the record stays while they may still read its result.
+    assert (await board.get("g1")).finished_dependents == ()
+    await _finish(board, "g1")
+    assert (await _finish(board, "late")).status is TaskStatus.DONE
+    assert (await board.get("g1")).finished_dependents == ("late",)
+
+
+async def test_retry_reaches_the_dependents_of_a_late_dependent(board: TaskBoard) -> None:
+    await board.submit(Task(id="g1", kind="work"))
+    await _fail_for_good(board, "g1", dead=False)
+    submitted = await board.submit_many(
+        [
+            Task(id="late", kind="work", depends_on=["g1"]),
+            Task(id="child", kind="work", depends_on=["late"]),
+        ]
+    )
+    # Submitted after its own dependency was blocked: a late dependent of a late dependent.
+    submitted.append(await board.submit(Task(id="grandchild", kind="work", depends_on=["child"])))
+    assert all(r.status is TaskStatus.FAILED for r in submitted)
+    assert (submitted[2].error or "").startswith("blocked: dependency 'child' is failed")
+
+    await board.retry("g1")
+    chain = ("late", "child", "grandchild")
+    for task_id, dep in zip(chain, ("g1", "late", "child"), strict=True):
+        record = await board.get(task_id)
+        assert record.status is TaskStatus.PENDING and record.waiting_on == (dep,)
+    for task_id in ("g1", *chain):
+        assert (await _finish(board, task_id)).status is TaskStatus.DONE
+
+
+async def test_a_block_on_a_stale_view_of_a_retried_dependency_is_undone(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await board.submit(Task(id="g1", kind="work", max_attempts=1))
+    await _fail_for_good(board, "g1", dead=True)
+    propagation = board._propagation
+    block = propagation.block
+
+    async def retried_meanwhile(
+        task_id: str, dep: str, dep_record: TaskRecord, *, by: str | None = None
+    ) -> None:
+        # The retry lands after the late dependent is linked, before it is blocked: the retry finds
+        # it still pending, and the block that follows acts on the record read before the retry.
+        if task_id == "late" and dep_record.status is TaskStatus.DEAD:
+            await board.retry("g1")
+        await block(task_id, dep, dep_record, by=by)
+
+    monkeypatch.setattr(propagation, "block", retried_meanwhile)
+    await board.submit(Task(id="late", kind="work", depends_on=["g1"]))
+    late = await board.get("late")
+    assert late.status is TaskStatus.PENDING and late.waiting_on == ("g1",)
+    await _finish(board, "g1")
+    assert (await _finish(board, "late")).status is TaskStatus.DONE

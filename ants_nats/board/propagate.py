@@ -3,8 +3,8 @@
 A record lists the dependencies it still ``waits_on`` and its ``dependents``. Whoever finishes a
 task removes it from each dependent (CAS); whoever empties a dependent's list announces it (its
 ticket's message id dedupes racing announcers). A failed or dead task fails its dependents as
-``blocked``. Every step is idempotent, so whoever meets a finished task may redo it: that is how
-the consequences survive a crash right after the final CAS.
+``blocked``, and a retry puts them back. Every step is idempotent, so whoever meets a finished
+task may redo it: that is how the consequences survive a crash right after the final CAS.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from ..models import TaskRecord, TaskStatus
 from ._core import Core
 
 _BLOCKED_BY = "blocked: dependency {dep!r}"
+
+RETRIABLE = (TaskStatus.FAILED, TaskStatus.DEAD)
+"""The states ``TaskBoard.retry`` takes a task back from."""
 
 
 def blocked_by(record: TaskRecord, dep: str) -> bool:
@@ -46,24 +49,27 @@ class Propagation:
         for dep in record.task.depends_on:
             await self._dependent_finished(dep, task_id)
 
-    async def _dependent_finished(self, task_id: str, dependent: str) -> None:
-        """Note on ``task_id`` that ``dependent`` has finished: once all have, a finished
-        ``task_id`` may expire (``Core.write``)."""
+    async def _dependent_finished(self, task_id: str, dependent: str, *, finished: bool = True) -> None:
+        """Note on ``task_id`` that ``dependent`` has finished (or, put back, has not): once all
+        have, a finished ``task_id`` may expire (``Core.write``)."""
 
         def note(record: TaskRecord) -> TaskRecord | None:
-            if dependent in record.finished_dependents:
+            if (dependent in record.finished_dependents) == finished:
                 return None
-            finished = tuple(sorted({*record.finished_dependents, dependent}))
-            return record.model_copy(update={"finished_dependents": finished})
+            others = set(record.finished_dependents) - {dependent}
+            listed = others | {dependent} if finished else others
+            return record.model_copy(update={"finished_dependents": tuple(sorted(listed))})
 
         with contextlib.suppress(TaskNotFound):  # expired already (or never linked): nothing to keep
             await self._core.mutate(task_id, note)
 
     async def attach(self, task_id: str, dep: str) -> None:
-        """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended."""
+        """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended.
+
+        A failed or dead ``dep`` records the link too: a retry of ``dep`` puts ``task_id`` back."""
 
         def add_dependent(record: TaskRecord) -> TaskRecord | None:
-            if record.status.terminal:
+            if task_id in record.dependents or (record.status.terminal and record.status not in RETRIABLE):
                 return None
             return record.model_copy(update={"dependents": tuple(sorted({*record.dependents, task_id}))})
 
@@ -104,6 +110,43 @@ class Propagation:
         if dep_record.error:
             reason += f" ({dep_record.error})"
         await self.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.blocked", by=by)
+        if dep_record.status in RETRIABLE:
+            # A retry of ``dep`` since ``dep_record`` was read found ``task_id`` not blocked yet,
+            # so it could not put it back: do it here.
+            with contextlib.suppress(TaskNotFound):  # expired: nobody retried it
+                current, _ = await self._core.get_entry(dep)
+                if current.status not in RETRIABLE:
+                    await self.unblock(task_id, dep)
+
+    async def unblock(self, task_id: str, dep: str) -> None:
+        """``dep`` was put back: ``task_id``, if ``dep`` had blocked it, goes back to pending too."""
+        changed = False
+
+        def unblock(record: TaskRecord) -> TaskRecord | None:
+            nonlocal changed
+            changed = record.status is TaskStatus.FAILED and blocked_by(record, dep)
+            return fresh(record) if changed else None
+
+        after, revision = await self._core.mutate(task_id, unblock)
+        if changed:
+            data: JsonValue = {"dependency": dep}
+            await self._core.event("task.unblocked", task_id, data=data)
+            await self.requeued(after, revision)
+
+    async def requeued(self, record: TaskRecord, revision: int) -> None:
+        """Carry a task put back to pending to the graph: its dependencies keep their records for
+        it again, it is announced (or settled again on its dependencies), and the dependents it
+        blocked get back their chance."""
+        task_id = record.task.id
+        # Before it can run again: its end, if noted first, would be undone here.
+        for dep in record.task.depends_on:
+            await self._dependent_finished(dep, task_id, finished=False)
+        if record.ready:
+            await self.announce(record, revision, again=True)
+        for dep in record.waiting_on:
+            await self.attach(task_id, dep)  # blocks it again if dep is still failed
+        for dependent in record.dependents:
+            await self.unblock(dependent, task_id)
 
     async def finish_unclaimed(
         self,
@@ -131,3 +174,10 @@ class Propagation:
         # Even when unchanged: a crash may have cut the cascade short below this task.
         await self.propagate(final, by=by)
         return final
+
+
+def fresh(record: TaskRecord) -> TaskRecord:
+    """``record`` back to pending, its past attempts no longer counted."""
+    return record.model_copy(
+        update={"status": TaskStatus.PENDING, "error": None, "budget_from": len(record.attempts)}
+    )

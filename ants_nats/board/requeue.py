@@ -7,12 +7,10 @@ a retried task that still waits on a failed dependency is blocked again at once.
 
 from __future__ import annotations
 
-from pydantic import JsonValue
-
 from ..errors import InvalidTask
-from ..models import TaskRecord, TaskStatus
+from ..models import TaskRecord
 from ._core import Core, check_id
-from .propagate import Propagation, blocked_by
+from .propagate import RETRIABLE, Propagation, fresh
 
 
 class Requeue:
@@ -27,45 +25,13 @@ class Requeue:
         check_id(task_id)
 
         def again(record: TaskRecord) -> TaskRecord:
-            if record.status not in (TaskStatus.FAILED, TaskStatus.DEAD):
+            if record.status not in RETRIABLE:
                 raise InvalidTask(
                     f"task {task_id!r} is {record.status.value}: only a failed or dead task can be retried"
                 )
-            return _fresh(record)
+            return fresh(record)
 
         after, revision = await self._core.mutate(task_id, again)
         await self._core.event("task.retried", task_id, data={"by": by}, by=by)
-        await self._requeued(after, revision)
+        await self._propagation.requeued(after, revision)
         return after
-
-    async def _requeued(self, record: TaskRecord, revision: int) -> None:
-        """Announce a task back to pending (or settle it again on its dependencies), then give its
-        blocked dependents back their chance."""
-        task_id = record.task.id
-        if record.ready:
-            await self._propagation.announce(record, revision, again=True)
-        for dep in record.waiting_on:
-            await self._propagation.attach(task_id, dep)  # blocks it again if dep is still failed
-        for dependent in record.dependents:
-            await self._unblock(dependent, task_id)
-
-    async def _unblock(self, task_id: str, dep: str) -> None:
-        changed = False
-
-        def unblock(record: TaskRecord) -> TaskRecord | None:
-            nonlocal changed
-            changed = record.status is TaskStatus.FAILED and blocked_by(record, dep)
-            return _fresh(record) if changed else None
-
-        after, revision = await self._core.mutate(task_id, unblock)
-        if changed:
-            data: JsonValue = {"dependency": dep}
-            await self._core.event("task.unblocked", task_id, data=data)
-            await self._requeued(after, revision)
-
-
-def _fresh(record: TaskRecord) -> TaskRecord:
-    """``record`` back to pending, its past attempts no longer counted."""
-    return record.model_copy(
-        update={"status": TaskStatus.PENDING, "error": None, "budget_from": len(record.attempts)}
-    )
