@@ -17,6 +17,11 @@ class ServerStartError(AntsError):
     """An embedded ``nats-server`` process could not be started."""
 
 
+class UsageError(AntsError):
+    """The command line was used wrongly: a flag missing, flags that do not go together, or a flag's
+    value that cannot be read. Nothing was done."""
+
+
 class InvalidTask(AntsError):
     """A task (or a batch of tasks) failed validation; nothing was written."""
 
