@@ -1,9 +1,9 @@
 """The demo swarm: independent agent processes work through a document pipeline DAG.
 
 fetch(doc) -> parse(doc) -> summarise(doc) for each document, then one ``publish`` task waiting on
-every summary. Each agent is its own ``ants-nats agent`` process; one is unreliable (its handlers
-fail now and then) and one is adversarial (it claims work and abandons it), so retries, expiries
-and the reputation system show up. Nothing but the NATS server connects them.
+every summary. Each agent is its own process (``python -m ants_nats.cli.demo_agent``); one is
+unreliable (its handlers fail now and then) and one is adversarial (it claims work and abandons it),
+so retries, expiries and the reputation system show up. Nothing but the NATS server connects them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,28 +150,13 @@ async def _never(task: Task, ctx: TaskContext) -> JsonValue:
     return None
 
 
-def agent_for(
-    board: TaskBoard,
-    spec: AgentSpec,
-    *,
-    seed: int,
-    handlers: Mapping[str, Handler],
-    capacity: int = 2,
-    metrics_port: int | None = None,
-) -> Agent:
-    """The agent a process runs for ``spec``: ``handlers``, made flaky or abandoned as it says
-    (serving its metrics on ``metrics_port``, if given)."""
+def agent_for(board: TaskBoard, spec: AgentSpec, *, seed: int) -> Agent:
+    """The agent a demo process runs for ``spec``: the pipeline's ``HANDLERS``, made flaky or
+    abandoned as it says (``seed`` seeds its failures)."""
     cls = AbandoningAgent if spec.abandons else Agent
-    agent = cls(
-        board,
-        name=spec.name,
-        capabilities=spec.capabilities,
-        capacity=capacity,
-        shutdown_grace=2.0,
-        metrics_port=metrics_port,
-    )
+    agent = cls(board, name=spec.name, capabilities=spec.capabilities, capacity=2, shutdown_grace=2.0)
     rng = random.Random(seed)
-    for kind, handler in handlers.items():
+    for kind, handler in HANDLERS.items():
         chosen = _never if spec.abandons else handler
         if spec.fail_rate and not spec.abandons:
             chosen = unreliable(handler, spec.fail_rate, rng)
@@ -228,8 +213,9 @@ Traffic = Callable[[], Awaitable[tuple[int, int]]]
 
 
 def _agent_command(url: str, spec: AgentSpec, *, lease_ttl: float, seed: int) -> list[str]:
-    command = [sys.executable, "-m", "ants_nats.cli", "--log-level", "ERROR", "agent", "--server", url]
-    command += ["--name", spec.name, "--lease-ttl", str(lease_ttl), "--seed", str(seed), "--demo"]
+    # The demo's own entry: ``ants-nats agent`` has no unreliable nor abandoning agents.
+    command = [sys.executable, "-m", "ants_nats.cli.demo_agent", "--log-level", "ERROR", "agent"]
+    command += ["--server", url, "--name", spec.name, "--lease-ttl", str(lease_ttl), "--seed", str(seed)]
     for cap in spec.capabilities:
         command += ["--cap", cap]
     if spec.fail_rate:

@@ -1,0 +1,41 @@
+"""``ants-nats config``: a server configuration with access control, and a seed per user."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..access import server_config
+from ..errors import UsageError
+from ..identity import Identity
+from .command import command
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", action="append", default=[], help="agent id (repeatable)")
+    parser.add_argument("--observer", action="append", default=[], help="read-only user name (repeatable)")
+    parser.add_argument(
+        "--ledger", action="append", default=[], help="ledger service user, the only writer of the ledger"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for nats-server.conf and seeds")
+
+
+@command("config", "generate a server configuration with one nkey user per agent", _arguments, server=False)
+async def config(args: argparse.Namespace) -> int:
+    if not args.agent and not args.observer and not args.ledger:
+        raise UsageError("name at least one --agent, --observer or --ledger")
+    identities = {name: Identity.generate() for name in [*args.agent, *args.observer, *args.ledger]}
+    text = server_config(
+        {a: identities[a].public_key for a in args.agent},
+        {o: identities[o].public_key for o in args.observer},
+        {name: identities[name].public_key for name in args.ledger},
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "nats-server.conf").write_text(text)
+    for name, identity in identities.items():
+        seed_file = args.out / f"{name}.seed"
+        seed_file.write_text(identity.seed + "\n")
+        seed_file.chmod(0o600)
+    print(f"wrote {args.out / 'nats-server.conf'} and {len(identities)} seed file(s) (mode 600)")
+    print("start: nats-server -js -c nats-server.conf; connect each agent with its seed")
+    return 0

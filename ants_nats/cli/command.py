@@ -1,0 +1,85 @@
+"""A command of ``ants-nats``: its name and help, its own arguments beside its run function, and the
+shared options it takes (``--server``, ``--json``).
+
+A command is declared once, in its family's module, as its run function decorated with ``@command``
+and its arguments just above it; the package's ``COMMANDS`` only lists them. Adding a flag is one
+line in those arguments, read by the run function below them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from ..board import TaskBoard
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+Run = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+"""What a command does with its parsed arguments; returns the exit status."""
+Arguments = Callable[[argparse.ArgumentParser], None]
+# Quoted: the class is generic to type checkers only.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a command that takes the shared options alone."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command. ``server``: it talks to NATS (``--server URL``); ``json_out``: it prints what
+    it read, as JSON with ``--json``."""
+
+    name: str
+    text: str
+    run: Run
+    arguments: Arguments = no_arguments
+    server: bool = True
+    json_out: bool = False
+
+    def add_to(self, subcommands: Subcommands) -> None:
+        parser = subcommands.add_parser(self.name, help=self.text, description=self.text)
+        if self.server:
+            parser.add_argument(
+                "--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL"
+            )
+        if self.json_out:
+            parser.add_argument("--json", action="store_true", help="machine-readable output")
+        self.arguments(parser)
+        parser.set_defaults(run=self.run)
+
+
+def command(
+    name: str, text: str, arguments: Arguments = no_arguments, *, server: bool = True, json_out: bool = False
+) -> Callable[[Run], Command]:
+    """Declare the decorated run function as command ``name``, with its help and its arguments."""
+
+    def declare(run: Run) -> Command:
+        return Command(name, text, run, arguments, server=server, json_out=json_out)
+
+    return declare
+
+
+@dataclass(frozen=True)
+class Group:
+    """A command made of subcommands, such as ``schedule add|ls|rm``."""
+
+    name: str
+    text: str
+    commands: tuple[Command, ...]
+
+    def add_to(self, subcommands: Subcommands) -> None:
+        parser = subcommands.add_parser(self.name, help=self.text, description=self.text)
+        under = parser.add_subparsers(dest=f"{self.name}_command", required=True)
+        for command in self.commands:
+            command.add_to(under)
+
+
+def connect(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
+    """The board at ``--server``, as the command line connects to it."""
+    return TaskBoard.connect(args.server, name="ants-nats-cli")
