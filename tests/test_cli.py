@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ants_nats import Task, TaskBoard
+from ants_nats import InvalidTask, Task, TaskBoard
+from ants_nats.cli.task_input import not_before, task_from_flags
+from ants_nats.errors import UsageError
 from ants_nats.server import EmbeddedServer, find_server_binary, free_port
 
 
@@ -53,6 +56,13 @@ async def test_demo_against_a_given_server(nats_server: EmbeddedServer) -> None:
         (("tasks", "--server", "::::not a url"), "not a NATS URL"),
         (("submit", "--bogus"), "unrecognized arguments: --bogus"),
         (("wait",), "the following arguments are required: ID"),
+        # The demo's unreliable and abandoning behaviours are the demo's own, not the real agent's.
+        (("agent", "--abandon"), "unrecognized arguments: --abandon"),
+        (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
+        (
+            ("limit", "set", "llm", "--per-minute", "3", "--interval", "4", "--server", "nats://127.0.0.1:1"),
+            "give --per-minute/--tokens-per-minute, or --requests/--tokens with --interval",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_message_and_exit_2(args: tuple[str, ...], message: str) -> None:
@@ -60,6 +70,17 @@ def test_bad_input_is_a_clear_message_and_exit_2(args: tuple[str, ...], message:
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no usage dump
+
+
+def test_flags_that_cannot_be_read_are_usage_errors_not_invalid_tasks() -> None:
+    with pytest.raises(UsageError, match="give --at or --in, not both"):
+        not_before("2030-01-01T00:00:00+00:00", "5s")
+    with pytest.raises(UsageError, match="--in '5 weeks'"):
+        not_before(None, "5 weeks")
+    flags = argparse.Namespace(kind="k", require=[], payload="{nope", priority=0)
+    with pytest.raises(UsageError, match="--payload is not JSON"):
+        task_from_flags(flags)
+    assert not issubclass(UsageError, InvalidTask)
 
 
 def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
