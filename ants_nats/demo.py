@@ -25,6 +25,7 @@ from pydantic import JsonValue
 from ._aio import cancel_and_wait, stop_process
 from ._watch import watch_values
 from .agent import Agent
+from .attempt import RunningAttempt
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
 from .ledger import Ledger, accountable
@@ -138,11 +139,17 @@ def unreliable(handler: Handler, rate: float, rng: random.Random) -> Handler:
     return flaky
 
 
+class AbandonedAttempt(RunningAttempt):
+    """An attempt that writes its claim and then never heartbeats: its lease expires."""
+
+    async def _heartbeat(self) -> None:
+        await asyncio.Event().wait()
+
+
 class AbandoningAgent(Agent):
     """The demo's adversary: it claims work and never heartbeats nor finishes it."""
 
-    async def _heartbeat(self, *args: object) -> None:
-        await asyncio.Event().wait()
+    attempt_class = AbandonedAttempt
 
 
 async def _never(task: Task, ctx: TaskContext) -> JsonValue:

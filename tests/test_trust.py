@@ -31,6 +31,7 @@ from ants_nats import (
     connect,
 )
 from ants_nats._store import Bucket, publish
+from ants_nats.demo import AbandoningAgent
 from ants_nats.identity import SIG_HEADER, SIGNER_HEADER
 from ants_nats.ledger import Ledger, accountable, apply
 from ants_nats.models import AgentLedger, Counts
@@ -54,19 +55,12 @@ async def ledger_running(board: TaskBoard) -> AsyncIterator[Ledger]:
         await asyncio.gather(projector, return_exceptions=True)
 
 
-class Slacker(Agent):
-    """Claims work and never heartbeats nor finishes: its leases expire on the server."""
-
-    async def _heartbeat(self, *args: object) -> None:
-        await asyncio.Event().wait()
-
-
 async def test_an_agent_that_abandons_claims_is_quarantined_and_its_work_redone(board: TaskBoard) -> None:
     async def never(task: Task, ctx: TaskContext) -> JsonValue:
         await asyncio.Event().wait()
         return None
 
-    slacker = Slacker(board, name="slacker", capabilities=["cpu"], capacity=3, shutdown_grace=0.1)
+    slacker = AbandoningAgent(board, name="slacker", capabilities=["cpu"], capacity=3, shutdown_grace=0.1)
     slacker.handler("work")(never)
     tasks = [Task(id=f"s{i}", kind="work", requires=("cpu",), max_attempts=10) for i in range(8)]
     recorder = Recorder()
