@@ -2,7 +2,7 @@
 
 from ._connect import connect
 from ._version import __version__
-from .agent import Agent, Decider
+from .agent import CATCH_ALL, Agent, Decider
 from .agent_protocol import AgentProtocolHandler, via_agent_protocol
 from .artifacts import Artifacts
 from .board import BoardConfig, Lease, Taken, TaskBoard
@@ -63,6 +63,7 @@ from .trail import Scent, Trail, TrailConfig
 from .verify import Authenticity, Verifier
 
 __all__ = [
+    "CATCH_ALL",
     "Agent",
     "AgentCard",
     "AgentProtocolError",

@@ -31,6 +31,7 @@ from .names import (
     SCHEDULE_SUBJECT_PREFIX,
     TASKS_BUCKET,
     TRAIL_SUBJECT_PREFIX,
+    UNROUTABLE_BUCKET,
     WORK_SUBJECT_PREFIX,
     is_valid_id,
 )
@@ -72,6 +73,7 @@ def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, o
                 f"$KV.{TASKS_BUCKET}.>",
                 f"$KV.{LEASES_BUCKET}.*.{agent_id}",
                 f"$KV.{ROUTES_BUCKET}.>",
+                f"$KV.{UNROUTABLE_BUCKET}.>",
                 # Rate windows and budgets are taken from and charged by every agent (CAS); any
                 # agent may set a limit as it may submit work (there is no operator role yet).
                 f"$KV.{LIMITS_BUCKET}.>",

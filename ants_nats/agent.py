@@ -31,7 +31,7 @@ from ._aio import cancel_and_wait, stopping_on_signals
 from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
-from .attempt import RETRY_BACKOFF_S, Crew, RunningAttempt
+from .attempt import RETRY_BACKOFF_S, Crew, Declined, RunningAttempt
 from .board import Taken, TaskBoard
 from .context import Handler
 from .errors import (
@@ -56,6 +56,9 @@ _EXPRESS_LOOK_S = 0.05
 """How long a look at an express lane waits (a lane holding a ticket answers well within it)."""
 _EXPRESS_IDLE_S = 0.5
 """Longest an express ticket waits for an idle agent (the normal lane's long poll, when both exist)."""
+CATCH_ALL = "*"
+"""The kind of a catch-all handler (``agent.handler("*")``): it takes tasks of every kind without a
+handler of their own, and the agent's card then names no kinds."""
 _CANCEL_NEWS_S = 600.0
 """How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
 
@@ -77,6 +80,9 @@ class _Recent:
 
 class Agent:
     """An autonomous worker. Use as ``async with Agent(board, name=..., capabilities=[...]) as agent``."""
+
+    attempt_class: type[RunningAttempt] = RunningAttempt
+    """What runs each claim this agent wins (a subclass changes how attempts behave)."""
 
     def __init__(
         self,
@@ -125,7 +131,10 @@ class Agent:
         )
         self._presence = Presence(board, self.card, self.identity, self.metrics.work)
         self._throttle = Throttle(board, self.id)
-        self._crew = Crew(board, self.id, self.metrics, self._throttle, handler_timeout)
+        self._declined = Declined()
+        self._crew = Crew(
+            board, self.id, self.metrics, self._throttle, handler_timeout, self._offer, self._declined
+        )
         self._runners: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
@@ -138,17 +147,29 @@ class Agent:
         """When this agent began to hear cancels: a ticket published earlier may hide one."""
         self._cancelled = _Recent()
         """Tasks announced as cancelled lately (their tickets read the record meanwhile)."""
-        self._declined = _Recent()
-        """Tasks this agent declined lately (it steps aside for them meanwhile)."""
+        self._offer_changed = asyncio.Event()
+        """Set when what the agent offers changed (or it started): unroutable tasks may be for it."""
+        self._offer_changed.set()
+        self._announced_offer = ""
+        """The offer of the card last announced with its capabilities."""
 
     def handler(self, kind: str) -> Callable[[Handler], Handler]:
         """Decorator registering the coroutine that handles tasks of ``kind``."""
 
         def register(func: Handler) -> Handler:
             self._handlers[kind] = func
+            self._offer_changed.set()  # (before the start, the first announcement says it)
             return func
 
         return register
+
+    def _handler_for(self, kind: str) -> Handler | None:
+        return self._handlers.get(kind) or self._handlers.get(CATCH_ALL)
+
+    @property
+    def kinds(self) -> frozenset[str] | None:
+        """Task kinds this agent has handlers for (None: any, with a catch-all handler)."""
+        return None if CATCH_ALL in self._handlers else frozenset(self._handlers)
 
     @property
     def handler_timeout(self) -> float | None:
@@ -177,6 +198,7 @@ class Agent:
             name=self.name,
             description=self.description,
             capabilities=self.specs,
+            kinds=None if self.kinds is None else tuple(sorted(self.kinds)),
             load=self.load,
             capacity=self.capacity,
             software=__version__,
@@ -186,13 +208,20 @@ class Agent:
     async def update_capabilities(self, capabilities: Iterable[str | CapabilitySpec]) -> None:
         """Change what this agent can do: re-announce, and pull from exactly the routes it now serves."""
         self.specs = as_specs(capabilities)
-        await self._presence.capabilities_changed()
+        await self._announce_offer()
+        self._offer_changed.set()
         unserved = [
             name for name in self._pullers if not set(self._routes[name].requires) <= self.capabilities
         ]
         await cancel_and_wait([self._pullers.pop(name) for name in unserved])
         for route in self._routes.values():
             self._maybe_pull(route)
+
+    async def forget_declines(self, task_ids: Iterable[str] | None = None) -> list[str]:
+        """Take back this agent's declines of ``task_ids`` (None: all it remembers), e.g. when it
+        declined for want of time and now has some: those tasks may come to it again, and those
+        set aside as unroutable meanwhile are announced again (their ids are returned)."""
+        return await self.board.reroute(self.card(), forgiven=self._declined.forget(task_ids))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -204,11 +233,13 @@ class Agent:
         self._listening_since = utcnow()
         await self._throttle.start()
         await self._presence.start()
+        self._announced_offer = self.card().offer
         self._background = [
             asyncio.create_task(self._keep_running("discover", self._discover), name=f"{self.id}:discover"),
             asyncio.create_task(
                 self._keep_running("relay schedules", self.board.relay_schedules), name=f"{self.id}:relay"
             ),
+            asyncio.create_task(self._keep_running("reroute", self._reroute), name=f"{self.id}:reroute"),
         ]
         if self._metrics_server is not None:
             try:
@@ -278,6 +309,26 @@ class Agent:
         async for route in self.board.routes.watch():
             self._routes[route.name] = route
             self._maybe_pull(route)
+
+    async def _reroute(self) -> None:
+        """Whenever the agent's offer changes (and once it has joined): bring back the unroutable
+        tasks it could take (its declines made with another offer no longer stand)."""
+        while True:
+            await self._offer_changed.wait()
+            self._offer_changed.clear()
+            if self.card().offer != self._announced_offer:
+                await self._announce_offer()  # a handler registered since the start
+            brought = await self.board.reroute(self.card())
+            if brought:
+                log.info("agent.rerouted", agent=self.id, tasks=brought)
+
+    async def _announce_offer(self) -> None:
+        """Announce the card at once, with an ``agent.changed`` mark: what it offers changed."""
+        await self._presence.capabilities_changed()
+        self._announced_offer = self.card().offer
+
+    def _offer(self) -> str:
+        return self.card().offer
 
     def _maybe_pull(self, route: Route) -> None:
         if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):
@@ -352,9 +403,16 @@ class Agent:
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
         try:
-            if self._stepping_aside(ticket.task_id) or (
-                delivered == 1 and await self._defers_to_others(ticket)
-            ):
+            if self._declined.stands(ticket.task_id, self._offer()):
+                # Declined already: unless everyone able has declined it by now (then it is set
+                # aside), others may take it.
+                delay = await self.board.reconsider(ticket.task_id, by=self.id)
+                if delay is None:
+                    await msg.ack()
+                else:
+                    await msg.nak(delay=max(delay, self.decline_backoff))
+                return
+            if delivered == 1 and await self._defers_to_others(ticket):
                 await msg.nak(delay=self.decline_backoff)
                 return
             taking = await self._throttle.take(requires_of(ticket.route))
@@ -381,38 +439,31 @@ class Agent:
         trace.claimed(claim_ns, time.time_ns(), token=lease.token, deferred=not lease.claimed)
         self.metrics.count("claimed", lease.task)
         try:
-            await self._serve(RunningAttempt(self._crew, msg, lease, trace))
+            await self._serve(self.attempt_class(self._crew, msg, lease, trace))
         finally:
             trace.end()
 
     async def _serve(self, attempt: RunningAttempt) -> None:
         """Decide on a claimed task, then run its handler (or decline it)."""
         task = attempt.lease.task
-        handler = self._handlers.get(task.kind)
+        handler = self._handler_for(task.kind)
         verdict = self._decide(self.specs, self.load - 1, self.capacity, task)
         if handler is None:
             verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
         if handler is None or not verdict.accept:
             await attempt.decline(verdict.reason)
-        else:
-            self._running[attempt.task_id] = attempt
-            try:
-                await attempt.run(handler)
-            except asyncio.CancelledError:
-                # Shutdown past the grace period: give the task back so another agent takes it now.
-                # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
-                # again, or fails, the lease simply expires on the server.)
-                await attempt.give_back_quietly()
-                raise
-            finally:
-                self._running.pop(attempt.task_id, None)
-        if attempt.outcome == "declined":
-            # Should the ticket come back to us, we hold it back for ``decline_backoff``.
-            self._declined.note(attempt.task_id, self.decline_backoff)
-
-    def _stepping_aside(self, task_id: str) -> bool:
-        """Whether this agent declined ``task_id`` less than ``decline_backoff`` seconds ago."""
-        return task_id in self._declined
+            return
+        self._running[attempt.task_id] = attempt
+        try:
+            await attempt.run(handler)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: give the task back so another agent takes it now.
+            # (Awaiting here is fine: the cancellation has been delivered. If this is cancelled
+            # again, or fails, the lease simply expires on the server.)
+            await attempt.give_back_quietly()
+            raise
+        finally:
+            self._running.pop(attempt.task_id, None)
 
     async def _defers_to_others(self, ticket: Ticket) -> bool:
         """On a fresh ticket, an agent with a poor record lets better ones go first."""

@@ -54,10 +54,12 @@ PROTOCOL_VERSION = "0.3"
 """The protocol version this module speaks (the SDKs' MAJOR.MINOR)."""
 
 DECLINED_CODES = frozenset({404, 409, 503})
+"""§9 statuses meaning "not here, not now": the task is declined, for another agent or later."""
+ABSENT_RETRY_S = 5.0
+"""How long a decline for want of an answering protocol agent stands: "not now", not "never"."""
 RATE_LIMITED_CODE = 429
 RATE_LIMITED_RETRY_S = 30.0
 """How long a 429 holds the capability back (the protocol's error says nothing of when to retry)."""
-"""§9 statuses meaning "not here, not now": the task is declined, for another agent or later."""
 INVALID_CODES = frozenset({400, 413, 422})
 """§9 statuses meaning the request itself is wrong: trying again cannot help."""
 
@@ -285,13 +287,15 @@ class AgentProtocolHandler:
                 # server's "no responders" status (which the SDK reads as a malformed chunk) or an
                 # agent gone meanwhile. Look for it again next time, and let others have the task.
                 self._target = None
-                return Decline(f"protocol agent {self.address} did not answer ({exc})")
+                return Decline(
+                    f"protocol agent {self.address} did not answer ({exc})", retry_after=ABSENT_RETRY_S
+                )
             return AgentProtocolError(f"the stream of {self.address} broke: {exc}")
         code, description = int(matched[1]), matched[2]
         message = f"protocol agent {self.address} answered {code}: {description}"
         log.info("agent_protocol.error", agent=str(self.address), code=code, description=description)
         if code in DECLINED_CODES:
-            return Decline(message)
+            return Decline(message, retry_after=ABSENT_RETRY_S)
         if code == RATE_LIMITED_CODE:
             return RateLimited(message, retry_after=RATE_LIMITED_RETRY_S)
         if code in INVALID_CODES:
@@ -314,7 +318,7 @@ class AgentProtocolHandler:
         try:
             infos = await discovery.discover_agent_infos(nc, max_wait_s=self.discover_wait)
         except nats.errors.Error as exc:
-            raise Decline(f"cannot discover protocol agents: {exc}") from exc
+            raise Decline(f"cannot discover protocol agents: {exc}", retry_after=ABSENT_RETRY_S) from exc
         found = [
             info
             for info in infos
@@ -323,7 +327,10 @@ class AgentProtocolHandler:
             and _compatible(info.protocol_version)
         ]
         if not found:
-            raise Decline(f"no protocol agent {self.address} (v{PROTOCOL_VERSION}) answers discovery")
+            raise Decline(
+                f"no protocol agent {self.address} (v{PROTOCOL_VERSION}) answers discovery",
+                retry_after=ABSENT_RETRY_S,
+            )
         # Instances of one agent share its prompt subject and queue group: any of them will do.
         info = min(found, key=lambda i: (i.owner, i.session_name, i.instance_id))
         log.info(

@@ -13,7 +13,10 @@ finished, nak with a delay when the task comes back) is the attempt's last step.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import nats.errors
@@ -21,7 +24,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from ._aio import cancel_and_wait
-from .board import Lease, TaskBoard
+from .board import Lease, TaskBoard, held_back
 from .context import AskingForInput, Decline, Handler, NonRetryable, TaskContext
 from .errors import (
     AntsError,
@@ -44,6 +47,35 @@ RETRY_BACKOFF_S = 0.5
 """Pause between two tries of a write the server did not answer."""
 
 
+class Declined:
+    """The tasks an agent declined lately (the latest ``limit``), each with the agent's offer then:
+    it steps aside for them while its offer is the same."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._offers: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._limit = limit
+
+    def note(self, task_id: str, offer: str, retry_after: float | None = None) -> None:
+        """``task_id`` was declined with ``offer`` (for ``retry_after`` seconds only, if given)."""
+        until = math.inf if retry_after is None else time.monotonic() + retry_after
+        self._offers[task_id] = (offer, until)
+        self._offers.move_to_end(task_id)
+        if len(self._offers) > self._limit:
+            self._offers.popitem(last=False)
+
+    def stands(self, task_id: str, offer: str) -> bool:
+        """Whether ``task_id`` was declined with ``offer``, and the decline has not lapsed."""
+        noted = self._offers.get(task_id)
+        return noted is not None and noted[0] == offer and time.monotonic() < noted[1]
+
+    def forget(self, task_ids: Iterable[str] | None = None) -> list[str]:
+        """Forget the declines of ``task_ids`` (None: all); returns the ids given (or all)."""
+        forgotten = list(self._offers) if task_ids is None else list(task_ids)
+        for task_id in forgotten:
+            self._offers.pop(task_id, None)
+        return forgotten
+
+
 @dataclass(frozen=True)
 class Crew:
     """What every attempt of one agent shares with it: the board, who it is, and its counters."""
@@ -53,6 +85,9 @@ class Crew:
     metrics: AgentMetrics
     throttle: Throttle
     handler_timeout: float | None
+    offer: Callable[[], str]
+    """The agent's offer now (``AgentCard.offer``): its declines stand while it holds."""
+    declined: Declined
 
 
 def _first_leaf(group: BaseExceptionGroup[AskingForInput]) -> AskingForInput:
@@ -94,14 +129,27 @@ class RunningAttempt:
 
     # ----------------------------------------------------------------- endings without a run
 
-    async def decline(self, reason: str, spent: Usage | None = None) -> None:
-        """Turn the task down: recorded with the reason, the ticket handed back at once."""
+    async def decline(
+        self, reason: str, spent: Usage | None = None, *, retry_after: float | None = None
+    ) -> None:
+        """Turn the task down (free, and not an attempt): noted on the record with the reason.
+        The ticket goes back at once to an agent already waiting (ours comes later), unless no
+        live agent able to take the task is left that has not declined it: then it is unroutable,
+        and the ticket is done with (or held back until the first "not now" lapses)."""
         lease = self.lease
         log.info("task.declined", agent=lease.agent_id, task_id=lease.task_id, reason=reason)
         self._ended("declined", reason)
-        await self._crew.board.release(lease, declined=reason, usage=spent)
-        # Handed back at once, the ticket goes to an agent already waiting (ours comes later).
-        await self._msg.nak()
+        offer = self._crew.offer()
+        # Noted first: should the ticket come back to us, we step aside while the decline stands.
+        self._crew.declined.note(lease.task_id, offer, retry_after)
+        record = await self._crew.board.decline(
+            lease, reason, offer=offer, retry_after=retry_after, usage=spent
+        )
+        delay = held_back(record)
+        if delay is None:
+            await self._msg.ack()
+        else:
+            await self._msg.nak(delay=delay or None)
 
     async def give_back(self) -> None:
         """Let go of the task (shutdown, or a cancel that did not hold): others take it now."""
@@ -152,7 +200,7 @@ class RunningAttempt:
             await self._rate_limited(exc)
             return
         except Decline as exc:
-            await self.decline(str(exc) or "declined by handler", ctx.spent)
+            await self.decline(str(exc) or "declined by handler", ctx.spent, retry_after=exc.retry_after)
             return
         except NonRetryable as exc:
             await self._finish(error=f"NonRetryable: {exc}", retry=False)
@@ -217,7 +265,7 @@ class RunningAttempt:
 
     async def _keep_claim(self) -> None:
         """Keep the claim while the handler runs: write a deferred claim (the handler has run for
-        ``claim_after`` by now), then heartbeat every third of the lease."""
+        ``claim_after`` by now), then heartbeat."""
         lease, crew = self.lease, self._crew
         if not lease.claimed:
             try:
@@ -230,6 +278,11 @@ class RunningAttempt:
                     "task.claim_write_failed", agent=lease.agent_id, task_id=lease.task_id, error=str(exc)
                 )
                 crew.metrics.heartbeat_failed()
+        await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        """Extend the lease every third of its TTL until the handler ends or the claim is lost."""
+        lease, crew = self.lease, self._crew
         while True:
             await asyncio.sleep(lease.ttl / 3)
             try:

@@ -15,10 +15,20 @@ from .models import ArtifactRef, Task, Usage
 
 
 class Decline(AntsError):
-    """Raise from a handler to turn a task down (not counted as an attempt); another agent takes it.
+    """Raise from a handler to turn a task down: free (reputation counts no declines), not an
+    attempt, and another agent takes it. The reason is noted on the record and on the trail.
 
-    The reason is recorded on the task's attempts and on the trail.
+    The decline stands while the agent's offer is unchanged; with ``retry_after`` (seconds) only
+    that long: "not now" (a service it needs is away, it is busy), after which the task may come
+    to it again. Once no agent able to take the task is left that has not declined it, the task
+    is unroutable, saying why, until one comes (or, for a "not now", until the first lapses).
     """
+
+    def __init__(self, reason: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        if retry_after is not None and not 0 < retry_after <= 86_400:
+            raise ValueError(f"retry_after must be within (0, 86400] seconds, got {retry_after}")
+        self.retry_after = retry_after
 
 
 class AskingForInput(BaseException):

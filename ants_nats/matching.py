@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .models import AgentCard, CapabilitySpec, Task
+from .models import AgentCard, CapabilitySpec, Task, TaskRecord
 
 
 def can_serve_route(capabilities: Iterable[str], requires: Iterable[str]) -> bool:
@@ -34,6 +34,37 @@ def unroutable(cards: Iterable[AgentCard], requires: Iterable[str]) -> tuple[str
             return None
         everything |= card.capability_names
     return missing(everything, needed) or tuple(sorted(needed))
+
+
+def unroutable_because(cards: Iterable[AgentCard], task: Task) -> tuple[tuple[str, ...], str] | None:
+    """None when some live agent can take ``task`` (its capabilities and its kind); otherwise the
+    capabilities nobody announces (empty when only the kind is missing) and the reason in words."""
+    cards = list(cards)
+    lacking = unroutable(cards, task.requires)
+    if lacking is not None:
+        return lacking, f"no live agent has {_listed(lacking)}"
+    if not cards or any(card.can_take(task) for card in cards):
+        return None  # (a task that requires nothing waits for any agent, whenever one comes)
+    with_caps = f" with {_listed(task.requires)}" if task.requires else ""
+    return (), f"no live agent handles kind {task.kind!r}{with_caps}"
+
+
+def declined_by_all(cards: Iterable[AgentCard], record: TaskRecord) -> tuple[tuple[str, ...], str] | None:
+    """Like ``unroutable_because``, and also when every live agent able to take the task has
+    declined it with the offer it makes now: then the reason names them and why."""
+    cards = list(cards)
+    because = unroutable_because(cards, record.task)
+    if because is not None:
+        return because
+    able = {card.id for card in cards if card.can_take(record.task)}
+    if not all(record.declined(card) for card in cards if card.id in able):
+        return None
+    notes = "; ".join(f"{d.agent}: {d.reason}" for d in record.declines if d.agent in able)
+    return (), f"declined by every live agent able to take it ({notes})"
+
+
+def _listed(capabilities: Iterable[str]) -> str:
+    return "[" + ", ".join(capabilities) + "]"
 
 
 def rank(cards: Iterable[AgentCard], requires: Iterable[str]) -> list[AgentCard]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -122,6 +123,11 @@ class Task(_Wire):
     budget: TaskId | None = Field(
         default=None, description="Id of the budget (in ants_budgets) its work is charged to, if any."
     )
+    fail_unroutable: bool = Field(
+        default=False,
+        description="Fail at once, with the reason, when no live agent can take it (instead of "
+        "waiting, unroutable, for one that can).",
+    )
     trace: str | None = Field(
         default=None,
         pattern=TRACEPARENT_PATTERN,
@@ -221,6 +227,12 @@ class AgentCard(_Wire):
     name: str = Field(max_length=128)
     description: str | None = Field(default=None, max_length=2000, description="What it is for, in words.")
     capabilities: tuple[CapabilitySpec, ...] = ()
+    kinds: tuple[Capability, ...] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Task kinds it has handlers for; null: any kind (a catch-all handler, or a card "
+        "that does not say).",
+    )
     load: int = Field(ge=0)
     capacity: int = Field(ge=1)
     heartbeat_at: datetime = Field(default_factory=utcnow)
@@ -237,6 +249,21 @@ class AgentCard(_Wire):
         """Tasks it could still take."""
         return max(self.capacity - self.load, 0)
 
+    def handles(self, kind: str) -> bool:
+        """Whether it has a handler for tasks of ``kind``."""
+        return self.kinds is None or kind in self.kinds
+
+    def can_take(self, task: Task) -> bool:
+        """Whether it announces every capability ``task`` requires and handles its kind."""
+        return set(task.requires) <= self.capability_names and self.handles(task.kind)
+
+    @property
+    def offer(self) -> str:
+        """A digest of what it offers (capabilities, kinds, capacity; not its load): a decline
+        stands while the decliner's offer is unchanged."""
+        offered = self.model_dump_json(include={"capabilities", "kinds", "capacity"})
+        return hashlib.sha256(offered.encode()).hexdigest()[:16]
+
 
 MAX_QUESTION_CHARS = 10_000
 MAX_ANSWER_CHARS = 100_000
@@ -252,6 +279,41 @@ class Question(_Wire):
     answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     answered_by: str | None = Field(default=None, max_length=128)
     answered_at: datetime | None = None
+
+
+MAX_DECLINES_KEPT = 64
+"""Most decliners a record remembers (the oldest are forgotten first): records stay bounded."""
+
+
+class DeclineNote(_Wire):
+    """What one agent's declines of a task come to: how often, the last reason and when."""
+
+    agent: str
+    count: int = Field(ge=1)
+    reason: str = Field(max_length=2000)
+    at: datetime
+    offer: str = Field(
+        description="The decliner's ``AgentCard.offer`` then: the decline stands while it holds."
+    )
+    token: int = Field(description="Fencing token of the claim it last declined.")
+    until: datetime | None = Field(
+        default=None, description="A 'not now': the decline lapses then (null: while the offer holds)."
+    )
+    usage: Usage | None = Field(default=None, description="What its declined attempts spent, together.")
+
+    def stands(self, card: AgentCard, now: datetime) -> bool:
+        """Whether this decline still holds for the agent of ``card`` at ``now``."""
+        return self.agent == card.id and self.offer == card.offer and (self.until is None or now < self.until)
+
+
+class UnroutableTask(_Wire):
+    """A task no live agent will take: key ``<task id>`` in ``ants_unroutable``, while it waits."""
+
+    task_id: TaskId
+    kind: Capability
+    requires: tuple[Capability, ...] = ()
+    reason: str
+    since: datetime = Field(default_factory=utcnow)
 
 
 class TaskRecord(_Wire):
@@ -278,7 +340,13 @@ class TaskRecord(_Wire):
     )
     error: str | None = None
     unroutable: tuple[Capability, ...] | None = Field(
-        default=None, description="Set while no live agent announces these required capabilities."
+        default=None,
+        description="Set while no live agent can take it: the required capabilities nobody announces "
+        "(empty when they are announced, but nobody able handles its kind or all of them declined).",
+    )
+    unroutable_reason: str | None = Field(default=None, description="Why it is unroutable, in words.")
+    declines: tuple[DeclineNote, ...] = Field(
+        default=(), description="Who declined it, how often, why (at most one note per agent)."
     )
     ticket: int | None = Field(
         default=None,
@@ -299,8 +367,23 @@ class TaskRecord(_Wire):
 
     @property
     def usage(self) -> Usage:
-        """What every attempt at this task reported spending, together."""
-        return sum((a.usage for a in self.attempts if a.usage is not None), Usage())
+        """What every attempt at this task reported spending, together (declined ones included)."""
+        spent = [a.usage for a in self.attempts] + [d.usage for d in self.declines]
+        return sum((u for u in spent if u is not None), Usage())
+
+    def declined(self, card: AgentCard, now: datetime | None = None) -> bool:
+        """Whether the agent of ``card`` declined this task with the offer it makes now (and, for
+        a 'not now', the decline has not lapsed by ``now``)."""
+        at = now or utcnow()
+        return any(d.stands(card, at) for d in self.declines)
+
+    def declines_lapse(self, now: datetime | None = None) -> float | None:
+        """Seconds until the first 'not now' decline lapses (None: none is pending)."""
+        at = now or utcnow()
+        pending = [
+            (d.until - at).total_seconds() for d in self.declines if d.until is not None and d.until > at
+        ]
+        return min(pending, default=None)
 
     @property
     def answers(self) -> tuple[str, ...]:

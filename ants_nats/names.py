@@ -24,6 +24,11 @@ def lease_key(task_id: str, agent_id: str) -> str:
     return f"{task_id}.{agent_id}"
 
 
+UNROUTABLE_BUCKET = "ants_unroutable"
+"""KV bucket: one key per task id that waits, unroutable, for an agent able to take it (a
+``UnroutableTask``); its ticket is gone, and an agent that joins or changes its offer reads this
+bucket and announces what it can take."""
+
 ROUTES_BUCKET = "ants_routes"
 """KV bucket: one key per capability route (set of required capabilities), value a ``Route``."""
 

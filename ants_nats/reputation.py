@@ -27,10 +27,11 @@ EVIDENCE: dict[str, tuple[float, float]] = {
     "completed": (1.0, 0.0),
     "failed": (0.0, 1.0),  # handler errors and timeouts alike
     "expired": (0.0, 1.0),  # claimed, then abandoned
-    "declined": (0.0, 0.25),  # legitimate, but an agent that declines everything is not reliable
     "bad_result": (0.0, 2.0),  # a result someone later showed to be wrong
 }
-"""(good, bad) evidence each outcome adds to the agent's score for the task's capabilities."""
+"""(good, bad) evidence each outcome adds to the agent's score for the task's capabilities. A
+decline adds none: declining is free (what costs is announcing a capability and then failing or
+abandoning its work)."""
 
 
 @dataclass(frozen=True)

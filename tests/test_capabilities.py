@@ -77,7 +77,7 @@ async def test_unroutable_task_is_visible_then_runs_when_a_capable_agent_joins(b
         assert record.unroutable == ("translate",)
         events = await board.trail.history("tr")
         assert [e.kind for e in events][:2] == ["task.submitted", "task.unroutable"]
-        assert events[1].data == {"missing": ["translate"]}
+        assert events[1].data == {"missing": ["translate"], "reason": "no live agent has [translate]"}
         translator = Agent(board, name="translator", capabilities=["translate"])
         log.handler_for(translator)
         async with translator:
@@ -214,9 +214,10 @@ async def test_declined_tasks_go_to_another_agent_with_the_reason_recorded(board
         async with helper:
             final = await board.wait(["h", "l"], timeout=30)
     assert log.ran["h"] == "helper"
-    reasons = {a.error for a in final["h"].attempts if a.outcome == "declined"}
+    reasons = {note.reason for note in final["h"].declines}
     assert reasons <= {"not my kind of work", "too tired"} and reasons
     assert final["h"].counted_attempts == 0
+    assert [a.outcome for a in final["h"].attempts] == ["completed"]  # a decline is no attempt
 
 
 async def test_progress_reports_and_capability_updates_reach_the_trail(board: TaskBoard) -> None:

@@ -190,19 +190,31 @@ async def test_http_a_model_works_a_dag_declines_and_waits(
         declined = await call(client, "decline_task", task_id="digest", reason="need a bigger model")
         assert (declined["status"], declined["outcome"]) == ("pending", "declined")
 
-        # Declined, it comes back (no other agent is here); this time the model completes it.
-        again = (await call(client, "claim_next", timeout=WAIT_S))["task"]
-        assert again["task_id"] == "digest"
-        await call(client, "complete_task", task_id="digest", result={"words": 1})
+        # Declined by the only agent able to take it, it waits, saying why, and is not offered
+        # to the model again ...
+        record = await board.get("digest")
+        assert record.unroutable_reason == (
+            f"declined by every live agent able to take it ({host.agent_id}: need a bigger model)"
+        )
+        assert (await call(client, "claim_next", timeout=0))["task"] is None
 
-        final = await call(client, "wait_for_tasks", task_ids=["fetch", "digest"], timeout=WAIT_S)
+        # ... until an agent comes that can take it: a bigger model.
+        async def bigger_model(task: Task, ctx: TaskContext) -> JsonValue:
+            return {"words": 1}
+
+        bigger = Agent(board, name="bigger", capabilities=["llm"])
+        bigger.handler("digest")(bigger_model)
+        async with bigger:
+            final = await call(client, "wait_for_tasks", task_ids=["fetch", "digest"], timeout=WAIT_S)
         assert [(t["id"], t["status"], t["result"]) for t in final] == [
             ("fetch", "done", "<html>"),
             ("digest", "done", {"words": 1}),
         ]
         record = await board.get("digest")
-        assert [a.outcome for a in record.attempts] == ["declined", "completed"]
-        assert record.attempts[0].error == "need a bigger model"
+        assert [(a.agent, a.outcome) for a in record.attempts] == [(bigger.id, "completed")]
+        assert [(d.agent, d.reason, d.count) for d in record.declines] == [
+            (host.agent_id, "need a bigger model", 1)
+        ]
 
         assert (await call(client, "claim_next", timeout=0))["task"] is None
         listed = await call(client, "list_tasks", status="done")
@@ -247,18 +259,26 @@ async def test_shutdown_releases_what_the_model_left_unsettled(
 async def test_a_task_nobody_picks_up_is_declined_for_others(
     board: TaskBoard, nats_server: EmbeddedServer
 ) -> None:
-    async with McpHost(
-        nats_server.url, name="idle", capabilities=["llm"], lease_ttl=TEST_LEASE_TTL, pickup_timeout=1.0
-    ) as host:
-        assert host.desk is not None
-        host.desk.serve_kind("think")
+    async with (
+        McpHost(
+            nats_server.url, name="idle", capabilities=["llm"], lease_ttl=TEST_LEASE_TTL, pickup_timeout=1.0
+        ) as host,
+        Client(host.server()) as client,
+    ):
         await board.submit({"id": "unwatched", "kind": "think", "requires": ["llm"]})
-        declined = await asyncio.wait_for(until_event(board, "task.declined", "unwatched"), WAIT_S)
-        assert declined.agent == host.agent_id
+        unroutable = await asyncio.wait_for(until_event(board, "task.unroutable", "unwatched"), WAIT_S)
+        record = await board.get("unwatched")
+        assert record.status is TaskStatus.PENDING and record.attempts == ()
+        assert [(d.agent, d.reason) for d in record.declines] == [
+            (host.agent_id, "not picked up by the model within 1s")
+        ]
+        assert unroutable.data is not None and "not picked up by the model" in str(unroutable.data)
+        # The model asks again: the decline is taken back and the task comes to it.
+        again = (await call(client, "claim_next", timeout=WAIT_S))["task"]
+        assert again["task_id"] == "unwatched"
+        await call(client, "complete_task", task_id="unwatched", result="thought")
     record = await board.get("unwatched")
-    assert record.status is TaskStatus.PENDING
-    assert record.attempts[0].outcome == "declined"
-    assert record.attempts[0].error == "not picked up by the model within 1s"
+    assert record.status is TaskStatus.DONE and record.declines == ()
 
 
 async def test_failing_a_task_for_good_blocks_its_dependents(

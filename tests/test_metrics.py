@@ -21,6 +21,8 @@ from ants_nats.metrics import SwarmCollector
 from ants_nats.models import AgentCard, TaskRecord
 from ants_nats.names import MICRO_SERVICE_NAME
 
+from .helpers import until_event
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -80,6 +82,9 @@ async def test_an_agent_serves_its_counters_while_it_runs(board: TaskBoard) -> N
         url = agent.metrics_url
         assert url is not None and url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
         await board.submit_many([job("ok-1"), job("ok-2"), job("bad-1"), job("shy-1")])
+        # The only agent declined shy-1: it waits, unroutable, until the agent takes that back.
+        await until_event(board, "task.unroutable", "shy-1")
+        assert await agent.forget_declines() == ["shy-1"]
         final = await board.wait(["ok-1", "ok-2", "bad-1", "shy-1"], timeout=20)
         assert final["bad-1"].status is TaskStatus.FAILED
         await board.submit(job("gate"))

@@ -23,14 +23,16 @@ Protocol (every decision is a single compare-and-set write; there is no coordina
   waiting for an ack: one message each instead of two.
 
 Layout: ``facade`` (``TaskBoard``) hands each transition to its family's module: ``submit``,
-``claim`` (claiming and holding), ``settle`` (the outcomes), ``cancel``, ``requeue`` (retry) and
+``claim`` (claiming and holding), ``settle`` (the outcomes), ``decline`` (declines and the tasks
+no live agent will take), ``cancel``, ``requeue`` (retry) and
 ``schedule`` (tasks the server submits on a schedule); ``propagate`` (dependencies) and
 ``recover`` (repairs) work behind them, ``lease`` holds the pure record changes of a claim and
 ``_core`` the stores and the record and event primitives every module shares.
 """
 
 from .config import BoardConfig
+from .decline import held_back
 from .facade import TaskBoard
 from .lease import Lease, Taken
 
-__all__ = ["BoardConfig", "Lease", "Taken", "TaskBoard"]
+__all__ = ["BoardConfig", "Lease", "Taken", "TaskBoard", "held_back"]

@@ -18,7 +18,7 @@ from ..errors import CorruptEntry, InvalidTask, TaskNotFound
 from ..identity import Identity
 from ..log import get_logger
 from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
-from ..names import LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, is_valid_id
+from ..names import LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
@@ -46,6 +46,7 @@ class Core:
         self.config = config
         self.tasks = Bucket(js, TASKS_BUCKET)
         self.leases = Bucket(js, LEASES_BUCKET)
+        self.unroutable = Bucket(js, UNROUTABLE_BUCKET)
         self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
         self.trail = Trail(js, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
@@ -68,6 +69,7 @@ class Core:
         self._expiring = config.finished_ttl is not None and bool(tasks.allow_msg_ttl)
         # Two revisions: a deletion and the lease it ended, so an early (forged) one shows.
         await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=2, marker_ttl=config.lease_ttl)
+        await ensure_kv(js, UNROUTABLE_BUCKET, replicas=config.replicas, history=1)
         await self.routes.ensure()
         await self.trail.ensure()
         await self.directory.ensure()

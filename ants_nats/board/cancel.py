@@ -46,6 +46,7 @@ class Cancellation:
                     "holder": None,
                     "ticket": None,
                     "unroutable": None,
+                    "unroutable_reason": None,
                 }
             )
 

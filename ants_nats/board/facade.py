@@ -19,6 +19,7 @@ from .._watch import watch_values
 from ..errors import InvalidTask, TaskCancelled, TaskFailed, TaskNotFound
 from ..identity import Identity
 from ..models import (
+    AgentCard,
     ArtifactRef,
     Budget,
     Limit,
@@ -36,6 +37,7 @@ from .ask import Asking
 from .cancel import Cancellation
 from .claim import Claims
 from .config import BoardConfig
+from .decline import Declines
 from .lease import Lease, Taken
 from .propagate import Propagation
 from .recover import Recovery
@@ -77,6 +79,7 @@ class TaskBoard:
         self._cancellation = Cancellation(core, self._propagation)
         self._requeue = Requeue(core, self._propagation)
         self._schedules = Schedules(core, self._submission)
+        self._declines = Declines(core, self._settlement, self._propagation)
         self._asking = Asking(core, self._settlement, self._propagation)
 
     @classmethod
@@ -359,9 +362,45 @@ class TaskBoard:
         usage: Usage | None = None,
     ) -> TaskRecord:
         """Give the task back untouched, e.g. on shutdown (``reason`` says why, if you like); with
-        ``declined``, record that this agent chose not to take it and why. Neither counts as an
-        attempt."""
-        return await self._settlement.release(lease, declined=declined, reason=reason, usage=usage)
+        ``declined``, the same as ``decline(lease, declined)``. Neither counts as an attempt."""
+        if declined is not None:
+            return await self.decline(lease, declined, usage=usage)
+        return await self._settlement.release(lease, reason=reason, usage=usage)
+
+    async def decline(
+        self,
+        lease: Lease,
+        reason: str,
+        *,
+        offer: str | None = None,
+        retry_after: float | None = None,
+        usage: Usage | None = None,
+    ) -> TaskRecord:
+        """Turn the task down, saying why: not an attempt, and free (reputation counts no declines).
+        The record keeps one note per decliner (count, last reason and time); the decline stands
+        while the decliner's ``offer`` (``AgentCard.offer``; read from its live card when not
+        given) is unchanged. When no live agent able to take the task is left that has not
+        declined it, the task becomes unroutable with the reason (or fails, with
+        ``fail_unroutable``), and waits for an agent that joins or changes its offer. With
+        ``retry_after`` the decline is a "not now" that lapses after that many seconds.
+        ``held_back(record)`` (of the record returned) says what becomes of the ticket."""
+        if offer is None:
+            card = await self._core.directory.card(lease.agent_id)
+            offer = "" if card is None else card.offer
+        return await self._declines.decline(lease, reason, offer=offer, retry_after=retry_after, usage=usage)
+
+    async def reconsider(self, task_id: str, *, by: str | None = None) -> float | None:
+        """For a ticket of a task that ``by`` declined already: the task is marked unroutable if
+        every live agent able to take it has declined it too. Returns what becomes of the ticket,
+        as ``held_back``: None, done with (ack it); else seconds to hold it back."""
+        return await self._declines.reconsider(task_id, by=by)
+
+    async def reroute(self, card: AgentCard, *, forgiven: Iterable[str] = ()) -> list[str]:
+        """Announce again the unroutable tasks the agent of ``card`` could take and has not
+        declined with its present offer (an agent calls it when it joins or changes its offer);
+        the declines of ``forgiven`` tasks by that agent are taken back first. Returns the ids
+        announced again."""
+        return await self._declines.reroute(card, forgiven=forgiven)
 
     # ----------------------------------------------------------------- asking for input
 

@@ -105,6 +105,7 @@ def claimed(
             "ticket": ticket,
             "claimed_at": now,
             "unroutable": None,
+            "unroutable_reason": None,
         }
     )
 

@@ -67,6 +67,8 @@ class Settlement:
                     return None  # this very ending was written already (its answer was lost)
                 raise LeaseLost(f"task {lease.task_id!r} was re-claimed; token {lease.token} is stale")
             # A deferred claim's outcome is its first write: it records the claim's token too.
+            # A decline is no attempt: ``change`` notes it among the record's declines instead.
+            attempts = record.attempts if outcome == "declined" else (*record.attempts, attempt)
             let_go = record.model_copy(
                 update={
                     "holder": None,
@@ -74,7 +76,8 @@ class Settlement:
                     "token": lease.token,
                     "claimed_at": lease.started_at,
                     "unroutable": None,
-                    "attempts": (*record.attempts, attempt),
+                    "unroutable_reason": None,
+                    "attempts": attempts,
                 }
             )
             return let_go.model_copy(update=change(let_go))
@@ -149,25 +152,18 @@ class Settlement:
         return final
 
     async def release(
-        self,
-        lease: Lease,
-        *,
-        declined: str | None = None,
-        reason: str | None = None,
-        usage: Usage | None = None,
+        self, lease: Lease, *, reason: str | None = None, usage: Usage | None = None
     ) -> TaskRecord:
         """See ``TaskBoard.release``."""
-        outcome: Outcome = "released" if declined is None else "declined"
-        why = declined if declined is not None else reason
         final = await self.end(
-            lease, outcome, lambda _: {"status": TaskStatus.PENDING}, error=why, usage=usage
+            lease, "released", lambda _: {"status": TaskStatus.PENDING}, error=reason, usage=usage
         )
         await self._core.event(
-            f"task.{outcome}",
+            "task.released",
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=spent({**held_as(lease, final), "reason": why}, usage),
+            data=spent({**held_as(lease, final), "reason": reason}, usage),
         )
         return final
 
@@ -217,6 +213,8 @@ def _ended_with(
     result: tuple[JsonValue, ArtifactRef | None],
 ) -> bool:
     """Whether ``record`` already ends ``lease``'s attempt this very way (outcome, error, result)."""
+    if outcome == "declined":
+        return any(d.agent == lease.agent_id and d.token == lease.token for d in record.declines)
     last = record.attempts[-1] if record.attempts else None
     if last is None or (last.agent, last.token, last.outcome, last.error) != (
         lease.agent_id,

@@ -57,7 +57,8 @@ class Submission:
                 status=TaskStatus.PENDING,
                 waiting_on=task.depends_on,
                 dependents=tuple(sorted(dependents[task.id])),
-                unroutable=unroutable.get(task.id),
+                unroutable=unroutable[task.id][0] if task.id in unroutable else None,
+                unroutable_reason=unroutable[task.id][1] if task.id in unroutable else None,
             )
             for task in batch
         }
@@ -76,21 +77,31 @@ class Submission:
 
         for requires, express in sorted({(task.requires, task.express) for task in batch}):
             await core.routes.register(requires, express=express)
+        failing: list[str] = []  # unroutable tasks whose submitter asked them to fail at once
         for task in batch:
             if task.id in written:
                 await self._submitted(task)
-                missing = records[task.id].unroutable
-                if missing is not None:
-                    log.warning("task.unroutable", task_id=task.id, missing=missing)
-                    await core.event("task.unroutable", task.id, data={"missing": list(missing)})
+                record = records[task.id]
+                if record.unroutable_reason is not None:
+                    reason = record.unroutable_reason
+                    log.warning("task.unroutable", task_id=task.id, reason=reason)
+                    data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
+                    await core.event("task.unroutable", task.id, data=data)
+                    if task.fail_unroutable:
+                        failing.append(task.id)
             elif await core.trail.last("task.submitted", task.id) is None:
                 await self._submitted(task)
+        for task_id in failing:
+            reason = records[task_id].unroutable_reason or "unroutable"
+            await propagation.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.failed")
 
         for task in batch:
             for dep in task.depends_on:
                 if dep not in written or task.id in existing:
                     await propagation.attach(task.id, dep)  # announces it if now ready
-        ready = [task for task in batch if task.id in written and not task.depends_on]
+        ready = [
+            task for task in batch if task.id in written and not task.depends_on and task.id not in failing
+        ]
         await propagation.announce_many([(records[t.id], written[t.id]) for t in ready])
         final = {task.id: records[task.id] for task in ready}
         for task in batch:
@@ -160,16 +171,17 @@ class Submission:
             with contextlib.suppress(Conflict):
                 await self._core.tasks.delete(task_id, last=revision)
 
-    async def _unroutable(self, batch: Sequence[Task]) -> dict[str, tuple[str, ...]]:
-        """The capabilities no live agent offers, for each task of ``batch`` that needs some.
+    async def _unroutable(self, batch: Sequence[Task]) -> dict[str, tuple[tuple[str, ...], str]]:
+        """For each task of ``batch`` that no live agent can take: the capabilities nobody
+        announces (empty when only its kind is not handled) and why, in words.
 
-        A recent reading of the cards is enough to see that a route is served; only a task that
+        A recent reading of the cards is enough to see that a task can be taken; only a task that
         looks unroutable pays for a fresh reading."""
         cards = await self._core.directory.cards(max_age=_CARDS_MAX_AGE_S)
-        if any(matching.unroutable(cards, task.requires) for task in batch):
+        if any(matching.unroutable_because(cards, task) for task in batch):
             cards = await self._core.directory.cards()
-        missing = {task.id: matching.unroutable(cards, task.requires) for task in batch}
-        return {task_id: caps for task_id, caps in missing.items() if caps is not None}
+        because = {task.id: matching.unroutable_because(cards, task) for task in batch}
+        return {task_id: why for task_id, why in because.items() if why is not None}
 
     async def _same_task_exists(self, task: Task) -> bool:
         """False if ``task.id`` is free; True if the board holds this very task; else ``TaskExists``."""

@@ -21,6 +21,7 @@ from typing import Self
 from pydantic import JsonValue
 
 from ants_nats import (
+    CATCH_ALL,
     Agent,
     AntsError,
     Decline,
@@ -31,14 +32,12 @@ from ants_nats import (
     TaskContext,
     TaskRecord,
 )
-from ants_nats._aio import cancel_and_wait
 from ants_nats.log import get_logger
 
 log = get_logger("mcp")
 
 _GONE_REMEMBERED = 256
 """How many tasks that left the desk unsettled are remembered, to say why to a late verdict."""
-_RELEARN_S = 1.0
 
 
 class NotHeld(AntsError):
@@ -89,10 +88,10 @@ class Offer:
 class Desk:
     """Hosts one ``Agent`` (``capabilities``, ``capacity``) and passes its tasks to the model.
 
-    ``kinds`` are the task kinds it takes; None takes every kind, learned by watching the board
-    (a task of a kind not seen yet may be declined once, then comes back). A task the model does not
-    pick up within ``pickup_timeout`` seconds is declined, so a model that stopped asking for work
-    does not sit on tasks other agents could do; one it holds longer than ``hold_timeout`` seconds
+    ``kinds`` are the task kinds it takes; None takes every kind (a catch-all handler). A task the
+    model does not pick up within ``pickup_timeout`` seconds is declined, so a model that stopped
+    asking for work does not sit on tasks other agents could do; when the model asks again, those
+    declines are taken back (``Agent.forget_declines``). One it holds longer than ``hold_timeout`` seconds
     (unless the task sets its own ``timeout``) fails that attempt, so a client that vanished over
     HTTP does not keep it forever.
     """
@@ -121,22 +120,19 @@ class Desk:
         )
         self.pickup_timeout = pickup_timeout
         self.hold_timeout = hold_timeout
-        self._learn = kinds is None
         self._kinds: set[str] = set()
-        for kind in kinds or ():
+        for kind in kinds if kinds is not None else (CATCH_ALL,):
             self.serve_kind(kind)
+        self._unpicked: set[str] = set()
+        """Tasks declined because the model did not pick them up (taken back when it asks again)."""
         self._offers: asyncio.Queue[Offer] = asyncio.Queue()
         self._held: dict[str, Offer] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._stack = AsyncExitStack()
-        self._learner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.agent)
-            if self._learn:
-                self._learner = asyncio.create_task(self._learn_kinds(), name=f"{self.agent.id}:kinds")
-                stack.push_async_callback(self._stop_learning)
             self._stack = stack.pop_all()
         return self
 
@@ -146,28 +142,11 @@ class Desk:
         # The agent's exit releases every task the model left unsettled.
         await self._stack.aclose()
 
-    async def _stop_learning(self) -> None:
-        if self._learner is not None:
-            await cancel_and_wait([self._learner])  # its board watch may swallow one cancellation
-
     def serve_kind(self, kind: str) -> None:
         """Hand tasks of ``kind`` to the model from now on."""
         if kind not in self._kinds:
             self._kinds.add(kind)
             self.agent.handler(kind)(self._handle)
-
-    async def _learn_kinds(self) -> None:
-        """Register every kind on the board, now and as tasks arrive (``kinds=None``)."""
-        while True:
-            try:
-                async with aclosing(self.board.watch()) as records:
-                    async for record in records:
-                        self.serve_kind(record.task.kind)
-            except Exception as exc:
-                # A watch that broke (the server went away for long, a bug) is started again
-                # rather than leaving an agent that silently stops learning kinds.
-                log.error("mcp.kind_watch_failed", agent=self.agent.id, error=repr(exc))
-            await asyncio.sleep(_RELEARN_S)
 
     # ----------------------------------------------------------------- the agent's side
 
@@ -177,6 +156,7 @@ class Desk:
         self._offers.put_nowait(offer)
         try:
             if not await self._picked(offer):
+                self._unpicked.add(task.id)
                 raise Decline(f"not picked up by the model within {self.pickup_timeout:g}s")
             answer = await offer.verdict
         finally:
@@ -219,6 +199,9 @@ class Desk:
 
     async def next(self, timeout: float) -> Offer | None:
         """The next task for the model, waiting up to ``timeout`` seconds; None if none came."""
+        if self._unpicked:  # the model is back: what it missed meanwhile may come to it again
+            missed, self._unpicked = self._unpicked, set()
+            await self.agent.forget_declines(missed)
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -277,6 +260,9 @@ class Desk:
                     for attempt in reversed(record.attempts):
                         if attempt.agent == self.agent.id and attempt.started_at == lease.started_at:
                             return record, attempt.outcome
+                    # A decline is no attempt: it is noted with the token of the claim it ended.
+                    if any(d.agent == self.agent.id and d.token == lease.token for d in record.declines):
+                        return record, "declined"
         except TimeoutError:
             pass
         return record or await self.board.get(task_id), None

@@ -244,9 +244,6 @@ class McpHost:
         Nothing is written when any task is invalid. Submitting the same task again is harmless
         (the board returns it as it is); the same id with another definition is an error."""
         batch = [{**t.model_dump(exclude_none=True), "created_by": self.author} for t in tasks]
-        if self.desk is not None and self.kinds is None:
-            for task in tasks:  # its own tasks' kinds are known before their tickets can arrive
-                self.desk.serve_kind(task.kind)
         return [TaskOut.of(record) for record in await self.board.submit_many(batch)]
 
     @_clear_errors
