@@ -7,7 +7,7 @@ from .agent_protocol import AgentProtocolHandler, via_agent_protocol
 from .artifacts import Artifacts
 from .board import BoardConfig, Lease, Taken, TaskBoard
 from .cards import CardChange, Directory
-from .context import Decline, Handler, NonRetryable, TaskContext
+from .context import Handler, TaskContext
 from .errors import (
     AgentProtocolError,
     AntsError,
@@ -22,7 +22,6 @@ from .errors import (
     NotWaiting,
     PayloadTooLarge,
     PermissionDenied,
-    RateLimited,
     ScheduleNotFound,
     ServerStartError,
     ServerUnavailable,
@@ -58,6 +57,7 @@ from .models import (
 )
 from .reputation import Reputation, ReputationConfig
 from .server import EmbeddedCluster, EmbeddedServer
+from .signals import Decline, NonRetryable, RateLimited
 from .throttle import Throttle
 from .trail import Scent, Trail, TrailConfig
 from .verify import Authenticity, Verifier

@@ -38,10 +38,11 @@ from nats.aio.client import Client
 from pydantic import JsonValue
 
 from ._connect import connect
-from .context import Decline, NonRetryable, TaskContext
-from .errors import AgentProtocolError, RateLimited
+from .context import TaskContext
+from .errors import AgentProtocolError
 from .log import get_logger
 from .models import Task
+from .signals import Decline, NonRetryable, RateLimited
 
 if TYPE_CHECKING:
     from synadia_ai.agents import Agent as ProtocolAgent

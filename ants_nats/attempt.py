@@ -25,19 +25,19 @@ from pydantic import JsonValue
 
 from ._aio import cancel_and_wait
 from .board import Lease, TaskBoard, held_back
-from .context import AskingForInput, Decline, Handler, NonRetryable, TaskContext
+from .context import Handler, TaskContext
 from .errors import (
     AntsError,
     ArtifactNotFound,
     CorruptEntry,
     InvalidTask,
     LeaseLost,
-    RateLimited,
     ServerUnavailable,
 )
 from .log import get_logger
 from .metrics import AgentMetrics, Outcome
 from .models import Task, Usage
+from .signals import AskingForInput, Decline, NonRetryable, RateLimited
 from .throttle import Throttle
 from .tracing import TaskTrace
 

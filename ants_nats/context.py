@@ -1,4 +1,5 @@
-"""What a handler is given and may raise: the public contract of writing a handler."""
+"""What a handler is given: the public contract of writing a handler (what it may raise to end its
+attempt otherwise than by failing is in ``signals.py``)."""
 
 from __future__ import annotations
 
@@ -10,40 +11,8 @@ from pathlib import Path
 from pydantic import JsonValue
 
 from .board import Lease, TaskBoard
-from .errors import AntsError
 from .models import ArtifactRef, Task, Usage
-
-
-class Decline(AntsError):
-    """Raise from a handler to turn a task down: free (reputation counts no declines), not an
-    attempt, and another agent takes it. The reason is noted on the record and on the trail.
-
-    The decline stands while the agent's offer is unchanged; with ``retry_after`` (seconds) only
-    that long: "not now" (a service it needs is away, it is busy), after which the task may come
-    to it again. Once no agent able to take the task is left that has not declined it, the task
-    is unroutable, saying why, until one comes (or, for a "not now", until the first lapses).
-    """
-
-    def __init__(self, reason: str = "", *, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        if retry_after is not None and not 0 < retry_after <= 86_400:
-            raise ValueError(f"retry_after must be within (0, 86400] seconds, got {retry_after}")
-        self.retry_after = retry_after
-
-
-class AskingForInput(BaseException):
-    """Raised by ``ctx.ask`` to park the task; the agent runtime catches it. A ``BaseException``,
-    like ``CancelledError``, so that a handler's ``except Exception`` does not swallow it."""
-
-    def __init__(self, question: str, timeout: float) -> None:
-        super().__init__(question)
-        self.question = question
-        self.timeout = timeout
-
-
-class NonRetryable(AntsError):
-    """Raise from a handler when trying again cannot help: the task fails at once, for good
-    (its dependents are blocked), with the message as its error."""
+from .signals import AskingForInput
 
 
 @dataclass

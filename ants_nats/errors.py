@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 
 class AntsError(Exception):
     """Root of every error raised by ants-nats."""
@@ -93,21 +91,6 @@ class CorruptEntry(AntsError):
 
 class PermissionDenied(AntsError):
     """The NATS server refused an operation under this connection's permissions."""
-
-
-class RateLimited(AntsError):
-    """A shared rate limit (or a provider's) allows no more now; try again in ``retry_after`` s.
-
-    Raise it from a handler that met a provider's limit: the task goes back without counting as an
-    attempt, and every agent holds the task's capabilities back until then.
-    """
-
-    def __init__(self, message: str = "rate limited", *, retry_after: float) -> None:
-        # Between a second (a swarm retrying at once would only spin) and an hour (as long as a
-        # hold lasts); a NaN or infinite one is taken as the hour.
-        wanted = float(retry_after)
-        self.retry_after = min(max(wanted, 1.0), 3600.0) if math.isfinite(wanted) else 3600.0
-        super().__init__(f"{message} (retry after {self.retry_after:.3g}s)")
 
 
 class BudgetExhausted(AntsError):
