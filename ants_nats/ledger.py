@@ -75,6 +75,8 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
         return record.status is TaskStatus.DONE and completer is not None and completer == accountable(event)
     if event.agent is None or event.token is None:
         return False
+    if what == "declined":  # a decline is no attempt: the record keeps a note of the latest one
+        return any((d.agent, d.token) == (event.agent, event.token) for d in record.declines)
     mine = [a for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)]
     if what == "claimed":
         return bool(mine) or (record.holder, record.token) == (event.agent, event.token)
@@ -109,6 +111,11 @@ def _vouched(event: TrailEvent, record: TaskRecord) -> TrailEvent:
             what,
         ) and attempt.usage:
             data["usage"] = attempt.usage.model_dump()
+    for note in record.declines if what == "declined" else ():
+        # The note adds up the decliner's usage; counted as of its latest decline (the ledger
+        # reads the record soon after each event, so an earlier one is rarely counted twice).
+        if (note.agent, note.token) == (event.agent, event.token) and note.usage:
+            data["usage"] = note.usage.model_dump()
     return event.model_copy(update={"data": data, "at": min(event.at, utcnow())})
 
 

@@ -150,6 +150,12 @@ class Declines:
             await self._bring_back(task.id, None)
         return record
 
+    async def unroutable_ids(self) -> list[str]:
+        """See ``TaskBoard.unroutable_ids``."""
+        return sorted(
+            [key async for key, _ in watch_values(self._core.js, UNROUTABLE_BUCKET, history_only=True)]
+        )
+
     async def reroute(self, card: AgentCard, *, forgiven: Iterable[str] = ()) -> list[str]:
         """See ``TaskBoard.reroute``."""
         candidates = dict.fromkeys(forgiven, True)

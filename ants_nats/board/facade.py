@@ -16,7 +16,7 @@ from pydantic import JsonValue
 
 from .._connect import connect
 from .._watch import watch_values
-from ..errors import InvalidTask, TaskCancelled, TaskFailed, TaskNotFound
+from ..errors import BudgetNotFound, InvalidTask, TaskCancelled, TaskFailed, TaskNotFound
 from ..identity import Identity
 from ..models import (
     AgentCard,
@@ -212,11 +212,11 @@ class TaskBoard:
         return await self._submission.submit_many(tasks, budget)
 
     async def budget(self, budget_id: str) -> Budget:
-        """The budget ``budget_id`` and what it has spent; ``InvalidTask`` if there is none."""
+        """The budget ``budget_id`` and what it has spent; ``BudgetNotFound`` if there is none."""
         check_id(budget_id, what="budget id")
         budget = await self._core.budgets.get(budget_id)
         if budget is None:
-            raise InvalidTask(f"no budget {budget_id!r}")
+            raise BudgetNotFound(f"no budget {budget_id!r}")
         return budget
 
     async def usage(self, root: str) -> Usage:
@@ -394,6 +394,11 @@ class TaskBoard:
         every live agent able to take it has declined it too. Returns what becomes of the ticket,
         as ``held_back``: None, done with (ack it); else seconds to hold it back."""
         return await self._declines.reconsider(task_id, by=by)
+
+    async def unroutable_ids(self) -> list[str]:
+        """Ids of the tasks set aside as unroutable (kept in ``ants_unroutable``, with no ticket)
+        until an agent able to take them joins or changes its offer."""
+        return await self._declines.unroutable_ids()
 
     async def reroute(self, card: AgentCard, *, forgiven: Iterable[str] = ()) -> list[str]:
         """Announce again the unroutable tasks the agent of ``card`` could take and has not
