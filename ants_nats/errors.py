@@ -20,6 +20,11 @@ class UsageError(AntsError):
     value that cannot be read. Nothing was done."""
 
 
+class NotFound(AntsError):
+    """What was asked for by its id or name does not exist (any more): a task, a schedule, an
+    artifact, a rate limit or a budget."""
+
+
 class InvalidTask(AntsError):
     """A task (or a batch of tasks) failed validation; nothing was written."""
 
@@ -53,11 +58,11 @@ class InvalidSchedule(AntsError):
     """A schedule failed validation (its name, timing or task template); nothing was written."""
 
 
-class ScheduleNotFound(AntsError):
+class ScheduleNotFound(NotFound):
     """No schedule with this name exists."""
 
 
-class TaskNotFound(AntsError):
+class TaskNotFound(NotFound):
     """No task with this id exists on the board."""
 
 
@@ -77,7 +82,7 @@ class TaskCancelled(TaskFailed):
     """A task was cancelled before it produced a result; ``record.error`` holds the reason."""
 
 
-class ArtifactNotFound(AntsError):
+class ArtifactNotFound(NotFound):
     """An artifact is not in the store (never written, removed, or expired)."""
 
 
@@ -91,6 +96,10 @@ class CorruptEntry(AntsError):
 
 class PermissionDenied(AntsError):
     """The NATS server refused an operation under this connection's permissions."""
+
+
+class BudgetNotFound(NotFound):
+    """No budget with this id exists."""
 
 
 class BudgetExhausted(AntsError):
@@ -111,5 +120,5 @@ class AgentProtocolError(AntsError):
         self.code = code
 
 
-class LimitNotFound(AntsError):
+class LimitNotFound(NotFound):
     """No rate limit is set on this capability."""

@@ -13,6 +13,7 @@ from pydantic import JsonValue
 from ants_nats import (
     Agent,
     Budget,
+    BudgetNotFound,
     EmbeddedServer,
     InvalidTask,
     Ledger,
@@ -68,6 +69,8 @@ async def test_a_budget_is_opened_once_and_checked(board: TaskBoard) -> None:
         await board.submit(Task(id="y", kind="write"), budget=Budget(id="b1", cost=3.0))
     with pytest.raises(InvalidTask, match="no budget 'nope'"):
         await board.submit(Task(id="z", kind="write", budget="nope"))
+    with pytest.raises(BudgetNotFound, match="no budget 'nope'"):  # a NotFound, as a missing task
+        await board.budget("nope")
     with pytest.raises(InvalidTask, match="names budget 'b1', not 'b2'"):
         await board.submit(Task(id="w", kind="write", budget="b1"), budget=Budget(id="b2", tokens=5))
     joined = await board.submit(Task(id="later", kind="write", budget="b1"))  # joining it later
