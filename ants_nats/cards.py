@@ -72,9 +72,10 @@ class Directory:
         self._snapshot = (now, tuple(found))
         return found
 
-    async def who_can(self, requires: Iterable[str]) -> list[AgentCard]:
-        """Live agents having every capability in ``requires``, least loaded first."""
-        return matching.rank(await self.cards(), requires)
+    async def who_can(self, requires: Iterable[str], kind: str | None = None) -> list[AgentCard]:
+        """Live agents having every capability in ``requires`` (and a handler for ``kind``, if
+        given), least loaded first."""
+        return matching.rank(await self.cards(), requires, kind)
 
     async def watch(self) -> AsyncGenerator[CardChange, None]:
         """Joins, changes and departures (including crashes, via expiry) as they happen; the agents

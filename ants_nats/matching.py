@@ -67,10 +67,13 @@ def _listed(capabilities: Iterable[str]) -> str:
     return "[" + ", ".join(capabilities) + "]"
 
 
-def rank(cards: Iterable[AgentCard], requires: Iterable[str]) -> list[AgentCard]:
-    """Live agents able to serve ``requires``, least loaded (by load/capacity) first."""
+def rank(cards: Iterable[AgentCard], requires: Iterable[str], kind: str | None = None) -> list[AgentCard]:
+    """Live agents able to serve ``requires`` (and handling ``kind``, if given), least loaded (by
+    load/capacity) first."""
     needed = set(requires)
-    able = [card for card in cards if needed <= card.capability_names]
+    able = [
+        card for card in cards if needed <= card.capability_names and (kind is None or card.handles(kind))
+    ]
     return sorted(able, key=lambda card: (card.load / card.capacity, card.id))
 
 
