@@ -403,7 +403,7 @@ class Agent:
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
         try:
-            if self._declined.stands(ticket.task_id, self._offer()):
+            if self._declined.stands(ticket.task_id, self._offer):
                 # Declined already: unless everyone able has declined it by now (then it is set
                 # aside), others may take it.
                 delay = await self.board.reconsider(ticket.task_id, by=self.id)

@@ -63,10 +63,11 @@ class Declined:
         if len(self._offers) > self._limit:
             self._offers.popitem(last=False)
 
-    def stands(self, task_id: str, offer: str) -> bool:
-        """Whether ``task_id`` was declined with ``offer``, and the decline has not lapsed."""
+    def stands(self, task_id: str, offer: Callable[[], str]) -> bool:
+        """Whether ``task_id`` was declined with the ``offer()`` made now, and has not lapsed
+        (the offer is computed only for a task declined: most tickets never were)."""
         noted = self._offers.get(task_id)
-        return noted is not None and noted[0] == offer and time.monotonic() < noted[1]
+        return noted is not None and time.monotonic() < noted[1] and noted[0] == offer()
 
     def forget(self, task_ids: Iterable[str] | None = None) -> list[str]:
         """Forget the declines of ``task_ids`` (None: all); returns the ids given (or all)."""
