@@ -35,7 +35,7 @@ from .errors import (
     ServerUnavailable,
 )
 from .log import get_logger
-from .metrics import AgentMetrics, Outcome
+from .metrics import AgentMetrics, Ending
 from .models import Task, Usage
 from .signals import AskingForInput, Decline, NonRetryable, RateLimited
 from .throttle import Throttle
@@ -107,7 +107,7 @@ class RunningAttempt:
         self._trace = trace
         self.ctx = TaskContext(lease.task, lease, crew.board, answers=lease.answers)
         self._work: asyncio.Task[JsonValue] | None = None
-        self.outcome: Outcome | None = None
+        self.ending: Ending | None = None
         """How the attempt ended, once it has."""
 
     @property
@@ -122,11 +122,11 @@ class RunningAttempt:
         if self._work is not None:
             self._work.cancel()
 
-    def _ended(self, outcome: Outcome, error: str | None = None) -> None:
+    def _ended(self, ending: Ending, error: str | None = None) -> None:
         """Count how the attempt ended, and say so on its trace."""
-        self.outcome = outcome
-        self._crew.metrics.count(outcome, self.lease.task)
-        self._trace.outcome(outcome, error)
+        self.ending = ending
+        self._crew.metrics.count(ending, self.lease.task)
+        self._trace.outcome(ending, error)
 
     # ----------------------------------------------------------------- endings without a run
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from ._version import __version__
 from .log import get_logger
-from .models import ANY_CAPABILITY, Task
+from .models import ANY_CAPABILITY, Outcome, Task
 
 if TYPE_CHECKING:
     from .dashboard.state import SwarmState
@@ -32,27 +32,21 @@ log = get_logger("metrics")
 HOST = "127.0.0.1"
 """Metrics are served on loopback only (a scraper on the same host, or a sidecar, reads them)."""
 
-Outcome = Literal[
-    "claimed", "completed", "failed", "expired", "declined", "cancelled", "released", "asked", "rate_limited"
-]
-"""What can happen to a task in an agent's hands; each has a counter by capability."""
+Ending = Literal[Outcome, "cancelled", "rate_limited"]
+"""How an attempt ends in an agent's hands: as its record keeps it (``Outcome``), or stopped by a
+cancel (the record says the task is cancelled), or given back for a rate limit (recorded as
+``released``)."""
 
-OUTCOMES: tuple[Outcome, ...] = (
-    "claimed",
-    "completed",
-    "failed",
-    "expired",
-    "declined",
-    "cancelled",
-    "released",
-    "asked",
-    "rate_limited",
-)
+Counted = Literal["claimed", Ending]
+"""What an agent counts of the tasks in its hands: each claim and each ``Ending`` (a counter each,
+by capability)."""
+
+COUNTED: tuple[Counted, ...] = get_args(Counted)
 
 HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 """Handler durations (seconds): from a few milliseconds (the fast path) to long jobs."""
 
-_HELP: dict[Outcome, str] = {
+_HELP: dict[Counted, str] = {
     "claimed": "Tasks this agent claimed (deferred claims included), per required capability.",
     "completed": "Tasks this agent completed, per required capability.",
     "failed": "Attempts that failed in this agent's hands (handler error or timeout), per capability.",
@@ -111,9 +105,9 @@ class AgentMetrics:
         self.work = WorkStats()
         """Served, errors and processing time, for the agent's NATS service statistics."""
         registry = self.registry
-        self._outcomes = {
-            outcome: Counter(f"ants_agent_tasks_{outcome}", _HELP[outcome], ["capability"], registry=registry)
-            for outcome in OUTCOMES
+        self._counters = {
+            counted: Counter(f"ants_agent_tasks_{counted}", _HELP[counted], ["capability"], registry=registry)
+            for counted in COUNTED
         }
         self._handler_seconds = Histogram(
             "ants_agent_handler_duration_seconds",
@@ -136,13 +130,13 @@ class AgentMetrics:
             {"agent_id": agent_id, "name": name, "version": __version__}
         )
 
-    def count(self, outcome: Outcome, task: Task) -> None:
-        """One more ``outcome`` for ``task``, under each capability it requires."""
-        counter = self._outcomes[outcome]
+    def count(self, counted: Counted, task: Task) -> None:
+        """One more ``counted`` for ``task``, under each capability it requires."""
+        counter = self._counters[counted]
         for capability in capabilities_of(task):
             counter.labels(capability).inc()
-        if outcome != "claimed":
-            self.work.outcomes[outcome] = self.work.outcomes.get(outcome, 0) + 1
+        if counted != "claimed":
+            self.work.outcomes[counted] = self.work.outcomes.get(counted, 0) + 1
 
     def handled(self, kind: str, elapsed_ns: int, error: str | None = None) -> None:
         """A handler run of ``kind`` ended after ``elapsed_ns``; ``error`` if it failed."""

@@ -187,6 +187,8 @@ class TaskStatus(StrEnum):
 
 
 Outcome = Literal["completed", "failed", "expired", "released", "declined", "asked"]
+"""How an attempt ended, as the task's record keeps it (``Attempt.outcome``; an agent counts these
+and a few more endings: ``metrics.Ending``)."""
 
 
 class Attempt(_Wire):
