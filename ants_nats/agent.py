@@ -415,9 +415,9 @@ class Agent:
             if delivered == 1 and await self._defers_to_others(ticket):
                 await msg.nak(delay=self.decline_backoff)
                 return
-            taking = await self._throttle.take(requires_of(ticket.route))
-            if taking.wait > 0:  # no room under a shared limit: back when there will be, not an attempt
-                await msg.nak(delay=taking.wait)
+            reservation = await self._throttle.reserve(requires_of(ticket.route))
+            if reservation.wait > 0:  # no room under a shared limit: back when there will be, not an attempt
+                await msg.nak(delay=reservation.wait)
                 return
             probation = delivered >= reputation.config.probation_after
             claim_ns = time.time_ns()
@@ -427,11 +427,11 @@ class Agent:
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
-            await self._throttle.give_back(taking)
+            await self._throttle.refund(reservation)
             await msg.term()
             return
         if isinstance(outcome, Taken):
-            await self._throttle.give_back(taking)  # no work of ours: the request goes back
+            await self._throttle.refund(reservation)  # no work of ours: the request goes back
             await self._settle_ticket(msg, outcome)
             return
         lease = outcome

@@ -41,11 +41,12 @@ _LIMIT_SUBJECTS = f"$KV.{LIMITS_BUCKET}.>"
 
 
 @dataclass
-class Taking:
-    """What ``Throttle.take`` took: ``wait`` (0.0: go), and the requests taken, by window slot."""
+class Reservation:
+    """What ``Throttle.reserve`` reserved: ``wait`` (0.0: go), and the requests reserved, by
+    window slot."""
 
     wait: float
-    taken: list[tuple[Limit, int]] = field(default_factory=list)
+    reserved: list[tuple[Limit, int]] = field(default_factory=list)
 
 
 def _limited_as(requires: Iterable[str]) -> tuple[str, ...]:
@@ -69,7 +70,8 @@ class Throttle:
         """Until when (unix time) to start no work of a capability."""
         self._subs: list[Subscription] = []
         self._stale = False
-        """Reconnected since the limits and holds were read: read them again before the next take."""
+        """Reconnected since the limits and holds were read: read them again before the next
+        reservation."""
         self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -127,34 +129,34 @@ class Throttle:
         now = time.time()
         return max(0.0, *(self._held.get(cap, 0.0) - now for cap in _limited_as(requires)))
 
-    async def take(self, requires: Iterable[str]) -> Taking:
-        """Take one request from the window of each limited capability of work requiring
-        ``requires``. ``Taking.wait`` is 0.0 when every one had room, else the seconds until the
-        fullest will have (nothing is kept taken then, and this process holds that work back
-        meanwhile). Give back what was taken if no work comes of it (``give_back``)."""
+    async def reserve(self, requires: Iterable[str]) -> Reservation:
+        """Reserve one request in the window of each limited capability of work requiring
+        ``requires``. ``Reservation.wait`` is 0.0 when every one had room, else the seconds until
+        the fullest will have (nothing stays reserved then, and this process holds that work back
+        meanwhile). Refund the reservation if no work comes of it (``refund``)."""
         if self._stale:
             await self._read()
-        taking = Taking(self.held_for(requires))
-        if taking.wait > 0:
-            return taking
+        reservation = Reservation(self.held_for(requires))
+        if reservation.wait > 0:
+            return reservation
         for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is None:
                 continue
-            wait, slot = await self._board.rates.take(limit)
+            wait, slot = await self._board.rates.reserve(limit)
             if wait > 0:
                 self._hold_locally(cap, time.time() + wait)
                 log.info("limit.full", agent=self._agent_id, capability=cap, retry_after=round(wait, 3))
-                await self.give_back(taking)  # the windows that had room get their requests back
-                return Taking(wait)
-            taking.taken.append((limit, slot))
-        return taking
+                await self.refund(reservation)  # the windows that had room get their requests back
+                return Reservation(wait)
+            reservation.reserved.append((limit, slot))
+        return reservation
 
-    async def give_back(self, taking: Taking) -> None:
-        """Return the requests of ``taking``: its work did not start (the claim lost)."""
-        for limit, slot in taking.taken:
-            await self._board.rates.give_back(limit, slot)
-        taking.taken.clear()
+    async def refund(self, reservation: Reservation) -> None:
+        """Give up the requests of ``reservation``: its work did not start (the claim lost)."""
+        for limit, slot in reservation.reserved:
+            await self._board.rates.refund(limit, slot)
+        reservation.reserved.clear()
 
     async def charge(self, requires: Iterable[str], tokens: int) -> None:
         """Add ``tokens`` that work requiring ``requires`` reported to its token-limited windows."""

@@ -47,7 +47,7 @@ async def _work_under_permissions(secured: EmbeddedServer) -> None:
             ctx.usage(tokens_in=3)
             return "ok"
 
-        # Taking from a shared limit and charging a budget are within an agent's permissions.
+        # Reserving from a shared limit and charging a budget are within an agent's permissions.
         await board.set_limit("any", requests=10, tokens=1000)
         async with agent:
             await board.submit(Task(id="allowed", kind="work"), budget=Budget(id="allowed", tokens=100))

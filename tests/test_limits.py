@@ -197,24 +197,24 @@ async def test_a_slot_from_the_far_future_does_not_shut_the_window(board: TaskBo
     limit = await board.set_limit("llm", requests=5, per=60)
     far = RateWindow(slots=(RateSlot(n=int(time.time() / 3) + 10_000, requests=1_000_000),))
     await board.nc.jetstream().publish("$KV.ants_rates.llm", far.model_dump_json().encode())
-    wait, _ = await board.rates.take(limit)
-    assert wait == 0.0  # taken: the forged slot is dropped
+    wait, _ = await board.rates.reserve(limit)
+    assert wait == 0.0  # reserved: the forged slot is dropped
 
 
-async def test_a_request_whose_work_does_not_start_is_given_back(board: TaskBoard) -> None:
+async def test_a_request_whose_work_does_not_start_is_refunded(board: TaskBoard) -> None:
     await board.set_limit("a", requests=1, per=60)
     await board.set_limit("b", requests=1, per=60)
     async with Throttle(board, "taker") as throttle:
-        first = await throttle.take(["a"])
-        assert first.wait == 0.0 and (await throttle.take(["a"])).wait > 0  # a's one request is out
-        await throttle.give_back(first)  # e.g. the claim lost to another agent
+        first = await throttle.reserve(["a"])
+        assert first.wait == 0.0 and (await throttle.reserve(["a"])).wait > 0  # a's one request is out
+        await throttle.refund(first)  # e.g. the claim lost to another agent
         async with Throttle(board, "other") as other:
-            assert (await other.take(["a"])).wait == 0.0  # back, for anyone
+            assert (await other.reserve(["a"])).wait == 0.0  # back, for anyone
         # Work needing two limited capabilities, the second full: the first gets its request back.
         with on_log("limit.heard") as heard:  # the one throttle open now learns of the new limit
             await board.set_limit("c", requests=1, per=60)
             await asyncio.wait_for(heard.wait(), 10)
-        assert (await throttle.take(["b"])).wait == 0.0
-        assert (await throttle.take(["c", "b"])).wait > 0
+        assert (await throttle.reserve(["b"])).wait == 0.0
+        assert (await throttle.reserve(["c", "b"])).wait > 0
         async with Throttle(board, "third") as third:
-            assert (await third.take(["c"])).wait == 0.0
+            assert (await third.reserve(["c"])).wait == 0.0

@@ -2,10 +2,10 @@
 limiter process.
 
 A limit (``ants_limits/<capability>``) says how many handler runs and reported tokens may start
-in any ``per`` seconds. What was taken lately is one key per capability (``ants_rates``), a
+in any ``per`` seconds. What was reserved lately is one key per capability (``ants_rates``), a
 sliding window of twenty slots, changed by compare-and-set only: an agent reads it, and if the
-window has room it adds one request to the current slot with a CAS on the revision it read (a
-conflict means someone else took meanwhile: read again). Counting one slot more than the interval
+window has room it reserves one request in the current slot with a CAS on the revision it read (a
+conflict means someone else reserved meanwhile: read again). Counting one slot more than the interval
 spans makes the window conservative: no interval of ``per`` seconds ever holds more than the limit
 (as far as the agents' clocks agree). Tokens are charged after the work, when the handler has said
 what it spent, so a token limit may be overshot by the work in flight; a full window then keeps
@@ -35,7 +35,7 @@ SLOTS = 20
 
 
 class Rates:
-    """The limits (``ants_limits``) and what was taken of them (``ants_rates``)."""
+    """The limits (``ants_limits``) and what was reserved of them (``ants_rates``)."""
 
     def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
         self._js = js
@@ -83,26 +83,18 @@ class Rates:
         await self._limits.delete(capability, last=entry.revision)
         log.info("limit.removed", capability=capability)
 
-    async def take(self, limit: Limit) -> tuple[float, int]:
-        """Take one request of ``limit`` now: ``(0.0, slot)`` if taken in ``slot``, else
-        ``(seconds until the window has room, slot)`` (nothing taken)."""
-        return await self._change(limit, lambda window, slot: _taken(limit, window, slot))
+    async def reserve(self, limit: Limit) -> tuple[float, int]:
+        """Reserve one request of ``limit`` now: ``(0.0, slot)`` if reserved in ``slot``, else
+        ``(seconds until the window has room, slot)`` (nothing reserved)."""
+        return await self._change(limit, lambda window, slot: reserved(limit, window, slot))
 
-    async def give_back(self, limit: Limit, slot: int) -> None:
-        """Return a request taken in ``slot`` that no work used (its claim lost)."""
-
-        def given_back(window: list[RateSlot], _: int) -> float | list[RateSlot]:
-            taken = next((s for s in window if s.n == slot and s.requests > 0), None)
-            if taken is None:
-                return 0.0  # gone from the window already: nothing to give back
-            back = taken.model_copy(update={"requests": taken.requests - 1})
-            return [back if s.n == slot else s for s in window]
-
-        await self._change(limit, given_back)
+    async def refund(self, limit: Limit, slot: int) -> None:
+        """Give up a request reserved in ``slot`` that no work used (its claim lost)."""
+        await self._change(limit, lambda window, _: refunded(window, slot))
 
     async def charge(self, limit: Limit, tokens: int) -> None:
         """Add ``tokens`` that a handler reported to the window of ``limit``."""
-        await self._change(limit, lambda window, slot: _added(window, slot, tokens=tokens))
+        await self._change(limit, lambda window, slot: added(window, slot, tokens=tokens))
 
     async def _change(
         self, limit: Limit, change: Callable[[list[RateSlot], int], float | list[RateSlot]]
@@ -123,10 +115,7 @@ class Rates:
                 if entry is None
                 else parse_or_none(RateWindow, entry.value, where=f"{RATES_BUCKET}/{limit.capability}")
             )
-            # A slot a whole interval ahead (a clock far off, or a hostile writer) is dropped: it
-            # would otherwise fill the window for as long as it lasts.
-            live = [s for s in (window.slots if window else ()) if slot - SLOTS <= s.n <= slot + SLOTS]
-            changed = change(live, slot)
+            changed = change(live_slots(window, slot), slot)
             if isinstance(changed, float):
                 return max(changed * length - (now - slot * length), 0.0), slot
             value = wire_bytes(RateWindow(slots=tuple(changed)))
@@ -140,9 +129,16 @@ class Rates:
             return 0.0, slot
 
 
-def _taken(limit: Limit, window: list[RateSlot], slot: int) -> float | list[RateSlot]:
-    """The window with one more request in ``slot``, or (as a float) how many slot lengths from
-    the start of ``slot`` until enough old slots have left the window."""
+def live_slots(window: RateWindow | None, slot: int) -> list[RateSlot]:
+    """The slots of ``window`` that count in ``slot``: the last interval's. A slot a whole interval
+    ahead (a clock far off, or a hostile writer) is dropped too: it would otherwise fill the window
+    for as long as it lasts."""
+    return [s for s in (window.slots if window else ()) if slot - SLOTS <= s.n <= slot + SLOTS]
+
+
+def reserved(limit: Limit, window: list[RateSlot], slot: int) -> float | list[RateSlot]:
+    """``window`` (the live slots) with one more request reserved in ``slot``, or (as a float) how
+    many slot lengths from the start of ``slot`` until enough old slots have left the window."""
     for oldest in range(slot - SLOTS, slot + 1):
         rest = [s for s in window if s.n >= oldest]
         requests = sum(s.requests for s in rest)
@@ -152,13 +148,24 @@ def _taken(limit: Limit, window: list[RateSlot], slot: int) -> float | list[Rate
         )
         if fits:
             if oldest == slot - SLOTS:
-                return _added(window, slot, requests=1)
+                return added(window, slot, requests=1)
             # Slot ``oldest - 1`` leaves the window when slot ``oldest + SLOTS`` begins.
             return float(oldest + SLOTS - slot)
     return float(SLOTS + 1)  # a limit of 0: ask again a full interval later
 
 
-def _added(window: list[RateSlot], slot: int, *, requests: int = 0, tokens: int = 0) -> list[RateSlot]:
+def refunded(window: list[RateSlot], slot: int) -> float | list[RateSlot]:
+    """``window`` with one request reserved in ``slot`` given up, or 0.0 (nothing to write) when
+    that slot has left the window already."""
+    reserved = next((s for s in window if s.n == slot and s.requests > 0), None)
+    if reserved is None:
+        return 0.0
+    back = reserved.model_copy(update={"requests": reserved.requests - 1})
+    return [back if s.n == slot else s for s in window]
+
+
+def added(window: list[RateSlot], slot: int, *, requests: int = 0, tokens: int = 0) -> list[RateSlot]:
+    """``window`` with ``requests`` and ``tokens`` added to ``slot`` (a new slot if it has none)."""
     current = next((s for s in window if s.n == slot), RateSlot(n=slot))
     bumped = current.model_copy(
         update={"requests": current.requests + requests, "tokens": current.tokens + tokens}
