@@ -5,7 +5,7 @@ from ._version import __version__
 from .agent import CATCH_ALL, Agent, Decider
 from .agent_protocol import AgentProtocolHandler, via_agent_protocol
 from .artifacts import Artifacts
-from .board import BoardConfig, Lease, Taken, TaskBoard
+from .board import BoardConfig, Lease, NotTaken, Taken, TaskBoard
 from .cards import CardChange, Directory
 from .context import Handler, TaskContext
 from .errors import (
@@ -63,6 +63,7 @@ from .signals import Decline, NonRetryable, RateLimited
 from .throttle import Throttle
 from .trail import Scent, Trail, TrailConfig
 from .verify import Authenticity, Verifier
+from .waiting import Waiting, WaitingFacts, WaitReason, waiting_for, why_waiting, why_waiting_many
 
 __all__ = [
     "CATCH_ALL",
@@ -101,6 +102,7 @@ __all__ = [
     "LimitNotFound",
     "NonRetryable",
     "NotFound",
+    "NotTaken",
     "NotWaiting",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -135,9 +137,15 @@ __all__ = [
     "Usage",
     "Verdict",
     "Verifier",
+    "WaitReason",
+    "Waiting",
+    "WaitingFacts",
     "__version__",
     "configure_logging",
     "connect",
     "read_seed",
     "via_agent_protocol",
+    "waiting_for",
+    "why_waiting",
+    "why_waiting_many",
 ]

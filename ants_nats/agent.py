@@ -32,7 +32,7 @@ from ._pull import Puller, fetch_patiently
 from ._store import translate_errors
 from ._version import __version__
 from .attempt import RETRY_BACKOFF_S, Crew, Declined, RunningAttempt
-from .board import Taken, TaskBoard
+from .board import NotTaken, TaskBoard
 from .context import Handler
 from .errors import (
     AntsError,
@@ -421,7 +421,7 @@ class Agent:
                 return
             probation = delivered >= reputation.config.probation_after
             claim_ns = time.time_ns()
-            outcome = await self.board.take(
+            claim = await self.board.take(
                 ticket, msg, self.id, probation=probation, trust_ticket=self._trusts(ticket, msg)
             )
         except CorruptEntry as exc:
@@ -430,11 +430,11 @@ class Agent:
             await self._throttle.refund(reservation)
             await msg.term()
             return
-        if isinstance(outcome, Taken):
+        if isinstance(claim, NotTaken):
             await self._throttle.refund(reservation)  # no work of ours: the request goes back
-            await self._settle_ticket(msg, outcome)
+            await self._settle_ticket(msg, claim)
             return
-        lease = outcome
+        lease = claim
         trace = tracing.attempt(lease.task, self.id, started_ns=received_ns)
         trace.claimed(claim_ns, time.time_ns(), token=lease.token, deferred=not lease.claimed)
         self.metrics.count("claimed", lease.task)
@@ -471,14 +471,16 @@ class Agent:
         scores = await self.board.reputation.scores(self.id, requires_of(ticket.route))
         return min(scores.values()) < self.board.reputation.config.prefer_above
 
-    async def _settle_ticket(self, msg: Msg, taken: Taken) -> None:
-        if taken.reason in ("held", "not_yet", "waiting"):
+    async def _settle_ticket(self, msg: Msg, not_taken: NotTaken) -> None:
+        if not_taken.reason in ("held", "not_yet", "waiting"):
             # Look again about when the holder's lease would expire (one check per TTL, not a
             # herd), when the task may start, or when its question times out: the server holds
             # the ticket until then.
-            await msg.nak(delay=(taken.retry_after or 0.0) + 0.05)
-        elif taken.reason == "quarantined":
-            log.info("task.refused", agent=self.id, task_id=taken.task_id, quarantined=taken.quarantined)
+            await msg.nak(delay=(not_taken.retry_after or 0.0) + 0.05)
+        elif not_taken.reason == "quarantined":
+            log.info(
+                "task.refused", agent=self.id, task_id=not_taken.task_id, quarantined=not_taken.quarantined
+            )
             await msg.nak(delay=self.decline_backoff)  # others first; probation comes with redeliveries
         else:  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
             await msg.ack()

@@ -500,13 +500,19 @@ class Budget(_Wire):
         return self
 
     @property
-    def exhausted(self) -> str | None:
+    def exhausted_because(self) -> str | None:
         """Why nothing more may be spent (None while something is left)."""
         if self.tokens is not None and self.spent.tokens >= self.tokens:
             return f"budget {self.id!r} is spent: {self.spent.tokens} of {self.tokens} tokens"
         if self.cost is not None and self.spent.cost >= self.cost:
             return f"budget {self.id!r} is spent: cost {self.spent.cost:g} of {self.cost:g}"
         return None
+
+    @property
+    def exhausted(self) -> str | None:
+        """``exhausted_because``'s name in 0.1.0 (a reason, not a yes or no), kept so that code
+        written against it still runs."""
+        return self.exhausted_because
 
 
 FIRE_TIME_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -13,8 +13,8 @@ from pydantic import JsonValue
 from ants_nats import (
     Agent,
     EmbeddedServer,
+    NotTaken,
     NotWaiting,
-    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -55,7 +55,7 @@ async def test_an_answer_after_the_asker_died_reaches_the_next_claimer(board: Ta
     assert isinstance(event.data, dict) and event.data["question"] == "Which region?"
     # Nobody can claim it while it waits; the refusal says until when it may wait.
     refused = await board.claim("trip", "rival")
-    assert isinstance(refused, Taken) and refused.reason == "waiting"
+    assert isinstance(refused, NotTaken) and refused.reason == "waiting"
     assert refused.retry_after is not None and 50 < refused.retry_after <= 60
 
     second = Agent(board, name="answerer-side")

@@ -13,8 +13,8 @@ from ants_nats import (
     InvalidTask,
     Lease,
     LeaseLost,
+    NotTaken,
     PayloadTooLarge,
-    Taken,
     Task,
     TaskBoard,
     TaskExists,
@@ -37,7 +37,7 @@ async def test_exactly_one_of_many_racing_claims_wins(board: TaskBoard) -> None:
     await board.submit(Task(id="t1", kind="work"))
     outcomes = await asyncio.gather(*(board.claim("t1", f"agent-{i}") for i in range(20)))
     winners = [o for o in outcomes if isinstance(o, Lease)]
-    losers = [o for o in outcomes if isinstance(o, Taken)]
+    losers = [o for o in outcomes if isinstance(o, NotTaken)]
     assert len(winners) == 1
     assert len(losers) == 19
     assert {loser.reason for loser in losers} == {"held"}
@@ -57,7 +57,7 @@ async def test_complete_with_current_token_then_stale_token_is_rejected(board: T
     with pytest.raises(LeaseLost):
         await board.complete(lease, {"answer": 0})
     assert (await board.get("t1")).result == {"answer": 42}
-    assert await board.claim("t1", "b") == Taken("t1", "finished", status=TaskStatus.DONE)
+    assert await board.claim("t1", "b") == NotTaken("t1", "finished", status=TaskStatus.DONE)
 
 
 async def test_expired_lease_returns_task_and_zombie_is_fenced_off(board: TaskBoard) -> None:
@@ -91,7 +91,7 @@ async def test_heartbeat_keeps_lease_alive_past_ttl(board: TaskBoard) -> None:
         await asyncio.sleep(ttl / 3)
         await board.heartbeat(lease)
         rival = await board.claim("t1", "b")
-        assert isinstance(rival, Taken) and rival.reason == "held"
+        assert isinstance(rival, NotTaken) and rival.reason == "held"
     assert (await board.complete(lease, 1)).status is TaskStatus.DONE
 
 
@@ -136,7 +136,7 @@ async def test_expired_attempts_dead_letter_with_history(board: TaskBoard) -> No
             break
     await watcher.stop()
     outcome = await board.claim("t1", "b")
-    assert outcome == Taken("t1", "finished", status=TaskStatus.DEAD)
+    assert outcome == NotTaken("t1", "finished", status=TaskStatus.DEAD)
     record = await board.get("t1")
     assert record.status is TaskStatus.DEAD
     assert [(a.agent, a.token, a.outcome) for a in record.attempts] == [("a", first.token, "expired")]
@@ -151,7 +151,7 @@ async def test_dependencies_gate_claims_and_results_flow(board: TaskBoard) -> No
             Task(id="sum", kind="sum", depends_on=("parse", "fetch")),
         ]
     )
-    assert await board.claim("parse", "a") == Taken("parse", "not_ready")
+    assert await board.claim("parse", "a") == NotTaken("parse", "not_ready")
     lease = await claim_ok(board, "fetch", "a")
     await board.complete(lease, "page")
     assert (await board.get("sum")).waiting_on == ("parse",)
@@ -221,7 +221,7 @@ async def test_invalid_and_unknown_ids(board: TaskBoard) -> None:
         await board.get("no/such")
     with pytest.raises(TaskNotFound):
         await board.get("missing")
-    assert await board.claim("missing", "a") == Taken("missing", "unknown")
+    assert await board.claim("missing", "a") == NotTaken("missing", "unknown")
 
 
 async def test_deadline_passed_fails_the_task_and_its_dependents(board: TaskBoard) -> None:
@@ -229,7 +229,7 @@ async def test_deadline_passed_fails_the_task_and_its_dependents(board: TaskBoar
     await board.submit_many(
         [Task(id="late", kind="work", deadline=past), Task(id="next", kind="work", depends_on=("late",))]
     )
-    assert await board.claim("late", "a") == Taken("late", "finished", status=TaskStatus.FAILED)
+    assert await board.claim("late", "a") == NotTaken("late", "finished", status=TaskStatus.FAILED)
     assert (await board.get("late")).error == "deadline passed before a claim"
     assert (await board.get("next")).status is TaskStatus.FAILED
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ants_nats import EmbeddedServer, InvalidTask, Lease, Taken, Task, TaskBoard, TaskStatus
+from ants_nats import EmbeddedServer, InvalidTask, Lease, NotTaken, Task, TaskBoard, TaskStatus
 from ants_nats.models import TaskRecord, wire_bytes
 
 
@@ -48,7 +48,7 @@ async def test_a_deadline_without_a_time_zone_is_refused_and_survived(board: Tas
     raw["task"]["deadline"] = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
     await board.tasks.create("late", json.dumps(raw).encode())
     taken = await board.claim("late", "worker")
-    assert isinstance(taken, Taken) and taken.status is TaskStatus.FAILED
+    assert isinstance(taken, NotTaken) and taken.status is TaskStatus.FAILED
 
 
 async def test_too_many_capabilities_are_refused_before_anything_is_written(board: TaskBoard) -> None:

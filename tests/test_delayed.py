@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ants_nats import EmbeddedServer, InvalidTask, Taken, Task, TaskBoard
+from ants_nats import EmbeddedServer, InvalidTask, NotTaken, Task, TaskBoard
 
 from .helpers import Recorder, swarm
 from .test_cli import run_cli
@@ -18,7 +18,7 @@ async def test_a_delayed_task_starts_no_sooner_than_asked(board: TaskBoard) -> N
     start = datetime.now(UTC) + timedelta(seconds=1)
     await board.submit(Task(id="later", kind="work", not_before=start))
     early = await board.claim("later", "eager")
-    assert isinstance(early, Taken) and early.reason == "not_yet"
+    assert isinstance(early, NotTaken) and early.reason == "not_yet"
     assert early.retry_after is not None and 0 < early.retry_after <= 1
     async with swarm(board, Recorder(), 1):
         final = (await board.wait(["later"], timeout=20))["later"]

@@ -21,7 +21,7 @@ from ants_nats import (
     EmbeddedServer,
     Lease,
     LeaseLost,
-    Taken,
+    NotTaken,
     Task,
     TaskBoard,
     TaskContext,
@@ -39,7 +39,7 @@ async def test_twenty_agents_two_hundred_tasks_each_done_exactly_once(
     claims: list[str] = []
     real_take = board.take
 
-    async def counting_take(ticket: Ticket, msg: Msg, agent_id: str, **options: bool) -> Lease | Taken:
+    async def counting_take(ticket: Ticket, msg: Msg, agent_id: str, **options: bool) -> Lease | NotTaken:
         claims.append(ticket.task_id)
         return await real_take(ticket, msg, agent_id, **options)
 

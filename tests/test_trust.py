@@ -19,8 +19,8 @@ from ants_nats import (
     InvalidTask,
     Lease,
     LeaseLost,
+    NotTaken,
     PermissionDenied,
-    Taken,
     Task,
     TaskBoard,
     TaskContext,
@@ -164,7 +164,7 @@ async def test_garbage_in_shared_state_is_repaired_recorded_and_loses_no_task(
     await board.submit(Task(id="d1", kind="work"))
     assert isinstance(await board.claim("d1", "holder"), Lease)
     await board.leases.put(lease_key("d1", "holder"), b"\x00garbage")
-    assert await board.claim("d1", "direct") == Taken("d1", "held", retry_after=0.0)
+    assert await board.claim("d1", "direct") == NotTaken("d1", "held", retry_after=0.0)
     assert isinstance(await board.claim("d1", "direct"), Lease)
     dropped = [e.ref for e in await board.trail.replay("ants.trail.corrupt.lease.>")]
     assert dropped == ["d1"]
@@ -280,7 +280,7 @@ async def test_a_quarantined_agent_recovers_on_probation(board: TaskBoard) -> No
         fresh = Reputation(board.nc, config)
         assert await fresh.quarantined("lonely", ["cpu"]) == ["cpu"]
         refused = await board.claim("old0", "lonely")
-        assert isinstance(refused, Taken) and refused.reason == "quarantined"
+        assert isinstance(refused, NotTaken) and refused.reason == "quarantined"
         # Nobody else is around: after probation_after offers the ticket is its to take.
         lonely = Agent(board, name="lonely", agent_id="lonely", capabilities=["cpu"], decline_backoff=0.1)
         lonely.handler("work")(Recorder().handle)
@@ -306,7 +306,7 @@ async def test_probation_never_spends_a_tasks_last_attempt(board: TaskBoard) -> 
     )
     assert isinstance(await board.claim("roomy", "shaky", probation=True), Lease)
     refused = await board.claim("final", "shaky", probation=True)
-    assert isinstance(refused, Taken) and refused.quarantined == ("cpu",)
+    assert isinstance(refused, NotTaken) and refused.quarantined == ("cpu",)
 
 
 # ---------------------------------------------------------------- attacks with an agent's write access
@@ -440,7 +440,7 @@ async def test_nobody_can_forge_the_expiry_of_another_agents_lease(secured: Embe
         with pytest.raises(PermissionDenied):
             await publish(rival.nc.jetstream(), subject, b"", headers=forged)
         held = await rival.claim("mine", "ant-b")
-        assert isinstance(held, Taken) and held.reason == "held" and held.holder == "ant-a"
+        assert isinstance(held, NotTaken) and held.reason == "held" and held.holder == "ant-a"
         done = await board.complete(lease, "still mine")
     assert [(a.agent, a.outcome) for a in done.attempts] == [("ant-a", "completed")]
 
@@ -489,7 +489,7 @@ async def test_a_forged_expiry_of_a_direct_claim_is_seen_for_what_it_is(board: T
             board.nc.jetstream(), f"$KV.ants_leases.{lease_key('kept', 'holder')}", b"", headers=forged
         )
         taken = await board.claim("kept", "rival")
-        assert isinstance(taken, Taken) and taken.reason == "held" and taken.holder == "holder"
+        assert isinstance(taken, NotTaken) and taken.reason == "held" and taken.holder == "holder"
         await board.heartbeat(holder)  # the holder puts its key back: nobody had taken over
     done = await board.complete(holder, "mine")
     assert [(a.agent, a.outcome) for a in done.attempts] == [("holder", "completed")]

@@ -17,7 +17,7 @@ from ants_nats import (
     EmbeddedServer,
     InvalidTask,
     Ledger,
-    Taken,
+    NotTaken,
     Task,
     TaskBoard,
     TaskContext,
@@ -120,7 +120,7 @@ async def test_usage_adds_up_under_a_root_and_in_the_ledger(
 async def test_an_ending_retried_after_a_lost_answer_is_charged_once(board: TaskBoard) -> None:
     await board.submit(Task(id="once", kind="write"), budget=Budget(id="b-once", tokens=1000))
     lease = await board.claim("once", "writer")
-    assert not isinstance(lease, Taken)
+    assert not isinstance(lease, NotTaken)
     spent = Usage(tokens_in=40, tokens_out=10)
     await board.complete(lease, "ok", usage=spent)
     # The same ending charged again, as a retry whose first answer was lost would (the charge

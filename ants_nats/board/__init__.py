@@ -33,6 +33,6 @@ no live agent will take), ``cancel``, ``requeue`` (retry) and
 from .config import BoardConfig
 from .decline import held_back
 from .facade import TaskBoard
-from .lease import Lease, Taken
+from .lease import Lease, NotTaken, Taken
 
-__all__ = ["BoardConfig", "Lease", "Taken", "TaskBoard", "held_back"]
+__all__ = ["BoardConfig", "Lease", "NotTaken", "Taken", "TaskBoard", "held_back"]

@@ -84,8 +84,8 @@ class Budgets:
                 await self._bucket.update(budget_id, wire_bytes(spent), last=entry.revision)
             except Conflict:
                 continue
-            if spent.exhausted and not budget.exhausted:
-                log.info("budget.spent", budget=budget_id, reason=spent.exhausted)
+            if spent.exhausted_because and not budget.exhausted_because:
+                log.info("budget.spent", budget=budget_id, reason=spent.exhausted_because)
             return spent
 
 

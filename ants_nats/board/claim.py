@@ -33,7 +33,7 @@ from ..models import (
 )
 from ..names import LEASES_BUCKET, lease_key
 from ._core import Core, check_id
-from .lease import Lease, Taken, caps, claimed, expire, holds
+from .lease import Lease, NotTaken, caps, claimed, expire, holds
 from .propagate import Propagation
 from .recover import Recovery
 
@@ -51,44 +51,44 @@ class Claims:
         self._propagation = propagation
         self._recovery = recovery
 
-    async def _claimable(self, record: TaskRecord, agent_id: str, *, probation: bool) -> Taken | None:
+    async def _claimable(self, record: TaskRecord, agent_id: str, *, probation: bool) -> NotTaken | None:
         """Why ``agent_id`` may not claim the task of ``record`` at all (None: it may try)."""
         task_id = record.task.id
         if record.status.terminal:
             await self._recovery.recover(record, by=agent_id)
-            return Taken(task_id, "finished", status=record.status)
+            return NotTaken(task_id, "finished", status=record.status)
         if record.waiting_on:
-            return Taken(task_id, "not_ready")
+            return NotTaken(task_id, "not_ready")
         now = utcnow()
         if record.status is TaskStatus.WAITING_INPUT:
             return await self._still_waiting(record, now, agent_id)
         if record.task.not_before is not None and now < record.task.not_before:
-            return Taken(task_id, "not_yet", retry_after=(record.task.not_before - now).total_seconds())
+            return NotTaken(task_id, "not_yet", retry_after=(record.task.not_before - now).total_seconds())
         if record.task.deadline is not None and now > record.task.deadline:
             reason = "deadline passed before a claim"
             final = await self._propagation.finish_unclaimed(
                 task_id, TaskStatus.FAILED, reason, event="task.failed", by=agent_id
             )
-            return Taken(task_id, "finished", status=final.status)
+            return NotTaken(task_id, "finished", status=final.status)
         if record.task.budget is not None:
             budget = await self._core.budgets.get(record.task.budget)
-            if budget is not None and budget.exhausted:
+            if budget is not None and budget.exhausted_because:
                 final = await self._propagation.finish_unclaimed(
-                    task_id, TaskStatus.FAILED, budget.exhausted, event="task.failed", by=agent_id
+                    task_id, TaskStatus.FAILED, budget.exhausted_because, event="task.failed", by=agent_id
                 )
-                return Taken(task_id, "finished", status=final.status)
+                return NotTaken(task_id, "finished", status=final.status)
         distrusted = await self._core.reputation.quarantined(agent_id, record.task.requires)
         # Probation never spends a task's last attempt on an agent we do not trust.
         last_chance = record.counted_attempts + 1 >= record.task.max_attempts
         if distrusted and (not probation or last_chance):
-            return Taken(task_id, "quarantined", quarantined=tuple(distrusted))
+            return NotTaken(task_id, "quarantined", quarantined=tuple(distrusted))
         return None
 
-    async def _still_waiting(self, record: TaskRecord, now: datetime, agent_id: str) -> Taken:
+    async def _still_waiting(self, record: TaskRecord, now: datetime, agent_id: str) -> NotTaken:
         """A task waiting for input: held back until its question times out, then failed."""
         task_id, question = record.task.id, record.questions[-1]
         if now < question.until:
-            return Taken(task_id, "waiting", retry_after=(question.until - now).total_seconds())
+            return NotTaken(task_id, "waiting", retry_after=(question.until - now).total_seconds())
         reason = f"no answer to {question.text!r} by {question.until.isoformat()}"
         final = await self._propagation.finish_unclaimed(
             task_id,
@@ -101,12 +101,12 @@ class Claims:
             ),
         )
         if final.status.terminal:
-            return Taken(task_id, "finished", status=final.status)
-        return Taken(task_id, "duplicate")  # answered meanwhile: its fresh ticket is on its way
+            return NotTaken(task_id, "finished", status=final.status)
+        return NotTaken(task_id, "duplicate")  # answered meanwhile: its fresh ticket is on its way
 
     async def take(
         self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True
-    ) -> Lease | Taken:
+    ) -> Lease | NotTaken:
         """See ``TaskBoard.take``."""
         core, task_id = self._core, ticket.task_id
         check_id(agent_id, what="agent id")
@@ -126,7 +126,7 @@ class Claims:
                 try:
                     record, revision = await core.get_entry(task_id)
                 except TaskNotFound:
-                    return Taken(task_id, "unknown")
+                    return NotTaken(task_id, "unknown")
             if (
                 not vetted
                 or record.status.terminal
@@ -149,7 +149,7 @@ class Claims:
                     if held is not None:
                         return held
                 elif record.ticket != seq:
-                    return Taken(task_id, "duplicate", holder=record.holder)
+                    return NotTaken(task_id, "duplicate", holder=record.holder)
                 # The server delivered the holder's own ticket to us: its lease ran out.
                 record, expired = expire(record, now)
             new = record
@@ -163,7 +163,7 @@ class Claims:
             if expired is not None:
                 await self._recovery.expired(new, expired, noticed_by=agent_id)
             if new.status is TaskStatus.DEAD:
-                return Taken(task_id, "finished", status=new.status)
+                return NotTaken(task_id, "finished", status=new.status)
             await self._claimed_event(new)
             return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
 
@@ -216,7 +216,7 @@ class Claims:
         lease.claimed = True
         await self._claimed_event(lease._record)
 
-    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | NotTaken:
         """See ``TaskBoard.claim``."""
         core = self._core
         check_id(task_id)
@@ -224,13 +224,13 @@ class Claims:
         try:
             record, revision = await core.get_entry(task_id)
         except TaskNotFound:
-            return Taken(task_id, "unknown")
+            return NotTaken(task_id, "unknown")
         refused = await self._claimable(record, agent_id, probation=probation)
         if refused is not None:
             return refused
         if record.status is TaskStatus.CLAIMED and record.ticket is not None:
             # Held through its ticket: only the ticket's redelivery says that lease ran out.
-            return Taken(task_id, "held", holder=record.holder, retry_after=core.config.lease_ttl)
+            return NotTaken(task_id, "held", holder=record.holder, retry_after=core.config.lease_ttl)
         lapsed = None
         if record.status is TaskStatus.CLAIMED:
             # Held directly: alive while its holder's own lease key lives.
@@ -265,8 +265,8 @@ class Claims:
         if final.status is not TaskStatus.CLAIMED or final.token != token or final.holder != agent_id:
             await self.drop_lease(task_id, agent_id, lease_revision)
             if final.status is TaskStatus.CLAIMED:
-                return Taken(task_id, "held", holder=final.holder, retry_after=ttl)
-            return Taken(task_id, "finished", status=final.status)
+                return NotTaken(task_id, "held", holder=final.holder, retry_after=ttl)
+            return NotTaken(task_id, "finished", status=final.status)
         await self._claimed_event(final)
         return self._lease(
             final, written, agent_id, token=token, ticket=None, started_at=now, lease_revision=lease_revision
@@ -278,7 +278,7 @@ class Claims:
             "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
         )
 
-    async def _held(self, task_id: str, holder: str | None) -> Taken | None:
+    async def _held(self, task_id: str, holder: str | None) -> NotTaken | None:
         """``held`` while the lease key of ``holder``'s direct claim lives; None once it is gone."""
         core = self._core
         if holder is None:
@@ -298,10 +298,12 @@ class Claims:
             await core.trail.emit(
                 TrailEvent(kind="corrupt.lease", ref=task_id, data={"revision": entry.revision, "age": age})
             )
-            return Taken(task_id, "held", retry_after=0.0)
-        return Taken(task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0))
+            return NotTaken(task_id, "held", retry_after=0.0)
+        return NotTaken(
+            task_id, "held", holder=lease.agent, retry_after=max(core.config.lease_ttl - age, 0.0)
+        )
 
-    async def _deleted_early(self, task_id: str, holder: str, deleted: datetime) -> Taken | None:
+    async def _deleted_early(self, task_id: str, holder: str, deleted: datetime) -> NotTaken | None:
         """``held`` when ``holder``'s lease key was ``deleted`` before its lease ran out: not the
         server's expiry but a tombstone or marker anyone may write (the holder drops its key only
         after its final write, when the record no longer names it). None when the lease really
@@ -310,7 +312,7 @@ class Claims:
         kept = await core.leases.history(key)
         if kept and kept[-1].time is not None and kept[-1].time > deleted:
             # Put back by its holder since (its heartbeat found the record still its own).
-            return Taken(task_id, "held", holder=holder, retry_after=core.config.lease_ttl)
+            return NotTaken(task_id, "held", holder=holder, retry_after=core.config.lease_ttl)
         last = parse_or_none(LeaseRecord, kept[-1].value, where=f"{LEASES_BUCKET}/{key}") if kept else None
         if last is None or kept[-1].time is None:
             return None
@@ -324,7 +326,7 @@ class Claims:
         await core.trail.emit(
             TrailEvent(kind="corrupt.lease", ref=task_id, data={"holder": holder, "deleted_early": True})
         )
-        return Taken(task_id, "held", holder=holder, retry_after=(runs_out - deleted).total_seconds())
+        return NotTaken(task_id, "held", holder=holder, retry_after=(runs_out - deleted).total_seconds())
 
     async def drop_lease(self, task_id: str, agent_id: str, revision: int) -> None:
         """Delete ``agent_id``'s lease key on ``task_id`` at ``revision`` (its tombstone expires

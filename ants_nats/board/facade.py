@@ -38,7 +38,7 @@ from .cancel import Cancellation
 from .claim import Claims
 from .config import BoardConfig
 from .decline import Declines
-from .lease import Lease, Taken
+from .lease import Lease, NotTaken
 from .propagate import Propagation
 from .recover import Recovery
 from .requeue import Requeue
@@ -302,7 +302,7 @@ class TaskBoard:
 
     async def take(
         self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True
-    ) -> Lease | Taken:
+    ) -> Lease | NotTaken:
         """Claim the task of ``ticket``, delivered as ``msg``, for ``agent_id``: the agent runtime's claim.
 
         The un-acked delivery of ``msg`` is the lease: the caller keeps it un-acked while it works
@@ -312,8 +312,9 @@ class TaskBoard:
         """
         return await self._claims.take(ticket, msg, agent_id, probation=probation, trust_ticket=trust_ticket)
 
-    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | Taken:
-        """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else ``Taken``.
+    async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | NotTaken:
+        """Try to claim ``task_id`` for ``agent_id`` directly: a ``Lease`` if this call won, else
+        ``NotTaken`` (why not).
 
         A direct claim holds no ticket, so its lease is the key ``ants_leases/<task id>.<agent>`` with a
         per-key TTL, renewed by ``heartbeat``. An agent quarantined for one of the task's

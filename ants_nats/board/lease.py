@@ -1,4 +1,5 @@
-"""A held claim (``Lease``), a lost one (``Taken``), and the pure record changes a claim makes.
+"""A won claim (``Lease``), the answer of one that did not win (``NotTaken``), and the pure record
+changes a claim makes.
 
 Nothing here talks to the server: these functions say what a record becomes when it is claimed,
 when its holder's lease runs out, and whether it still belongs to a lease.
@@ -57,7 +58,7 @@ class Lease:
 
 
 @dataclass(frozen=True)
-class Taken:
+class NotTaken:
     """The definite answer of a claim that did not win.
 
     ``reason``: ``held`` (another agent holds a live lease; retry after ``retry_after`` s),
@@ -78,6 +79,11 @@ class Taken:
     status: TaskStatus | None = None
     quarantined: tuple[str, ...] = ()
     """With reason ``quarantined``: the capabilities the claimant is not trusted with right now."""
+
+
+Taken = NotTaken
+"""``NotTaken``'s name in 0.1.0, kept so that code written against it still runs: it is not only
+'someone else took it' but every answer of a claim that did not win (unknown, not yet ...)."""
 
 
 def holds(lease: Lease, record: TaskRecord) -> bool:
