@@ -113,31 +113,39 @@ class Declines:
         if matching.declined_by_all(cards, record) is None:
             return 0.0
 
+        marked = False
+
         def mark(fresh: TaskRecord) -> TaskRecord | None:
+            nonlocal marked
+            marked = False
             if fresh.status is not TaskStatus.PENDING or fresh.holder is not None:
                 return None
             because = _unroutable(fresh, cards)
             if not because or (fresh.unroutable, fresh.unroutable_reason) == tuple(because.values()):
                 return None
+            marked = True
             return fresh.model_copy(update=because)
 
         final, _ = await core.mutate(task_id, mark, known=(record, revision))
         if final.unroutable_reason is None or final.status is not TaskStatus.PENDING:
             return 0.0
-        return held_back(await self._set_aside(final, by=by))
+        # Marked already (by a decliner that may have died before it kept the id): keep it again,
+        # which costs one idempotent write, but say it on the trail only once.
+        return held_back(await self._set_aside(final, by=by, news=marked))
 
-    async def _set_aside(self, record: TaskRecord, *, by: str | None) -> TaskRecord:
-        """``record`` was just marked unroutable: keep its id where a newcomer looks (or fail it,
-        if its submitter asked for that), and say so on the trail."""
+    async def _set_aside(self, record: TaskRecord, *, by: str | None, news: bool = True) -> TaskRecord:
+        """``record`` is marked unroutable: keep its id where a newcomer looks (or fail it, if its
+        submitter asked for that), and (``news``: it was just marked) say so on the trail."""
         core, task = self._core, record.task
         reason = record.unroutable_reason or "unroutable"
-        log.warning("task.unroutable", task_id=task.id, reason=reason)
         # A "not now" still pending: the ticket waits on the server until it lapses, not here.
         if not task.fail_unroutable and record.declines_lapse() is None:
             entry = UnroutableTask(task_id=task.id, kind=task.kind, requires=task.requires, reason=reason)
             await core.unroutable.put(task.id, wire_bytes(entry))
-        data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
-        await core.event("task.unroutable", task.id, data=data, by=by)
+        if news:
+            log.warning("task.unroutable", task_id=task.id, reason=reason)
+            data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
+            await core.event("task.unroutable", task.id, data=data, by=by)
         if task.fail_unroutable:
             return await self._propagation.finish_unclaimed(
                 task.id, TaskStatus.FAILED, reason, event="task.failed", by=by
