@@ -15,14 +15,6 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
-import nats.errors
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-
-from .log import get_logger
-
-log = get_logger("pull")
-
 T = TypeVar("T")
 
 IN_FLIGHT = 256
@@ -45,17 +37,6 @@ async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int = IN_FLIGHT) ->
         return list(await asyncio.gather(*tasks))
     finally:
         await cancel_and_wait(tasks)
-
-
-async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
-    """Up to ``batch`` messages, or ``[]`` when none came within ``timeout`` seconds."""
-    try:
-        msgs = await sub.fetch(batch, timeout=timeout)
-    except (nats.errors.TimeoutError, TimeoutError):
-        msgs = []
-    # Messages fetched here are not acked: the server redelivers them after their ack wait.
-    honour_swallowed_cancel()
-    return msgs
 
 
 def honour_swallowed_cancel() -> None:

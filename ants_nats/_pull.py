@@ -1,4 +1,5 @@
-"""A lean pull consumer: one ticket per request, straight from JetStream's ``CONSUMER.MSG.NEXT`` API.
+"""A lean pull consumer, straight from JetStream's ``CONSUMER.MSG.NEXT`` API: the one way ants-nats
+pulls (an agent's tickets, one per request; a trail follower's events; a replay's, in batches).
 
 An agent fetches once per task. nats-py's ``PullSubscription.fetch`` creates two tasks and a uuid
 per call and waits with ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation
@@ -37,14 +38,17 @@ _NO_MESSAGES = frozenset({"404", "408"})
 
 
 class Puller:
-    """Fetch messages of the durable pull consumer ``consumer`` on ``stream``, one per ``fetch``.
+    """Fetch messages of the pull consumer ``consumer`` on ``stream``, one per ``fetch``.
 
     Use as ``async with Puller(nc, stream, consumer) as puller``; messages fetched but not handed
-    out when it closes are given back to the server (``nak``)."""
+    out when it closes are given back to the server (``nak``). ``batch``: how many messages one
+    request asks for (the rest of a batch waits for the next ``fetch``s); an agent asks for one at
+    a time, so that no ticket waits in one agent while another is idle."""
 
-    def __init__(self, nc: Client, stream: str, consumer: str) -> None:
+    def __init__(self, nc: Client, stream: str, consumer: str, *, batch: int = 1) -> None:
         self.consumer = consumer
         self._nc = nc
+        self._batch = batch
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
@@ -90,7 +94,7 @@ class Puller:
             self._request += 1
             self._answered = asyncio.get_running_loop().create_future()
             expires_ns = int((timeout - min(_EXPIRY_MARGIN_S, timeout / 5)) * 1e9)
-            request = json.dumps({"batch": 1, "expires": expires_ns}).encode()
+            request = json.dumps({"batch": self._batch, "expires": expires_ns}).encode()
             await self._nc.publish(self._api, request, reply=f"{self._inbox}.{self._request}")
             # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
             with contextlib.suppress(TimeoutError):

@@ -20,11 +20,9 @@ import nats.js.errors
 import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._aio import fetch
 from ._pull import Puller, fetch_patiently
 from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
 from ._watch import pushed
@@ -45,7 +43,7 @@ from .names import (
 log = get_logger("trail")
 
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
-_FETCH_BATCH = 256
+_REPLAY_BATCH = 256
 _FETCH_TIMEOUT_S = 1.0
 _REPLAY_TIMEOUT_S = 5.0
 
@@ -100,14 +98,15 @@ def _parse(msg: Msg) -> TrailEvent | None:
 class Trail:
     """Read and write the trail. ``Trail.open(nc)`` creates the stream if it is missing."""
 
-    def __init__(self, js: JetStreamContext, config: TrailConfig | None = None) -> None:
+    def __init__(self, nc: Client, config: TrailConfig | None = None) -> None:
         self.config = config or TrailConfig()
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
 
     @classmethod
     async def open(cls, nc: Client, config: TrailConfig | None = None) -> Trail:
         """Bind to the trail on ``nc``, creating the stream unless it exists."""
-        trail = cls(nc.jetstream(), config)
+        trail = cls(nc, config)
         await trail.ensure()
         return trail
 
@@ -190,20 +189,16 @@ class Trail:
         async with translate_errors("replay the trail"):
             # An unnamed consumer: read-only credentials may create those (access control).
             info = await self._js.add_consumer(TRAIL_STREAM, config=config)
-            sub = await self._js.pull_subscribe_bind(stream=TRAIL_STREAM, consumer=str(info.name))
-            try:
-                pending = (await sub.consumer_info()).num_pending
+            pending = info.num_pending or 0
+            async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_REPLAY_BATCH) as puller:
                 while pending:
-                    msgs = await fetch(sub, min(pending, _FETCH_BATCH), _REPLAY_TIMEOUT_S)
-                    if not msgs:
+                    msg = await puller.fetch(_REPLAY_TIMEOUT_S)
+                    if msg is None:
                         raise AntsError(f"replay of {subjects} stalled with {pending} events left")
-                    for msg in msgs:
-                        event = _parse(msg)
-                        if event is not None:
-                            events.append(event)
-                        pending = msg.metadata.num_pending
-            finally:
-                await sub.unsubscribe()
+                    event = _parse(msg)
+                    if event is not None:
+                        events.append(event)
+                    pending = msg.metadata.num_pending
         return events
 
     async def _record_corrupt(self, msg: Msg) -> None:
@@ -293,7 +288,7 @@ class Trail:
         )
         async with translate_errors(f"follow {subjects}"):
             name = await self._consumer(config)
-        async with Puller(self._js._nc, TRAIL_STREAM, name) as puller:
+        async with Puller(self._nc, TRAIL_STREAM, name) as puller:
             while True:
                 msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
                 if msg is None:

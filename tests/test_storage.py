@@ -119,7 +119,7 @@ async def test_the_trail_drops_its_oldest_events_beyond_its_byte_cap(nats_server
     cap = 64 * 1024
     async with TaskBoard.connect(nats_server.url) as board:
         await board.nc.jetstream().delete_stream("ANTS_TRAIL")  # re-made with a small cap below
-        trail = Trail(board.nc.jetstream(), TrailConfig(max_bytes=cap))
+        trail = Trail(board.nc, TrailConfig(max_bytes=cap))
         await trail.ensure()
         for i in range(400):
             await trail.emit(TrailEvent(kind="task.progress", ref=f"t{i}", data={"pad": "x" * 200}))

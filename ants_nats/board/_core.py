@@ -48,7 +48,7 @@ class Core:
         self.leases = Bucket(js, LEASES_BUCKET)
         self.unroutable = Bucket(js, UNROUTABLE_BUCKET)
         self.routes = _tickets.Routes(js, replicas=config.replicas, lease_ttl=config.lease_ttl)
-        self.trail = Trail(js, TrailConfig(replicas=config.replicas))
+        self.trail = Trail(nc, TrailConfig(replicas=config.replicas))
         self.directory = Directory(nc, replicas=config.replicas, card_ttl=config.card_ttl)
         self.reputation = Reputation(nc, config.reputation)
         self.artifacts = Artifacts(
