@@ -21,7 +21,7 @@ from . import matching
 from ._store import Bucket, Conflict, ensure_kv, translate_errors
 from ._watch import watch_entries, watch_values
 from .log import get_logger
-from .models import AgentCard, parse_or_none
+from .models import AgentCard, parse_or_none, utcnow, wire_bytes
 from .names import AGENTS_BUCKET, card_subject
 
 log = get_logger("cards")
@@ -35,6 +35,10 @@ class CardChange:
     agent_id: str
     card: AgentCard | None
     """The new card (None when the agent left)."""
+
+
+_CLOCK_SKEW_S = 2.0
+"""Tolerance between an announcer's clock and ours when judging a card's age."""
 
 
 def _card(key: str, value: bytes) -> AgentCard | None:
@@ -66,7 +70,7 @@ class Directory:
             return list(self._snapshot[1])
         found = []
         async for key, value in watch_values(self._js, AGENTS_BUCKET, history_only=True):
-            card = _card(key, value)
+            card = self._live(key, value)
             if card is not None:
                 found.append(card)
         self._snapshot = (now, tuple(found))
@@ -88,7 +92,7 @@ class Directory:
                         alive.discard(key)
                         yield CardChange("left", key, None)
                     continue
-                card = _card(key, value)
+                card = self._live(key, value)
                 if card is None:
                     continue
                 kind: Literal["joined", "changed"] = "changed" if key in alive else "joined"
@@ -98,11 +102,25 @@ class Directory:
     async def card(self, agent_id: str) -> AgentCard | None:
         """The live card of ``agent_id``, or None."""
         entry = await self._bucket.get(agent_id)
-        return _card(agent_id, entry.value) if entry else None
+        return self._live(agent_id, entry.value) if entry else None
+
+    def _live(self, key: str, value: bytes) -> AgentCard | None:
+        """The card stored under ``key``, unless it is garbage or its agent stopped announcing it
+        (its heartbeat older than a TTL). The key's expiry removes such a card, but a server that
+        lost its TTL state on a crash brings cards of long-dead agents back: liveness is the
+        heartbeat, not the key."""
+        card = _card(key, value)
+        if card is None:
+            return None
+        age = (utcnow() - card.heartbeat_at).total_seconds()
+        if age > self.card_ttl + _CLOCK_SKEW_S:
+            log.debug("card.stale", agent=key, age=age)
+            return None
+        return card
 
     async def announce(self, card: AgentCard) -> None:
         """Publish ``card``: kept in the bucket for ``card_ttl`` s and sent on ``ants.cap.<id>``."""
-        value = card.model_dump_json().encode()
+        value = wire_bytes(card)
         await self._bucket.put(card.id, value, ttl=self.card_ttl)
         async with translate_errors(f"announce {card.id}"):
             await self._nc.publish(card_subject(card.id), value)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 from contextlib import AsyncExitStack, aclosing
+from datetime import timedelta
 
 import pytest
 from pydantic import JsonValue
@@ -24,6 +25,7 @@ from ants_nats import (
     TaskStatus,
 )
 from ants_nats.matching import Verdict
+from ants_nats.models import utcnow
 
 from .conftest import TEST_CARD_TTL
 
@@ -239,3 +241,28 @@ async def test_progress_reports_and_capability_updates_reach_the_trail(board: Ta
     assert [e.data for e in progress] == [{"fraction": 0.5, "note": "halfway"}]
     kinds = [e.kind for e in await board.trail.replay(f"ants.trail.agent.*.{agent.id}.*")]
     assert kinds == ["agent.joined", "agent.changed", "agent.left"]
+
+
+async def test_a_card_past_its_heartbeat_is_no_live_agent(board: TaskBoard) -> None:
+    """A server that lost its TTL state on a crash brings back cards of long-dead agents: a card
+    is live by its heartbeat, not by its key."""
+    ghost = AgentCard(
+        id="ghost",
+        name="ghost",
+        capabilities=(CapabilitySpec(name="haunt"),),
+        load=0,
+        capacity=1,
+        software="old",
+        heartbeat_at=utcnow() - timedelta(minutes=10),
+    )
+    await board.nc.jetstream().publish("$KV.ants_agents.ghost", ghost.model_dump_json().encode())  # no TTL
+    alive = Agent(board, name="alive", capabilities=["haunt"])
+    async with alive:
+        assert [card.id for card in await board.directory.cards()] == [alive.id]
+        assert await board.directory.card("ghost") is None
+        async with aclosing(board.directory.watch()) as changes:
+            first = await anext(changes)
+        assert (first.kind, first.agent_id) == ("joined", alive.id)
+    assert await board.directory.who_can(["haunt"]) == []
+    record = await board.submit(Task(id="boo", kind="haunt", requires=("haunt",)))
+    assert record.unroutable == ("haunt",)
