@@ -88,11 +88,11 @@ class Artifacts:
                 # The same bytes again (a repeated submission or completion) are left as they are
                 # while young: a put replaces the chunks, which a reader may be reading at that
                 # moment. An old copy is put again, so that it lives a full ``ttl`` from now.
-                digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+                ref = ref_of(name, data)
                 with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
                     kept = await store.get_info(name)
-                    if kept.digest == digest and kept.size == len(data) and self._young(kept.mtime):
-                        return ArtifactRef(name=name, size=len(data), digest=digest)
+                    if kept.digest == ref.digest and kept.size == ref.size and self._young(kept.mtime):
+                        return ref
                 info = await store.put(name, data)
         log.debug("artifact.written", name=name, size=info.size)
         return ArtifactRef(name=name, size=int(info.size or 0), digest=str(info.digest))
@@ -131,3 +131,10 @@ class Artifacts:
         except ValueError as exc:
             raise CorruptEntry(f"artifact {ref.name!r} is not JSON") from exc
         return value
+
+
+def ref_of(name: str, data: bytes) -> ArtifactRef:
+    """The reference ``data`` stored as artifact ``name`` will have (the Object Store's digest),
+    known before anything is stored."""
+    digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+    return ArtifactRef(name=name, size=len(data), digest=digest)

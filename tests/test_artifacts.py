@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 from pydantic import JsonValue
 
@@ -20,6 +21,7 @@ from ants_nats import (
     Task,
     TaskBoard,
     TaskContext,
+    TaskExists,
     TaskStatus,
 )
 from ants_nats.names import ARTIFACTS_BUCKET
@@ -128,3 +130,20 @@ async def test_the_deployer_publishes_an_artifact_that_exists_only_in_the_store(
 def test_inline_limit_must_fit_the_payload_limit() -> None:
     with pytest.raises(AntsError, match="inline_bytes"):
         BoardConfig(inline_bytes=10, max_payload_bytes=5)
+
+
+async def test_a_refused_submission_stores_no_payload(nats_server: EmbeddedServer) -> None:
+    async with fresh_board(nats_server.url, inline_bytes=100) as board:
+        # An unknown budget is refused before anything is stored: not even the store is made.
+        with pytest.raises(AntsError, match="no budget 'nope'"):
+            await board.submit(Task(id="b", kind="k", payload="x" * 1000, budget="nope"))
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await board.nc.jetstream().stream_info(f"OBJ_{ARTIFACTS_BUCKET}")
+        # Another definition under a taken id is refused before its payload is stored.
+        await board.submit(Task(id="t", kind="k", payload="a" * 1000))
+        store = await board.nc.jetstream().object_store(ARTIFACTS_BUCKET)
+        before = sorted(info.name for info in await store.list())
+        with pytest.raises(TaskExists):
+            await board.submit(Task(id="t", kind="k", payload="b" * 1000))
+        assert sorted(info.name for info in await store.list()) == before
+        assert len(before) == 1 and before[0].startswith("t/payload-")

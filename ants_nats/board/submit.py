@@ -13,6 +13,7 @@ from pydantic import JsonValue
 from .. import matching, tracing
 from .._aio import gather_bounded
 from .._store import Conflict
+from ..artifacts import ref_of
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..log import get_logger
@@ -44,7 +45,15 @@ class Submission:
         self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission, budget: Budget | None
     ) -> list[TaskRecord]:
         core, propagation = self._core, self._propagation
-        batch = await self._budgeted(await self._validated(tasks, trace), budget)
+        validated, large = await self._validated(tasks, trace)
+        batch = await self._budgeted(validated, budget)
+        # Everything is checked before a large payload is stored: a refused submission writes
+        # nothing (a concurrent submission of the same id with another definition aside).
+        for task in batch:
+            if task.id in large:
+                await self._same_task_exists(task)
+        for name, payload in large.values():
+            await core.artifacts.put(name, payload)
         dependents: dict[str, list[str]] = {task.id: [] for task in batch}
         for task in batch:
             for dep in task.depends_on:
@@ -130,9 +139,10 @@ class Submission:
 
     async def _validated(
         self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission
-    ) -> list[Task]:
-        """The batch as tasks to write, or the first reason to reject it (nothing written yet but
-        the artifacts of large payloads, which are stored last)."""
+    ) -> tuple[list[Task], dict[str, tuple[str, bytes]]]:
+        """The batch as tasks to write, a large payload replaced by its artifact's reference, and
+        the artifacts to store (name and bytes, by task id); or the first reason to reject it.
+        Nothing is written."""
         config = self._core.config
         if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence):
             raise InvalidTask(f"submit_many takes a list of tasks, not {type(tasks).__name__}")
@@ -154,15 +164,16 @@ class Submission:
             record = parse_or_none(TaskRecord, entry.value, where=f"dependency {dep}")
             if record is not None:  # a DAG submitted in parts: link to its earlier submissions
                 trace.link(record.task.trace)
-        return [await self._offload(task, large[task.id]) if task.id in large else task for task in batch]
-
-    async def _offload(self, task: Task, payload: bytes) -> Task:
-        """``task`` with its ``payload`` (JSON) moved to the artifact store. The artifact is named by
-        the payload's content, so submitting the same task again is still the same task, and a
-        different task under a taken id cannot overwrite the payload of the one on the board."""
-        name = f"{task.id}/payload-{hashlib.sha256(payload).hexdigest()[:16]}"
-        ref = await self._core.artifacts.put(name, payload)
-        return task.model_copy(update={"payload": None, "payload_ref": ref})
+        artifacts = {
+            task_id: (_payload_name(task_id, payload), payload) for task_id, payload in large.items()
+        }
+        offloaded = [
+            task.model_copy(update={"payload": None, "payload_ref": ref_of(*artifacts[task.id])})
+            if task.id in artifacts
+            else task
+            for task in batch
+        ]
+        return offloaded, artifacts
 
     async def _withdraw(self, written: Mapping[str, int]) -> None:
         """Remove the records a rejected batch wrote before the rejection was known (nothing has
@@ -214,3 +225,10 @@ def parse_task(task: Task | Mapping[str, Any]) -> Task:
             f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors()
         )
         raise InvalidTask(f"invalid task: {problems}") from exc
+
+
+def _payload_name(task_id: str, payload: bytes) -> str:
+    """The artifact of a large payload is named by its content, so submitting the same task again
+    is still the same task, and a different task under a taken id cannot overwrite the payload of
+    the one on the board."""
+    return f"{task_id}/payload-{hashlib.sha256(payload).hexdigest()[:16]}"
