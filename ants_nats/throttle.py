@@ -28,7 +28,7 @@ from ._store import is_tombstone, translate_errors
 from .board import TaskBoard
 from .board.rates import parse_limit
 from .log import get_logger
-from .models import ANY_CAPABILITY, Limit, TrailEvent, parse_or_none, utcnow
+from .models import ANY_CAPABILITY, Limit, TrailEvent, utcnow
 from .names import LIMITS_BUCKET, RATE_HOLD_MARK, trail_filter
 
 log = get_logger("throttle")
@@ -78,11 +78,9 @@ class Throttle:
         """Listen for changes of limits and for holds, then read what is in force now."""
         nc = self._board.nc
         async with translate_errors("listen for rate limits"):
-            self._subs = [
-                await nc.subscribe(_LIMIT_SUBJECTS, cb=self._on_limit),
-                await nc.subscribe(trail_filter(f"mark.{RATE_HOLD_MARK}"), cb=self._on_hold),
-            ]
-            await nc.flush()
+            limits = await nc.subscribe(_LIMIT_SUBJECTS, cb=self._on_limit)
+        # (Listening flushes the connection: the server knows of both subscriptions after it.)
+        self._subs = [limits, await self._board.trail.listen(f"mark.{RATE_HOLD_MARK}", self._heard)]
         self._stop_listening = on_reconnect(nc, self._reconnected)
         await self._read()
 
@@ -194,11 +192,6 @@ class Throttle:
         if limit is not None:
             self._limits[capability] = limit
             log.info("limit.heard", agent=self._agent_id, capability=capability)
-
-    async def _on_hold(self, msg: Msg) -> None:
-        event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
-        if event is not None:
-            self._heard(event)
 
     def _heard(self, event: TrailEvent) -> None:
         data = event.data if isinstance(event.data, dict) else {}

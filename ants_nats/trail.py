@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,7 @@ import nats.js.errors
 import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
@@ -303,6 +304,22 @@ class Trail:
                     await msg.ack()
                 except nats.errors.Error as exc:  # the server redelivers it: at least once
                     log.warning("trail.ack_failed", consumer=name, seq=event.seq, error=str(exc))
+
+    async def listen(self, kind: str, on_event: Callable[[TrailEvent], None]) -> Subscription:
+        """Hear the events of ``kind`` (e.g. ``task.cancelled``) as they are laid: ``on_event``
+        gets each, with no consumer and nothing acked (a plain subscription), for news worth having
+        at once and worth nothing once missed (a service that must see every event ``follow``s).
+        Every event laid after this returns is heard; ``unsubscribe`` the result to stop."""
+
+        async def deliver(msg: Msg) -> None:
+            event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
+            if event is not None:
+                on_event(event)
+
+        async with translate_errors(f"listen for {kind}"):
+            sub = await self._nc.subscribe(trail_filter(kind), cb=deliver)
+            await self._nc.flush()  # the server knows of the subscription from here on
+        return sub
 
     async def watch(
         self, subjects: str = f"{TRAIL_SUBJECT_PREFIX}.>", *, since: datetime | None = None
