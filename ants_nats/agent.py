@@ -18,21 +18,19 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from . import matching, tracing
 from ._aio import cancel_and_wait, stopping_on_signals
 from ._pull import Puller, fetch_patiently
-from ._store import translate_errors
 from ._version import __version__
 from .attempt import RETRY_BACKOFF_S, Crew, Declined, RunningAttempt
 from .board import NotTaken, TaskBoard
+from .cancels import CancelNews
 from .context import Handler
 from .errors import (
     AntsError,
@@ -41,8 +39,8 @@ from .errors import (
 from .identity import Identity
 from .log import get_logger
 from .metrics import AgentMetrics, MetricsServer
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none, utcnow
-from .names import WORK_STREAM, is_valid_id, requires_of, trail_filter, work_consumer
+from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
+from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 from .throttle import Throttle
 
@@ -59,23 +57,57 @@ _EXPRESS_IDLE_S = 0.5
 CATCH_ALL = "*"
 """The kind of a catch-all handler (``agent.handler("*")``): it takes tasks of every kind without a
 handler of their own, and the agent's card then names no kinds."""
-_CANCEL_NEWS_S = 600.0
-"""How long an agent remembers that a task was cancelled (its ticket reads the record meanwhile)."""
 
 
-class _Recent:
-    """Task ids noted lately, each for a while (loop time); expired ones are dropped as new come."""
+class Handlers:
+    """An agent's handlers, by the kind of task each handles (``CATCH_ALL`` for every other kind)."""
 
     def __init__(self) -> None:
-        self._until: dict[str, float] = {}
+        self._by_kind: dict[str, Handler] = {}
 
-    def note(self, task_id: str, seconds: float) -> None:
-        now = asyncio.get_running_loop().time()
-        self._until = {t: until for t, until in self._until.items() if until > now}
-        self._until[task_id] = now + seconds
+    def add(self, kind: str, handler: Handler) -> None:
+        """Handle tasks of ``kind`` with ``handler`` (instead of the one it had, if any)."""
+        self._by_kind[kind] = handler
 
-    def __contains__(self, task_id: object) -> bool:
-        return isinstance(task_id, str) and self._until.get(task_id, 0.0) > asyncio.get_running_loop().time()
+    def for_kind(self, kind: str) -> Handler | None:
+        """The handler of ``kind``, else the catch-all, else None (the task is declined)."""
+        return self._by_kind.get(kind) or self._by_kind.get(CATCH_ALL)
+
+    @property
+    def kinds(self) -> frozenset[str] | None:
+        """The kinds there are handlers for (None: any, with a catch-all handler)."""
+        return None if CATCH_ALL in self._by_kind else frozenset(self._by_kind)
+
+
+async def keep_running(what: str, loop: Callable[[], Awaitable[None]], nc: Client, agent_id: str) -> None:
+    """Run ``loop``, one of an agent's background loops, for the agent's whole life.
+
+    A loop that fails (a server unreachable for longer than the library waits, a bug) is logged and
+    restarted, rather than leaving an agent that looks alive but no longer pulls; once ``nc`` is
+    closed for good there is nothing to come back to.
+    """
+    while True:
+        try:
+            await loop()
+            return
+        except Exception as exc:
+            log.error("agent.loop_failed", agent=agent_id, loop=what, error=repr(exc))
+            if nc.is_closed:
+                return
+            await asyncio.sleep(RETRY_BACKOFF_S)
+
+
+def ticket_delay(not_taken: NotTaken, backoff: float) -> float | None:
+    """How long the ticket of a task not taken waits before it comes back (None: it is done with,
+    to be acked), with ``backoff`` the agent's pause for tasks it leaves to others."""
+    if not_taken.reason in ("held", "not_yet", "waiting"):
+        # Look again about when the holder's lease would expire (one check per TTL, not a herd),
+        # when the task may start, or when its question times out: the server holds the ticket
+        # until then.
+        return (not_taken.retry_after or 0.0) + 0.05
+    if not_taken.reason == "quarantined":
+        return backoff  # others first; probation comes with redeliveries
+    return None  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
 
 
 class Agent:
@@ -117,7 +149,7 @@ class Agent:
         self.shutdown_grace = shutdown_grace
         self.decline_backoff = decline_backoff
         self._decide = decide
-        self._handlers: dict[str, Handler] = {}
+        self._handlers = Handlers()
         self._routes: dict[str, Route] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self.identity = identity or Identity.generate()
@@ -142,11 +174,7 @@ class Agent:
         self._stopped = asyncio.Event()
         self._running: dict[str, RunningAttempt] = {}
         """Attempts whose handlers are at work, by task id (so a cancel reaches them)."""
-        self._cancels: Subscription | None = None
-        self._listening_since: datetime | None = None
-        """When this agent began to hear cancels: a ticket published earlier may hide one."""
-        self._cancelled = _Recent()
-        """Tasks announced as cancelled lately (their tickets read the record meanwhile)."""
+        self._cancels = CancelNews(board.trail, self._cancel)
         self._offer_changed = asyncio.Event()
         """Set when what the agent offers changed (or it started): unroutable tasks may be for it."""
         self._offer_changed.set()
@@ -157,19 +185,16 @@ class Agent:
         """Decorator registering the coroutine that handles tasks of ``kind``."""
 
         def register(func: Handler) -> Handler:
-            self._handlers[kind] = func
+            self._handlers.add(kind, func)
             self._offer_changed.set()  # (before the start, the first announcement says it)
             return func
 
         return register
 
-    def _handler_for(self, kind: str) -> Handler | None:
-        return self._handlers.get(kind) or self._handlers.get(CATCH_ALL)
-
     @property
     def kinds(self) -> frozenset[str] | None:
         """Task kinds this agent has handlers for (None: any, with a catch-all handler)."""
-        return None if CATCH_ALL in self._handlers else frozenset(self._handlers)
+        return self._handlers.kinds
 
     @property
     def handler_timeout(self) -> float | None:
@@ -227,19 +252,14 @@ class Agent:
 
     async def __aenter__(self) -> Self:
         self.board.sign_as(self.id, self.identity)
-        async with translate_errors("listen for cancels"):
-            self._cancels = await self.board.nc.subscribe(trail_filter("task.cancelled"), cb=self._on_cancel)
-            await self.board.nc.flush()  # the server knows of the subscription from here on
-        self._listening_since = utcnow()
+        await self._cancels.start()
         await self._throttle.start()
         await self._presence.start()
         self._announced_offer = self.card().offer
         self._background = [
-            asyncio.create_task(self._keep_running("discover", self._discover), name=f"{self.id}:discover"),
-            asyncio.create_task(
-                self._keep_running("relay schedules", self.board.relay_schedules), name=f"{self.id}:relay"
-            ),
-            asyncio.create_task(self._keep_running("reroute", self._reroute), name=f"{self.id}:reroute"),
+            self._start("discover", self._discover, "discover"),
+            self._start("relay schedules", self.board.relay_schedules, "relay"),
+            self._start("reroute", self._reroute, "reroute"),
         ]
         if self._metrics_server is not None:
             try:
@@ -277,9 +297,7 @@ class Agent:
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
             await cancel_and_wait(pending)  # each runner releases its lease and hands the ticket back
-        if self._cancels is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._cancels.unsubscribe()
+        await self._cancels.stop()
         await self._throttle.stop()
         await self._presence.stop()
         if self._metrics_server is not None:
@@ -288,21 +306,9 @@ class Agent:
 
     # ----------------------------------------------------------------- pulling
 
-    async def _keep_running(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run one of the agent's background loops for its whole life.
-
-        A loop that fails (a server unreachable for longer than the library waits, a bug) is logged
-        and restarted, rather than leaving an agent that looks alive but no longer pulls.
-        """
-        while True:
-            try:
-                await loop()
-                return
-            except Exception as exc:
-                log.error("agent.loop_failed", agent=self.id, loop=what, error=repr(exc))
-                if self.board.nc.is_closed:  # closed for good: nothing to come back to
-                    return
-                await asyncio.sleep(RETRY_BACKOFF_S)
+    def _start(self, what: str, loop: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+        """Start one of the agent's background loops, kept running for its whole life."""
+        return asyncio.create_task(keep_running(what, loop, self.board.nc, self.id), name=f"{self.id}:{name}")
 
     async def _discover(self) -> None:
         """Start a pull loop for every route (existing or future) whose requirements we meet."""
@@ -332,10 +338,8 @@ class Agent:
 
     def _maybe_pull(self, route: Route) -> None:
         if route.name not in self._pullers and matching.can_serve_route(self.capabilities, route.requires):
-            self._pullers[route.name] = asyncio.create_task(
-                self._keep_running(f"pull {route.name}", lambda: self._pull(route.name)),
-                name=f"{self.id}:pull:{route.name}",
-            )
+            pull = self._start(f"pull {route.name}", lambda: self._pull(route.name), f"pull:{route.name}")
+            self._pullers[route.name] = pull
 
     async def _lane(self, stack: contextlib.AsyncExitStack, route: str, *, express: bool) -> Puller:
         # Another client may have registered the route without its consumer (README wire format).
@@ -422,7 +426,7 @@ class Agent:
             probation = delivered >= reputation.config.probation_after
             claim_ns = time.time_ns()
             claim = await self.board.take(
-                ticket, msg, self.id, probation=probation, trust_ticket=self._trusts(ticket, msg)
+                ticket, msg, self.id, probation=probation, trust_ticket=self._cancels.trusts(ticket, msg)
             )
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
@@ -432,7 +436,10 @@ class Agent:
             return
         if isinstance(claim, NotTaken):
             await self._throttle.refund(reservation)  # no work of ours: the request goes back
-            await self._settle_ticket(msg, claim)
+            if claim.reason == "quarantined":
+                log.info("task.refused", agent=self.id, task_id=claim.task_id, quarantined=claim.quarantined)
+            delay = ticket_delay(claim, self.decline_backoff)
+            await (msg.ack() if delay is None else msg.nak(delay=delay))
             return
         lease = claim
         trace = tracing.attempt(lease.task, self.id, started_ns=received_ns)
@@ -446,7 +453,7 @@ class Agent:
     async def _serve(self, attempt: RunningAttempt) -> None:
         """Decide on a claimed task, then run its handler (or decline it)."""
         task = attempt.lease.task
-        handler = self._handler_for(task.kind)
+        handler = self._handlers.for_kind(task.kind)
         verdict = self._decide(self.specs, self.load - 1, self.capacity, task)
         if handler is None:
             verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
@@ -471,39 +478,8 @@ class Agent:
         scores = await self.board.reputation.scores(self.id, requires_of(ticket.route))
         return min(scores.values()) < self.board.reputation.config.prefer_above
 
-    async def _settle_ticket(self, msg: Msg, not_taken: NotTaken) -> None:
-        if not_taken.reason in ("held", "not_yet", "waiting"):
-            # Look again about when the holder's lease would expire (one check per TTL, not a
-            # herd), when the task may start, or when its question times out: the server holds
-            # the ticket until then.
-            await msg.nak(delay=(not_taken.retry_after or 0.0) + 0.05)
-        elif not_taken.reason == "quarantined":
-            log.info(
-                "task.refused", agent=self.id, task_id=not_taken.task_id, quarantined=not_taken.quarantined
-            )
-            await msg.nak(delay=self.decline_backoff)  # others first; probation comes with redeliveries
-        else:  # finished, not ready, unknown, or a duplicate of the ticket its holder keeps
-            await msg.ack()
-
-    async def _on_cancel(self, msg: Msg) -> None:
-        """A ``task.cancelled`` event: stop the handler of that task, if it runs here, and remember
-        the news for a ticket of it still on its way."""
-        event = parse_or_none(TrailEvent, msg.data, where=msg.subject)
-        if event is None:
-            return
-        self._cancelled.note(event.ref, _CANCEL_NEWS_S)
-        running = self._running.get(event.ref)
+    def _cancel(self, task_id: str) -> None:
+        """``task_id`` was cancelled: stop its attempt, if it runs here."""
+        running = self._running.get(task_id)
         if running is not None:
             running.cancel()
-
-    def _trusts(self, ticket: Ticket, msg: Msg) -> bool:
-        """Whether the ticket's copy of the record can stand for it: not when the task was said to
-        be cancelled, nor when the ticket is older than this agent's ear for cancels."""
-        if ticket.task_id in self._cancelled:
-            return False
-        since = self._listening_since
-        published = msg.metadata.timestamp
-        # (Server time against ours: a clock behind the server's trusts tickets published up to
-        # the difference before we listened; a cancel in that gap costs a run whose result the
-        # board rejects.)
-        return since is not None and published is not None and published > since
