@@ -26,8 +26,9 @@ Layout: ``facade`` (``TaskBoard``) hands each transition to its family's module:
 ``claim`` (claiming and holding), ``settle`` (the outcomes), ``decline`` (declines and the tasks
 no live agent will take), ``cancel``, ``requeue`` (retry) and
 ``schedule`` (tasks the server submits on a schedule); ``propagate`` (dependencies) and
-``recover`` (repairs) work behind them, ``lease`` holds the pure record changes of a claim and
-``_core`` the stores and the record and event primitives every module shares.
+``recover`` (repairs) work behind them, ``read`` has the reads of many records (all, watching,
+waiting, usage under a root), ``lease`` holds the pure record changes of a claim and ``_core`` the
+stores and the record and event primitives every module shares.
 """
 
 from .config import BoardConfig

@@ -1,12 +1,11 @@
-"""``TaskBoard``: the board's public face. It reads records itself and hands every transition to
-the module of its family (``submit``, ``claim``, ``settle``; ``propagate`` and ``recover`` work
-behind them)."""
+"""``TaskBoard``: the board's public face. It reads one record itself, hands reads of many to
+``read``, and every transition to the module of its family (``submit``, ``claim``, ``settle``;
+``propagate`` and ``recover`` work behind them)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pydantic
@@ -15,8 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from .._connect import connect
-from .._watch import watch_values
-from ..errors import BudgetNotFound, InvalidTask, TaskCancelled, TaskFailed, TaskNotFound
+from ..errors import BudgetNotFound, InvalidTask, TaskCancelled, TaskFailed
 from ..identity import Identity
 from ..models import (
     AgentCard,
@@ -29,9 +27,7 @@ from ..models import (
     TaskStatus,
     Ticket,
     Usage,
-    parse_or_none,
 )
-from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .ask import Asking
 from .cancel import Cancellation
@@ -40,6 +36,7 @@ from .config import BoardConfig
 from .decline import Declines
 from .lease import Lease, NotTaken
 from .propagate import Propagation
+from .read import Reading
 from .recover import Recovery
 from .requeue import Requeue
 from .schedule import Schedules
@@ -71,6 +68,7 @@ class TaskBoard:
         """Payloads, results and files too big to be inline (Object Store ``ants_artifacts``)."""
         self.rates = core.rates
         """Shared rate limits (``ants_limits``) and what agents took of them (``ants_rates``)."""
+        self._reading = Reading(core)
         self._propagation = Propagation(core)
         self._recovery = Recovery(core, self._propagation)
         self._submission = Submission(core, self._propagation)
@@ -112,42 +110,17 @@ class TaskBoard:
 
     async def all_tasks(self) -> list[TaskRecord]:
         """Every task on the board (one pass over the bucket; corrupt values are logged and skipped)."""
-        records: list[TaskRecord] = []
-        async for key, value in watch_values(self._core.js, TASKS_BUCKET, history_only=True):
-            record = _parse_watched(key, value)
-            if record is not None:
-                records.append(record)
-        return records
+        return await self._reading.all_tasks()
 
-    async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
+    def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
         """Every task's current record (or only those of ``task_ids``), then every change as it
         happens (no polling). Watching some tasks costs what they change, not what the board holds."""
-        keys = None if task_ids is None else set(task_ids)
-        for task_id in keys or ():
-            check_id(task_id)
-        async for key, value in watch_values(self._core.js, TASKS_BUCKET, keys=keys):
-            record = _parse_watched(key, value)
-            if record is not None:
-                yield record
+        return self._reading.watch(task_ids)
 
     async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
         """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s.
         Only those tasks are watched, so the wait costs the same on a small board as on a big one."""
-        wanted = set(task_ids)
-        final: dict[str, TaskRecord] = {}
-
-        async def consume() -> None:
-            async with aclosing(self.watch(wanted)) as records:
-                async for record in records:
-                    if record.task.id in wanted and record.status.terminal:
-                        final[record.task.id] = record
-                    if wanted <= final.keys():
-                        return
-
-        if wanted:
-            async with asyncio.timeout(timeout):
-                await consume()
-        return final
+        return await self._reading.wait(task_ids, timeout)
 
     async def result(self, task_id: str, timeout: float | None = None) -> JsonValue:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
@@ -222,20 +195,7 @@ class TaskBoard:
     async def usage(self, root: str) -> Usage:
         """What ``root`` and every task under it (its dependents, and theirs) reported spending
         (``TaskNotFound`` if there is no ``root``; dependents whose records expired count nothing)."""
-        top = await self.get(root)
-        total, seen, todo = top.usage, {root}, list(top.dependents)
-        while todo:
-            task_id = todo.pop()
-            if task_id in seen:
-                continue
-            seen.add(task_id)
-            try:
-                record = await self.get(task_id)
-            except TaskNotFound:
-                continue
-            total = total + record.usage
-            todo.extend(record.dependents)
-        return total
+        return await self._reading.usage(root)
 
     # ----------------------------------------------------------------- rate limits
 
@@ -451,7 +411,3 @@ class TaskBoard:
         """Record that a done task's result was wrong: its completer's reputation pays for it."""
         check_id(task_id)
         await self._settlement.mark_bad(task_id, reason, by=by)
-
-
-def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
-    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")

@@ -1,0 +1,80 @@
+"""Reading the board: every record at once, watching records change, waiting for tasks to end, and
+adding up what a task and everything under it spent. Nothing here writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+
+from .._watch import watch_values
+from ..errors import TaskNotFound
+from ..models import TaskRecord, Usage, parse_or_none
+from ..names import TASKS_BUCKET
+from ._core import Core, check_id
+
+
+class Reading:
+    """Reads of one board's records that take more than one key (``get`` is ``Core.get_entry``)."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def all_tasks(self) -> list[TaskRecord]:
+        """See ``TaskBoard.all_tasks``."""
+        records: list[TaskRecord] = []
+        async for key, value in watch_values(self._core.js, TASKS_BUCKET, history_only=True):
+            record = _parse_watched(key, value)
+            if record is not None:
+                records.append(record)
+        return records
+
+    async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
+        """See ``TaskBoard.watch``."""
+        keys = None if task_ids is None else set(task_ids)
+        for task_id in keys or ():
+            check_id(task_id)
+        async for key, value in watch_values(self._core.js, TASKS_BUCKET, keys=keys):
+            record = _parse_watched(key, value)
+            if record is not None:
+                yield record
+
+    async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
+        """See ``TaskBoard.wait``."""
+        wanted = set(task_ids)
+        final: dict[str, TaskRecord] = {}
+
+        async def consume() -> None:
+            async with aclosing(self.watch(wanted)) as records:
+                async for record in records:
+                    if record.task.id in wanted and record.status.terminal:
+                        final[record.task.id] = record
+                    if wanted <= final.keys():
+                        return
+
+        if wanted:
+            async with asyncio.timeout(timeout):
+                await consume()
+        return final
+
+    async def usage(self, root: str) -> Usage:
+        """See ``TaskBoard.usage``."""
+        check_id(root)
+        top, _ = await self._core.get_entry(root)
+        total, seen, todo = top.usage, {root}, list(top.dependents)
+        while todo:
+            task_id = todo.pop()
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            try:
+                record, _ = await self._core.get_entry(task_id)
+            except TaskNotFound:
+                continue
+            total = total + record.usage
+            todo.extend(record.dependents)
+        return total
+
+
+def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
+    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")
