@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -38,6 +39,7 @@ from synadia_ai.agents import (
 from ants_nats import (
     Agent,
     AgentProtocolError,
+    Decline,
     EmbeddedServer,
     NonRetryable,
     RateLimited,
@@ -83,9 +85,14 @@ async def caller(url: str) -> AsyncIterator[Agents]:
             await agents.close()
 
 
+async def discovered(agents: Agents, name: str) -> list[ProtocolAgent]:
+    """The protocol agents discovery finds presenting route instance ``name``."""
+    return await agents.discover(filter=DiscoverFilter(session_name=name))
+
+
 async def route_agent(agents: Agents, name: str) -> ProtocolAgent:
     """The one protocol agent presenting route instance ``name``."""
-    found = await agents.discover(filter=DiscoverFilter(session_name=name))
+    found = await discovered(agents, name)
     assert len(found) == 1, found
     return found[0]
 
@@ -101,6 +108,18 @@ async def ask(agent: ProtocolAgent, text: str | Envelope) -> list[StreamMessage]
         return [message async for message in stream]
 
 
+async def ask_refused(
+    agent: ProtocolAgent, text: str | Envelope
+) -> tuple[list[StreamMessage], ProtocolError]:
+    """Every message of one prompt's stream before the error that ends it, and that error."""
+    messages: list[StreamMessage] = []
+    with pytest.raises(ProtocolError) as refused:
+        async with aclosing(prompt(agent, text)) as stream:
+            async for message in stream:
+                messages.append(message)
+    return messages, refused.value
+
+
 def statuses(messages: list[StreamMessage]) -> list[str]:
     return [m.status for m in messages if isinstance(m, StatusChunk)]
 
@@ -114,6 +133,37 @@ async def gateway(board: TaskBoard, *routes: str, **settings: object) -> AsyncIt
     specs = [RouteSpec.parse(r) for r in routes] if routes else None
     async with AgentGateway(board, routes=specs, heartbeat_interval=1, **settings) as gw:  # type: ignore[arg-type]
         yield gw
+
+
+def scribe(board: TaskBoard, name: str, capabilities: list[str], *, kind: str = "prompt") -> Agent:
+    """An agent with ``capabilities`` whose only handler, for ``kind``, says who did what."""
+    ant = Agent(board, name=name, capabilities=capabilities)
+
+    @ant.handler(kind)
+    async def write(task: Task, ctx: TaskContext) -> JsonValue:
+        assert isinstance(task.payload, dict)
+        return f"{name} did {task.payload['prompt']}"
+
+    return ant
+
+
+@contextmanager
+def gateway_log() -> Iterator[Callable[..., Awaitable[EventDict]]]:
+    """Listen to the gateway's log (from now on); yields: the next event of a kind and fields."""
+    heard: asyncio.Queue[EventDict] = asyncio.Queue()
+
+    def note(event: EventDict) -> None:
+        if str(event.get("event")).startswith("gateway."):
+            heard.put_nowait(dict(event))
+
+    async def logged(kind: str, **fields: object) -> EventDict:
+        while True:
+            event = await asyncio.wait_for(heard.get(), WAIT_S)
+            if event["event"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+    with log_spy(note):
+        yield logged
 
 
 @asynccontextmanager
@@ -167,8 +217,11 @@ async def heartbeats(url: str, subject: str) -> AsyncIterator[Callable[[], Await
 async def test_callers_discover_each_route_with_its_live_agents_and_queue(
     board: TaskBoard, nats_server: EmbeddedServer
 ) -> None:
-    writer = Agent(board, name="writer", capabilities=["llm"])
-    async with writer, gateway(board, "llm", "research:llm,web"), caller(nats_server.url) as agents:
+    async with (
+        scribe(board, "writer", ["llm"]),
+        gateway(board, "llm", "research:llm,web"),
+        caller(nats_server.url) as agents,
+    ):
         found = {a.session_name: a for a in await agents.discover()}
         assert set(found) == {"llm", "research"}  # the caller SDK finds ants-nats agents now
         llm = found["llm"]
@@ -179,7 +232,7 @@ async def test_callers_discover_each_route_with_its_live_agents_and_queue(
         assert (llm.metadata["ants_route"], found["research"].metadata["ants_route"]) == ("llm", "llm=web")
 
         status = await llm.status()
-        assert status.extras | {"capabilities": ["llm"]} == {
+        assert status.extras == {
             "route": "llm",
             "capabilities": ["llm"],
             "kind": "prompt",
@@ -187,7 +240,8 @@ async def test_callers_discover_each_route_with_its_live_agents_and_queue(
             "queue_depth": 0,
             "in_flight": 0,
         }
-        assert (await found["research"].status()).extras["live_agents"] == 0  # the writer has no web
+        research = (await found["research"].status()).extras  # a named route stays, saying why
+        assert (research["live_agents"], research["note"]) == (0, "no live agent has [web]")
 
         # Tasks nobody can take wait on the route: its heartbeats say how many.
         async with heartbeats(nats_server.url, "agents.hb.ants-nats.ants.research") as next_beat:
@@ -199,19 +253,116 @@ async def test_callers_discover_each_route_with_its_live_agents_and_queue(
         assert beat.extras["capabilities"] == ["llm", "web"] and beat.extras["in_flight"] == 0
 
 
-async def test_without_routes_every_route_of_the_board_is_presented_as_it_appears(
+async def test_without_routes_each_route_of_the_board_is_presented_while_an_agent_can_take_it(
     board: TaskBoard, nats_server: EmbeddedServer
 ) -> None:
+    lacking = "no live agent handles kind 'prompt' with [web]"
+    fetcher = scribe(board, "fetcher", ["web"], kind="fetch")  # web, but no prompts
+    with gateway_log() as logged:
+        async with gateway(board) as gw, caller(nats_server.url) as agents, fetcher:
+            await board.submit(Task(id="w", kind="prompt", requires=("web",), payload={"prompt": "w"}))
+            await logged("gateway.route_unserved", route="web", reason=lacking)
+            assert gw.presented == {} and await discovered(agents, "web") == []
+
+            # An agent that can take its prompts joins: the route is presented (and the task runs).
+            async with scribe(board, "first", ["web"]):
+                await logged("gateway.route_presented", route="web")
+                web = await route_agent(agents, "web")
+                assert answer_of(await ask(web, "the news")) == "first did the news"
+                assert (await board.wait(["w"], timeout=WAIT_S))["w"].result == "first did w"
+            # It leaves: the route goes (no restart), until another one joins.
+            await logged("gateway.route_withdrawn", route="web", reason=lacking)
+            assert await discovered(agents, "web") == []
+            async with scribe(board, "second", ["web"]):
+                await logged("gateway.route_presented", route="web")
+                assert answer_of(await ask(await route_agent(agents, "web"), "more")) == "second did more"
+
+
+async def test_a_route_stays_while_its_prompts_are_in_flight(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    worker = Agent(board, name="worker", capabilities=["web"])
+
+    @worker.handler("prompt")
+    async def slow(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await release.wait()
+        return "late but whole"
+
+    with gateway_log() as logged:
+        async with worker, gateway(board) as gw, caller(nats_server.url) as agents:
+            await board.routes.register(("web",))
+            await logged("gateway.route_presented", route="web")
+            asking = asyncio.create_task(ask(await route_agent(agents, "web"), "take your time"))
+            await asyncio.wait_for(started.wait(), WAIT_S)
+
+            await worker.update_capabilities(["news"])  # nobody can take web prompts now
+            await logged("gateway.route_unserved", route="web", reason="no live agent has [web]")
+            assert "web" in gw.presented  # withdrawing it would cut the stream in flight
+            release.set()
+            assert answer_of(await asyncio.wait_for(asking, WAIT_S)) == "late but whole"
+            await logged("gateway.route_withdrawn", route="web")
+            assert await discovered(agents, "web") == []
+
+
+async def test_a_route_whose_agents_lack_its_kind_says_why_at_once(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    """The default kind, prompt, with an agent that has the route's capability but handles only
+    echo: the caller hears why at once, and waits for nothing."""
+    why = "no live agent handles kind 'prompt' with [llm]"
     async with (
-        gateway(board) as gw,
+        scribe(board, "echoer", ["llm"], kind="echo"),
+        gateway(board, "llm"),
         caller(nats_server.url) as agents,
-        heartbeats(nats_server.url, "agents.hb.ants-nats.ants.web") as next_beat,
     ):
-        assert gw.presented == {}
-        await board.submit(Task(id="w", kind="prompt", requires=("web",)))
-        await next_beat()  # a route presented beats at once
-        assert set(gw.presented) == {"web"}
-        assert (await route_agent(agents, "web")).metadata["ants_route"] == "web"
+        llm = await route_agent(agents, "llm")
+        status = (await llm.status()).extras
+        assert (status["live_agents"], status["note"]) == (0, why)
+        with pytest.raises(ProtocolError, match=f"service error 404: {re.escape(why)}$"):
+            await asyncio.wait_for(ask(llm, "hello?"), WAIT_S)
+        assert await board.all_tasks() == []  # a new task nobody can take is not submitted
+
+        # A task already on the board under the caller's key: followed, it says why it waits, then 404.
+        await board.submit(
+            Task(
+                id="k1",
+                kind="prompt",
+                requires=("llm",),
+                payload={"prompt": "later"},
+                created_by="agent-gateway",
+            )
+        )
+        job = Envelope(prompt="later", idempotency_key="k1")
+        messages, refused = await asyncio.wait_for(ask_refused(llm, job), WAIT_S)
+        assert statuses(messages) == ["ack", "task k1 pending", f"task k1 unroutable: {why}"]
+        assert str(refused) == (
+            f"service error 404: task k1 is unroutable: {why}; it runs once an able agent joins "
+            "(prompt again with the same idempotency_key to follow it)"
+        )
+        # An agent able to take it joins: the task runs, and the same key follows it to its result.
+        async with scribe(board, "writer", ["llm"]):
+            assert answer_of(await ask(llm, job)) == "writer did later"
+
+
+async def test_a_prompt_every_able_agent_declines_ends_saying_why(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    picky = Agent(board, name="picky", capabilities=["llm"])
+
+    @picky.handler("prompt")
+    async def decline(task: Task, ctx: TaskContext) -> JsonValue:
+        raise Decline("not my kind of prompt")
+
+    async with picky, gateway(board, "llm"), caller(nats_server.url) as agents:
+        llm = await route_agent(agents, "llm")
+        job = Envelope(prompt="write a sonnet", idempotency_key="p1")
+        messages, refused = await asyncio.wait_for(ask_refused(llm, job), WAIT_S)
+    why = (await board.get("p1")).unroutable_reason
+    assert why is not None and "not my kind of prompt" in why
+    assert statuses(messages) == ["ack", "task p1 pending", f"task p1 unroutable: {why}"]
+    assert str(refused).startswith(f"service error 404: task p1 is unroutable: {why};")
 
 
 async def test_a_prompt_streams_the_tasks_progress_then_its_result(
@@ -309,7 +460,7 @@ async def test_each_error_is_its_status_code(board: TaskBoard, nats_server: Embe
 
         with pytest.raises(ProtocolError, match="service error 400: idempotency_key must be a string"):
             await ask(llm, Envelope(prompt="x", idempotency_key=42))
-        with pytest.raises(ProtocolError, match="service error 404: no live agent offers web"):
+        with pytest.raises(ProtocolError, match=r"service error 404: no live agent has \[web\]"):
             await ask(web, "fetch the news")
         failed = r"service error 500: task '.+' is failed: NonRetryable: cannot parse that"
         with pytest.raises(ProtocolError, match=failed):
