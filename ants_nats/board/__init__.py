@@ -23,7 +23,7 @@ Protocol (every decision is a single compare-and-set write; there is no coordina
   waiting for an ack: one message each instead of two.
 
 Layout: ``facade`` (``TaskBoard``) hands each transition to its family's module: ``submit``,
-``claim`` (claiming and holding), ``settle`` (the outcomes), ``decline`` (declines and the tasks
+``claim`` (claiming and keeping a claim), ``settle`` (the outcomes), ``decline`` (declines and the tasks
 no live agent will take), ``cancel``, ``requeue`` (retry) and
 ``schedule`` (tasks the server submits on a schedule); ``propagate`` (dependencies) and
 ``recover`` (repairs) work behind them, ``read`` has the reads of many records (all, watching,

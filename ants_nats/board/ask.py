@@ -17,7 +17,7 @@ from pydantic import JsonValue
 from ..errors import InvalidTask, NotWaiting, TaskFinished
 from ..models import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Question, TaskRecord, TaskStatus, Usage, utcnow
 from ._core import Core, check_id
-from .lease import Lease, held_as
+from .lease import Lease, claim_facts
 from .propagate import Propagation
 from .settle import Settlement, spent
 
@@ -48,7 +48,7 @@ class Asking:
 
         final = await self._settlement.end(lease, "asked", waiting, error=f"asked: {question}", usage=usage)
         data: dict[str, JsonValue] = {
-            **held_as(lease, final),
+            **claim_facts(lease, final),
             "question": question,
             "until": asked.until.isoformat(),
         }

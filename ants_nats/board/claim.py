@@ -145,7 +145,7 @@ class Claims:
             if record.status is TaskStatus.CLAIMED:
                 if record.ticket is None:
                     # A direct claim, kept alive by its lease key: it expired only if the key is gone.
-                    held = await self._held(task_id, record.holder)
+                    held = await self._lease_key_stands(task_id, record.holder)
                     if held is not None:
                         return held
                 elif record.ticket != seq:
@@ -234,7 +234,7 @@ class Claims:
         lapsed = None
         if record.status is TaskStatus.CLAIMED:
             # Held directly: alive while its holder's own lease key lives.
-            held = await self._held(task_id, record.holder)
+            held = await self._lease_key_stands(task_id, record.holder)
             if held is not None:
                 return held
             lapsed = (record.holder, record.token)
@@ -278,7 +278,7 @@ class Claims:
             "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
         )
 
-    async def _held(self, task_id: str, holder: str | None) -> NotTaken | None:
+    async def _lease_key_stands(self, task_id: str, holder: str | None) -> NotTaken | None:
         """``held`` while the lease key of ``holder``'s direct claim lives; None once it is gone."""
         core = self._core
         if holder is None:

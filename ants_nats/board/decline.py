@@ -40,7 +40,7 @@ from ..models import (
 )
 from ..names import UNROUTABLE_BUCKET
 from ._core import Core
-from .lease import Lease, held_as
+from .lease import Lease, claim_facts
 from .propagate import Propagation
 from .settle import Settlement, spent
 
@@ -94,7 +94,7 @@ class Declines:
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=spent({**held_as(lease, final), "reason": reason}, usage),
+            data=spent({**claim_facts(lease, final), "reason": reason}, usage),
         )
         if final.unroutable_reason is not None:
             final = await self._set_aside(final, by=lease.agent_id)

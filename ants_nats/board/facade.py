@@ -258,7 +258,7 @@ class TaskBoard:
         every agent shares one consumer of the firings, so each firing is submitted once."""
         await self._schedules.relay_forever()
 
-    # ----------------------------------------------------------------- claiming and holding
+    # ----------------------------------------------------------------- claiming and keeping a claim
 
     async def take(
         self, ticket: Ticket, msg: Msg, agent_id: str, *, probation: bool = False, trust_ticket: bool = True

@@ -156,7 +156,7 @@ def attempt_of(
     )
 
 
-def held_as(lease: Lease, record: TaskRecord) -> dict[str, JsonValue]:
+def claim_facts(lease: Lease, record: TaskRecord) -> dict[str, JsonValue]:
     """What an outcome event says of the claim it ends: the task's capabilities, and whether the
     claim was deferred (never written, so no ``task.claimed`` event precedes it)."""
     return {**caps(record), "deferred": True} if not lease.claimed else caps(record)

@@ -16,7 +16,7 @@ from ..models import ArtifactRef, Outcome, TaskRecord, TaskStatus, Usage, utcnow
 from ..names import BAD_RESULT_MARK
 from ._core import Core, json_encoded
 from .claim import Claims
-from .lease import Lease, attempt_of, held_as, holds
+from .lease import Lease, attempt_of, claim_facts, holds
 from .propagate import Propagation
 
 
@@ -118,7 +118,7 @@ class Settlement:
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=spent(held_as(lease, final), usage),
+            data=spent(claim_facts(lease, final), usage),
         )
         await self._propagation.propagate(final, by=lease.agent_id)
         return final
@@ -143,7 +143,8 @@ class Settlement:
             agent=lease.agent_id,
             token=lease.token,
             data=spent(
-                {**held_as(lease, final), "error": error, "retry": retry, "status": final.status.value}, usage
+                {**claim_facts(lease, final), "error": error, "retry": retry, "status": final.status.value},
+                usage,
             ),
         )
         if final.status is TaskStatus.DEAD:
@@ -163,7 +164,7 @@ class Settlement:
             lease.task_id,
             agent=lease.agent_id,
             token=lease.token,
-            data=spent({**held_as(lease, final), "reason": reason}, usage),
+            data=spent({**claim_facts(lease, final), "reason": reason}, usage),
         )
         return final
 
