@@ -11,7 +11,7 @@ take the task now) decline it for another agent (``Decline``), a ``429`` is a ra
 (``RateLimited``: the swarm holds the capability back for a while), anything else fails the
 attempt, to be retried.
 
-The other direction, prompts becoming tasks, is the gateway service (``services/agent_gateway.py``,
+The other direction, prompts becoming tasks, is the gateway service (``services/agent_gateway/``,
 ``ants-agent-gateway``); the conversions both share are here: a task's payload as a prompt
 envelope (``envelope_fields``), a result as response text (``response_text``), and the status
 token that carries a progress report (``progress_status`` / ``parse_progress_status``).
