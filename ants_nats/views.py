@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from .models import AgentCard, AgentLedger, Limit, Schedule, TaskRecord, TaskStatus, TrailEvent, Usage
+from .waiting import Waiting, WaitReason
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -20,8 +21,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def tasks_table(records: Iterable[TaskRecord]) -> str:
-    """One line per task."""
+def tasks_table(records: Iterable[TaskRecord], waiting: Mapping[str, Waiting]) -> str:
+    """One line per task; an unfinished one's NOTE says why it waits (``waiting``, by task id)."""
     return table(
         ["TASK", "KIND", "STATUS", "HOLDER", "ATTEMPTS", "WAITING ON", "NOTE"],
         (
@@ -32,7 +33,7 @@ def tasks_table(records: Iterable[TaskRecord]) -> str:
                 r.holder or "",
                 len(r.attempts),
                 ",".join(r.waiting_on),
-                _note(r),
+                _note(r, waiting.get(r.task.id)),
             ]
             for r in sorted(records, key=lambda r: r.task.id)
         ),
@@ -77,17 +78,17 @@ def usage_table(rows: Iterable[tuple[str, str, Usage]]) -> str:
 _RESULT_WIDTH = 60
 
 
-def _note(record: TaskRecord) -> str:
-    """What a task's line says besides its state: its error, its result, or why it waits."""
-    if record.status is TaskStatus.WAITING_INPUT:
-        return f"asks: {record.questions[-1].text} (answer: ants-nats answer {record.task.id} TEXT)"
+def _note(record: TaskRecord, waiting: Waiting | None) -> str:
+    """What a task's line says besides its state: why it waits, its error, or its result."""
+    if waiting is not None:
+        if waiting.reason is WaitReason.ANSWER:
+            return f"{waiting.text} (answer: ants-nats answer {record.task.id} TEXT)"
+        return waiting.text
     if record.error:
         return record.error
     if record.status is TaskStatus.DONE:
         text = json.dumps(record.result, separators=(",", ":"))
         return "result: " + (text if len(text) <= _RESULT_WIDTH else text[: _RESULT_WIDTH - 3] + "...")
-    if record.unroutable:
-        return f"unroutable: needs {','.join(record.unroutable)}"
     return ""
 
 

@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 import pydantic
 
 from ..board import TaskBoard
+from ..models import TaskRecord
+from ..views import tasks_table
+from ..waiting import Waiting, why_waiting_many
 from .command import connect
 
 Row = TypeVar("Row", bound=pydantic.BaseModel)
@@ -34,17 +37,48 @@ async def show(
     return rows
 
 
+async def show_tasks(
+    args: argparse.Namespace, read: Callable[[TaskBoard], Awaitable[Sequence[TaskRecord]]]
+) -> Sequence[TaskRecord]:
+    """Read task records from the board and print them as ``show`` does, each unfinished one with
+    why it waits (the table's NOTE; with ``--json`` a ``waiting`` object, null once finished)."""
+    async with connect(args) as board:
+        records = await read(board)
+        waiting = await why_waiting_many(board, records)
+    if args.json:
+        emit_json([_with_waiting(r, waiting.get(r.task.id)) for r in records])
+    else:
+        print(tasks_table(records, waiting))
+    return records
+
+
+def _with_waiting(record: TaskRecord, waiting: Waiting | None) -> dict[str, Any]:
+    shown = None if waiting is None else waiting.model_dump(mode="json")
+    return {**record.model_dump(mode="json"), "waiting": shown}
+
+
+def _one(act: Callable[[TaskBoard], Awaitable[Row]]) -> Callable[[TaskBoard], Awaitable[list[Row]]]:
+    """A reading of the one row ``act`` returns."""
+
+    async def read(board: TaskBoard) -> list[Row]:
+        return [await act(board)]
+
+    return read
+
+
+async def show_task(args: argparse.Namespace, act: Callable[[TaskBoard], Awaitable[TaskRecord]]) -> int:
+    """Do ``act`` on the board and print the one task record it returns, as ``show_tasks`` does."""
+    await show_tasks(args, _one(act))
+    return 0
+
+
 async def show_one(
     args: argparse.Namespace,
     act: Callable[[TaskBoard], Awaitable[Row]],
     render: Callable[[Sequence[Row]], str],
 ) -> int:
     """Do ``act`` on the board and print the one row it returns, as ``show`` does."""
-
-    async def read(board: TaskBoard) -> list[Row]:
-        return [await act(board)]
-
-    await show(args, read, render)
+    await show(args, _one(act), render)
     return 0
 
 

@@ -9,14 +9,14 @@ from ..a2a import a2a_card
 from ..board import BoardConfig
 from ..ledger import Ledger
 from ..models import utcnow
-from ..views import agents_table, event_line, reputation_table, tasks_table
+from ..views import agents_table, event_line, reputation_table
 from .command import command, connect
-from .output import emit_json, show
+from .output import emit_json, show, show_tasks
 
 
-@command("tasks", "list the tasks on the board", json_out=True)
+@command("tasks", "list the tasks on the board, each unfinished one with why it waits", json_out=True)
 async def tasks(args: argparse.Namespace) -> int:
-    await show(args, lambda board: board.all_tasks(), tasks_table)
+    await show_tasks(args, lambda board: board.all_tasks())
     return 0
 
 

@@ -3,23 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ..board import TaskBoard
 from ..errors import UsageError
 from ..models import TaskRecord, TaskStatus
-from ..views import tasks_table
 from .command import command
-from .output import show, show_one
+from .output import show_task, show_tasks
 from .task_input import document, not_before, task_arguments, task_from_flags
 
 EXIT_NOT_DONE = 1
+EXIT_TIMEOUT = 2
+"""As any command that did not finish in time."""
 
 
-def _exit_for(records: Sequence[TaskRecord]) -> int:
-    """0 when every task is done, 1 when any ended otherwise."""
-    return 0 if all(r.status is TaskStatus.DONE for r in records) else EXIT_NOT_DONE
+class _Waited:
+    """Waiting for tasks to finish: their final records, or when time ran out, those unfinished."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.ids: list[str] = []
+        self.timed_out = False
+
+    async def read(self, board: TaskBoard, ids: Sequence[str]) -> list[TaskRecord]:
+        """The final records of ``ids``, or (time out) the unfinished tasks' records now: why they
+        wait is what the caller wants to see then."""
+        self.ids = list(ids)
+        try:
+            final = await board.wait(self.ids, timeout=self.timeout)
+        except TimeoutError:
+            self.timed_out = True
+            now = [await board.get(task_id) for task_id in self.ids]
+            return [record for record in now if not record.status.terminal]
+        return [final[task_id] for task_id in self.ids]
+
+    def exit_status(self, args: argparse.Namespace, shown: Sequence[TaskRecord]) -> int:
+        """0 when every task is done, 1 when any ended otherwise, 2 when time ran out first."""
+        if self.timed_out:
+            print(
+                f"ants-nats: error: {args.command} did not finish in time: {len(shown)} of "
+                f"{len(self.ids)} tasks unfinished, shown with why they wait",
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
+        return 0 if all(r.status is TaskStatus.DONE for r in shown) else EXIT_NOT_DONE
 
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,16 +72,14 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
 )
 async def submit(args: argparse.Namespace) -> int:
     tasks = _tasks_from(args)
+    waited = _Waited(args.timeout) if args.wait else None
 
     async def read(board: TaskBoard) -> list[TaskRecord]:
         records = await board.submit_many(tasks)
-        if not args.wait:
-            return records
-        final = await board.wait([r.task.id for r in records], timeout=args.timeout)
-        return [final[r.task.id] for r in records]
+        return records if waited is None else await waited.read(board, [r.task.id for r in records])
 
-    shown = await show(args, read, tasks_table)
-    return _exit_for(shown) if args.wait else 0
+    shown = await show_tasks(args, read)
+    return 0 if waited is None else waited.exit_status(args, shown)
 
 
 def _tasks_from(args: argparse.Namespace) -> list[Any]:
@@ -72,7 +99,7 @@ def _task_id(parser: argparse.ArgumentParser) -> None:
 
 @command("retry", "put a failed or dead task back with a fresh attempt budget", _task_id, json_out=True)
 async def retry(args: argparse.Namespace) -> int:
-    return await show_one(args, lambda board: board.retry(args.id), tasks_table)
+    return await show_task(args, lambda board: board.retry(args.id))
 
 
 @command("get", "show one task's record and result", _task_id, json_out=True)
@@ -84,7 +111,7 @@ async def get(args: argparse.Namespace) -> int:
         # Show the result itself, read from the artifact store.
         return record.model_copy(update={"result": await board.result_of(record)})
 
-    return await show_one(args, read, tasks_table)
+    return await show_task(args, read)
 
 
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,13 +123,14 @@ def _wait_arguments(parser: argparse.ArgumentParser) -> None:
     "wait", "wait until tasks finish: exit 0 if all are done, 1 if any is not", _wait_arguments, json_out=True
 )
 async def wait(args: argparse.Namespace) -> int:
+    waited = _Waited(args.timeout)
+
     async def read(board: TaskBoard) -> list[TaskRecord]:
         for task_id in args.ids:
             await board.get(task_id)  # an unknown id is an error now, not a wait until the timeout
-        final = await board.wait(args.ids, timeout=args.timeout)
-        return [final[task_id] for task_id in args.ids]
+        return await waited.read(board, args.ids)
 
-    return _exit_for(await show(args, read, tasks_table))
+    return waited.exit_status(args, await show_tasks(args, read))
 
 
 def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +140,7 @@ def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("cancel", "cancel a pending, waiting or claimed task", _cancel_arguments, json_out=True)
 async def cancel(args: argparse.Namespace) -> int:
-    return await show_one(args, lambda board: board.cancel(args.id, args.reason), tasks_table)
+    return await show_task(args, lambda board: board.cancel(args.id, args.reason))
 
 
 def _answer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,8 +159,8 @@ def _answer_arguments(parser: argparse.ArgumentParser) -> None:
     json_out=True,
 )
 async def answer(args: argparse.Namespace) -> int:
-    return await show_one(
-        args, lambda board: board.answer(args.id, args.text, question=args.question, by=args.by), tasks_table
+    return await show_task(
+        args, lambda board: board.answer(args.id, args.text, question=args.question, by=args.by)
     )
 
 
