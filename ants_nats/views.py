@@ -109,8 +109,19 @@ def reputation_table(ledgers: Iterable[AgentLedger], now: datetime, half_life: f
     for ledger in sorted(ledgers, key=lambda entry: entry.agent):
         for cap, counts in sorted(ledger.by_capability.items()):
             score = ledger.scores[cap].value(now, half_life) if cap in ledger.scores else 0.5
-            rows.append([ledger.agent, cap, f"{score:.2f}", counts.completed, counts.failed, counts.expired])
-    return table(["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED"], rows)
+            rows.append(
+                [
+                    ledger.agent,
+                    cap,
+                    f"{score:.2f}",
+                    counts.completed,
+                    counts.failed,
+                    counts.expired,
+                    counts.declined,
+                ]
+            )
+    # Declines cost nothing (see reputation.EVIDENCE), so they are shown apart from the score.
+    return table(["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED", "DECLINED"], rows)
 
 
 def event_line(event: TrailEvent) -> str:

@@ -13,11 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import JsonValue
 
-from ants_nats import InvalidTask, Task, TaskBoard
+from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskStatus
 from ants_nats.cli.task_input import not_before, task_from_flags
 from ants_nats.errors import UsageError
+from ants_nats.models import AgentLedger, Counts, utcnow
 from ants_nats.server import EmbeddedServer, find_server_binary, free_port
+from ants_nats.views import reputation_table
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -307,3 +310,41 @@ async def test_an_empty_reputation_table_says_where_scores_come_from(
 ) -> None:
     shown = await asyncio.to_thread(run_cli, "reputation", "--server", nats_server.url)
     assert shown.returncode == 0 and "ants-ledger" in shown.stdout
+
+
+async def test_fail_unroutable_fails_at_once_naming_the_kind(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
+    agent = Agent(board, name="echoer", capabilities=["echo"])
+
+    @agent.handler("echo")  # the only kind it handles
+    async def echo(task: Task, ctx: TaskContext) -> JsonValue:
+        return task.payload
+
+    async with agent:
+        submitted = await asyncio.to_thread(
+            run_cli,
+            "submit",
+            "--server",
+            nats_server.url,
+            "--id",
+            "f1",
+            "--kind",
+            "nohandler",
+            "--require",
+            "echo",
+            "--fail-unroutable",
+        )
+    assert submitted.returncode == 0, submitted.stderr
+    record = await board.get("f1")
+    assert record.task.fail_unroutable
+    assert record.status is TaskStatus.FAILED
+    assert record.error == "no live agent handles kind 'nohandler' with [echo]"
+
+
+def test_the_reputation_table_shows_declines_apart() -> None:
+    counts = Counts(completed=2, failed=1, expired=0, declined=7)
+    ledger = AgentLedger(agent="ant-1", by_capability={"echo": counts})
+    header, row = reputation_table([ledger], utcnow(), 3600.0).splitlines()
+    assert header.split() == ["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED", "DECLINED"]
+    assert row.split() == ["ant-1", "echo", "0.50", "2", "1", "0", "7"]

@@ -26,6 +26,11 @@ def task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require", action="append", default=[], help="required capability (repeatable)")
     parser.add_argument("--payload", default="null", help="payload as JSON")
     parser.add_argument("--priority", type=int, default=0, help="above 0: the route's express lane")
+    parser.add_argument(
+        "--fail-unroutable",
+        action="store_true",
+        help="fail at once, saying why, if no live agent can take it",
+    )
 
 
 def task_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,7 +39,13 @@ def task_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--payload is not JSON: {exc.msg}") from exc
-    return {"kind": args.kind, "requires": args.require, "payload": payload, "priority": args.priority}
+    return {
+        "kind": args.kind,
+        "requires": args.require,
+        "payload": payload,
+        "priority": args.priority,
+        "fail_unroutable": args.fail_unroutable,
+    }
 
 
 def document(name: str) -> Any:
