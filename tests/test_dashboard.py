@@ -178,6 +178,7 @@ async def test_streams_a_snapshot_then_live_changes(board: TaskBoard) -> None:
         by_id = {t["id"]: t for t in snap["tasks"]}
         assert by_id["second"]["depends_on"] == ["first"]
         assert by_id["orphan"]["unroutable"] == ["gpu"]
+        assert by_id["orphan"]["unroutable_reason"] == "no live agent has [gpu]"
         assert {a.id for a in ants} <= {a["id"] for a in snap["agents"]}
         assert "work" in snap["routes"] and "work" in snap["queues"]
         assert sum(b["done"] for b in snap["metrics"]["buckets"]) >= 2
@@ -200,6 +201,11 @@ async def test_a_task_s_record_and_history(board: TaskBoard) -> None:
         assert detail["record"]["result"]["task"] == "one"
         kinds = [e["kind"] for e in detail["history"]]
         assert kinds[0] == "task.submitted" and "task.completed" in kinds
+        assert detail["waiting"] is None  # finished
+        await board.submit(Task(id="orphan", kind="render", requires=("gpu",)))
+        async with http.get(f"{dashboard.url}api/task/orphan") as response:
+            waiting = (await response.json())["waiting"]
+        assert (waiting["reason"], waiting["text"]) == ("unroutable", "unroutable: no live agent has [gpu]")
         async with http.get(f"{dashboard.url}api/task/missing") as response:
             assert response.status == 404
         async with http.get(f"{dashboard.url}api/task/no%20such") as response:
@@ -319,6 +325,11 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 wait_for(driver, '[data-task="warmup"][data-status="done"]')
                 wait_for(driver, '[data-task="after"][data-status="pending"]')
                 wait_for(driver, '[data-unroutable="needs-gpu"]')
+                reason = driver.execute_script(
+                    "return document.querySelector("
+                    "'[data-unroutable=\"needs-gpu\"] [data-unroutable-reason]').textContent"
+                )
+                assert reason == "no live agent has [gpu]", reason
                 driver.execute_script("location.hash = '#agents'")
                 for ant in ants:
                     wait_for(driver, f'[data-agent="{ant.id}"]')
@@ -341,6 +352,8 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 wait_for(driver, '[data-history="held"] [data-kind="task.completed"]')
                 wait_for(driver, '#graph [data-node="after"][data-status="done"]')
                 driver.save_screenshot(str(tmp_path / "task.png"))
+                driver.execute_script("location.hash = '#task/needs-gpu'")
+                wait_for(driver, '[data-task-detail="needs-gpu"] [data-waiting="unroutable"]')
                 driver.execute_script("location.hash = '#trail'")
                 wait_for(driver, '#trail-list [data-kind="task.completed"]')
                 wait_for(driver, '[data-mark="ants.trail.mark.artifact.written.early"]')

@@ -27,6 +27,7 @@ from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
 from ..metrics import SwarmCollector, exposition
 from ..names import is_valid_id
+from ..waiting import why_waiting
 from .feeds import RESTART_DELAY_S, Feeds
 from .hub import Hub
 from .state import SwarmState, event_json, task_summary
@@ -149,12 +150,14 @@ class Dashboard:
         return _json(self.state.snapshot())
 
     async def _task(self, request: web.Request) -> web.Response:
-        """A task's whole record (payload and result included) and its trail history."""
+        """A task's whole record (payload and result included), why it waits if unfinished, and
+        its trail history."""
         task_id = request.match_info["task_id"]
         if not is_valid_id(task_id):
             return _json({"error": f"invalid task id {task_id!r}"}, status=400)
         try:
             record = await self.board.get(task_id)
+            waiting = await why_waiting(self.board, record)
             history = await self.board.trail.history(task_id)
         except TaskNotFound:
             return _json({"error": f"no task {task_id!r} on the board"}, status=404)
@@ -164,6 +167,7 @@ class Dashboard:
             {
                 "record": record.model_dump(mode="json"),
                 "summary": task_summary(record),
+                "waiting": None if waiting is None else waiting.model_dump(mode="json"),
                 "history": [event_json(e) for e in history],
             }
         )

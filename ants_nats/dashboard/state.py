@@ -58,6 +58,7 @@ def task_summary(record: TaskRecord) -> Json:
         "max_attempts": task.max_attempts,
         "error": record.error,
         "unroutable": None if record.unroutable is None else list(record.unroutable),
+        "unroutable_reason": record.unroutable_reason,
         "result_preview": preview,
         "updated_at": record.updated_at.isoformat(),
     }

@@ -65,7 +65,7 @@ function timeOf(iso) {
 
 function note(task) {
   if (task.error) return task.error;
-  if (task.unroutable) return `unroutable: needs ${task.unroutable.join(", ")}`;
+  if (task.unroutable_reason) return `unroutable: ${task.unroutable_reason}`;
   if (task.status === "done" && task.result_preview !== null) return `result: ${task.result_preview}`;
   if (task.waiting_on.length) return `waiting on ${task.waiting_on.join(", ")}`;
   return "";
@@ -175,7 +175,8 @@ function renderSwarm() {
   document.getElementById("unroutable-panel").hidden = unroutable.length === 0;
   document.querySelector("#unroutable-table tbody").replaceChildren(...unroutable.map((t) =>
     h("tr", { "data-unroutable": t.id }, h("td", {}, taskLink(t.id)), h("td", {}, t.kind),
-      h("td", {}, h("div", { class: "chips" }, t.unroutable.map((c) => h("span", { class: "chip" }, c)))))));
+      h("td", {}, h("div", { class: "chips" }, t.unroutable.map((c) => h("span", { class: "chip" }, c)))),
+      h("td", { "data-unroutable-reason": "" }, t.unroutable_reason || ""))));
 
   const filter = document.getElementById("task-filter").value.trim().toLowerCase();
   const shown = tasks
@@ -323,7 +324,7 @@ function renderTask() {
         h("dt", {}, "holder"), h("dd", {}, rec.holder || "—"),
         h("dt", {}, "attempts"), h("dd", {}, `${live.counted_attempts} counted of ${task.max_attempts}`),
         h("dt", {}, "waiting on"), h("dd", {}, rec.waiting_on.length ? rec.waiting_on.join(", ") : "—"),
-        rec.unroutable ? [h("dt", {}, "unroutable"), h("dd", {}, `missing ${rec.unroutable.join(", ")}`)] : null,
+        taskDetail.waiting ? [h("dt", {}, "waiting for"), h("dd", { "data-waiting": taskDetail.waiting.reason }, taskDetail.waiting.text)] : null,
         h("dt", {}, "updated"), h("dd", {}, `${rec.updated_at} (${ago(rec.updated_at)})`)),
       rec.error ? [h("h3", {}, "error"), h("pre", { "data-error": "" }, rec.error)] : null,
       rec.status === "done" ? [h("h3", {}, "result"), rec.result_ref ? json(rec.result_ref) : h("pre", { "data-result": "" }, JSON.stringify(rec.result, null, 2))] : null,
