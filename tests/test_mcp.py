@@ -197,6 +197,11 @@ async def test_http_a_model_works_a_dag_declines_and_waits(
             f"declined by every live agent able to take it ({host.agent_id}: need a bigger model)"
         )
         assert (await call(client, "claim_next", timeout=0))["task"] is None
+        shown = await call(client, "get_task", task_id="digest")
+        assert shown["unroutable_reason"] == record.unroutable_reason
+        assert (shown["waiting"]["reason"], shown["waiting"]["agents"]) == ("declined", [host.agent_id])
+        (listed,) = [t for t in await call(client, "list_tasks", status="pending") if t["id"] == "digest"]
+        assert listed["waiting"] == shown["waiting"]
 
         # ... until an agent comes that can take it: a bigger model.
         async def bigger_model(task: Task, ctx: TaskContext) -> JsonValue:
@@ -231,7 +236,7 @@ async def test_http_tool_errors_are_clear_messages(board: TaskBoard, nats_server
         taken = await tool_error(client, "submit_tasks", tasks=[{"id": "a", "kind": "other"}])
         assert "'a'" in taken
         late = await tool_error(client, "wait_for_tasks", task_ids=["a"], timeout=0.2)
-        assert "not finished within 0.2s: a is pending" in late
+        assert "not finished within 0.2s: a is pending (ready, waiting for an agent: none is live)" in late
         with_bad_kind = await tool_error(client, "submit_tasks", tasks=[{"id": "c", "kind": "Not A Kind"}])
         assert "kind" in with_bad_kind
         negative = await tool_error(client, "wait_for_tasks", task_ids=["a"], timeout=-1)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from ants_nats import AgentCard, Scent, TaskRecord, TaskStatus
+from ants_nats import AgentCard, Scent, TaskRecord, TaskStatus, Waiting
 from ants_nats.names import ID_PATTERN, MARK_NAME_PATTERN, TRAIL_SUBJECT_PREFIX
 
 MARK_SUBJECTS = f"{TRAIL_SUBJECT_PREFIX}.mark"
@@ -71,6 +71,14 @@ class TaskOut(BaseModel):
     attempts: int
     error: str | None
     unroutable: list[str] | None = Field(description="Capabilities no live agent has, if any.")
+    unroutable_reason: str | None = Field(
+        default=None, description="Why no live agent will take it, if so (as its record last said)."
+    )
+    waiting: Waiting | None = Field(
+        default=None,
+        description="While unfinished: why it waits (a reason code, the reason in words, until when "
+        "if known, the agents concerned), judged from the live agents now.",
+    )
     question: str | None = Field(
         default=None, description="While waiting_input: the question to answer (answer_task)."
     )
@@ -78,8 +86,9 @@ class TaskOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, record: TaskRecord, result: JsonValue = None) -> TaskOut:
-        """The view of ``record``, with ``result`` (resolved from the artifact store if need be)."""
+    def of(cls, record: TaskRecord, result: JsonValue = None, waiting: Waiting | None = None) -> TaskOut:
+        """The view of ``record``, with ``result`` (resolved from the artifact store if need be)
+        and why it waits."""
         task = record.task
         return cls(
             id=task.id,
@@ -92,6 +101,8 @@ class TaskOut(BaseModel):
             attempts=len(record.attempts),
             error=record.error,
             unroutable=None if record.unroutable is None else list(record.unroutable),
+            unroutable_reason=record.unroutable_reason,
+            waiting=waiting,
             question=record.questions[-1].text if record.status is TaskStatus.WAITING_INPUT else None,
             result=result,
             updated_at=record.updated_at,

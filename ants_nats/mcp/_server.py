@@ -26,6 +26,7 @@ from pydantic import Field, JsonValue
 
 from ants_nats import AntsError, BoardConfig, TaskBoard, TaskRecord, TaskStatus, __version__
 from ants_nats.log import get_logger
+from ants_nats.waiting import why_waiting, why_waiting_many
 
 from ._desk import Complete, Desk, Fail, Refuse
 from ._schema import (
@@ -244,7 +245,7 @@ class McpHost:
         Nothing is written when any task is invalid. Submitting the same task again is harmless
         (the board returns it as it is); the same id with another definition is an error."""
         batch = [{**t.model_dump(exclude_none=True), "created_by": self.author} for t in tasks]
-        return [TaskOut.of(record) for record in await self.board.submit_many(batch)]
+        return await self._views(await self.board.submit_many(batch))
 
     @_clear_errors
     async def get_task(self, task_id: TaskIdArg) -> TaskOut:
@@ -264,14 +265,23 @@ class McpHost:
         try:
             final = await self.board.wait(task_ids, timeout=timeout)
         except TimeoutError:
-            states = [f"{r.task.id} is {r.status.value}" for r in [await self.board.get(t) for t in task_ids]]
-            raise TimeoutError(f"not finished within {timeout:g}s: {', '.join(states)}") from None
+            views = await self._views([await self.board.get(t) for t in task_ids])
+            states = [
+                f"{v.id} is {v.status.value}" + (f" ({v.waiting.text})" if v.waiting else "") for v in views
+            ]
+            raise TimeoutError(f"not finished within {timeout:g}s: {'; '.join(states)}") from None
         return [await self._view(final[task_id]) for task_id in task_ids]
 
     async def _view(self, record: TaskRecord) -> TaskOut:
-        """The view of ``record``, with its result when it is done."""
+        """The view of ``record``, with its result when it is done, or why it waits."""
         done = record.status is TaskStatus.DONE
-        return TaskOut.of(record, await self.board.result_of(record) if done else None)
+        result = await self.board.result_of(record) if done else None
+        return TaskOut.of(record, result, await why_waiting(self.board, record))
+
+    async def _views(self, records: Sequence[TaskRecord]) -> list[TaskOut]:
+        """The views of ``records`` without results, each unfinished one with why it waits."""
+        waiting = await why_waiting_many(self.board, records)
+        return [TaskOut.of(record, waiting=waiting.get(record.task.id)) for record in records]
 
     @_clear_errors
     async def list_tasks(
@@ -282,19 +292,19 @@ class McpHost:
         """Tasks on the board (optionally only those in ``status``), latest change first, without results."""
         records = [r for r in await self.board.all_tasks() if status is None or r.status is status]
         records.sort(key=lambda r: r.updated_at, reverse=True)
-        return [TaskOut.of(record) for record in records[:limit]]
+        return await self._views(records[:limit])
 
     @_clear_errors
     async def cancel_task(self, task_id: TaskIdArg, reason: str = "cancelled through MCP") -> TaskOut:
         """Cancel a pending, waiting or claimed task; its dependents fail as blocked."""
-        return TaskOut.of(await self.board.cancel(task_id, reason, by=self.agent_id))
+        return await self._view(await self.board.cancel(task_id, reason, by=self.agent_id))
 
     @_clear_errors
     async def answer_task(self, task_id: TaskIdArg, answer: str, question: int | None = None) -> TaskOut:
         """Answer the question a task in status waiting_input asks (its ``question``): the task
         becomes claimable again, and the agent that takes it gets the answer. ``question``: the
         index (from 0) of the question answered, so a late answer is refused, not misplaced."""
-        return TaskOut.of(await self.board.answer(task_id, answer, question=question, by=self.author))
+        return await self._view(await self.board.answer(task_id, answer, question=question, by=self.author))
 
     @_clear_errors
     async def find_agents(self, requires: list[str] | None = None) -> list[AgentOut]:
@@ -414,15 +424,14 @@ class McpHost:
         """The board at a glance: tasks per status, and the unfinished ones."""
         try:
             records = await self.board.all_tasks()
+            unfinished = sorted((r for r in records if not r.status.terminal), key=lambda r: r.updated_at)
+            shown = await self._views(unfinished[:_OPEN_SHOWN])
         except AntsError as exc:
             raise ResourceError(str(exc)) from None
-        unfinished = sorted((r for r in records if not r.status.terminal), key=lambda r: r.updated_at)
         summary = {
             "tasks": len(records),
             "by_status": dict(Counter(r.status.value for r in records)),
-            "unfinished": [
-                TaskOut.of(r).model_dump(mode="json", exclude={"result"}) for r in unfinished[:_OPEN_SHOWN]
-            ],
+            "unfinished": [view.model_dump(mode="json", exclude={"result"}) for view in shown],
             "unfinished_not_shown": max(0, len(unfinished) - _OPEN_SHOWN),
         }
         return json.dumps(summary)
