@@ -201,6 +201,16 @@ async def test_a_slot_from_the_far_future_does_not_shut_the_window(board: TaskBo
     assert wait == 0.0  # reserved: the forged slot is dropped
 
 
+async def test_a_look_at_the_room_left_reserves_nothing(board: TaskBoard) -> None:
+    limit = await board.set_limit("look", requests=2, per=60)
+    assert await board.rates.room(limit) == 0.0
+    assert await board.rates.room(limit) == 0.0
+    for _ in range(2):
+        assert (await board.rates.reserve(limit))[0] == 0.0
+    wait = await board.rates.room(limit)
+    assert 0.0 < wait <= 63.0 and (await board.rates.reserve(limit))[0] > 0.0  # a slot over the interval
+
+
 async def test_a_request_whose_work_does_not_start_is_refunded(board: TaskBoard) -> None:
     await board.set_limit("a", requests=1, per=60)
     await board.set_limit("b", requests=1, per=60)

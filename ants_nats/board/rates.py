@@ -88,6 +88,17 @@ class Rates:
         ``(seconds until the window has room, slot)`` (nothing reserved)."""
         return await self._change(limit, lambda window, slot: reserved(limit, window, slot))
 
+    async def room(self, limit: Limit) -> float:
+        """Seconds until the window of ``limit`` has room for one more request (0.0: now),
+        reserving nothing (a look, for saying why work waits)."""
+
+        def look(window: list[RateSlot], slot: int) -> float:
+            judged = reserved(limit, window, slot)
+            return judged if isinstance(judged, float) else 0.0  # room: nothing to write
+
+        wait, _ = await self._change(limit, look)
+        return wait
+
     async def refund(self, limit: Limit, slot: int) -> None:
         """Give up a request reserved in ``slot`` that no work used (its claim lost)."""
         await self._change(limit, lambda window, _: refunded(window, slot))
