@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import matching
 from .board import TaskBoard
-from .board.rates import reserved
 from .errors import BudgetNotFound
 from .models import ANY_CAPABILITY, AgentCard, Budget, Limit, TaskRecord, TaskStatus, utcnow
 from .reputation import ReputationConfig
@@ -305,22 +304,13 @@ async def _rate_holds(board: TaskBoard, capabilities: Sequence[str]) -> dict[str
                 holds[cap] = RateHold(until, f"{cap} is held back: a provider said too many requests")
     for limit in await board.limits():
         if limit.capability in capabilities and limit.capability not in holds:
-            wait = await _room_in(board, limit)
+            wait = await board.rates.room(limit)
             if wait > 0:
                 until = utcnow() + timedelta(seconds=wait)
                 holds[limit.capability] = RateHold(
                     until, f"{_limit_words(limit)} on {limit.capability} is used up"
                 )
     return holds
-
-
-async def _room_in(board: TaskBoard, limit: Limit) -> float:
-    """Seconds until the window of ``limit`` has room for one more run (0.0: now); takes nothing."""
-    # ``Rates`` offers no read-only look yet: its own judging, with a verdict that writes nothing.
-    wait, _ = await board.rates._change(
-        limit, lambda window, slot: room if isinstance(room := reserved(limit, window, slot), float) else 0.0
-    )
-    return wait
 
 
 def _limit_words(limit: Limit) -> str:
