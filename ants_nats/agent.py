@@ -42,7 +42,7 @@ from .metrics import AgentMetrics, MetricsServer
 from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
 from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
-from .throttle import Throttle
+from .throttle import Reservation, Throttle
 
 log = get_logger("agent")
 
@@ -161,7 +161,12 @@ class Agent:
         self._metrics_server = (
             None if metrics_port is None else MetricsServer(self.metrics.registry, metrics_port)
         )
-        self._presence = Presence(board, self.card, self.identity, self.metrics.work)
+        self._offer_changed = asyncio.Event()
+        """Set when what the agent offers changed, or it (re)joined: unroutable tasks may be for it."""
+        self._offer_changed.set()
+        self._presence = Presence(
+            board, self.card, self.identity, self.metrics.work, on_rejoin=self._offer_changed.set
+        )
         self._throttle = Throttle(board, self.id)
         self._declined = Declined()
         self._crew = Crew(
@@ -175,9 +180,6 @@ class Agent:
         self._running: dict[str, RunningAttempt] = {}
         """Attempts whose handlers are at work, by task id (so a cancel reaches them)."""
         self._cancels = CancelNews(board.trail, self._cancel)
-        self._offer_changed = asyncio.Event()
-        """Set when what the agent offers changed (or it started): unroutable tasks may be for it."""
-        self._offer_changed.set()
         self._announced_offer = ""
         """The offer of the card last announced with its capabilities."""
 
@@ -322,9 +324,13 @@ class Agent:
         while True:
             await self._offer_changed.wait()
             self._offer_changed.clear()
-            if self.card().offer != self._announced_offer:
-                await self._announce_offer()  # a handler registered since the start
-            brought = await self.board.reroute(self.card())
+            try:
+                if self.card().offer != self._announced_offer:
+                    await self._announce_offer()  # a handler registered since the start
+                brought = await self.board.reroute(self.card())
+            except BaseException:
+                self._offer_changed.set()  # not done: the restarted loop tries again
+                raise
             if brought:
                 log.info("agent.rerouted", agent=self.id, tasks=brought)
 
@@ -406,16 +412,15 @@ class Agent:
             return
         delivered = msg.metadata.num_delivered
         reputation = self.board.reputation
+        reservation: Reservation | None = None
         try:
             if self._declined.stands(ticket.task_id, self._offer):
                 # Declined already: unless everyone able has declined it by now (then it is set
-                # aside), others may take it.
-                delay = await self.board.reconsider(ticket.task_id, by=self.id)
-                if delay is None:
-                    await msg.ack()
-                else:
-                    await msg.nak(delay=max(delay, self.decline_backoff))
-                return
+                # aside), others may take it; a task that waits for no taker is judged as usual.
+                aside = await self.board.reconsider(ticket.task_id, by=self.id)
+                if aside != "take":
+                    await (msg.ack() if aside is None else msg.nak(delay=max(aside, self.decline_backoff)))
+                    return
             if delivered == 1 and await self._defers_to_others(ticket):
                 await msg.nak(delay=self.decline_backoff)
                 return
@@ -431,7 +436,8 @@ class Agent:
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))
-            await self._throttle.refund(reservation)
+            if reservation is not None:
+                await self._throttle.refund(reservation)
             await msg.term()
             return
         if isinstance(claim, NotTaken):

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from ._aio import cancel_and_wait
-from .board import Lease, TaskBoard, held_back
+from .board import Lease, TaskBoard
 from .context import Handler, TaskContext
 from .errors import (
     AntsError,
@@ -146,7 +146,7 @@ class RunningAttempt:
         record = await self._crew.board.decline(
             lease, reason, offer=offer, retry_after=retry_after, usage=spent
         )
-        delay = held_back(record)
+        delay = await self._crew.board.held_back(record)
         if delay is None:
             await self._msg.ack()
         else:

@@ -112,8 +112,8 @@ def _vouched(event: TrailEvent, record: TaskRecord) -> TrailEvent:
         ) and attempt.usage:
             data["usage"] = attempt.usage.model_dump()
     for note in record.declines if what == "declined" else ():
-        # The note adds up the decliner's usage; counted as of its latest decline (the ledger
-        # reads the record soon after each event, so an earlier one is rarely counted twice).
+        # The note keeps what its latest decline (that token) spent: an earlier one's is counted
+        # only if the ledger reads the record before the next decline of the same agent.
         if (note.agent, note.token) == (event.agent, event.token) and note.usage:
             data["usage"] = note.usage.model_dump()
     return event.model_copy(update={"data": data, "at": min(event.at, utcnow())})

@@ -57,10 +57,17 @@ def declined_by_all(cards: Iterable[AgentCard], record: TaskRecord) -> tuple[tup
     if because is not None:
         return because
     able = {card.id for card in cards if card.can_take(record.task)}
-    if not all(record.declined(card) for card in cards if card.id in able):
-        return None
-    notes = "; ".join(f"{d.agent}: {d.reason}" for d in record.declines if d.agent in able)
-    return (), f"declined by every live agent able to take it ({notes})"
+    if not able or not all(record.declined(card) for card in cards if card.id in able):
+        return None  # (nobody able at all is unroutable_because's to say, or any agent's to come)
+    notes = [f"{d.agent}: {d.reason}" for d in record.declines if d.agent in able]
+    shown = "; ".join(notes[:_DECLINERS_NAMED])
+    if len(notes) > _DECLINERS_NAMED:
+        shown += f"; and {len(notes) - _DECLINERS_NAMED} more"
+    return (), f"declined by every live agent able to take it ({shown})"
+
+
+_DECLINERS_NAMED = 5
+"""Decliners a reason names (the record keeps them all): a reason stays short."""
 
 
 def _listed(capabilities: Iterable[str]) -> str:

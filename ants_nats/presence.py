@@ -89,11 +89,16 @@ class Presence:
         card: Callable[[], AgentCard],
         identity: Identity,
         work: WorkStats | None = None,
+        on_rejoin: Callable[[], None] | None = None,
     ) -> None:
+        """``on_rejoin`` is called when the card is announced again after it may have lapsed (no
+        announcement for longer than its TTL: a partition, a paused process): others may have
+        given up on the agent meanwhile."""
         self._board = board
         self._card = card
         self._identity = identity
         self._work = work or WorkStats()
+        self._on_rejoin = on_rejoin
         self._dirty = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._service: Service | None = None
@@ -155,6 +160,8 @@ class Presence:
         # The gap counts within the interval: a card is announced at least every ``interval``,
         # however short its TTL (a gap on top of it let a 1 s card lapse between announcements).
         gap = min(_MIN_ANNOUNCE_GAP_S, interval / 2)
+        loop = asyncio.get_running_loop()
+        announced = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval - gap):
@@ -164,6 +171,11 @@ class Presence:
                 await self._board.directory.announce(self._card())
             except ServerUnavailable as exc:  # reconnecting: the next round re-announces
                 log.warning("card.announce_failed", error=str(exc))
+            else:
+                silent, announced = loop.time() - announced, loop.time()
+                if silent > self._board.directory.card_ttl and self._on_rejoin is not None:
+                    log.info("card.rejoined", agent=self._card().id, silent=round(silent, 1))
+                    self._on_rejoin()
             await asyncio.sleep(gap)
 
     async def _answer(self, request: Request) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack, aclosing
+from datetime import timedelta
 
 from pydantic import JsonValue
 
-from ants_nats import Agent, Decline, Task, TaskBoard, TaskContext, TaskStatus
-from ants_nats.models import TrailEvent
+from ants_nats import Agent, AgentCard, Decline, ServerUnavailable, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats.models import TrailEvent, utcnow
 from ants_nats.names import WORK_STREAM, trail_filter, work_consumer
 
-from .helpers import Recorder, until_event, until_ledger
+from .helpers import Recorder, on_log, until_event, until_ledger
 from .test_trust import ledger_running
 
 WAIT_S = 20.0
@@ -168,9 +169,11 @@ async def test_not_now_lapses_and_the_same_agent_takes_the_task(board: TaskBoard
             "missing": [],
             "reason": f"declined by every live agent able to take it ({agent.id}: busy)",
         }
-        # Not set aside for good: its ticket waits on the server until the decline lapses.
-        assert await board.unroutable_ids() == []
+        # Its ticket waits on the server until the decline lapses (its id is kept meanwhile,
+        # should the agent leave), then the agent takes it, and the id goes.
+        assert await board.unroutable_ids() == ["later"]
         assert await board.result("later", timeout=WAIT_S) == "done at last"
+        assert await board.unroutable_ids() == []
     record = await board.get("later")
     assert calls == ["later", "later"]
     assert [(d.agent, d.count) for d in record.declines] == [(agent.id, 1)]
@@ -217,3 +220,133 @@ async def test_declines_never_spend_attempts(board: TaskBoard) -> None:
             final = await asyncio.wait_for(board.wait(["once"]), WAIT_S)
     assert final["once"].status is TaskStatus.DONE  # max_attempts=1 and a decline before it
     assert seen == {refuser.id: 1, worker.id: 1}
+
+
+async def test_a_task_set_aside_still_fails_at_its_deadline(board: TaskBoard) -> None:
+    async def refuse(task: Task, ctx: TaskContext) -> JsonValue:
+        raise Decline("no")
+
+    refuser = Agent(board, name="refuser", capabilities=["x"])
+    refuser.handler("work")(refuse)
+    async with refuser:
+        deadline = utcnow() + timedelta(seconds=1)
+        await board.submit(Task(id="due", kind="work", requires=("x",), deadline=deadline))
+        await set_aside(board, "due")
+        # Its ticket is held back until the deadline; whoever meets it then fails it.
+        final = await board.wait(["due"], timeout=WAIT_S)
+    assert final["due"].status is TaskStatus.FAILED
+    assert final["due"].error == "deadline passed before a claim"
+    assert await board.unroutable_ids() == []
+
+
+async def test_a_decliner_settles_the_ticket_of_a_task_cancelled_since(board: TaskBoard) -> None:
+    """Stepping aside is for a task waiting for a taker: a decliner that meets the ticket of a
+    task cancelled since judges it as any ticket (and acks it), rather than pass it on for ever."""
+
+    async def refuse(task: Task, ctx: TaskContext) -> JsonValue:
+        raise Decline("no")
+
+    gate = asyncio.Event()
+
+    async def hold(task: Task, ctx: TaskContext) -> JsonValue:
+        await gate.wait()
+        return "held"
+
+    refuser = Agent(board, name="refuser", capabilities=["x"])
+    refuser.handler("work")(refuse)
+    busy = Agent(board, name="busy", capabilities=["x"])  # able, but busy with the gate
+    busy.handler("work")(refuse)
+    busy.handler("gate")(hold)
+    async with busy:
+        await board.submit(Task(id="gate", kind="gate", requires=("x",)))
+        await until_event(board, "task.claimed", "gate")
+        async with refuser:
+            await board.submit(Task(id="t", kind="work", requires=("x",)))
+            await until_event(board, "task.declined", "t")
+            acks = await board.nc.subscribe(f"$JS.ACK.{WORK_STREAM}.{work_consumer('x')}.>")
+            await board.cancel("t")
+            # (An empty ack is +ACK; the refuser's step-aside naks may come first.)
+            while (await acks.next_msg(timeout=WAIT_S)).data not in (b"", b"+ACK"):
+                pass
+            await acks.unsubscribe()
+            assert await settled_queue(board, "x") == (0, 1)  # only the gate's, still held
+        gate.set()
+        assert (await board.wait(["gate"], timeout=WAIT_S))["gate"].status is TaskStatus.DONE
+
+
+async def test_a_departed_agents_not_now_holds_nothing_back(board: TaskBoard) -> None:
+    recorder = Recorder()
+
+    async def not_now(task: Task, ctx: TaskContext) -> JsonValue:
+        raise Decline("busy", retry_after=600)
+
+    passing = Agent(board, name="passing", capabilities=["x"])
+    passing.handler("work")(not_now)
+    async with passing:
+        await board.submit(Task(id="t", kind="work", requires=("x",)))
+        await set_aside(board, "t")  # its ticket is held back for the "not now" ...
+    # ... but the passer left: a newcomer finds the task all the same.
+    assert await board.unroutable_ids() == ["t"]
+    newcomer = Agent(board, name="newcomer", capabilities=["x"])
+    newcomer.handler("work")(recorder.handle)
+    async with newcomer:
+        final = await board.wait(["t"], timeout=WAIT_S)
+    assert final["t"].status is TaskStatus.DONE and recorder.by_agent == {newcomer.id: 1}
+
+
+async def test_cancelling_a_task_set_aside_forgets_it(board: TaskBoard) -> None:
+    recorder = Recorder()
+    async with echo_agent(board, "echoer", recorder):
+        await board.submit(Task(id="odd", kind="odd", requires=("echo",)))
+        await set_aside(board, "odd")
+        assert await board.unroutable_ids() == ["odd"]
+        await board.cancel("odd")
+        assert await board.unroutable_ids() == []
+
+
+async def test_an_agent_whose_card_lapsed_brings_back_what_was_set_aside_meanwhile(
+    board: TaskBoard,
+) -> None:
+    """Announcements failing for longer than the card TTL (a partition): the others give up on
+    the agent and set a task aside; when its card is announced again, it looks for what it can
+    take. (It is busy meanwhile, so it does not pull the task itself.)"""
+    recorder = Recorder()
+    gate = asyncio.Event()
+
+    async def hold(task: Task, ctx: TaskContext) -> JsonValue:
+        await gate.wait()
+        return "held"
+
+    async def refuse(task: Task, ctx: TaskContext) -> JsonValue:
+        raise Decline("no")
+
+    away = Agent(board, name="away", capabilities=["x"])
+    away.handler("work")(recorder.handle)
+    away.handler("gate")(hold)
+    refuser = Agent(board, name="refuser", capabilities=["x"])
+    refuser.handler("work")(refuse)
+    announce = board.directory.announce
+    cut_off = asyncio.Event()
+
+    async def failing(card: AgentCard) -> None:
+        if card.id == away.id and cut_off.is_set():
+            raise ServerUnavailable("cut off")
+        await announce(card)
+
+    board.directory.announce = failing  # type: ignore[method-assign]
+    async with away:
+        await board.submit(Task(id="gate", kind="gate", requires=("x",)))
+        await until_event(board, "task.claimed", "gate")
+        with on_log("card.announce_failed") as silent:
+            cut_off.set()
+            await silent.wait()
+        await board.directory.withdraw(away.id)  # its card lapses, as it would on the server
+        async with refuser:
+            await board.submit(Task(id="t", kind="work", requires=("x",)))
+            await set_aside(board, "t")
+            with on_log("card.rejoined") as back:
+                cut_off.clear()
+                await back.wait()
+            gate.set()
+            final = await board.wait(["t", "gate"], timeout=WAIT_S)
+    assert final["t"].status is TaskStatus.DONE and recorder.by_agent == {away.id: 1}

@@ -32,8 +32,7 @@ stores and the record and event primitives every module shares.
 """
 
 from .config import BoardConfig
-from .decline import held_back
 from .facade import TaskBoard
 from .lease import Lease, NotTaken, Taken
 
-__all__ = ["BoardConfig", "Lease", "NotTaken", "Taken", "TaskBoard", "held_back"]
+__all__ = ["BoardConfig", "Lease", "NotTaken", "Taken", "TaskBoard"]

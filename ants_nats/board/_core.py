@@ -3,6 +3,7 @@ and laying events on the trail."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -109,6 +110,17 @@ class Core:
             await self.trail.emit_nowait(event, signer=signer, msg_id=msg_id)
         else:
             await self.trail.emit(event, signer=signer, msg_id=msg_id)
+
+    async def drop_unroutable(self, task_id: str, revision: int | None = None) -> None:
+        """Remove ``task_id`` from ``ants_unroutable`` (at ``revision``, if given: a key written
+        again since then stays)."""
+        if revision is None:
+            entry = await self.unroutable.get(task_id)
+            if entry is None:
+                return
+            revision = entry.revision
+        with contextlib.suppress(Conflict):  # written again, or removed, meanwhile
+            await self.unroutable.delete(task_id, last=revision)
 
     async def get_entry(self, task_id: str) -> tuple[TaskRecord, int]:
         """The record of ``task_id`` and its revision (restored if someone wrote garbage over it)."""

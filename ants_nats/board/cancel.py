@@ -27,10 +27,10 @@ class Cancellation:
         """See ``TaskBoard.cancel``."""
         check_id(task_id)
         holder: str | None = None
-        changed = False
+        changed = aside = False
 
         def cancel(record: TaskRecord) -> TaskRecord | None:
-            nonlocal holder, changed
+            nonlocal holder, changed, aside
             changed = False
             if record.status is TaskStatus.CANCELLED:
                 return None  # cancelling twice changes nothing
@@ -39,6 +39,7 @@ class Cancellation:
                     f"task {task_id!r} is already {record.status.value}: it cannot be cancelled"
                 )
             holder, changed = record.holder, True
+            aside = record.unroutable_reason is not None
             return record.model_copy(
                 update={
                     "status": TaskStatus.CANCELLED,
@@ -54,6 +55,8 @@ class Cancellation:
         if changed:
             data: JsonValue = {"reason": reason, "holder": holder, "token": final.token}
             await self._core.event("task.cancelled", task_id, data=data, by=by)
+            if aside:  # it no longer waits for an agent
+                await self._core.drop_unroutable(task_id)
         # Even when already cancelled: a crash may have cut the cascade short.
         await self._propagation.propagate(final, by=by)
         return final

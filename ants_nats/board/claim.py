@@ -165,6 +165,8 @@ class Claims:
             if new.status is TaskStatus.DEAD:
                 return NotTaken(task_id, "finished", status=new.status)
             await self._claimed_event(new)
+            if record.unroutable_reason is not None:  # taken after all (a "not now" lapsed)
+                await core.drop_unroutable(task_id)
             return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
 
     def _lease(

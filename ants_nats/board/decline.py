@@ -15,14 +15,13 @@ instead, with the reason.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import JsonValue
 
 from .. import matching
-from .._store import Conflict
 from .._watch import watch_values
 from ..errors import TaskNotFound
 from ..log import get_logger
@@ -48,6 +47,10 @@ log = get_logger("board")
 
 CARDS_MAX_AGE_S = 1.0
 """How long a decliner reuses the cards it read (a reading that looks final is made afresh)."""
+_REASON_CHARS = 200
+"""Longest reason a decline note keeps (the trail event keeps it whole)."""
+_PAST_DEADLINE_S = 0.05
+"""A ticket held back until a deadline comes back just after it, so the deadline has passed."""
 
 
 class Declines:
@@ -75,18 +78,20 @@ class Declines:
         note = DeclineNote(
             agent=lease.agent_id,
             count=1,
-            reason=reason[:2000],
+            reason=reason[:_REASON_CHARS],
             at=now,
             offer=offer,
             token=lease.token,
             until=until,
+            usage=usage or None,
+            spent=usage or None,
         )
+        live = {card.id for card in cards}
 
         def declined(record: TaskRecord) -> dict[str, object]:
-            after = record.model_copy(
-                update={"status": TaskStatus.PENDING, "declines": _noted(record.declines, note, usage)}
-            )
-            return {"status": after.status, "declines": after.declines, **_unroutable(after, cards)}
+            notes = _noted(record.declines, note, live)
+            after = record.model_copy(update={"status": TaskStatus.PENDING, "declines": notes})
+            return {"status": after.status, "declines": notes, **_unroutable(after, cards)}
 
         final = await self._settlement.end(lease, "declined", declined, error=reason, usage=usage)
         await core.event(
@@ -97,18 +102,25 @@ class Declines:
             data=spent({**claim_facts(lease, final), "reason": reason}, usage),
         )
         if final.unroutable_reason is not None:
-            final = await self._set_aside(final, by=lease.agent_id)
+            final = await self._set_aside(final, cards, by=lease.agent_id)
         return final
 
-    async def reconsider(self, task_id: str, *, by: str | None = None) -> float | None:
+    async def held_back(self, record: TaskRecord) -> float | None:
+        """See ``TaskBoard.held_back``."""
+        return held_back(record, await self._core.directory.cards(max_age=CARDS_MAX_AGE_S), utcnow())
+
+    async def reconsider(self, task_id: str, *, by: str | None = None) -> float | Literal["take"] | None:
         """See ``TaskBoard.reconsider``."""
         core = self._core
         try:
             record, revision = await core.get_entry(task_id)
         except TaskNotFound:
             return None  # nothing to announce: the ticket is garbage
-        if record.status is not TaskStatus.PENDING or record.holder is not None:
-            return 0.0  # a claim or an ending deals with its ticket
+        deadline = record.task.deadline
+        if not record.ready or record.holder is not None or (deadline is not None and utcnow() > deadline):
+            # Not a task waiting for a taker (finished, held, waiting, past its deadline): the
+            # ticket is judged as any other, by a claim (which recovers, expires or fails).
+            return "take"
         cards = await core.directory.cards(max_age=CARDS_MAX_AGE_S)
         if matching.declined_by_all(cards, record) is None:
             return 0.0
@@ -118,7 +130,7 @@ class Declines:
         def mark(fresh: TaskRecord) -> TaskRecord | None:
             nonlocal marked
             marked = False
-            if fresh.status is not TaskStatus.PENDING or fresh.holder is not None:
+            if not fresh.ready or fresh.holder is not None:
                 return None
             because = _unroutable(fresh, cards)
             if not because or (fresh.unroutable, fresh.unroutable_reason) == tuple(because.values()):
@@ -127,34 +139,38 @@ class Declines:
             return fresh.model_copy(update=because)
 
         final, _ = await core.mutate(task_id, mark, known=(record, revision))
-        if final.unroutable_reason is None or final.status is not TaskStatus.PENDING:
-            return 0.0
+        if final.unroutable_reason is None or not final.ready:
+            return "take"
         # Marked already (by a decliner that may have died before it kept the id): keep it again,
         # which costs one idempotent write, but say it on the trail only once.
-        return held_back(await self._set_aside(final, by=by, news=marked))
+        final = await self._set_aside(final, cards, by=by, news=marked)
+        return held_back(final, cards, utcnow())
 
-    async def _set_aside(self, record: TaskRecord, *, by: str | None, news: bool = True) -> TaskRecord:
+    async def _set_aside(
+        self, record: TaskRecord, cards: list[AgentCard], *, by: str | None, news: bool = True
+    ) -> TaskRecord:
         """``record`` is marked unroutable: keep its id where a newcomer looks (or fail it, if its
         submitter asked for that), and (``news``: it was just marked) say so on the trail."""
         core, task = self._core, record.task
         reason = record.unroutable_reason or "unroutable"
-        # A "not now" still pending: the ticket waits on the server until it lapses, not here.
-        if not task.fail_unroutable and record.declines_lapse() is None:
-            entry = UnroutableTask(task_id=task.id, kind=task.kind, requires=task.requires, reason=reason)
-            await core.unroutable.put(task.id, wire_bytes(entry))
+        if task.fail_unroutable:
+            # Failing is for good: judged on a fresh reading of who is live, not a cached one.
+            if matching.declined_by_all(await core.directory.cards(), record) is None:
+                await self._bring_back(task.id, None)
+                return record
+            return await self._propagation.finish_unclaimed(
+                task.id, TaskStatus.FAILED, reason, event="task.failed", by=by
+            )
+        # Kept even while a live agent's "not now" holds its ticket back: should that agent leave,
+        # a newcomer still finds the task.
+        entry = UnroutableTask(task_id=task.id, kind=task.kind, requires=task.requires, reason=reason)
+        await core.unroutable.put(task.id, wire_bytes(entry))
         if news:
             log.warning("task.unroutable", task_id=task.id, reason=reason)
             data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
             await core.event("task.unroutable", task.id, data=data, by=by)
-        if task.fail_unroutable:
-            return await self._propagation.finish_unclaimed(
-                task.id, TaskStatus.FAILED, reason, event="task.failed", by=by
-            )
         # An agent that joined before the key was written did not see it: look again, afresh.
-        if (
-            record.declines_lapse() is None
-            and matching.declined_by_all(await core.directory.cards(), record) is None
-        ):
+        if matching.declined_by_all(await core.directory.cards(), record) is None:
             await self._bring_back(task.id, None)
         return record
 
@@ -210,20 +226,26 @@ class Declines:
             log.info("task.rerouted", task_id=task_id, agent=None if card is None else card.id)
             await self._propagation.announce(final, revision, again=True)
         if entry is not None and (final is None or not _waits_aside(final)):
-            with contextlib.suppress(Conflict):
-                await core.unroutable.delete(task_id, last=entry.revision)
+            await core.drop_unroutable(task_id, entry.revision)
         return cleared
 
 
-def held_back(record: TaskRecord) -> float | None:
-    """What becomes of the ticket of a task just declined or reconsidered: None when it is done
-    with (the task ended, or waits unroutable with no ticket), else seconds the server should hold
-    it back (0: others may take it now; more: until the first "not now" decline lapses)."""
+def held_back(record: TaskRecord, cards: list[AgentCard], now: datetime) -> float | None:
+    """What becomes of the ticket of a task just declined or reconsidered, given the live
+    ``cards``: None when it is done with (the task ended, or waits unroutable with its id kept in
+    ``ants_unroutable``), else seconds the server should hold it back: 0, others may take it now;
+    more, until the first "not now" of a live able agent lapses, or, for a task set aside with a
+    deadline, until the deadline (whoever meets it then fails it)."""
     if record.status.terminal:
         return None
     if record.unroutable_reason is None:
         return 0.0
-    return record.declines_lapse()
+    lapse = record.declines_lapse(now, able={c.id: c for c in cards if c.can_take(record.task)})
+    if lapse is not None:
+        return lapse
+    if record.task.deadline is not None:
+        return max((record.task.deadline - now).total_seconds(), 0.0) + _PAST_DEADLINE_S
+    return None
 
 
 def _waits_aside(record: TaskRecord) -> bool:
@@ -233,17 +255,18 @@ def _waits_aside(record: TaskRecord) -> bool:
     )
 
 
-def _noted(notes: tuple[DeclineNote, ...], note: DeclineNote, usage: Usage | None) -> tuple[DeclineNote, ...]:
-    """``notes`` with ``note`` (an agent's latest decline) counted in, the oldest beyond
-    ``MAX_DECLINES_KEPT`` forgotten."""
+def _noted(notes: tuple[DeclineNote, ...], note: DeclineNote, live: set[str]) -> tuple[DeclineNote, ...]:
+    """``notes`` with ``note`` (an agent's latest decline) counted in; beyond ``MAX_DECLINES_KEPT``
+    the notes of agents no longer ``live`` are forgotten first, then the oldest."""
     before = next((n for n in notes if n.agent == note.agent), None)
     if before is not None:
-        total = (before.usage or Usage()) + (usage or Usage())
-        note = note.model_copy(update={"count": before.count + 1, "usage": total or None})
-    elif usage:
-        note = note.model_copy(update={"usage": usage})
-    kept = [n for n in notes if n.agent != note.agent][-(MAX_DECLINES_KEPT - 1) :]
-    return (*kept, note)
+        total = (before.spent or Usage()) + (note.usage or Usage())
+        note = note.model_copy(update={"count": before.count + 1, "spent": total or None})
+    others = [n for n in notes if n.agent != note.agent]
+    while len(others) >= MAX_DECLINES_KEPT:
+        gone = next((n for n in others if n.agent not in live), others[0])
+        others.remove(gone)
+    return (*others, note)
 
 
 def _unroutable(record: TaskRecord, cards: list[AgentCard]) -> dict[str, object]:

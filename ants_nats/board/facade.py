@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from nats.aio.client import Client
@@ -344,16 +344,24 @@ class TaskBoard:
         declined it, the task becomes unroutable with the reason (or fails, with
         ``fail_unroutable``), and waits for an agent that joins or changes its offer. With
         ``retry_after`` the decline is a "not now" that lapses after that many seconds.
-        ``held_back(record)`` (of the record returned) says what becomes of the ticket."""
+        ``held_back(record)`` (of the record returned) says what becomes of its ticket."""
         if offer is None:
             card = await self._core.directory.card(lease.agent_id)
             offer = "" if card is None else card.offer
         return await self._declines.decline(lease, reason, offer=offer, retry_after=retry_after, usage=usage)
 
-    async def reconsider(self, task_id: str, *, by: str | None = None) -> float | None:
+    async def held_back(self, record: TaskRecord) -> float | None:
+        """What becomes of the ticket of a task just declined: None, it is done with (ack it: the
+        task ended, or waits unroutable in ``ants_unroutable``); else seconds to hold it back (0:
+        others may take it now; more: until a live agent's "not now" lapses, or until the
+        deadline of a task set aside)."""
+        return await self._declines.held_back(record)
+
+    async def reconsider(self, task_id: str, *, by: str | None = None) -> float | Literal["take"] | None:
         """For a ticket of a task that ``by`` declined already: the task is marked unroutable if
-        every live agent able to take it has declined it too. Returns what becomes of the ticket,
-        as ``held_back``: None, done with (ack it); else seconds to hold it back."""
+        every live agent able to take it has declined it too. Returns what becomes of the ticket:
+        as ``held_back``, or ``"take"`` when the task waits for no taker (finished, held, past its
+        deadline ...): then the ticket is judged as any other, by a claim."""
         return await self._declines.reconsider(task_id, by=by)
 
     async def unroutable_ids(self) -> list[str]:

@@ -171,13 +171,23 @@ class Propagation:
         if changed:
             data: JsonValue = {"error": reason, "status": status.value}
             await self._core.event(event, task_id, data=data, by=by)
+            if final.unroutable_reason is not None:  # it no longer waits for an agent
+                await self._core.drop_unroutable(task_id)
         # Even when unchanged: a crash may have cut the cascade short below this task.
         await self.propagate(final, by=by)
         return final
 
 
 def fresh(record: TaskRecord) -> TaskRecord:
-    """``record`` back to pending, its past attempts no longer counted."""
+    """``record`` back to pending, its past attempts no longer counted and its declines forgiven
+    (a retry asks every agent afresh)."""
     return record.model_copy(
-        update={"status": TaskStatus.PENDING, "error": None, "budget_from": len(record.attempts)}
+        update={
+            "status": TaskStatus.PENDING,
+            "error": None,
+            "budget_from": len(record.attempts),
+            "declines": (),
+            "unroutable": None,
+            "unroutable_reason": None,
+        }
     )

@@ -157,7 +157,12 @@ class Desk:
         try:
             if not await self._picked(offer):
                 self._unpicked.add(task.id)
-                raise Decline(f"not picked up by the model within {self.pickup_timeout:g}s")
+                # A "not now": should the model be back before the desk hears of it (next()
+                # takes declines back), the task still comes back when it lapses.
+                raise Decline(
+                    f"not picked up by the model within {self.pickup_timeout:g}s",
+                    retry_after=self.pickup_timeout,
+                )
             answer = await offer.verdict
         finally:
             offer.gone = True

@@ -3,6 +3,7 @@ announces and keeps a claim: tickets, routes, lease keys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import Field, JsonValue, model_validator
@@ -47,7 +48,8 @@ class DeclineNote(Wire):
     until: datetime | None = Field(
         default=None, description="A 'not now': the decline lapses then (null: while the offer holds)."
     )
-    usage: Usage | None = Field(default=None, description="What its declined attempts spent, together.")
+    usage: Usage | None = Field(default=None, description="What its latest declined attempt spent.")
+    spent: Usage | None = Field(default=None, description="What all its declined attempts spent, together.")
 
     def stands(self, card: AgentCard, now: datetime) -> bool:
         """Whether this decline still holds for the agent of ``card`` at ``now``."""
@@ -116,7 +118,7 @@ class TaskRecord(Wire):
     @property
     def usage(self) -> Usage:
         """What every attempt at this task reported spending, together (declined ones included)."""
-        spent = [a.usage for a in self.attempts] + [d.usage for d in self.declines]
+        spent = [a.usage for a in self.attempts] + [d.spent for d in self.declines]
         return sum((u for u in spent if u is not None), Usage())
 
     def declined(self, card: AgentCard, now: datetime | None = None) -> bool:
@@ -125,11 +127,19 @@ class TaskRecord(Wire):
         at = now or utcnow()
         return any(d.stands(card, at) for d in self.declines)
 
-    def declines_lapse(self, now: datetime | None = None) -> float | None:
-        """Seconds until the first 'not now' decline lapses (None: none is pending)."""
+    def declines_lapse(
+        self, now: datetime | None = None, able: Mapping[str, AgentCard] | None = None
+    ) -> float | None:
+        """Seconds until the first 'not now' decline lapses (None: none is pending); given the
+        ``able`` live agents' cards by id, only their standing declines count (a departed
+        agent's "not now" holds nothing back)."""
         at = now or utcnow()
         pending = [
-            (d.until - at).total_seconds() for d in self.declines if d.until is not None and d.until > at
+            (d.until - at).total_seconds()
+            for d in self.declines
+            if d.until is not None
+            and d.until > at
+            and (able is None or (d.agent in able and d.stands(able[d.agent], at)))
         ]
         return min(pending, default=None)
 
