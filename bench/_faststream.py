@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version as _dist_version
 from typing import Any
 
-from _results import Latency, Rate, Traffic, traffic
+import _drive
+from _results import Latency, Rate, Traffic
 
 from ants_nats import EmbeddedServer
 
@@ -30,10 +30,6 @@ SUBJECT = "bench.fs"
 DURABLE = "workers"
 BATCH_SIZE = 64
 FETCH_TIMEOUT_S = 1.0
-PUBLISH_CHUNK = 200
-"""Publishes gathered at once (each awaiting its JetStream ack), as arq's enqueues."""
-IDLE_WORKERS = 16
-"""``max_workers`` of the subscriber waiting idle for the latency samples."""
 READY_TIMEOUT_S = 30.0
 SETTLE_S = 0.2
 WARMUP = "warmup"
@@ -92,52 +88,10 @@ async def _broker(
 
 
 async def throughput(max_workers: int, tasks: int) -> Rate:
-    """Publish ``tasks`` no-op tasks (gathered chunks) while the subscriber (``max_workers``) runs them."""
-    done = asyncio.Event()
-    finished = 0
-
-    def on_done(task_id: str) -> None:
-        nonlocal finished
-        finished += 1
-        if finished >= tasks:
-            done.set()
-
-    async with EmbeddedServer() as server, _broker(server, max_workers, on_done) as publish:
-
-        async def submit() -> None:
-            for start in range(0, tasks, PUBLISH_CHUNK):
-                chunk = range(start, min(tasks, start + PUBLISH_CHUNK))
-                await asyncio.gather(*(publish(f"t{i:06d}") for i in chunk))
-
-        before = await traffic(server.monitor_port)
-        started = time.perf_counter()
-        async with asyncio.timeout(60 + tasks / 10):
-            await asyncio.gather(submit(), done.wait())
-        seconds = time.perf_counter() - started
-        await asyncio.sleep(SETTLE_S)  # the last acks follow the handler
-        after = await traffic(server.monitor_port)
-    return Rate(tasks, seconds, after - before)
+    """``tasks`` no-op tasks submitted in gathered chunks while one worker (max_workers) runs them."""
+    return await _drive.throughput(_broker, max_workers, tasks)
 
 
 async def idle_latency(samples: int) -> tuple[Latency, Traffic]:
-    """Publish -> the handler's end, one task at a time, the subscriber waiting idle in between."""
-    pending: dict[str, asyncio.Future[float]] = {}
-    found: list[float] = []
-
-    def on_done(task_id: str) -> None:
-        future = pending.get(task_id)
-        if future is not None and not future.done():
-            future.set_result(time.perf_counter())
-
-    async with EmbeddedServer() as server, _broker(server, IDLE_WORKERS, on_done) as publish:
-        loop = asyncio.get_running_loop()
-        before = await traffic(server.monitor_port)
-        for i in range(samples):
-            task_id = f"l{i:06d}"
-            done = pending[task_id] = loop.create_future()
-            started = time.perf_counter()
-            await publish(task_id)
-            async with asyncio.timeout(10):
-                found.append(await done - started)
-        after = await traffic(server.monitor_port)
-    return Latency(tuple(found)), after - before
+    """Submit -> finished of one task at a time, the worker waiting idle in between."""
+    return await _drive.idle_latency(_broker, samples)

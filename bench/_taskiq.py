@@ -16,20 +16,16 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version as _dist_version
 from typing import Any
 
-from _results import Latency, Rate, Traffic, traffic
+import _drive
+from _results import Latency, Rate, Traffic
 
 from ants_nats import EmbeddedServer
 
-KICK_CHUNK = 200
-"""Kicks gathered at once (each one a ``js.publish`` awaiting its ack), as arq's enqueues."""
-IDLE_WORKERS = 16
-"""``max_async_tasks`` of the worker waiting idle for the latency samples."""
 READY_TIMEOUT_S = 30.0
 SETTLE_S = 0.2
 WARMUP = "warmup"
@@ -97,53 +93,10 @@ async def _worker(
 
 
 async def throughput(max_async_tasks: int, tasks: int) -> Rate:
-    """Kick ``tasks`` no-op tasks (in gathered chunks) while one worker with ``max_async_tasks`` runs them."""
-    done = asyncio.Event()
-    finished = 0
-
-    def on_done(task_id: str) -> None:
-        nonlocal finished
-        finished += 1
-        if finished >= tasks:
-            done.set()
-
-    async with EmbeddedServer() as server, _worker(server, max_async_tasks, on_done) as kick:
-
-        async def submit() -> None:
-            for start in range(0, tasks, KICK_CHUNK):
-                await asyncio.gather(
-                    *(kick(f"t{i:06d}") for i in range(start, min(tasks, start + KICK_CHUNK)))
-                )
-
-        before = await traffic(server.monitor_port)
-        started = time.perf_counter()
-        async with asyncio.timeout(60 + tasks / 10):
-            await asyncio.gather(submit(), done.wait())
-        seconds = time.perf_counter() - started
-        await asyncio.sleep(SETTLE_S)  # the last acks follow post_save
-        after = await traffic(server.monitor_port)
-    return Rate(tasks, seconds, after - before)
+    """``tasks`` no-op tasks submitted in gathered chunks while one worker (max_async_tasks) runs them."""
+    return await _drive.throughput(_worker, max_async_tasks, tasks)
 
 
 async def idle_latency(samples: int) -> tuple[Latency, Traffic]:
-    """Kick -> the worker's ``post_save`` of one task at a time, the worker waiting idle in between."""
-    pending: dict[str, asyncio.Future[float]] = {}
-    found: list[float] = []
-
-    def on_done(task_id: str) -> None:
-        future = pending.get(task_id)
-        if future is not None and not future.done():
-            future.set_result(time.perf_counter())
-
-    async with EmbeddedServer() as server, _worker(server, IDLE_WORKERS, on_done) as kick:
-        loop = asyncio.get_running_loop()
-        before = await traffic(server.monitor_port)
-        for i in range(samples):
-            task_id = f"l{i:06d}"
-            done = pending[task_id] = loop.create_future()
-            started = time.perf_counter()
-            await kick(task_id)
-            async with asyncio.timeout(10):
-                found.append(await done - started)
-        after = await traffic(server.monitor_port)
-    return Latency(tuple(found)), after - before
+    """Submit -> finished of one task at a time, the worker waiting idle in between."""
+    return await _drive.idle_latency(_worker, samples)

@@ -41,6 +41,7 @@ from typing import Any
 
 import _ants
 import _arq
+import _drive
 import _faststream
 import _jetstream
 import _taskiq
@@ -302,13 +303,13 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
             "bare_in_flight": _jetstream.IN_FLIGHT,
             "bare_fetch_batch": _jetstream.BATCH,
             "arq_poll_delay_s": _arq.POLL_DELAY_S,
-            "taskiq_kick_chunk": _taskiq.KICK_CHUNK,
+            "taskiq_kick_chunk": _drive.SUBMIT_CHUNK,
             "faststream_pull_sub": {
                 "batch_size": _faststream.BATCH_SIZE,
                 "timeout": _faststream.FETCH_TIMEOUT_S,
             },
-            "faststream_publish_chunk": _faststream.PUBLISH_CHUNK,
-            "idle_workers_taskiq_faststream": _taskiq.IDLE_WORKERS,
+            "faststream_publish_chunk": _drive.SUBMIT_CHUNK,
+            "idle_workers_taskiq_faststream": _drive.IDLE_WORKERS,
         },
         "environment": env,
         "throughput": rows,
