@@ -1,18 +1,27 @@
 """Access control with NATS itself: a server configuration with one nkey user per agent.
 
-An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``), lay trail events
-only in its own name (``ants.trail.<kind>.<ref>.<id>``, or naming no author), write only its
-own lease keys (``ants_leases/<task id>.<id>``: nobody can forge the expiry of another's claim),
-may not write the ledger, and may not delete, purge or reconfigure streams, buckets or consumers.
-The ledger service (a user of its own) is the only writer of ``ants_ledger``; an observer may read
-everything and write nothing. The server enforces it; the library turns refusals into
-``PermissionDenied``.
+Every user is allowed the subjects its role needs and nothing else (there is no blanket
+``$JS.API.>``). An agent may announce only its own card (``ants.cap.<id>``, ``ants_agents/<id>``),
+lay trail events only in its own name (``ants.trail.<kind>.<ref>.<id>``, or naming no author), write
+only its own lease keys (``ants_leases/<task id>.<id>``: nobody can forge the expiry of another's
+claim), take from and charge rate windows and budgets, and create the board's own streams and
+consumers; it may not write the ledger, set or lift rate limits, publish schedules, create other
+streams, delete, purge or reconfigure streams, nor delete or pause consumers. An operator is an
+agent that may also set and lift rate limits (``ants_limits``) and add and remove schedules. The
+ledger service is the only writer of ``ants_ledger`` (and of ``ants_counted``) and the only one to
+take from its trail consumer; an observer may read everything and write nothing. The server
+enforces it; the library turns refusals into ``PermissionDenied``.
+
+What the server cannot tell apart by subject stays allowed to whoever may write the subject: a KV
+delete, purge or rollup is a write on the key's own subject with a header; a purge of part of a
+stream is the same request as a purge of all of it; and creating a consumer under a name that
+exists changes that consumer's settings (JetStream creates or updates).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .errors import InvalidTask
 from .names import (
@@ -28,72 +37,84 @@ from .names import (
     MAX_KIND_TOKENS,
     RATES_BUCKET,
     ROUTES_BUCKET,
+    SCHEDULE_RELAY_CONSUMER,
     SCHEDULE_SUBJECT_PREFIX,
+    SCHEDULES_STREAM,
     TASKS_BUCKET,
+    TRAIL_STREAM,
     TRAIL_SUBJECT_PREFIX,
     UNROUTABLE_BUCKET,
+    WORK_STREAM,
     WORK_SUBJECT_PREFIX,
     is_valid_id,
 )
 
-_DESTRUCTIVE = [
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.UPDATE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-    "$JS.API.CONSUMER.DELETE.>",
-]
+LEDGER_CONSUMER = "ledger"
+"""The ledger service's durable consumer of the trail (the default of ``Ledger.project`` and of
+``ants-ledger --durable``). Only ledger users may pull from it, acknowledge on it or create it: an
+agent taking its events would keep them from being counted."""
 
-_READ_ONLY_API = [
+_BOARD_BUCKETS = (
+    TASKS_BUCKET,
+    LEASES_BUCKET,
+    UNROUTABLE_BUCKET,
+    ROUTES_BUCKET,
+    AGENTS_BUCKET,
+    LEDGER_BUCKET,
+    LIMITS_BUCKET,
+    RATES_BUCKET,
+    BUDGETS_BUCKET,
+)
+"""The KV buckets every board creates on connecting (``ants_counted`` is the ledger service's); a
+bucket the board adds goes here too, or agents can no longer create the board."""
+
+_BOARD_STREAMS = (
+    *(f"KV_{bucket}" for bucket in _BOARD_BUCKETS),
+    WORK_STREAM,
+    TRAIL_STREAM,
+    SCHEDULES_STREAM,
+    f"OBJ_{ARTIFACTS_BUCKET}",
+)
+"""The streams an agent may create: those of a board, and no others."""
+
+_WATCHED_STREAMS = (
+    *(f"KV_{bucket}" for bucket in (*_BOARD_BUCKETS, COUNTED_BUCKET)),
+    TRAIL_STREAM,
+    f"OBJ_{ARTIFACTS_BUCKET}",
+)
+"""The streams read through ephemeral consumers (watches, replays, artifacts): all but those of
+tickets and firings, which only their shared durable consumers take from."""
+
+_READ_API = [
     "$JS.API.INFO",
-    "$JS.API.STREAM.INFO.>",
     "$JS.API.STREAM.NAMES",
     "$JS.API.STREAM.LIST",
-    "$JS.API.STREAM.MSG.GET.>",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.MSG.GET.*",
     "$JS.API.DIRECT.GET.>",
-    # Ephemeral consumers back every read and watch; a named or durable one (a route's, the
-    # ledger's) is created on its own subject, which a reader may not touch.
-    "$JS.API.CONSUMER.CREATE.*",
-    "$JS.API.CONSUMER.INFO.>",
-    "$JS.API.CONSUMER.MSG.NEXT.>",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
+    "$JS.API.CONSUMER.INFO.*.*",
+    # Ephemeral consumers back every watch, replay and artifact read. A request on this subject
+    # may yet name an existing consumer, whose settings it then changes: so there are none on the
+    # streams of tickets and firings, whose consumers every agent shares. On the trail it stays
+    # open, and the ledger's consumer can be changed this way (though not taken from).
+    *(f"$JS.API.CONSUMER.CREATE.{stream}" for stream in _WATCHED_STREAMS),
+    # Replays of the trail pull from their own ephemeral consumer. Nothing else is pulled from
+    # without acknowledging: a pull holds a ticket or a firing for the consumer's ack wait.
+    f"$JS.API.CONSUMER.MSG.NEXT.{TRAIL_STREAM}.*",
     "$JS.FC.>",
     "$SRV.>",
     "_INBOX.>",
 ]
+"""What reading and watching the board needs: the observer's whole permissions."""
 
-
-def agent_permissions(agent_id: str, *, also: Sequence[str] = ()) -> dict[str, object]:
-    """Publish/subscribe permissions of agent ``agent_id`` (and ``also`` these subjects)."""
-    return {
-        "publish": {
-            "allow": [
-                *also,
-                f"{CARD_SUBJECT_PREFIX}.{agent_id}",
-                f"$KV.{AGENTS_BUCKET}.{agent_id}",
-                f"$KV.{TASKS_BUCKET}.>",
-                f"$KV.{LEASES_BUCKET}.*.{agent_id}",
-                f"$KV.{ROUTES_BUCKET}.>",
-                f"$KV.{UNROUTABLE_BUCKET}.>",
-                # Rate windows and budgets are taken from and charged by every agent (CAS); any
-                # agent may set a limit as it may submit work (there is no operator role yet).
-                f"$KV.{LIMITS_BUCKET}.>",
-                f"$KV.{RATES_BUCKET}.>",
-                f"$KV.{BUDGETS_BUCKET}.>",
-                f"{WORK_SUBJECT_PREFIX}.>",
-                f"{SCHEDULE_SUBJECT_PREFIX}.*",
-                f"$O.{ARTIFACTS_BUCKET}.>",
-                # The Synadia Agent Protocol's heartbeats (a gateway, or an agent hosting one).
-                "agents.>",
-                *trail_permissions(agent_id),
-                "$JS.API.>",
-                "$JS.ACK.>",
-                *_READ_ONLY_API,
-            ],
-            "deny": _DESTRUCTIVE,
-        },
-        "subscribe": {"allow": [">"]},
-        "allow_responses": True,  # answering nats.micro PING/INFO/STATS requests
-    }
+_LEDGER_CONSUMER_API = [
+    f"$JS.API.CONSUMER.MSG.NEXT.{TRAIL_STREAM}.{LEDGER_CONSUMER}",
+    f"$JS.API.CONSUMER.DURABLE.CREATE.{TRAIL_STREAM}.{LEDGER_CONSUMER}",
+    f"$JS.ACK.{TRAIL_STREAM}.{LEDGER_CONSUMER}.>",
+]
+"""Pulling from, recreating and acknowledging on the ledger's consumer: denied to all but ledgers."""
 
 
 def trail_permissions(agent_id: str) -> list[str]:
@@ -106,27 +127,106 @@ def trail_permissions(agent_id: str) -> list[str]:
     ]
 
 
+def _agent_subjects(agent_id: str) -> list[str]:
+    """What an agent publishes to run, submit and settle work under its own name."""
+    return [
+        f"{CARD_SUBJECT_PREFIX}.{agent_id}",
+        f"$KV.{AGENTS_BUCKET}.{agent_id}",
+        f"$KV.{TASKS_BUCKET}.>",
+        f"$KV.{LEASES_BUCKET}.*.{agent_id}",
+        f"$KV.{ROUTES_BUCKET}.>",
+        f"$KV.{UNROUTABLE_BUCKET}.>",
+        # Every agent takes from rate windows and charges budgets (CAS); only an operator sets the
+        # limits themselves.
+        f"$KV.{RATES_BUCKET}.>",
+        f"$KV.{BUDGETS_BUCKET}.>",
+        f"{WORK_SUBJECT_PREFIX}.>",
+        f"$O.{ARTIFACTS_BUCKET}.>",
+        # The Synadia Agent Protocol's heartbeats (a gateway, or an agent hosting one).
+        "agents.>",
+        *trail_permissions(agent_id),
+        # Whoever connects first creates the board: its streams, by name, and no others.
+        *(f"$JS.API.STREAM.CREATE.{stream}" for stream in _BOARD_STREAMS),
+        # Route consumers, the schedule relay, and services that follow the trail with a durable.
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{WORK_STREAM}.*",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{SCHEDULES_STREAM}.{SCHEDULE_RELAY_CONSUMER}",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{TRAIL_STREAM}.*",
+        f"$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.*",
+        f"$JS.API.CONSUMER.MSG.NEXT.{SCHEDULES_STREAM}.{SCHEDULE_RELAY_CONSUMER}",
+        f"$JS.ACK.{WORK_STREAM}.>",
+        f"$JS.ACK.{SCHEDULES_STREAM}.{SCHEDULE_RELAY_CONSUMER}.>",
+        f"$JS.ACK.{TRAIL_STREAM}.>",
+        *_READ_API,
+    ]
+
+
+def _permissions(
+    allow: Sequence[str], *, deny: Sequence[str] = (), responds: bool = True
+) -> dict[str, object]:
+    """A user's permissions: publish ``allow`` but ``deny``, subscribe to anything; ``responds``:
+    it may answer requests (nats.micro PING/INFO/STATS) on their reply subjects."""
+    publish: dict[str, object] = {"allow": list(allow)}
+    if deny:
+        publish["deny"] = list(deny)
+    permissions: dict[str, object] = {"publish": publish, "subscribe": {"allow": [">"]}}
+    if responds:
+        permissions["allow_responses"] = True
+    return permissions
+
+
+def agent_permissions(agent_id: str) -> dict[str, object]:
+    """Publish/subscribe permissions of agent ``agent_id``."""
+    return _permissions(_agent_subjects(agent_id), deny=_LEDGER_CONSUMER_API)
+
+
+def operator_permissions(name: str) -> dict[str, object]:
+    """An agent's permissions (under ``name``) plus setting and lifting rate limits and adding and
+    removing schedules (removing one purges its subjects from ``ANTS_SCHEDULES``)."""
+    operating = [
+        f"$KV.{LIMITS_BUCKET}.>",
+        f"{SCHEDULE_SUBJECT_PREFIX}.*",
+        f"$JS.API.STREAM.PURGE.{SCHEDULES_STREAM}",
+    ]
+    return _permissions([*operating, *_agent_subjects(name)], deny=_LEDGER_CONSUMER_API)
+
+
 def ledger_permissions(name: str) -> dict[str, object]:
-    """An agent's permissions (it follows the trail like one) plus writing ``ants_ledger``."""
-    return agent_permissions(name, also=[f"$KV.{LEDGER_BUCKET}.>", f"$KV.{COUNTED_BUCKET}.>"])
+    """An agent's permissions (it follows the trail like one) plus writing ``ants_ledger`` and
+    ``ants_counted``, and taking from the ledger's trail consumer."""
+    ledger = [
+        f"$KV.{LEDGER_BUCKET}.>",
+        f"$KV.{COUNTED_BUCKET}.>",
+        f"$JS.API.STREAM.CREATE.KV_{COUNTED_BUCKET}",
+    ]
+    return _permissions([*ledger, *_agent_subjects(name)])
 
 
 def observer_permissions() -> dict[str, object]:
     """Read-only permissions: watch and read everything, write nothing."""
-    return {"publish": {"allow": _READ_ONLY_API, "deny": _DESTRUCTIVE}, "subscribe": {"allow": [">"]}}
+    return _permissions(_READ_API, deny=_LEDGER_CONSUMER_API, responds=False)
 
 
 def server_config(
-    agents: Mapping[str, str], observers: Mapping[str, str] = {}, ledgers: Mapping[str, str] = {}
+    agents: Mapping[str, str],
+    observers: Mapping[str, str] = {},
+    ledgers: Mapping[str, str] = {},
+    operators: Mapping[str, str] = {},
 ) -> str:
-    """A ``nats-server`` configuration block authorising ``agents``, ``observers`` and ``ledgers``
-    (ledger services, the only writers of ``ants_ledger``).
+    """A ``nats-server`` configuration block authorising ``agents``, ``observers``, ``ledgers``
+    (ledger services, the only writers of ``ants_ledger``) and ``operators`` (who alone set rate
+    limits and schedules).
 
-    Each maps a name (the agent id, for agents and ledgers) to the user's public nkey (``U...``, e.g.
-    ``Identity.public_key``). The output is JSON, which the server's configuration format accepts.
+    Each maps a name (the agent id, for every role but observers) to the user's public nkey
+    (``U...``, e.g. ``Identity.public_key``). The output is JSON, which the server's configuration
+    format accepts.
     """
     users = []
-    for role, members in ((agent_permissions, agents), (ledger_permissions, ledgers)):
+    roles: tuple[tuple[Callable[[str], dict[str, object]], Mapping[str, str]], ...] = (
+        (agent_permissions, agents),
+        (ledger_permissions, ledgers),
+        (operator_permissions, operators),
+    )
+    for role, members in roles:
         for agent_id, nkey in sorted(members.items()):
             if not is_valid_id(agent_id):
                 raise InvalidTask(f"invalid agent id {agent_id!r}")

@@ -45,6 +45,8 @@ OBSERVER = Identity.generate()
 """Read-only user ``watcher`` on the ``secured`` server."""
 LEDGER = Identity.generate()
 """The ledger service (``ledger``) on the ``secured`` server."""
+OPERATOR = Identity.generate()
+"""The operator ``boss`` (rate limits and schedules) on the ``secured`` server."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,17 @@ async def fresh_board(url: str, **settings: Any) -> AsyncIterator[TaskBoard]:
 @pytest.fixture(scope="module")
 async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
     """A server with access control from the generated configuration: agents ``ant-a`` and
-    ``ant-b``, observer ``watcher`` and the ledger service ``ledger``."""
+    ``ant-b``, observer ``watcher``, the ledger service ``ledger`` and the operator ``boss``."""
     config = tmp_path_factory.mktemp("auth") / "auth.conf"
     agents = {"ant-a": AGENT.public_key, "ant-b": RIVAL.public_key}
-    config.write_text(server_config(agents, {"watcher": OBSERVER.public_key}, {"ledger": LEDGER.public_key}))
+    config.write_text(
+        server_config(
+            agents,
+            {"watcher": OBSERVER.public_key},
+            {"ledger": LEDGER.public_key},
+            {"boss": OPERATOR.public_key},
+        )
+    )
     async with EmbeddedServer(extra_args=["-c", str(config)]) as server:
         yield server
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats.errors
 import pytest
+from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
     AgentCard,
+    ArtifactRef,
     Budget,
     EmbeddedServer,
     Identity,
@@ -22,11 +26,25 @@ from ants_nats import (
     TaskContext,
     TaskNotFound,
     TaskStatus,
+    Trail,
     connect,
+    read_seed,
 )
-from ants_nats.access import server_config
+from ants_nats._connect import publishing_to, refusable
+from ants_nats._store import Bucket, publish
+from ants_nats.access import LEDGER_CONSUMER, server_config
+from ants_nats.cli import main as cli
+from ants_nats.models import Limit, RateWindow
+from ants_nats.names import (
+    LIMITS_BUCKET,
+    RATES_BUCKET,
+    TRAIL_STREAM,
+    WORK_STREAM,
+    schedule_subject,
+    trail_filter,
+)
 
-from .conftest import AGENT, OBSERVER
+from .conftest import AGENT, LEDGER, OBSERVER, OPERATOR
 from .helpers import on_log
 
 
@@ -39,21 +57,102 @@ async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> 
 
 
 async def _work_under_permissions(secured: EmbeddedServer) -> None:
-    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
+    async with (
+        TaskBoard.connect(secured.url, seed=AGENT.seed) as board,
+        TaskBoard.connect(secured.url, seed=OPERATOR.seed) as operator,
+    ):
         agent = Agent(board, name="a", agent_id="ant-a", identity=AGENT)
 
         @agent.handler("work")
         async def handle(task: Task, ctx: TaskContext) -> JsonValue:
             ctx.usage(tokens_in=3)
-            return "ok"
+            return (await ctx.put_artifact("notes", b"kept aside")).model_dump(mode="json")
 
-        # Reserving from a shared limit and charging a budget are within an agent's permissions.
-        await board.set_limit("any", requests=10, tokens=1000)
+        # The operator limits the work and schedules some; agents take from the window and relay.
+        await operator.set_limit("any", requests=10, tokens=1000)
+        due = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        await operator.schedule("nightly", f"@at {due.isoformat()}", {"kind": "work"})
+        fired = f"nightly-{due.strftime('%Y%m%dT%H%M%SZ')}"
+        # A task it submitted an agent may cancel.
+        await board.submit(Task(id="unwanted", kind="later"))
+        assert (await board.cancel("unwanted")).status is TaskStatus.CANCELLED
         async with agent:
+            assert (await board.directory.card("ant-a")) is not None
             await board.submit(Task(id="allowed", kind="work"), budget=Budget(id="allowed", tokens=100))
-            final = await board.wait(["allowed"], timeout=20)
-        assert final["allowed"].status is TaskStatus.DONE
+            final = await board.wait(["allowed", fired], timeout=20)
+        assert {r.status for r in final.values()} == {TaskStatus.DONE}
         assert (await board.budget("allowed")).spent.tokens == 3
+        window = await Bucket(board.nc.jetstream(), RATES_BUCKET).get("any")
+        assert window is not None
+        assert sum(s.requests for s in RateWindow.model_validate_json(window.value).slots) >= 2
+        notes = ArtifactRef.model_validate(await board.result("allowed"))
+        assert await board.get_artifact(notes) == b"kept aside"
+        completed = [e for e in await board.trail.history("allowed") if e.kind == "task.completed"]
+        assert [e.by for e in completed] == ["ant-a"]
+
+
+async def test_only_an_operator_sets_limits_and_schedules(secured: EmbeddedServer) -> None:
+    async with (
+        TaskBoard.connect(secured.url, seed=AGENT.seed) as board,
+        TaskBoard.connect(secured.url, seed=OPERATOR.seed) as operator,
+    ):
+        before, scheduled = await board.limits(), await board.schedules()
+        # An agent that would hold back everyone serving "slow" (no requests a minute) is refused,
+        # through the library and writing the key itself alike.
+        with pytest.raises(PermissionDenied, match=r"ants_limits\.slow: refused by the server"):
+            await board.set_limit("slow", requests=0)
+        choke = Limit(capability="slow", requests=0).model_dump_json().encode()
+        with pytest.raises(PermissionDenied, match=r"ants_limits\.slow"):
+            await Bucket(board.nc.jetstream(), LIMITS_BUCKET).put("slow", choke)
+        with pytest.raises(PermissionDenied, match=r"ants\.schedule\.flood"):
+            await board.schedule("flood", "@every 1s", {"kind": "work"})
+        assert await board.limits() == before and await board.schedules() == scheduled
+
+        await operator.set_limit("slow", requests=5)
+        await operator.schedule("weekly", "@weekly", {"kind": "work"})
+        # Nor may an agent lift what the operator set.
+        with pytest.raises(PermissionDenied, match=r"ants_limits\.slow"):
+            await board.remove_limit("slow")
+        with pytest.raises(PermissionDenied, match=r"remove schedule weekly: refused by the server"):
+            await board.unschedule("weekly")
+        assert [limit.requests for limit in await board.limits() if limit.capability == "slow"] == [5]
+        assert "weekly" in {s.name for s in await board.schedules()}
+
+        await operator.remove_limit("slow")
+        await operator.unschedule("weekly")
+        assert await board.limits() == before and await board.schedules() == scheduled
+
+
+async def _refused(nc: Client, subject: str, body: JsonValue = None) -> None:
+    """The server refuses ``subject`` to the user of ``nc`` (reported at once, not as a timeout)."""
+    request = nc.request(subject, json.dumps(body or {}).encode(), timeout=5)
+    with pytest.raises(PermissionDenied):
+        await refusable(nc, publishing_to(subject), request, action=f"request {subject}")
+
+
+async def test_an_agent_cannot_destroy_or_reconfigure_shared_state(secured: EmbeddedServer) -> None:
+    async with TaskBoard.connect(secured.url, seed=AGENT.seed) as board:
+        await board.submit(Task(id="precious", kind="work"))
+        js = board.nc.jetstream()
+        route = await js.consumer_info(WORK_STREAM, "work_any")
+        for subject in (
+            "$JS.API.STREAM.PURGE.KV_ants_tasks",
+            "$JS.API.STREAM.DELETE.ANTS_TRAIL",
+            "$JS.API.STREAM.UPDATE.KV_ants_tasks",
+            "$JS.API.STREAM.MSG.DELETE.ANTS_TRAIL",
+            "$JS.API.STREAM.CREATE.ANTS_ELSEWHERE",
+            "$JS.API.CONSUMER.DELETE.ANTS_WORK.work_any",
+            "$JS.API.CONSUMER.PAUSE.ANTS_WORK.work_any",
+            # An "ephemeral" request naming the route's consumer would change its settings.
+            f"$JS.API.CONSUMER.CREATE.{WORK_STREAM}",
+            # The ledger's events are its own: taking or acknowledging one keeps it from counting.
+            f"$JS.API.CONSUMER.MSG.NEXT.{TRAIL_STREAM}.{LEDGER_CONSUMER}",
+            f"$JS.ACK.{TRAIL_STREAM}.{LEDGER_CONSUMER}.1.1.1.0.0",
+        ):
+            await _refused(board.nc, subject)
+        assert (await board.get("precious")).status is TaskStatus.PENDING
+        assert (await js.stream_info(TRAIL_STREAM)).config.name == TRAIL_STREAM
+        assert (await js.consumer_info(WORK_STREAM, "work_any")).config == route.config
 
 
 async def test_announcing_another_agents_card_is_refused(secured: EmbeddedServer) -> None:
@@ -61,10 +160,6 @@ async def test_announcing_another_agents_card_is_refused(secured: EmbeddedServer
         impersonation = AgentCard(id="ant-b", name="b", load=0, capacity=1, software="x")
         with pytest.raises(PermissionDenied, match=r"\$KV\.ants_agents\.ant-b"):
             await board.directory.announce(impersonation)
-        # Deleting shared state is refused by the server too: the stream survives.
-        with pytest.raises(nats.errors.TimeoutError):
-            await board.nc.request("$JS.API.STREAM.DELETE.ANTS_TRAIL", b"", timeout=1)
-        assert (await board.nc.jetstream().stream_info("ANTS_TRAIL")).config.name == "ANTS_TRAIL"
 
 
 async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> None:
@@ -82,11 +177,12 @@ async def test_an_observer_reads_but_cannot_write(secured: EmbeddedServer) -> No
             await observer.get("sneaky")
         with pytest.raises(PermissionDenied):
             await observer.trail.mark("graffiti", key="wall")
-        # Nor may it change how a shared consumer delivers (a route's, here).
+        # Nor may it change how a shared consumer delivers (a route's, here), nor take a ticket.
         with pytest.raises(nats.errors.TimeoutError):
             await observer.nc.jetstream().add_consumer(
                 "ANTS_WORK", ConsumerConfig(durable_name="work_any", ack_wait=1.0), timeout=1
             )
+        await _refused(observer.nc, f"$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.work_any")
 
 
 async def test_an_observer_cannot_create_the_board(tmp_path: Path) -> None:
@@ -103,3 +199,37 @@ async def test_unknown_credentials_are_rejected(secured: EmbeddedServer) -> None
     with pytest.raises(PermissionDenied, match="rejected the credentials"):
         async with connect(secured.url, seed=Identity.generate().seed):
             pass
+
+
+async def test_the_ledger_service_takes_from_its_own_consumer(secured: EmbeddedServer) -> None:
+    async with connect(secured.url, seed=LEDGER.seed) as nc:
+        await (await Trail.open(nc)).mark("counted", key="once")
+        js = nc.jetstream()
+        mark = trail_filter("mark.counted", "once")
+        await js.add_consumer(TRAIL_STREAM, ConsumerConfig(durable_name=LEDGER_CONSUMER, filter_subject=mark))
+        sub = await js.pull_subscribe_bind(stream=TRAIL_STREAM, consumer=LEDGER_CONSUMER)
+        (event,) = await sub.fetch(1, timeout=5)
+        await event.ack_sync(timeout=5)  # answered: the server took the acknowledgement
+
+
+async def test_config_writes_an_operator_who_alone_sets_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["config", "--agent", "ant-1", "--operator", "boss", "--out", str(tmp_path)]
+    assert await asyncio.to_thread(cli, args) == 0
+    async with (
+        EmbeddedServer(extra_args=["-c", str(tmp_path / "nats-server.conf")]) as server,
+        TaskBoard.connect(server.url, seed=read_seed(tmp_path / "ant-1.seed")) as board,
+        TaskBoard.connect(server.url, seed=read_seed(tmp_path / "boss.seed")) as operator,
+    ):
+        with pytest.raises(PermissionDenied):
+            await board.set_limit("llm", requests=0)
+        with pytest.raises(PermissionDenied, match=r"ants\.schedule\.x"):
+            await publish(board.nc.jetstream(), schedule_subject("x"), b"{}")
+        await operator.set_limit("llm", requests=60)
+        assert [limit.capability for limit in await board.limits()] == ["llm"]
+    # An operator is an agent already: one name, one user, one role.
+    twice = ["config", "--agent", "boss", "--operator", "boss", "--out", str(tmp_path / "again")]
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli, twice) != 0
+    assert "a name was given twice" in capsys.readouterr().err

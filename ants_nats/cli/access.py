@@ -17,19 +17,22 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ledger", action="append", default=[], help="ledger service user, the only writer of the ledger"
     )
+    parser.add_argument(
+        "--operator", action="append", default=[], help="an agent that may also set rate limits and schedules"
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for nats-server.conf and seeds")
 
 
 @command("config", "generate a server configuration with one nkey user per agent", _arguments, server=False)
 async def config(args: argparse.Namespace) -> int:
-    if not args.agent and not args.observer and not args.ledger:
-        raise UsageError("name at least one --agent, --observer or --ledger")
-    identities = {name: Identity.generate() for name in [*args.agent, *args.observer, *args.ledger]}
-    text = server_config(
-        {a: identities[a].public_key for a in args.agent},
-        {o: identities[o].public_key for o in args.observer},
-        {name: identities[name].public_key for name in args.ledger},
-    )
+    roles = (args.agent, args.observer, args.ledger, args.operator)
+    if not any(roles):
+        raise UsageError("name at least one --agent, --observer or --ledger, or an --operator")
+    identities = {name: Identity.generate() for members in roles for name in members}
+    if len(identities) < sum(map(len, roles)):  # one user per name: its seed is its identity
+        raise UsageError("a name was given twice: each user has one role (an operator is an agent already)")
+    agents, observers, ledgers, operators = ({name: identities[name].public_key for name in m} for m in roles)
+    text = server_config(agents, observers, ledgers, operators)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nats-server.conf").write_text(text)
     for name, identity in identities.items():
