@@ -8,13 +8,25 @@ import sys
 import structlog
 
 
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is when a line is written, not when logging was set up:
+    a program (or a test harness capturing output) may swap it, and a logger holding a stream
+    closed since would fail every call."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
     """Configure structlog (and stdlib logging) for the whole process, to stderr.
 
     ``json=True`` renders one JSON object per line, for log shippers; otherwise a console renderer.
     """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    logging.basicConfig(stream=_Stderr(), level=numeric, format="%(message)s")
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -31,7 +43,7 @@ def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
@@ -41,7 +53,7 @@ if not structlog.is_configured():
     # chatter on stdout (a later configure_logging, or the program's own structlog setup, wins).
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
     )
 
 
