@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from ants_nats.names import (
 
 from .conftest import AGENT, LEDGER, OBSERVER, OPERATOR
 from .helpers import on_log
+from .test_cli import run_cli
 
 
 async def test_an_agent_works_under_its_permissions(secured: EmbeddedServer) -> None:
@@ -233,3 +236,71 @@ async def test_config_writes_an_operator_who_alone_sets_limits(
     capsys.readouterr()
     assert await asyncio.to_thread(cli, twice) != 0
     assert "a name was given twice" in capsys.readouterr().err
+
+
+async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) -> None:
+    """Every command that talks to NATS takes --seed-file (or $ANTS_NATS_SEED_FILE): an operator
+    sets a limit, an agent is refused with one line, an observer reads, and an agent process works
+    as its user."""
+    auth = tmp_path / "auth"
+    args = ["config", "--agent", "ant-1", "--operator", "boss", "--observer", "watcher", "--out", str(auth)]
+    assert await asyncio.to_thread(cli, args) == 0
+    async with EmbeddedServer(extra_args=["-c", str(auth / "nats-server.conf")]) as server:
+
+        def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:
+            return run_cli(*command, "--server", server.url, "--seed-file", str(auth / f"{user}.seed"))
+
+        refused = await asyncio.to_thread(as_user, "ant-1", "limit", "set", "slow", "--per-minute", "0")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        last = refused.stderr.splitlines()[-1]
+        assert last.startswith("ants-nats: error: ") and "refused by the server" in last
+        allowed = await asyncio.to_thread(as_user, "boss", "limit", "set", "slow", "--per-minute", "5")
+        assert allowed.returncode == 0, allowed.stderr
+        listed = await asyncio.to_thread(as_user, "watcher", "limit", "ls", "--json")
+        assert [limit["capability"] for limit in json.loads(listed.stdout)] == ["slow"]
+        # Without credentials the server turns the command line away, in one line.
+        anonymous = await asyncio.to_thread(run_cli, "tasks", "--server", server.url)
+        assert anonymous.returncode == 2 and anonymous.stderr.count("\n") == 1
+        # An agent process is its user: its id is the user's name, and it works.
+        agent = subprocess.Popen(  # noqa: ASYNC220 (its output is read in a thread below)
+            [
+                sys.executable,
+                "-m",
+                "ants_nats.cli",
+                "agent",
+                "--name",
+                "ant-1",
+                "--cap",
+                "echo",
+                "--server",
+                server.url,
+                "--seed-file",
+                str(auth / "ant-1.seed"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            started = await asyncio.to_thread(agent.stdout.readline) if agent.stdout else ""
+            assert started.startswith("agent ant-1 serving echo")
+            submitted = await asyncio.to_thread(
+                as_user,
+                "boss",
+                "submit",
+                "--id",
+                "e1",
+                "--kind",
+                "echo",
+                "--require",
+                "echo",
+                "--payload",
+                '"hi"',
+                "--wait",
+                "--timeout",
+                "20",
+            )
+            assert submitted.returncode == 0, submitted.stderr
+        finally:
+            agent.terminate()
+            await asyncio.to_thread(agent.wait, 20)

@@ -45,7 +45,13 @@ COMMANDS: tuple[Command | Group, ...] = (
     SCHEDULE,
     *spending.COMMANDS,
     *swarm.COMMANDS,
-    Command("mcp", "serve the board to MCP clients (stdio or Streamable HTTP)", run_mcp, add_mcp_arguments),
+    Command(
+        "mcp",
+        "serve the board to MCP clients (stdio or Streamable HTTP)",
+        run_mcp,
+        add_mcp_arguments,
+        credentials=False,
+    ),
     dashboard,
     config,
 )

@@ -15,8 +15,9 @@ from ..agent_protocol import via_agent_protocol
 from ..board import BoardConfig, TaskBoard
 from ..context import Handler, TaskContext
 from ..demo import HANDLERS
+from ..identity import Identity
 from ..models import Task
-from .command import command
+from .command import command, seed_of
 
 SHUTDOWN_GRACE_S = 2.0
 """How long a stopped agent lets running handlers finish before handing their tasks back, so that
@@ -32,8 +33,9 @@ def agent_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def agent_board(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
-    """The board an agent process works on, connected under its name."""
-    return TaskBoard.connect(args.server, BoardConfig(lease_ttl=args.lease_ttl), name=args.name)
+    """The board an agent process works on, connected under its name (as ``--seed-file``'s user)."""
+    config = BoardConfig(lease_ttl=args.lease_ttl)
+    return TaskBoard.connect(args.server, config, name=args.name, seed=seed_of(args))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("agent", "run one agent until SIGINT/SIGTERM", _arguments)
 async def agent(args: argparse.Namespace) -> int:
+    seed = seed_of(args)
     async with agent_board(args) as board:
         ant = Agent(
             board,
@@ -64,6 +67,10 @@ async def agent(args: argparse.Namespace) -> int:
             capacity=args.capacity,
             shutdown_grace=SHUTDOWN_GRACE_S,
             metrics_port=args.metrics_port,
+            # With --seed-file the agent is that user: its id is the user's name (--name) in the
+            # access-control configuration, and it signs with the seed's key.
+            agent_id=args.name if seed is not None else None,
+            identity=None if seed is None else Identity.from_seed(seed),
         )
         handlers: dict[str, Handler] = HANDLERS if args.demo else {"echo": _echo}
         if args.via_agent_protocol:

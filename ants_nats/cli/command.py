@@ -13,9 +13,11 @@ import os
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from ..board import TaskBoard
+from ..identity import read_seed
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -32,8 +34,9 @@ def no_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    """One command. ``server``: it talks to NATS (``--server URL``); ``json_out``: it prints what
-    it read, as JSON with ``--json``."""
+    """One command. ``server``: it talks to NATS (``--server URL``), as the user of
+    ``--seed-file`` if given (``credentials``); ``json_out``: it prints what it read, as JSON with
+    ``--json``."""
 
     name: str
     text: str
@@ -41,12 +44,21 @@ class Command:
     arguments: Arguments = no_arguments
     server: bool = True
     json_out: bool = False
+    credentials: bool = True
 
     def add_to(self, subcommands: Subcommands) -> None:
         parser = subcommands.add_parser(self.name, help=self.text, description=self.text)
         if self.server:
             parser.add_argument(
                 "--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL"
+            )
+        if self.server and self.credentials:
+            parser.add_argument(
+                "--seed-file",
+                type=Path,
+                default=os.environ.get("ANTS_NATS_SEED_FILE") or None,
+                help="connect as the user of this nkeys seed file (ants-nats config writes one per "
+                "user; default $ANTS_NATS_SEED_FILE)",
             )
         if self.json_out:
             parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -80,6 +92,11 @@ class Group:
             command.add_to(under)
 
 
+def seed_of(args: argparse.Namespace) -> str | None:
+    """The seed of ``--seed-file``, if one was given."""
+    return read_seed(Path(args.seed_file)) if args.seed_file else None
+
+
 def connect(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
-    """The board at ``--server``, as the command line connects to it."""
-    return TaskBoard.connect(args.server, name="ants-nats-cli")
+    """The board at ``--server``, as the command line connects to it (as ``--seed-file``'s user)."""
+    return TaskBoard.connect(args.server, name="ants-nats-cli", seed=seed_of(args))
