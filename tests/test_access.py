@@ -35,7 +35,6 @@ from ants_nats import (
 from ants_nats._connect import publishing_to, refusable
 from ants_nats._store import Bucket, publish
 from ants_nats.access import LEDGER_CONSUMER, server_config
-from ants_nats.cli import main as cli
 from ants_nats.models import Limit, RateWindow
 from ants_nats.names import (
     LIMITS_BUCKET,
@@ -215,11 +214,9 @@ async def test_the_ledger_service_takes_from_its_own_consumer(secured: EmbeddedS
         await event.ack_sync(timeout=5)  # answered: the server took the acknowledgement
 
 
-async def test_config_writes_an_operator_who_alone_sets_limits(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_config_writes_an_operator_who_alone_sets_limits(tmp_path: Path) -> None:
     args = ["config", "--agent", "ant-1", "--operator", "boss", "--out", str(tmp_path)]
-    assert await asyncio.to_thread(cli, args) == 0
+    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
     async with (
         EmbeddedServer(extra_args=["-c", str(tmp_path / "nats-server.conf")]) as server,
         TaskBoard.connect(server.url, seed=read_seed(tmp_path / "ant-1.seed")) as board,
@@ -233,9 +230,8 @@ async def test_config_writes_an_operator_who_alone_sets_limits(
         assert [limit.capability for limit in await board.limits()] == ["llm"]
     # An operator is an agent already: one name, one user, one role.
     twice = ["config", "--agent", "boss", "--operator", "boss", "--out", str(tmp_path / "again")]
-    capsys.readouterr()
-    assert await asyncio.to_thread(cli, twice) != 0
-    assert "a name was given twice" in capsys.readouterr().err
+    refused = await asyncio.to_thread(run_cli, *twice)
+    assert refused.returncode != 0 and "a name was given twice" in refused.stderr
 
 
 async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) -> None:
@@ -244,7 +240,7 @@ async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) ->
     as its user."""
     auth = tmp_path / "auth"
     args = ["config", "--agent", "ant-1", "--operator", "boss", "--observer", "watcher", "--out", str(auth)]
-    assert await asyncio.to_thread(cli, args) == 0
+    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
     async with EmbeddedServer(extra_args=["-c", str(auth / "nats-server.conf")]) as server:
 
         def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:

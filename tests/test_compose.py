@@ -31,11 +31,11 @@ from pydantic import JsonValue
 from synadia_ai.agents import Agents, DiscoverFilter, ResponseChunk
 
 from ants_nats import AgentCard, EmbeddedServer, Task, TaskBoard, TaskStatus, TrailEvent, read_seed
-from ants_nats.cli import main as cli
 from ants_nats.ledger import Ledger
 from ants_nats.server import free_port
 
 from .conftest import _docker_reachable, _docker_requested, nats_image
+from .test_cli import run_cli
 
 ROOT = Path(__file__).parents[1]
 VARIABLE = re.compile(r"\$\{(\w+)(:-([^}]*))?\}")
@@ -94,7 +94,9 @@ async def test_the_mounted_server_config_is_the_generated_one_and_admits_every_s
         users[name] = user
     assert set(users) == set(services) - {"nats"}
     args = ["config", "--out", str(tmp_path), *config_roles(users.values())]
-    assert await asyncio.to_thread(cli, args) == 0  # what the compose.yaml header tells users to run
+    # What the compose.yaml header tells users to run (in its own process: the command line sets
+    # the process's logging, which later tests rely on).
+    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
     async with EmbeddedServer(extra_args=["-c", str(tmp_path / "nats-server.conf")]) as server:
         for user in users.values():
             seed = read_seed(tmp_path / f"{user}.seed")
@@ -205,7 +207,7 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         pytest.skip(reason)
     auth = tmp_path / "auth"
     args = ["config", "--out", str(auth), *config_roles([*service_users(), CLIENT]), "--observer", "watcher"]
-    assert await asyncio.to_thread(cli, args) == 0
+    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
     port, monitor_port = free_port(), free_port()
     env = {
         **os.environ,
