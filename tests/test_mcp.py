@@ -176,7 +176,11 @@ async def test_http_a_model_works_a_dag_declines_and_waits(
         submitted = await call(client, "submit_tasks", tasks=tasks)
         assert [t["waiting_on"] for t in submitted] == [[], ["fetch"]]
         summary = await read_json(client, "ants://board")
-        assert summary["tasks"] == 2 and summary["by_status"] == {"pending": 2}
+        # (The hosted agent may have claimed fetch already: it holds it for the model.)
+        assert summary["tasks"] == 2 and summary["by_status"] in (
+            {"pending": 2},
+            {"pending": 1, "claimed": 1},
+        )
 
         first = (await call(client, "claim_next", timeout=WAIT_S))["task"]
         assert (first["task_id"], first["payload"]) == ("fetch", "https://example.org")
