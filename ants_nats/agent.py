@@ -464,7 +464,7 @@ class Agent:
         if handler is None:
             verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
         if handler is None or not verdict.accept:
-            await attempt.decline(verdict.reason)
+            await attempt.decline(verdict.reason, retry_after=verdict.retry_after)
             return
         self._running[attempt.task_id] = attempt
         try:

@@ -86,10 +86,16 @@ def rank(cards: Iterable[AgentCard], requires: Iterable[str], kind: str | None =
 
 @dataclass(frozen=True)
 class Verdict:
-    """An agent's own decision about one task."""
+    """An agent's own decision about one task. A decline with ``retry_after`` (seconds) is a
+    "not now" (as ``Decline(retry_after=)``): it lapses, and the task may come back to the agent."""
 
     accept: bool
     reason: str = ""
+    retry_after: float | None = None
+
+
+AT_CAPACITY_RETRY_S = 1.0
+"""How long a decline for being at capacity stands: load passes, it is "not now", not "never"."""
 
 
 def decide(capabilities: Iterable[CapabilitySpec], load: int, capacity: int, task: Task) -> Verdict:
@@ -104,7 +110,7 @@ def decide(capabilities: Iterable[CapabilitySpec], load: int, capacity: int, tas
     if lacking:
         return Verdict(False, f"lacks capability {', '.join(lacking)}")
     if load >= capacity:
-        return Verdict(False, f"at capacity ({load}/{capacity})")
+        return Verdict(False, f"at capacity ({load}/{capacity})", retry_after=AT_CAPACITY_RETRY_S)
     asked = task.payload.get("limits") if isinstance(task.payload, dict) else None
     if isinstance(asked, dict):
         for key, value in asked.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ants_nats import AgentCard, CapabilitySpec, Task
-from ants_nats.matching import decide, declined_by_all, missing, rank, unroutable, unroutable_because
+from ants_nats.matching import Verdict, decide, declined_by_all, missing, rank, unroutable, unroutable_because
 from ants_nats.models import DeclineNote, TaskRecord, TaskStatus, utcnow
 
 
@@ -43,9 +43,11 @@ def test_decide_accepts_declines_with_reasons() -> None:
     specs = (CapabilitySpec(name="llm", limits={"max_tokens": 1000}),)
     task = Task(id="t", kind="k", requires=("llm",), payload={"limits": {"llm.max_tokens": 500}})
     assert decide(specs, 0, 1, task).accept
-    assert decide(specs, 1, 1, task).reason == "at capacity (1/1)"
+    at_capacity = decide(specs, 1, 1, task)
+    # Load passes: a decline for it is a "not now", which lapses; a misfit stands.
+    assert (at_capacity.reason, at_capacity.retry_after) == ("at capacity (1/1)", 1.0)
     big = Task(id="t", kind="k", requires=("llm",), payload={"limits": {"llm.max_tokens": 5000}})
-    assert decide(specs, 0, 1, big).reason == "llm.max_tokens=5000 exceeds this agent's limit 1000.0"
+    assert decide(specs, 0, 1, big) == Verdict(False, "llm.max_tokens=5000 exceeds this agent's limit 1000.0")
     alien = Task(id="t", kind="k", requires=("vision",))
     assert decide(specs, 0, 1, alien).reason == "lacks capability vision"
 
