@@ -325,9 +325,10 @@ class Agent:
             await self._offer_changed.wait()
             self._offer_changed.clear()
             try:
-                if self.card().offer != self._announced_offer:
+                card = self.card()
+                if card.offer != self._announced_offer:
                     await self._announce_offer()  # a handler registered since the start
-                brought = await self.board.reroute(self.card())
+                brought = await self.board.reroute(card)
             except BaseException:
                 self._offer_changed.set()  # not done: the restarted loop tries again
                 raise
@@ -460,9 +461,11 @@ class Agent:
         """Decide on a claimed task, then run its handler (or decline it)."""
         task = attempt.lease.task
         handler = self._handlers.for_kind(task.kind)
-        verdict = self._decide(self.specs, self.load - 1, self.capacity, task)
-        if handler is None:
-            verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
+        verdict = (
+            matching.Verdict(False, f"no handler for kind {task.kind!r}")
+            if handler is None
+            else self._decide(self.specs, self.load - 1, self.capacity, task)
+        )
         if handler is None or not verdict.accept:
             await attempt.decline(verdict.reason, retry_after=verdict.retry_after)
             return

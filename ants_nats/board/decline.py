@@ -153,25 +153,24 @@ class Declines:
         submitter asked for that), and (``news``: it was just marked) say so on the trail."""
         core, task = self._core, record.task
         reason = record.unroutable_reason or "unroutable"
+        if not task.fail_unroutable:
+            # Kept even while a live agent's "not now" holds its ticket back: should that agent
+            # leave, a newcomer still finds the task.
+            entry = UnroutableTask(task_id=task.id, kind=task.kind, requires=task.requires, reason=reason)
+            await core.unroutable.put(task.id, wire_bytes(entry))
+            if news:
+                log.warning("task.unroutable", task_id=task.id, reason=reason)
+                data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
+                await core.event("task.unroutable", task.id, data=data, by=by)
+        # Judged again on a fresh reading of who is live: an agent that joined before the key was
+        # written did not see it, and failing is for good.
+        if matching.declined_by_all(await core.directory.cards(), record) is None:
+            await self._bring_back(task.id, None)
+            return record
         if task.fail_unroutable:
-            # Failing is for good: judged on a fresh reading of who is live, not a cached one.
-            if matching.declined_by_all(await core.directory.cards(), record) is None:
-                await self._bring_back(task.id, None)
-                return record
             return await self._propagation.finish_unclaimed(
                 task.id, TaskStatus.FAILED, reason, event="task.failed", by=by
             )
-        # Kept even while a live agent's "not now" holds its ticket back: should that agent leave,
-        # a newcomer still finds the task.
-        entry = UnroutableTask(task_id=task.id, kind=task.kind, requires=task.requires, reason=reason)
-        await core.unroutable.put(task.id, wire_bytes(entry))
-        if news:
-            log.warning("task.unroutable", task_id=task.id, reason=reason)
-            data: JsonValue = {"missing": list(record.unroutable or ()), "reason": reason}
-            await core.event("task.unroutable", task.id, data=data, by=by)
-        # An agent that joined before the key was written did not see it: look again, afresh.
-        if matching.declined_by_all(await core.directory.cards(), record) is None:
-            await self._bring_back(task.id, None)
         return record
 
     async def unroutable_ids(self) -> list[str]:
