@@ -136,11 +136,11 @@ def _before_lookups(
     declined = matching.declined_by_all(able, record) if able else None
     if declined is not None:
         standing = [note for note in record.declines if any(note.stands(card, now) for card in able)]
-        lapses = [note.until for note in standing if note.until is not None]
+        lapse = record.declines_lapse(now, able={card.id: card for card in able})
         return Waiting(
             reason=WaitReason.DECLINED,
             text=f"unroutable: {declined[1]}",
-            until=min(lapses, default=None),
+            until=None if lapse is None else now + timedelta(seconds=lapse),
             agents=tuple(note.agent for note in standing),
         )
     return _retrying(record, now)
