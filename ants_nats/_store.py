@@ -155,6 +155,10 @@ async def _publish_batch(
     return list(range(final - count + 1, final + 1))
 
 
+Signing = Callable[[str, bytes], dict[str, str]]
+"""Given a message's subject and payload, the headers that sign it."""
+
+
 class Conflict(Exception):
     """The key's last revision is not the expected one (a CAS lost). Internal to the library."""
 
@@ -233,12 +237,15 @@ async def patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitabl
 
 
 async def last_message(
-    js: JetStreamContext, stream: str, subject: str, *, action: str
+    js: JetStreamContext, stream: str, subject: str, *, action: str, first: bool = False
 ) -> RawStreamMsg | None:
-    """The last message ``stream`` holds on ``subject``, or None (read from the stream leader)."""
+    """The last message ``stream`` holds on ``subject`` (a filter: wildcards allowed), or with
+    ``first`` the first one; None if it holds none (read from the stream leader)."""
 
     async def read() -> RawStreamMsg | None:
         try:
+            if first:
+                return await js.get_msg(stream, subject=subject, seq=1, next=True)
             return await js.get_msg(stream, subject=subject)
         except nats.js.errors.NotFoundError:
             return None
@@ -284,10 +291,37 @@ class Bucket:
         entry, _, deleted = await self._last(key)
         return entry, deleted
 
+    def subject(self, key: str) -> str:
+        """The subject ``key``'s revisions are written on (what a message signature covers)."""
+        return self._prefix + key
+
+    async def last(self, key: str) -> RawStreamMsg | None:
+        """The last message on ``key`` as stored (tombstones and markers included), or None."""
+        return await last_message(self._js, self.stream, self._prefix + key, action=f"read {self.name}/{key}")
+
+    async def at(self, revision: int) -> RawStreamMsg | None:
+        """The message stored at ``revision`` (of any key), or None when the bucket no longer keeps it."""
+
+        async def read() -> RawStreamMsg | None:
+            try:
+                return await self._js.get_msg(self.stream, seq=revision)
+            except nats.js.errors.NotFoundError:
+                return None
+
+        return await patiently(self._js, f"read {self.name}@{revision}", read)
+
     async def _publish(
-        self, key: str, value: bytes, *, last: int, ttl: float | None, op: str | None, rollup: bool = False
+        self,
+        key: str,
+        value: bytes,
+        *,
+        last: int,
+        ttl: float | None,
+        op: str | None,
+        rollup: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> int:
-        headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(last)}
+        headers = {**(headers or {}), _EXPECTED_LAST_SUBJECT_SEQ: str(last)}
         if op:
             headers[_KV_OPERATION] = op
         if rollup:
@@ -300,34 +334,44 @@ class Bucket:
                     raise Conflict(f"{self.name}/{key}: {exc.description}") from exc
                 raise
 
-    async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+    async def create(
+        self, key: str, value: bytes, *, ttl: float | None = None, headers: dict[str, str] | None = None
+    ) -> int:
         """Write ``key`` only if it has no live value; returns the new revision or raises ``Conflict``."""
         try:
-            return await self._publish(key, value, last=0, ttl=ttl, op=None)
+            return await self._publish(key, value, last=0, ttl=ttl, op=None, headers=headers)
         except Conflict:
             entry, last, _ = await self._last(key)
             if entry is not None:
                 raise
             # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
-            return await self._publish(key, value, last=last, ttl=ttl, op=None)
+            return await self._publish(key, value, last=last, ttl=ttl, op=None, headers=headers)
 
-    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+    async def create_many(
+        self, items: Sequence[tuple[str, bytes]], *, sign: Signing | None = None
+    ) -> list[int | None]:
         """Create many keys; each one's revision, or None where the key is taken. Written as
         atomic batches where the stream allows them; a batch refused because some key is taken
-        (or the stream takes no batches) is written one create at a time, pipelined."""
-        expect_new = {_EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        (or the stream takes no batches) is written one create at a time, pipelined. ``sign``
+        gives each value's signature headers, given its subject and value."""
+        signed = [(key, value, sign(self._prefix + key, value) if sign else None) for key, value in items]
         revisions = await publish_batches(
-            self._js, self.stream, [(self._prefix + key, value, expect_new) for key, value in items]
+            self._js,
+            self.stream,
+            [
+                (self._prefix + key, value, {**(own or {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                for key, value, own in signed
+            ],
         )
         redo = [i for i, revision in enumerate(revisions) if revision is None]
-        one_by_one = await gather_bounded(self._create_or_none(*items[i]) for i in redo)
+        one_by_one = await gather_bounded(self._create_or_none(*signed[i]) for i in redo)
         for i, revision in zip(redo, one_by_one, strict=True):
             revisions[i] = revision
         return revisions
 
-    async def _create_or_none(self, key: str, value: bytes) -> int | None:
+    async def _create_or_none(self, key: str, value: bytes, headers: dict[str, str] | None) -> int | None:
         try:
-            return await self.create(key, value)
+            return await self.create(key, value, headers=headers)
         except Conflict:
             return None
 
@@ -337,12 +381,19 @@ class Bucket:
             return await publish(self._js, self._prefix + key, value, ttl=ttl)
 
     async def update(
-        self, key: str, value: bytes, *, last: int, ttl: float | None = None, rollup: bool = False
+        self,
+        key: str,
+        value: bytes,
+        *,
+        last: int,
+        ttl: float | None = None,
+        rollup: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> int:
         """Write ``key`` only if its last revision is ``last``; returns the new revision. With
         ``rollup`` the new value replaces the key's history (and, with ``ttl``, then expires,
-        leaving the key absent)."""
-        return await self._publish(key, value, last=last, ttl=ttl, op=None, rollup=rollup)
+        leaving the key absent). ``headers`` go with it (a signature, say)."""
+        return await self._publish(key, value, last=last, ttl=ttl, op=None, rollup=rollup, headers=headers)
 
     async def history(self, key: str) -> list[Entry]:
         """Every revision the bucket still keeps of ``key``, oldest first (tombstones left out),
@@ -365,10 +416,12 @@ class Bucket:
             if not e.operation
         ]
 
-    async def delete(self, key: str, *, last: int, ttl: float | None = None) -> None:
+    async def delete(
+        self, key: str, *, last: int, ttl: float | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         """Delete ``key`` if its last revision is still ``last`` (raises ``Conflict`` otherwise);
         with ``ttl`` the tombstone itself goes after that many seconds."""
-        await self._publish(key, b"", last=last, ttl=ttl, op="DEL")
+        await self._publish(key, b"", last=last, ttl=ttl, op="DEL", headers=headers)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -435,10 +488,11 @@ async def ensure_kv(
     max_value_size: int = -1,
     marker_ttl: float | None = None,
     atomic: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> StreamConfig:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
-    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``). Returns the stream's
-    configuration."""
+    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``); ``metadata`` is set on a
+    bucket this call creates. Returns the stream's configuration."""
 
     async def op() -> StreamConfig:
         try:
@@ -465,6 +519,7 @@ async def ensure_kv(
                 num_replicas=replicas,
                 storage=StorageType.FILE,
                 subject_delete_marker_ttl=marker_ttl if marker_ttl else None,
+                metadata=metadata,
             )
         )
         return (await js.stream_info(f"KV_{bucket}")).config

@@ -209,10 +209,11 @@ class Trail:
             msg_id=f"corrupt-event-{seq}",  # several followers may meet the same bad event
         )
 
-    async def last(self, kind: str, ref: str) -> TrailEvent | None:
-        """The latest event of ``kind`` about ``ref`` still on the trail (None if none is left)."""
+    async def last(self, kind: str, ref: str, *, first: bool = False) -> TrailEvent | None:
+        """The latest event of ``kind`` about ``ref`` still on the trail (with ``first``, the
+        earliest); None if none is left."""
         subject = trail_filter(kind, ref)
-        msg = await last_message(self._js, TRAIL_STREAM, subject, action=f"read {subject}")
+        msg = await last_message(self._js, TRAIL_STREAM, subject, action=f"read {subject}", first=first)
         if msg is None:
             return None
         return _read(str(msg.subject), msg.data or b"", int(msg.seq or 0), msg.headers)

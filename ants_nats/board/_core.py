@@ -15,7 +15,7 @@ from .. import _tickets
 from .._store import Bucket, Conflict, ensure_kv
 from ..artifacts import Artifacts
 from ..cards import Directory
-from ..errors import CorruptEntry, InvalidTask, TaskNotFound
+from ..errors import AntsError, CorruptEntry, InvalidTask, TaskNotFound
 from ..identity import Identity
 from ..log import get_logger
 from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
@@ -25,8 +25,14 @@ from ..trail import Trail, TrailConfig
 from .budget import Budgets
 from .config import BoardConfig
 from .rates import Rates
+from .seal import Forgery, Revision, Seal
 
 log = get_logger("board")
+
+SIGNED_METADATA = "ants_signed"
+"""Metadata key of the ``ants_tasks`` stream: ``"true"`` on a signed board."""
+_SIGNED_HISTORY = 32
+"""Revisions a signed board keeps per task (at least): the chain its readers judge."""
 
 _ONCE_PER_LEASE = frozenset(
     {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
@@ -59,15 +65,31 @@ class Core:
         self.budgets = Budgets(js, replicas=config.replicas)
         self.identities: dict[str, Identity] = {}
         self._expiring = False
+        self.signed = False
+        """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
+        self.seal = Seal(self.tasks, self.trail, self.directory, depth=_SIGNED_HISTORY)
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
         js, config = self.js, self.config
+        history = max(config.task_history, _SIGNED_HISTORY) if config.signed else config.task_history
         tasks = await ensure_kv(
-            js, TASKS_BUCKET, replicas=config.replicas, history=config.task_history, atomic=True
+            js,
+            TASKS_BUCKET,
+            replicas=config.replicas,
+            history=history,
+            atomic=True,
+            metadata={SIGNED_METADATA: "true"} if config.signed else None,
         )
+        self.signed = (tasks.metadata or {}).get(SIGNED_METADATA) == "true"
+        if config.signed and not self.signed:
+            raise AntsError(
+                f"BoardConfig.signed: the board's bucket {TASKS_BUCKET} was created unsigned; a board is "
+                "signed from its creation on (make a new one, or connect without signed=True)"
+            )
         # A bucket made by another client may not take per-message TTLs: its records then stay.
-        self._expiring = config.finished_ttl is not None and bool(tasks.allow_msg_ttl)
+        # A signed board never rolls a record's history up: that would erase the proof of its state.
+        self._expiring = config.finished_ttl is not None and bool(tasks.allow_msg_ttl) and not self.signed
         # Two revisions: a deletion and the lease it ended, so an early (forged) one shows.
         await ensure_kv(js, LEASES_BUCKET, replicas=config.replicas, history=2, marker_ttl=config.lease_ttl)
         await ensure_kv(js, UNROUTABLE_BUCKET, replicas=config.replicas, history=1)
@@ -122,8 +144,26 @@ class Core:
         with contextlib.suppress(Conflict):  # written again, or removed, meanwhile
             await self.unroutable.delete(task_id, last=revision)
 
+    def signer(self, by: str | None, record: TaskRecord | None = None) -> Identity | None:
+        """Who signs a write made by ``by``: its identity, else (no ``by``) the task's owner's or
+        the only identity this board holds; None when this board holds none of them."""
+        if by is not None:
+            return self.identities.get(by)
+        owner = self.identities.get(record.task.created_by) if record is not None else None
+        if owner is not None:
+            return owner
+        return next(iter(self.identities.values())) if len(self.identities) == 1 else None
+
+    def key_of(self, agent_id: str | None) -> str | None:
+        """The public key ``agent_id`` signs with on a signed board (None elsewhere)."""
+        identity = self.identities.get(agent_id) if self.signed and agent_id else None
+        return identity.public_key if identity is not None else None
+
     async def get_entry(self, task_id: str) -> tuple[TaskRecord, int]:
-        """The record of ``task_id`` and its revision (restored if someone wrote garbage over it)."""
+        """The record of ``task_id`` and its revision (restored if someone wrote garbage over it,
+        or, on a signed board, forged it)."""
+        if self.signed:
+            return await self._get_signed(task_id)
         entry = await self.tasks.get(task_id)
         if entry is None:
             raise TaskNotFound(f"no task {task_id!r} on the board")
@@ -174,12 +214,54 @@ class Core:
         )
         return record, revision
 
+    async def _get_signed(self, task_id: str) -> tuple[TaskRecord, int]:
+        """``get_entry`` on a signed board: the last legal revision, written back over forged ones."""
+        while True:
+            top, legal, forged = await self.seal.legal(task_id)
+            if top is None:
+                raise TaskNotFound(f"no task {task_id!r} on the board")
+            if (legal is not None and legal.seq == top.seq) or (legal is None and top.record is None):
+                # The last revision is legal (forgeries below it were undone before).
+                if legal is None or legal.record is None:
+                    raise TaskNotFound(f"no task {task_id!r} on the board")
+                return legal.record, legal.seq
+            try:
+                if legal is None:
+                    await self.tasks.delete(task_id, last=top.seq)
+                else:
+                    await self.tasks.update(task_id, legal.payload, last=top.seq, headers=legal.signature)
+            except Conflict:
+                continue  # written (or restored) meanwhile: judge again
+            for forgery in forged:
+                await self._forged(task_id, forgery, legal)
+
+    async def _forged(self, task_id: str, forgery: Forgery, legal: Revision | None) -> None:
+        log.error(
+            "task.forged",
+            task_id=task_id,
+            revision=forgery.revision.seq,
+            why=forgery.why,
+            agent=forgery.agent,
+            key=forgery.key,
+        )
+        data: JsonValue = {
+            "revision": forgery.revision.seq,
+            "why": forgery.why,
+            "key": forgery.key,
+            "restored": legal.seq if legal is not None else None,
+        }
+        await self.trail.emit(
+            TrailEvent(kind="corrupt.forged_record", ref=task_id, agent=forgery.agent, data=data),
+            msg_id=f"corrupt.forged_record-{task_id}-{forgery.revision.seq}",
+        )
+
     async def mutate(
         self,
         task_id: str,
         change: Callable[[TaskRecord], TaskRecord | None],
         *,
         known: tuple[TaskRecord, int] | None = None,
+        by: str | None = None,
     ) -> tuple[TaskRecord, int]:
         """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote;
         returns the record and its revision.
@@ -199,26 +281,45 @@ class Core:
                 return record, revision
             new = new.model_copy(update={"updated_at": utcnow()})
             try:
-                revision = await self.write(new, last=revision)
+                revision = await self.write(new, last=revision, by=by)
             except Conflict:
                 continue
             return new, revision
 
-    async def write(self, record: TaskRecord, *, last: int) -> int:
-        """CAS ``record`` over revision ``last``; its new revision, or ``Conflict``.
+    async def write(self, record: TaskRecord, *, last: int, by: str | None = None) -> int:
+        """CAS ``record`` over revision ``last``, signed on a signed board for ``by`` (see
+        ``signer``); its new revision, or ``Conflict``.
 
         A finished record that no unfinished dependent needs replaces the key's history and
         expires after ``finished_ttl`` (storage must not grow forever)."""
         task_id, value = record.task.id, wire_bytes(record)
-        if (
-            self._expiring
-            and record.status.terminal
-            and set(record.dependents) <= set(record.finished_dependents)
-        ):
-            return await self.tasks.update(
-                task_id, value, last=last, ttl=self.config.finished_ttl, rollup=True
-            )
-        return await self.tasks.update(task_id, value, last=last)
+        if not self.signed:
+            if (
+                self._expiring
+                and record.status.terminal
+                and set(record.dependents) <= set(record.finished_dependents)
+            ):
+                return await self.tasks.update(
+                    task_id, value, last=last, ttl=self.config.finished_ttl, rollup=True
+                )
+            return await self.tasks.update(task_id, value, last=last)
+        identity = self.signer(by, record)
+        headers = identity.sign_message(self.tasks.subject(task_id), value) if identity else {}
+        revision = await self.tasks.update(task_id, value, last=last, headers=headers)
+        signer = identity.public_key if identity else None
+        self.seal.wrote(
+            task_id,
+            Revision(
+                seq=revision,
+                record=record,
+                payload=value,
+                signature=headers,
+                signer=signer,
+                prev=last,
+                erases=False,
+            ),
+        )
+        return revision
 
 
 def check_id(value: str, *, what: str = "task id") -> None:

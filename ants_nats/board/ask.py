@@ -88,7 +88,7 @@ class Asking:
                 }
             )
 
-        final, revision = await self._core.mutate(task_id, answered)
+        final, revision = await self._core.mutate(task_id, answered, by=by)
         if final.ready:
             # A fresh ticket (first: without it the task would wait for the question's timer, the
             # first ticket, which the server still holds).

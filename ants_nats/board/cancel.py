@@ -45,13 +45,14 @@ class Cancellation:
                     "status": TaskStatus.CANCELLED,
                     "error": reason,
                     "holder": None,
+                    "holder_key": None,
                     "ticket": None,
                     "unroutable": None,
                     "unroutable_reason": None,
                 }
             )
 
-        final, _ = await self._core.mutate(task_id, cancel)
+        final, _ = await self._core.mutate(task_id, cancel, by=by)
         if changed:
             data: JsonValue = {"reason": reason, "holder": holder, "token": final.token}
             await self._core.event("task.cancelled", task_id, data=data, by=by)

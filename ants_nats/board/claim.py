@@ -113,7 +113,8 @@ class Claims:
         seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
         snapshot, revision = ticket.record, ticket.revision
         known = None
-        fresh = trust_ticket and delivered == 1
+        # On a signed board the record a ticket carries is unchecked: it is read (and judged) instead.
+        fresh = trust_ticket and delivered == 1 and not core.signed
         if fresh and snapshot is not None and revision is not None and snapshot.ready:
             known = (snapshot, revision) if snapshot.task.id == task_id else None
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
@@ -154,10 +155,12 @@ class Claims:
                 record, expired = expire(record, now)
             new = record
             if record.status is not TaskStatus.DEAD:
-                new = claimed(record, agent_id, token=revision, now=now, ticket=seq)
+                new = claimed(
+                    record, agent_id, token=revision, now=now, ticket=seq, key=core.key_of(agent_id)
+                )
             new = new.model_copy(update={"updated_at": now})
             try:
-                written = await core.write(new, last=revision)
+                written = await core.write(new, last=revision, by=agent_id)
             except Conflict:
                 continue  # someone wrote meanwhile: judge the fresh record
             if expired is not None:
@@ -210,10 +213,17 @@ class Claims:
                 )
             if record.status is TaskStatus.CLAIMED:
                 return None  # an earlier confirm, cancelled after its write landed, wrote it
-            return claimed(record, lease.agent_id, token=lease.token, now=lease.started_at, ticket=seq)
+            return claimed(
+                record,
+                lease.agent_id,
+                token=lease.token,
+                now=lease.started_at,
+                ticket=seq,
+                key=self._core.key_of(lease.agent_id),
+            )
 
         lease._record, lease._revision = await self._core.mutate(
-            lease.task_id, claim, known=(lease._record, lease._revision)
+            lease.task_id, claim, known=(lease._record, lease._revision), by=lease.agent_id
         )
         lease.claimed = True
         await self._claimed_event(lease._record)
@@ -259,9 +269,9 @@ class Claims:
                 record, expired = expire(record, now)  # its holder's lease key is gone
                 if record.status is TaskStatus.DEAD:
                     return record
-            return claimed(record, agent_id, token=token, now=now, ticket=None)
+            return claimed(record, agent_id, token=token, now=now, ticket=None, key=core.key_of(agent_id))
 
-        final, written = await core.mutate(task_id, take, known=(record, revision))
+        final, written = await core.mutate(task_id, take, known=(record, revision), by=agent_id)
         if expired is not None:
             await self._recovery.expired(final, expired, noticed_by=agent_id)
         if final.status is not TaskStatus.CLAIMED or final.token != token or final.holder != agent_id:

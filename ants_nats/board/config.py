@@ -39,6 +39,12 @@ class BoardConfig:
     """Seconds a finished task's record is kept (its final revision only) before the server
     removes it; None keeps records forever. A record stays while a dependent of it is unfinished."""
 
+    signed: bool = False
+    """Make a signed board (when this connection creates it): every revision of a task record is
+    signed by its writer and checked by every reader (``board.seal``), so no credentialed agent
+    can forge another's task. A board is signed or not from its creation on (its ``ants_tasks``
+    stream's metadata ``ants_signed``); every agent of a signed board needs an identity."""
+
     def __post_init__(self) -> None:
         # The server rejects per-message TTLs under one second.
         for name in ("lease_ttl", "card_ttl", "finished_ttl", "artifact_ttl"):

@@ -85,6 +85,7 @@ class Declines:
             until=until,
             usage=usage or None,
             spent=usage or None,
+            key=core.key_of(lease.agent_id),
         )
         live = {card.id for card in cards}
 
@@ -138,7 +139,7 @@ class Declines:
             marked = True
             return fresh.model_copy(update=because)
 
-        final, _ = await core.mutate(task_id, mark, known=(record, revision))
+        final, _ = await core.mutate(task_id, mark, known=(record, revision), by=by)
         if final.unroutable_reason is None or not final.ready:
             return "take"
         # Marked already (by a decliner that may have died before it kept the id): keep it again,
@@ -218,7 +219,7 @@ class Declines:
             return record.model_copy(update=update) if update else None
 
         try:
-            final, revision = await core.mutate(task_id, clear)
+            final, revision = await core.mutate(task_id, clear, by=None if card is None else card.id)
         except TaskNotFound:
             final = None
         if final is not None and cleared:

@@ -100,13 +100,21 @@ def holds(lease: Lease, record: TaskRecord) -> bool:
 
 
 def claimed(
-    record: TaskRecord, agent_id: str, *, token: int, now: datetime, ticket: int | None
+    record: TaskRecord,
+    agent_id: str,
+    *,
+    token: int,
+    now: datetime,
+    ticket: int | None,
+    key: str | None = None,
 ) -> TaskRecord:
-    """``record`` claimed by ``agent_id`` with fencing ``token`` (through ``ticket``, if any)."""
+    """``record`` claimed by ``agent_id`` (signing with ``key`` on a signed board) with fencing
+    ``token`` (through ``ticket``, if any)."""
     return record.model_copy(
         update={
             "status": TaskStatus.CLAIMED,
             "holder": agent_id,
+            "holder_key": key,
             "token": token,
             "ticket": ticket,
             "claimed_at": now,
@@ -124,11 +132,13 @@ def expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
         started_at=record.claimed_at or now,
         ended_at=now,
         outcome="expired",
+        key=record.holder_key,
     )
     returned = record.model_copy(
         update={
             "attempts": (*record.attempts, attempt),
             "holder": None,
+            "holder_key": None,
             "ticket": None,
             "status": TaskStatus.PENDING,
         }
@@ -142,10 +152,18 @@ def expire(record: TaskRecord, now: datetime) -> tuple[TaskRecord, Attempt]:
 
 
 def attempt_of(
-    lease: Lease, outcome: Outcome, now: datetime, error: str | None = None, usage: Usage | None = None
+    lease: Lease,
+    outcome: Outcome,
+    now: datetime,
+    error: str | None = None,
+    usage: Usage | None = None,
+    *,
+    key: str | None = None,
 ) -> Attempt:
-    """The attempt ``lease``'s holder ends with ``outcome`` (having spent ``usage``)."""
+    """The attempt ``lease``'s holder ends with ``outcome`` (having spent ``usage``; signing with
+    ``key`` on a signed board)."""
     return Attempt(
+        key=key,
         agent=lease.agent_id,
         token=lease.token,
         started_at=lease.started_at,

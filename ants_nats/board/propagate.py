@@ -167,7 +167,7 @@ class Propagation:
             changed = not (record.status.terminal or record.status is TaskStatus.CLAIMED) and still(record)
             return record.model_copy(update={"status": status, "error": reason}) if changed else None
 
-        final, _ = await self._core.mutate(task_id, finish)
+        final, _ = await self._core.mutate(task_id, finish, by=by)
         if changed:
             data: JsonValue = {"error": reason, "status": status.value}
             await self._core.event(event, task_id, data=data, by=by)

@@ -31,7 +31,7 @@ class Requeue:
                 )
             return fresh(record)
 
-        after, revision = await self._core.mutate(task_id, again)
+        after, revision = await self._core.mutate(task_id, again, by=by)
         await self._core.event("task.retried", task_id, data={"by": by}, by=by)
         await self._propagation.requeued(after, revision)
         return after

@@ -59,7 +59,9 @@ class Settlement:
                 if not holds(lease, record):
                     raise
                 lease._lease_revision = 0  # nothing of ours left to drop
-        attempt = attempt_of(lease, outcome, utcnow(), error, usage or None)
+        attempt = attempt_of(
+            lease, outcome, utcnow(), error, usage or None, key=self._core.key_of(lease.agent_id)
+        )
 
         def ended(record: TaskRecord) -> TaskRecord | None:
             if not holds(lease, record):
@@ -72,6 +74,7 @@ class Settlement:
             let_go = record.model_copy(
                 update={
                     "holder": None,
+                    "holder_key": None,
                     "ticket": None,
                     "token": lease.token,
                     "claimed_at": lease.started_at,
@@ -82,7 +85,9 @@ class Settlement:
             )
             return let_go.model_copy(update=change(let_go))
 
-        final, _ = await self._core.mutate(lease.task_id, ended, known=(lease._record, lease._revision))
+        final, _ = await self._core.mutate(
+            lease.task_id, ended, known=(lease._record, lease._revision), by=lease.agent_id
+        )
         if lease._ticket is None and lease._lease_revision:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
         if usage and lease.task.budget is not None:

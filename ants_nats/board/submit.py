@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from .._store import Conflict
 from ..artifacts import ref_of
 from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
+from ..identity import SIG_HEADER, Identity
 from ..log import get_logger
 from ..models import Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_encoded
@@ -60,9 +62,11 @@ class Submission:
                 if dep in dependents:
                     dependents[dep].append(task.id)
         unroutable = await self._unroutable(batch)
+        signers = self._signers(batch)
         records = {
             task.id: TaskRecord(
                 task=task,
+                owner_key=signers[task.id].public_key if task.id in signers else None,
                 status=TaskStatus.PENDING,
                 waiting_on=task.depends_on,
                 dependents=tuple(sorted(dependents[task.id])),
@@ -71,7 +75,12 @@ class Submission:
             )
             for task in batch
         }
-        revisions = await core.tasks.create_many([(t.id, wire_bytes(records[t.id])) for t in batch])
+        revisions = await core.tasks.create_many(
+            [(t.id, wire_bytes(records[t.id])) for t in batch],
+            sign=(lambda subject, value: signers[subject.rsplit(".", 1)[1]].sign_message(subject, value))
+            if signers
+            else None,
+        )
         written = {task.id: rev for task, rev in zip(batch, revisions, strict=True) if rev is not None}
         existing: set[str] = set()
         try:
@@ -81,7 +90,7 @@ class Submission:
                         raise TaskExists(f"task {task.id!r} was submitted concurrently by someone else")
                     existing.add(task.id)
         except TaskExists:
-            await self._withdraw(written)
+            await self._withdraw(written, signers)
             raise
 
         for requires, express in sorted({(task.requires, task.express) for task in batch}):
@@ -89,7 +98,7 @@ class Submission:
         failing: list[str] = []  # unroutable tasks whose submitter asked them to fail at once
         for task in batch:
             if task.id in written:
-                await self._submitted(task)
+                await self._submitted(task, records[task.id], signers.get(task.id))
                 record = records[task.id]
                 if record.unroutable_reason is not None:
                     reason = record.unroutable_reason
@@ -99,7 +108,7 @@ class Submission:
                     if task.fail_unroutable:
                         failing.append(task.id)
             elif await core.trail.last("task.submitted", task.id) is None:
-                await self._submitted(task)
+                await self._submitted(task, records[task.id], signers.get(task.id))
         for task_id in failing:
             reason = records[task_id].unroutable_reason or "unroutable"
             await propagation.finish_unclaimed(task_id, TaskStatus.FAILED, reason, event="task.failed")
@@ -175,12 +184,14 @@ class Submission:
         ]
         return offloaded, artifacts
 
-    async def _withdraw(self, written: Mapping[str, int]) -> None:
+    async def _withdraw(self, written: Mapping[str, int], signers: Mapping[str, Identity]) -> None:
         """Remove the records a rejected batch wrote before the rejection was known (nothing has
         announced them yet, so nobody else can have touched them)."""
         for task_id, revision in written.items():
+            signer = signers.get(task_id)
+            headers = signer.sign_message(self._core.tasks.subject(task_id), b"") if signer else None
             with contextlib.suppress(Conflict):
-                await self._core.tasks.delete(task_id, last=revision)
+                await self._core.tasks.delete(task_id, last=revision, headers=headers)
 
     async def _unroutable(self, batch: Sequence[Task]) -> dict[str, tuple[tuple[str, ...], str]]:
         """For each task of ``batch`` that no live agent can take: the capabilities nobody
@@ -204,13 +215,32 @@ class Submission:
             raise TaskExists(f"task {task.id!r} is already on the board with a different definition")
         return True
 
-    async def _submitted(self, task: Task) -> None:
-        data: JsonValue = {
+    def _signers(self, batch: Sequence[Task]) -> dict[str, Identity]:
+        """On a signed board, who signs each task of ``batch``: its submitter (``created_by``),
+        whose identity this board must hold; ``InvalidTask`` otherwise."""
+        core = self._core
+        if not core.signed:
+            return {}
+        unsigned = sorted({t.created_by for t in batch if t.created_by not in core.identities})
+        if unsigned:
+            raise InvalidTask(
+                f"the board is signed: tasks created by {', '.join(map(repr, unsigned))} need that "
+                "submitter's identity (TaskBoard.sign_as, or the CLI's --seed-file)"
+            )
+        return {t.id: core.identities[t.created_by] for t in batch}
+
+    async def _submitted(self, task: Task, record: TaskRecord, signer: Identity | None) -> None:
+        data: dict[str, JsonValue] = {
             "kind": task.kind,
             "requires": list(task.requires),
             "depends_on": list(task.depends_on),
             "ready": not task.depends_on,
         }
+        if signer is not None:
+            # The proof of the task's creation: whoever finds its history erased restores it from here.
+            value = wire_bytes(record)
+            data["record"] = json.loads(value)
+            data["sig"] = signer.sign_message(self._core.tasks.subject(task.id), value)[SIG_HEADER]
         await self._core.event("task.submitted", task.id, agent=task.created_by, data=data)
 
 

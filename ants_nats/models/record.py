@@ -50,6 +50,7 @@ class DeclineNote(Wire):
     )
     usage: Usage | None = Field(default=None, description="What its latest declined attempt spent.")
     spent: Usage | None = Field(default=None, description="What all its declined attempts spent, together.")
+    key: str | None = Field(default=None, description="Public key of the decliner, on a signed task.")
 
     def stands(self, card: AgentCard, now: datetime) -> bool:
         """Whether this decline still holds for the agent of ``card`` at ``now``."""
@@ -80,7 +81,13 @@ class TaskRecord(Wire):
     budget_from: int = Field(
         default=0, ge=0, description="Attempts before this index do not count (a retry gave a fresh budget)."
     )
+    owner_key: str | None = Field(
+        default=None,
+        description="Public key (nkey ``U...``) of the submitter that signed the task: set, every "
+        "revision must be signed and legal for its signer (``seal``); null, the task is unsigned.",
+    )
     holder: str | None = None
+    holder_key: str | None = Field(default=None, description="Public key of the holder, on a signed task.")
     token: int | None = Field(default=None, description="Fencing token of the current claim.")
     claimed_at: datetime | None = None
     attempts: tuple[Attempt, ...] = ()

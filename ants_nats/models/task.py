@@ -143,6 +143,10 @@ class Attempt(Wire):
     outcome: Outcome
     error: str | None = None
     usage: Usage | None = Field(default=None, description="What the handler reported spending.")
+    key: str | None = Field(
+        default=None,
+        description="Public key (nkey ``U...``) that signed the attempt's end, on a signed task.",
+    )
 
     @property
     def counted(self) -> bool:

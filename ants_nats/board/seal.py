@@ -1,0 +1,437 @@
+"""Signed revisions: on a signed board every revision of a task record is signed by its writer,
+and every reader checks that the change from the previous revision is one that signer may make.
+
+No process decides who is right: each reader judges the key's history for itself. The rules
+(``judge``), for a task whose owner (``owner_key``) signed its creation:
+
+- the owner may make any change but to the task's definition and its own key: cancel, retry,
+  delete, answer, compact;
+- a claimant claims only for itself (``holder_key`` its own key) with the previous revision as its
+  token, a task that is pending and ready; a deferred outcome (claim and end in one write) is the
+  same, with its attempt (or decline note) signed by the claimant;
+- only the holder named with that token settles, heartbeats, asks or lets go;
+- anyone may end a claim whose lease ran out (the expired attempt is the holder's own), answer a
+  question, fail an unclaimed task whose deadline or question has passed, whose dependency ended
+  badly, or that asked to fail unroutable; and keep the bookkeeping: dependents, unroutable
+  marks, and removing from ``waiting_on`` a dependency that is done;
+- a decline note is only ever written by its own agent (others may only drop it);
+- nobody else changes anything, and nothing unsigned is legal.
+
+A revision that breaks them is forged: readers use the last legal revision instead, write it back
+(its exact bytes and its signer's signature, so it stays legal), lay ``corrupt.forged_record``
+naming the signer, and the ledger counts it against that agent. The previous revision of each
+write is the one the server checked it against (``Nats-Expected-Last-Subject-Sequence``, kept in
+the stored message), so the history is a chain no writer can bend. A key whose history was erased
+(a rollup or purge) is judged against the trail: ``task.submitted`` carries the owner's signed
+creation record, which is restored if the erasure was not the owner's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nats.js.api import RawStreamMsg
+
+from .._store import Bucket, is_tombstone
+from ..cards import Directory
+from ..errors import CorruptEntry
+from ..identity import SIG_HEADER, SIGNER_HEADER, header, signing_input, verify
+from ..models import TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
+from ..trail import Trail
+
+EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+ROLLUP_HEADER = "Nats-Rollup"
+
+_CLAIM_FIELDS = (
+    "status",
+    "holder",
+    "holder_key",
+    "token",
+    "claimed_at",
+    "ticket",
+    "attempts",
+    "result",
+    "result_ref",
+    "error",
+    "questions",
+    "budget_from",
+)
+"""What a claim and its end change: the holder's part of a record."""
+_OPEN_FIELDS = ("dependents", "finished_dependents", "unroutable", "unroutable_reason", "updated_at")
+"""Bookkeeping anyone may keep (none of it changes an outcome)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a revision is legal, and what must hold of other tasks for it to be."""
+
+    illegal: str | None = None
+    """Why the revision is forged (None: legal, given ``done``)."""
+    done: tuple[str, ...] = ()
+    """Dependencies that must be done (removed from ``waiting_on``)."""
+    ended_badly: tuple[str, ...] = ()
+    """Dependencies of which at least one must have ended without being done."""
+
+
+LEGAL = Verdict()
+
+
+def judge(
+    before: TaskRecord | None, after: TaskRecord | None, signer: str | None, *, prev: int, now: datetime
+) -> Verdict:
+    """Whether ``signer`` may turn ``before`` (the last legal state; None: no task) into ``after``
+    (None: deleted), written over revision ``prev``, at ``now``. See the module's rules."""
+    if after == before:
+        return LEGAL  # nothing changes (a legal revision written back over a forged one)
+    if before is None:
+        if after is None:
+            return LEGAL
+        if signer is None or after.owner_key != signer:
+            return Verdict("created without its owner's signature")
+        if after.holder or after.attempts or after.status not in (TaskStatus.PENDING, TaskStatus.FAILED):
+            return Verdict("created as already worked on")
+        return LEGAL
+    owner = before.owner_key
+    if after is None:
+        return LEGAL if signer is not None and signer == owner else Verdict("deleted, not by its owner")
+    if signer is None:
+        return _answer(before, after) or Verdict("unsigned")
+    if after.task != before.task or after.owner_key != owner:
+        return Verdict("changes the task's definition or owner")
+    if signer == owner:
+        return LEGAL
+    if after.attempts[: len(before.attempts)] != before.attempts:
+        return Verdict("rewrites past attempts")
+    if not _declines_own(before, after, signer):
+        return Verdict("writes a decline note of another agent")
+    if not set(after.waiting_on) <= set(before.waiting_on):
+        return Verdict("adds dependencies")
+    done = tuple(sorted(set(before.waiting_on) - set(after.waiting_on)))
+    if all(getattr(after, name) == getattr(before, name) for name in _CLAIM_FIELDS):
+        return Verdict(done=done)
+    verdict = _claim_change(before, after, signer, prev=prev, now=now)
+    return Verdict(verdict.illegal, done=done + verdict.done, ended_badly=verdict.ended_badly)
+
+
+def _answer(before: TaskRecord, after: TaskRecord) -> Verdict | None:
+    """LEGAL when ``after`` only answers ``before``'s open question (anyone may, signed or not)."""
+    if before.status is not TaskStatus.WAITING_INPUT or after.status is not TaskStatus.PENDING:
+        return None
+    if not before.questions or len(after.questions) != len(before.questions):
+        return None
+    asked, given = before.questions[-1], after.questions[-1]
+    unchanged = asked.model_copy(update={"answer": None, "answered_by": None, "answered_at": None})
+    answered = given.model_copy(update={"answer": None, "answered_by": None, "answered_at": None})
+    same = after.model_copy(
+        update={"status": before.status, "error": before.error, "questions": before.questions}
+    )
+    answers = asked.answer is None and given.answer is not None and unchanged == answered
+    return LEGAL if answers and _same_but_bookkeeping(before, same) else None
+
+
+def _same_but_bookkeeping(before: TaskRecord, after: TaskRecord) -> bool:
+    return after.model_copy(update={name: getattr(before, name) for name in _OPEN_FIELDS}) == before
+
+
+def _declines_own(before: TaskRecord, after: TaskRecord, signer: str) -> bool:
+    """Whether every decline note ``after`` adds or changes is the signer's own."""
+    kept = set(before.declines)
+    return all(note.key == signer for note in after.declines if note not in kept)
+
+
+def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: int, now: datetime) -> Verdict:
+    """Judge a change of the holder's part by a signer who is not the owner."""
+    if before.status is TaskStatus.CLAIMED and signer == before.holder_key:
+        return LEGAL  # the holder settles, heartbeats, asks or lets go
+    new = after.attempts[len(before.attempts) :]
+    state = before
+    if before.status is TaskStatus.CLAIMED:
+        # Anyone may end a claim whose lease ran out: the first new attempt is the holder's, expired.
+        if not new or (new[0].agent, new[0].token, new[0].outcome, new[0].key) != (
+            before.holder,
+            before.token,
+            "expired",
+            before.holder_key,
+        ):
+            return Verdict("changes a claim it does not hold")
+        new = new[1:]
+        state = before.model_copy(
+            update={"attempts": after.attempts[: len(before.attempts) + 1], "holder": None, "ticket": None}
+        )
+        if after.status is TaskStatus.PENDING and after.holder is None and not new:
+            return LEGAL
+        if after.status is TaskStatus.DEAD and not new:
+            return LEGAL  # that was its last attempt
+    if state.status is TaskStatus.WAITING_INPUT:
+        if _answer(state, after) is not None:
+            return LEGAL
+        due = state.questions[-1].until if state.questions else None
+        if after.status is TaskStatus.FAILED and due is not None and now >= due and not new:
+            return LEGAL  # its question went unanswered
+        return Verdict("changes a task waiting for an answer")
+    if state.status is not TaskStatus.PENDING or state.holder is not None:
+        return Verdict("changes a finished task")
+    if after.status is TaskStatus.CLAIMED:
+        if after.holder_key == signer and after.token == prev and not new and not state.waiting_on:
+            return LEGAL  # a claim for itself, fenced by the revision it read
+        return Verdict("claims for another, or with a stale token")
+    if after.holder is None and after.token == prev and not state.waiting_on:
+        mine = len(new) == 1 and new[0].key == signer and new[0].token == prev
+        declined = not new and any(n.key == signer and n.token == prev for n in after.declines)
+        if mine or declined:
+            return LEGAL  # a deferred claim, ended in the same write
+    if after.status in (TaskStatus.FAILED, TaskStatus.DEAD) and not new and after.holder is None:
+        deadline = state.task.deadline
+        if deadline is not None and now > deadline:
+            return LEGAL
+        if state.task.fail_unroutable and state.unroutable_reason is not None:
+            return LEGAL
+        if state.waiting_on:
+            return Verdict(ended_badly=state.waiting_on)
+    return Verdict("changes a task it did not claim")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One stored revision of a task key, as a reader judges it."""
+
+    seq: int
+    record: TaskRecord | None
+    """The value (None: a deletion, or garbage)."""
+    payload: bytes
+    signature: dict[str, str]
+    """The signature headers as stored (empty: unsigned)."""
+    signer: str | None
+    """``Ants-Signer`` when its signature verifies over the stored subject and bytes."""
+    prev: int | None
+    """The revision it was written over (None: written unconditionally)."""
+    erases: bool
+    """A rollup or purge: the history before it is gone."""
+    time: datetime | None = None
+    """When the server stored it."""
+    garbage: bool = False
+    """Not a record of this task at all."""
+
+
+def revision_of(msg: RawStreamMsg, subject: str) -> Revision:
+    """``msg`` (a message of a task key on ``subject``) as a ``Revision``."""
+    headers = msg.headers or {}
+    payload = msg.data or b""
+    key = header(headers, SIGNER_HEADER)
+    sig = header(headers, SIG_HEADER)
+    signer = key if key and sig and verify(key, signing_input(subject, payload), sig) else None
+    expected = headers.get(EXPECTED_HEADER)
+    record = None
+    garbage = False
+    if not is_tombstone(headers):
+        record = parse_or_none(TaskRecord, payload, where=subject)
+        garbage = record is None or not subject.endswith("." + record.task.id)
+        record = None if garbage else record
+    return Revision(
+        seq=int(msg.seq or 0),
+        record=record,
+        payload=payload,
+        signature={SIGNER_HEADER: key, SIG_HEADER: sig} if key and sig else {},
+        signer=signer,
+        prev=int(expected) if expected and expected.isdigit() else None,
+        erases=ROLLUP_HEADER in headers or headers.get("KV-Operation") == "PURGE",
+        time=msg.time,
+        garbage=garbage,
+    )
+
+
+@dataclass
+class Chain:
+    """What a reader found walking a key's history back from its last revision."""
+
+    revisions: list[Revision] = field(default_factory=list)
+    """Newest first."""
+    anchor: Revision | None = None
+    """A revision legal on its own (owner-signed, or known legal), where the walk stopped."""
+    erased: bool = False
+    """The walk ran into history the bucket no longer keeps (no anchor found)."""
+
+
+class LegalCache:
+    """The last legal revision a reader knows of each task (bounded, least recently used out)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._known: OrderedDict[str, Revision] = OrderedDict()
+
+    def get(self, task_id: str) -> Revision | None:
+        found = self._known.get(task_id)
+        if found is not None:
+            self._known.move_to_end(task_id)
+        return found
+
+    def put(self, task_id: str, revision: Revision) -> None:
+        self._known[task_id] = revision
+        self._known.move_to_end(task_id)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+
+async def walk(bucket: Bucket, task_id: str, top: Revision, known: Revision | None, depth: int) -> Chain:
+    """The revisions of ``task_id`` from ``top`` back to one legal on its own: ``known`` (the last
+    legal one this reader knows), one the owner signed, the creation; at most ``depth`` back."""
+    chain = Chain(revisions=[top])
+    subject = bucket.subject(task_id)
+    current = top
+    while True:
+        if known is not None and current.seq == known.seq and current.payload == known.payload:
+            chain.revisions.pop()
+            chain.anchor = known
+            return chain
+        record = current.record
+        if record is not None and current.signer is not None and current.signer == record.owner_key:
+            return chain  # the owner's own revision: legal whatever came before
+        if current.prev == 0 and not current.erases:
+            return chain  # written on a key that never had a value: its creation
+        if current.prev is None or current.erases or len(chain.revisions) > depth:
+            chain.erased = True
+            return chain
+        msg = await bucket.at(current.prev)
+        if msg is None or msg.subject != subject:
+            chain.erased = True
+            return chain
+        current = revision_of(msg, subject)
+        chain.revisions.append(current)
+
+
+def _keys_named(record: TaskRecord) -> dict[str, str]:
+    """The public keys ``record`` binds to agents, and whose they are."""
+    named = {a.key: a.agent for a in record.attempts if a.key}
+    named.update({n.key: n.agent for n in record.declines if n.key})
+    if record.holder_key and record.holder:
+        named[record.holder_key] = record.holder
+    if record.owner_key:
+        named[record.owner_key] = record.task.created_by
+    return named
+
+
+@dataclass(frozen=True)
+class Forgery:
+    """A revision judged forged: who signed it (key, and agent when known) and why."""
+
+    revision: Revision
+    why: str
+    key: str | None
+    agent: str | None
+
+
+class Seal:
+    """One reader's judge of a signed board's task keys: reads the last legal revision of a key,
+    restoring it over forged ones. Keeps what it has judged (``LegalCache``), so a reader that
+    follows a task pays for what changed since it last looked."""
+
+    def __init__(self, bucket: Bucket, trail: Trail, directory: Directory, *, depth: int) -> None:
+        self._bucket = bucket
+        self._trail = trail
+        self._directory = directory
+        self._depth = depth
+        self.known = LegalCache()
+
+    def wrote(self, task_id: str, revision: Revision) -> None:
+        """Remember a revision this reader wrote itself (legal by construction)."""
+        self.known.put(task_id, revision)
+
+    async def legal(self, task_id: str) -> tuple[Revision | None, Revision | None, list[Forgery]]:
+        """The key's last revision, its last legal one (None: no task), and the forged ones above it."""
+        msg = await self._bucket.last(task_id)
+        if msg is None:
+            return None, None, []
+        top = revision_of(msg, self._bucket.subject(task_id))
+        known = self.known.get(task_id)
+        if known is not None and known.seq == top.seq:
+            return top, known, []
+        chain = await walk(self._bucket, task_id, top, known, self._depth)
+        legal, forged = await self._fold(task_id, chain)
+        if legal is not None and legal.record is not None and legal.seq == top.seq:
+            self.known.put(task_id, legal)
+        return top, legal, forged
+
+    async def _fold(self, task_id: str, chain: Chain) -> tuple[Revision | None, list[Forgery]]:
+        todo = list(reversed(chain.revisions))
+        legal: Revision | None = chain.anchor
+        if legal is None and todo:
+            first = todo[0]
+            record = first.record
+            if record is not None and first.signer is not None and first.signer == record.owner_key:
+                legal, todo = first, todo[1:]
+            elif chain.erased:
+                trusted = not first.erases and record is not None and first.signer in _keys_named(record)
+                if trusted:
+                    # The history before it overflowed what the bucket keeps: take it as it stands.
+                    legal, todo = first, todo[1:]
+                else:
+                    legal = await self._creation(task_id)
+                    if legal is None:
+                        raise CorruptEntry(
+                            f"task {task_id!r} is quarantined: its history was erased and the trail "
+                            "holds no signed creation of it, so its state cannot be proven"
+                        )
+        forged: list[Forgery] = []
+        for revision in todo:
+            why = await self._why_forged(legal, revision)
+            if why is None:
+                legal = revision
+            else:
+                forged.append(await self._forgery(revision, why, legal))
+        return legal, forged
+
+    async def _why_forged(self, legal: Revision | None, revision: Revision) -> str | None:
+        if revision.garbage:
+            return "not a record of this task"
+        before = legal.record if legal is not None else None
+        verdict = judge(
+            before, revision.record, revision.signer, prev=revision.prev or 0, now=revision.time or utcnow()
+        )
+        if verdict.illegal is not None:
+            return verdict.illegal
+        for dep in verdict.done:
+            if await self._status(dep) is not TaskStatus.DONE:
+                return f"unblocks it on {dep!r}, which is not done"
+        if verdict.ended_badly:
+            ended = [await self._status(dep) for dep in verdict.ended_badly]
+            if not any(s is not None and s.terminal and s is not TaskStatus.DONE for s in ended):
+                return "fails it for a dependency that did not fail"
+        return None
+
+    async def _status(self, task_id: str) -> TaskStatus | None:
+        _, legal, _ = await self.legal(task_id)
+        return legal.record.status if legal is not None and legal.record is not None else None
+
+    async def _forgery(self, revision: Revision, why: str, legal: Revision | None) -> Forgery:
+        key = revision.signer
+        agent = None
+        if key is not None:
+            for record in (revision.record, legal.record if legal else None):
+                agent = agent or (_keys_named(record).get(key) if record is not None else None)
+            cards = await self._directory.cards(max_age=30.0) if agent is None else []
+            agent = agent or next((card.id for card in cards if card.public_key == key), None)
+        return Forgery(revision, why, key, agent)
+
+    async def _creation(self, task_id: str) -> Revision | None:
+        """The owner's signed creation record of ``task_id``, as ``task.submitted`` carries it."""
+        event = await self._trail.last("task.submitted", task_id, first=True)
+        data = event.data if event is not None and isinstance(event.data, dict) else {}
+        proof, sig = data.get("record"), data.get("sig")
+        record = parse_or_none(TaskRecord, json.dumps(proof).encode(), where=f"trail of {task_id}")
+        if record is None or record.owner_key is None or not isinstance(sig, str):
+            return None
+        payload = wire_bytes(record)
+        if not verify(record.owner_key, signing_input(self._bucket.subject(task_id), payload), sig):
+            return None
+        return Revision(
+            seq=0,
+            record=record,
+            payload=payload,
+            signature={SIGNER_HEADER: record.owner_key, SIG_HEADER: sig},
+            signer=record.owner_key,
+            prev=0,
+            erases=False,
+        )
