@@ -11,12 +11,16 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
+import nats.js.errors
 import pydantic
 from nats.aio.client import Client
 from pydantic import JsonValue
 
-from ._store import Bucket, Conflict, ensure_kv
+from ._store import Bucket, Conflict, ensure_kv, patiently
 from ._watch import watch_entries, watch_values
+from .board.seal import SIGNED_HISTORY, SIGNED_METADATA, Seal
+from .cards import Directory
+from .errors import CorruptEntry
 from .log import get_logger
 from .models import (
     ANY_CAPABILITY,
@@ -34,6 +38,7 @@ from .names import (
     ANONYMOUS,
     BAD_RESULT_MARK,
     COUNTED_BUCKET,
+    FORGED_RECORD,
     LEDGER_BUCKET,
     TASKS_BUCKET,
     TRAIL_SUBJECT_PREFIX,
@@ -45,10 +50,16 @@ from .verify import Verifier
 
 log = get_logger("ledger")
 
-WATCHED = (f"{TRAIL_SUBJECT_PREFIX}.task.>", f"{TRAIL_SUBJECT_PREFIX}.mark.{BAD_RESULT_MARK}.>")
+WATCHED = (
+    f"{TRAIL_SUBJECT_PREFIX}.task.>",
+    f"{TRAIL_SUBJECT_PREFIX}.mark.{BAD_RESULT_MARK}.>",
+    f"{TRAIL_SUBJECT_PREFIX}.{FORGED_RECORD}.>",
+)
 
 
 def _what(event: TrailEvent) -> str:
+    if event.kind == FORGED_RECORD:
+        return "forged"
     return "bad_result" if event.kind == f"mark.{BAD_RESULT_MARK}" else event.kind.removeprefix("task.")
 
 
@@ -178,6 +189,8 @@ class Ledger:
         self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
         self._tasks = Bucket(nc.jetstream(), TASKS_BUCKET)
         self._counted = Bucket(nc.jetstream(), COUNTED_BUCKET)
+        self._seal = Seal(self._tasks, Trail(nc), Directory(nc), depth=SIGNED_HISTORY)
+        self._board_signed: bool | None = None
 
     async def ensure(self) -> None:
         """Create the buckets unless they exist."""
@@ -257,6 +270,12 @@ class Ledger:
                 continue
             if _what(event) not in COUNTED:
                 continue
+            if _what(event) == "forged":
+                if not await self._proves_forgery(event):
+                    await self._reject(trail, "unbacked", event)
+                    continue
+                await self.record(event)
+                continue
             record = await self._record_of(event.ref)
             if record is None or not backs(record, event):
                 await self._reject(trail, "unbacked", event)
@@ -274,8 +293,43 @@ class Ledger:
                 with contextlib.suppress(Conflict):  # another replica counted it meanwhile
                     await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
 
+    async def _signed(self) -> bool:
+        """Whether the board is signed (its tasks stream says so; asked once)."""
+        if self._board_signed is None:
+            js = self._nc.jetstream()
+
+            async def metadata() -> dict[str, str] | None:
+                try:
+                    return (await js.stream_info(f"KV_{TASKS_BUCKET}")).config.metadata or {}
+                except nats.js.errors.NotFoundError:
+                    return None
+
+            found = await patiently(js, f"open bucket {TASKS_BUCKET}", metadata)
+            if found is None:
+                return False  # no board yet: ask again later
+            self._board_signed = found.get(SIGNED_METADATA) == "true"
+        return self._board_signed
+
+    async def _proves_forgery(self, event: TrailEvent) -> bool:
+        """Whether the ledger's own judgement of the revision a ``corrupt.forged_record`` names
+        finds it forged, by a key of the agent the event blames (nobody frames another by laying
+        one). The revision is counted once: the event's message id is per revision."""
+        data = event.data if isinstance(event.data, dict) else {}
+        revision = data.get("revision")
+        if not isinstance(revision, int) or not is_valid_id(event.ref) or not await self._signed():
+            return False
+        forgery = await self._seal.forged_at(event.ref, revision)
+        return forgery is not None and forgery.agent is not None and forgery.agent == event.agent
+
     async def _record_of(self, task_id: str) -> TaskRecord | None:
-        entry = await self._tasks.get(task_id) if is_valid_id(task_id) else None
+        if not is_valid_id(task_id):
+            return None
+        if await self._signed():
+            with contextlib.suppress(CorruptEntry):
+                _, legal, _ = await self._seal.legal(task_id)
+                return legal.record if legal is not None else None
+            return None
+        entry = await self._tasks.get(task_id)
         return (
             None
             if entry is None

@@ -54,6 +54,8 @@ COUNTED_BUCKET = "ants_counted"
 (``<task id>.<token>.<outcome>``, ``<task id>.bad.<author>``), so a copy of it counts for nothing."""
 
 BAD_RESULT_MARK = "result.bad"
+FORGED_RECORD = "corrupt.forged_record"
+"""Event kind laid by a reader of a signed board that found (and undid) a forged task revision."""
 """Mark laid (by anyone) on a task whose result turned out wrong; ``data.agent`` is the completer."""
 
 TRAIL_STREAM = "ANTS_TRAIL"

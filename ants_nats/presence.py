@@ -186,7 +186,13 @@ class Presence:
 
     async def _mark(self, kind: str, card: AgentCard) -> None:
         capabilities: list[JsonValue] = [*sorted(card.capability_names)]
-        data: JsonValue = {"name": card.name, "capabilities": capabilities, "capacity": card.capacity}
+        kinds: JsonValue = None if card.kinds is None else [*card.kinds]
+        data: JsonValue = {
+            "name": card.name,
+            "capabilities": capabilities,
+            "kinds": kinds,
+            "capacity": card.capacity,
+        }
         event = TrailEvent(kind=kind, ref=card.id, agent=card.id, by=card.id, data=data)
         await self._board.trail.emit(event, signer=self._identity)
 

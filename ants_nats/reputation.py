@@ -20,14 +20,26 @@ from ._store import Bucket
 from .models import ANY_CAPABILITY, AgentLedger, parse_or_none, utcnow
 from .names import LEDGER_BUCKET
 
-COUNTED = ("claimed", "completed", "failed", "expired", "released", "declined", "asked", "bad_result")
-"""What the ledger counts: ``task.<what>`` events, and ``bad_result`` marks."""
+COUNTED = (
+    "claimed",
+    "completed",
+    "failed",
+    "expired",
+    "released",
+    "declined",
+    "asked",
+    "bad_result",
+    "forged",
+)
+"""What the ledger counts: ``task.<what>`` events, ``bad_result`` marks, and ``forged``: the
+``corrupt.forged_record`` events of a signed board (a task revision its signer had no right to write)."""
 
 EVIDENCE: dict[str, tuple[float, float]] = {
     "completed": (1.0, 0.0),
     "failed": (0.0, 1.0),  # handler errors and timeouts alike
     "expired": (0.0, 1.0),  # claimed, then abandoned
     "bad_result": (0.0, 2.0),  # a result someone later showed to be wrong
+    "forged": (0.0, 5.0),  # a task record rewritten without the right to (never an accident)
 }
 """(good, bad) evidence each outcome adds to the agent's score for the task's capabilities. A
 decline adds none: declining is free (what costs is announcing a capability and then failing or

@@ -19,20 +19,16 @@ from ..errors import AntsError, CorruptEntry, InvalidTask, TaskNotFound
 from ..identity import Identity
 from ..log import get_logger
 from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
-from ..names import LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
+from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
 from .config import BoardConfig
 from .rates import Rates
-from .seal import Forgery, Revision, Seal
+from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal
 
 log = get_logger("board")
 
-SIGNED_METADATA = "ants_signed"
-"""Metadata key of the ``ants_tasks`` stream: ``"true"`` on a signed board."""
-_SIGNED_HISTORY = 32
-"""Revisions a signed board keeps per task (at least): the chain its readers judge."""
 
 _ONCE_PER_LEASE = frozenset(
     {"task.claimed", "task.completed", "task.failed", "task.expired", "task.released", "task.declined"}
@@ -67,12 +63,12 @@ class Core:
         self._expiring = False
         self.signed = False
         """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
-        self.seal = Seal(self.tasks, self.trail, self.directory, depth=_SIGNED_HISTORY)
+        self.seal = Seal(self.tasks, self.trail, self.directory, depth=SIGNED_HISTORY)
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
         js, config = self.js, self.config
-        history = max(config.task_history, _SIGNED_HISTORY) if config.signed else config.task_history
+        history = max(config.task_history, SIGNED_HISTORY) if config.signed else config.task_history
         tasks = await ensure_kv(
             js,
             TASKS_BUCKET,
@@ -251,8 +247,8 @@ class Core:
             "restored": legal.seq if legal is not None else None,
         }
         await self.trail.emit(
-            TrailEvent(kind="corrupt.forged_record", ref=task_id, agent=forgery.agent, data=data),
-            msg_id=f"corrupt.forged_record-{task_id}-{forgery.revision.seq}",
+            TrailEvent(kind=FORGED_RECORD, ref=task_id, agent=forgery.agent, data=data),
+            msg_id=f"{FORGED_RECORD}-{task_id}-{forgery.revision.seq}",
         )
 
     async def mutate(

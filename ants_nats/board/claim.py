@@ -113,9 +113,15 @@ class Claims:
         seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
         snapshot, revision = ticket.record, ticket.revision
         known = None
-        # On a signed board the record a ticket carries is unchecked: it is read (and judged) instead.
-        fresh = trust_ticket and delivered == 1 and not core.signed
-        if fresh and snapshot is not None and revision is not None and snapshot.ready:
+        fresh = trust_ticket and delivered == 1
+        if fresh and core.signed:
+            # The record a ticket carries is nobody's signed word: read (and judge) it instead.
+            try:
+                known = await core.get_entry(task_id)
+            except TaskNotFound:
+                return NotTaken(task_id, "unknown")
+            known = known if known[0].ready else None  # judged afresh below, as a redelivery is
+        elif fresh and snapshot is not None and revision is not None and snapshot.ready:
             known = (snapshot, revision) if snapshot.task.id == task_id else None
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
         while True:

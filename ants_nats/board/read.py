@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 
 from .._watch import watch_values
-from ..errors import TaskNotFound
+from ..errors import CorruptEntry, TaskNotFound
 from ..models import TaskRecord, Usage, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
@@ -36,8 +36,18 @@ class Reading:
             check_id(task_id)
         async for key, value in watch_values(self._core.js, TASKS_BUCKET, keys=keys):
             record = _parse_watched(key, value)
+            if record is not None and self._core.signed:
+                record = await self._judged(key)
             if record is not None:
                 yield record
+
+    async def _judged(self, task_id: str) -> TaskRecord | None:
+        """On a signed board, what a watched change comes to once judged: the last legal record
+        (a forged revision shows as the legal one it hides, restored)."""
+        try:
+            return (await self._core.get_entry(task_id))[0]
+        except (TaskNotFound, CorruptEntry):
+            return None
 
     async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
         """See ``TaskBoard.wait``."""

@@ -39,10 +39,16 @@ from .._store import Bucket, is_tombstone
 from ..cards import Directory
 from ..errors import CorruptEntry
 from ..identity import SIG_HEADER, SIGNER_HEADER, header, signing_input, verify
-from ..models import TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
+from ..models import Attempt, TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
+from ..names import is_valid_id
 from ..trail import Trail
 
+SIGNED_METADATA = "ants_signed"
+"""Metadata key of the ``ants_tasks`` stream: ``"true"`` on a signed board."""
+SIGNED_HISTORY = 32
+"""Revisions a signed board keeps per task (at least): the chain its readers judge."""
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+_ABLE_SEEN_MAX = 4096
 ROLLUP_HEADER = "Nats-Rollup"
 
 _CLAIM_FIELDS = (
@@ -74,6 +80,8 @@ class Verdict:
     """Dependencies that must be done (removed from ``waiting_on``)."""
     ended_badly: tuple[str, ...] = ()
     """Dependencies of which at least one must have ended without being done."""
+    able: tuple[str, str] | None = None
+    """(agent, key) that must have announced, signed with that key, that it can take the task."""
 
 
 LEGAL = Verdict()
@@ -113,7 +121,9 @@ def judge(
     if all(getattr(after, name) == getattr(before, name) for name in _CLAIM_FIELDS):
         return Verdict(done=done)
     verdict = _claim_change(before, after, signer, prev=prev, now=now)
-    return Verdict(verdict.illegal, done=done + verdict.done, ended_badly=verdict.ended_badly)
+    return Verdict(
+        verdict.illegal, done=done + verdict.done, ended_badly=verdict.ended_badly, able=verdict.able
+    )
 
 
 def _answer(before: TaskRecord, after: TaskRecord) -> Verdict | None:
@@ -144,9 +154,9 @@ def _declines_own(before: TaskRecord, after: TaskRecord, signer: str) -> bool:
 
 def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: int, now: datetime) -> Verdict:
     """Judge a change of the holder's part by a signer who is not the owner."""
-    if before.status is TaskStatus.CLAIMED and signer == before.holder_key:
-        return LEGAL  # the holder settles, heartbeats, asks or lets go
     new = after.attempts[len(before.attempts) :]
+    if before.status is TaskStatus.CLAIMED and signer == before.holder_key:
+        return _result_by(new, before.holder or "", signer)  # the holder settles, asks or lets go
     state = before
     if before.status is TaskStatus.CLAIMED:
         # Anyone may end a claim whose lease ran out: the first new attempt is the holder's, expired.
@@ -159,7 +169,13 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
             return Verdict("changes a claim it does not hold")
         new = new[1:]
         state = before.model_copy(
-            update={"attempts": after.attempts[: len(before.attempts) + 1], "holder": None, "ticket": None}
+            update={
+                "attempts": after.attempts[: len(before.attempts) + 1],
+                "status": TaskStatus.PENDING,
+                "holder": None,
+                "holder_key": None,
+                "ticket": None,
+            }
         )
         if after.status is TaskStatus.PENDING and after.holder is None and not new:
             return LEGAL
@@ -176,13 +192,13 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
         return Verdict("changes a finished task")
     if after.status is TaskStatus.CLAIMED:
         if after.holder_key == signer and after.token == prev and not new and not state.waiting_on:
-            return LEGAL  # a claim for itself, fenced by the revision it read
+            return LEGAL  # for itself, fenced by the revision it read
         return Verdict("claims for another, or with a stale token")
     if after.holder is None and after.token == prev and not state.waiting_on:
-        mine = len(new) == 1 and new[0].key == signer and new[0].token == prev
-        declined = not new and any(n.key == signer and n.token == prev for n in after.declines)
-        if mine or declined:
-            return LEGAL  # a deferred claim, ended in the same write
+        if len(new) == 1 and new[0].key == signer and new[0].token == prev:
+            return _result_by(new, new[0].agent, signer)  # a deferred claim, ended in the same write
+        if not new and any(n.key == signer and n.token == prev for n in after.declines):
+            return LEGAL  # a deferred decline (an agent may decline what it cannot take)
     if after.status in (TaskStatus.FAILED, TaskStatus.DEAD) and not new and after.holder is None:
         deadline = state.task.deadline
         if deadline is not None and now > deadline:
@@ -192,6 +208,12 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
         if state.waiting_on:
             return Verdict(ended_badly=state.waiting_on)
     return Verdict("changes a task it did not claim")
+
+
+def _result_by(new: tuple[Attempt, ...], agent: str, signer: str) -> Verdict:
+    """A claim's end: a completion (a result others will use) only by an agent that announced it
+    can take the task; any other ending by whoever holds the claim."""
+    return Verdict(able=(agent, signer)) if any(a.outcome == "completed" for a in new) else LEGAL
 
 
 @dataclass(frozen=True)
@@ -334,6 +356,7 @@ class Seal:
         self._directory = directory
         self._depth = depth
         self.known = LegalCache()
+        self._able_seen: set[tuple[str, str, str, tuple[str, ...]]] = set()
 
     def wrote(self, task_id: str, revision: Revision) -> None:
         """Remember a revision this reader wrote itself (legal by construction)."""
@@ -383,6 +406,17 @@ class Seal:
                 forged.append(await self._forgery(revision, why, legal))
         return legal, forged
 
+    async def forged_at(self, task_id: str, revision: int) -> Forgery | None:
+        """The forgery at ``revision`` of ``task_id``, judged afresh from the history below it;
+        None when that revision is legal, or no longer kept."""
+        subject = self._bucket.subject(task_id)
+        msg = await self._bucket.at(revision)
+        if msg is None or msg.subject != subject:
+            return None
+        chain = await walk(self._bucket, task_id, revision_of(msg, subject), None, self._depth)
+        _, forged = await self._fold(task_id, chain)
+        return next((f for f in forged if f.revision.seq == revision), None)
+
     async def _why_forged(self, legal: Revision | None, revision: Revision) -> str | None:
         if revision.garbage:
             return "not a record of this task"
@@ -395,22 +429,55 @@ class Seal:
         for dep in verdict.done:
             if await self._status(dep) is not TaskStatus.DONE:
                 return f"unblocks it on {dep!r}, which is not done"
+        if verdict.able is not None and not await self._able(*verdict.able, revision.record):
+            return f"taken by {verdict.able[0]!r}, which never announced with that key that it can take it"
         if verdict.ended_badly:
             ended = [await self._status(dep) for dep in verdict.ended_badly]
             if not any(s is not None and s.terminal and s is not TaskStatus.DONE for s in ended):
                 return "fails it for a dependency that did not fail"
         return None
 
+    async def _able(self, agent: str, key: str, record: TaskRecord | None) -> bool:
+        """Whether ``agent`` announced on the trail (``agent.joined`` or ``agent.changed``, signed
+        by ``key``) capabilities and kinds that take ``record``'s task. Cards expire; these stay."""
+        if record is None or not is_valid_id(agent):
+            return False
+        task = record.task
+        seen = (agent, key, task.kind, task.requires)
+        if seen in self._able_seen:
+            return True
+        for kind in ("agent.joined", "agent.changed"):
+            event = await self._trail.last(kind, agent)
+            stored = event.stored if event is not None else None
+            if event is None or stored is None or event.by != agent:
+                continue
+            subject, payload, headers = stored
+            sig = header(headers, SIG_HEADER)
+            if header(headers, SIGNER_HEADER) != key or sig is None:
+                continue
+            if not verify(key, signing_input(subject, payload), sig):
+                continue
+            data = event.data if isinstance(event.data, dict) else {}
+            capabilities, kinds = data.get("capabilities"), data.get("kinds")
+            if not isinstance(capabilities, list) or not set(task.requires) <= set(capabilities):
+                continue
+            if kinds is None or (isinstance(kinds, list) and task.kind in kinds):
+                if len(self._able_seen) > _ABLE_SEEN_MAX:
+                    self._able_seen.clear()
+                self._able_seen.add(seen)
+                return True
+        return False
+
     async def _status(self, task_id: str) -> TaskStatus | None:
         _, legal, _ = await self.legal(task_id)
         return legal.record.status if legal is not None and legal.record is not None else None
 
     async def _forgery(self, revision: Revision, why: str, legal: Revision | None) -> Forgery:
+        # Who holds the key, by what it cannot have written itself: the legal record, the live cards.
         key = revision.signer
         agent = None
         if key is not None:
-            for record in (revision.record, legal.record if legal else None):
-                agent = agent or (_keys_named(record).get(key) if record is not None else None)
+            agent = _keys_named(legal.record).get(key) if legal is not None and legal.record else None
             cards = await self._directory.cards(max_age=30.0) if agent is None else []
             agent = agent or next((card.id for card in cards if card.public_key == key), None)
         return Forgery(revision, why, key, agent)

@@ -75,6 +75,7 @@ class Counts(Wire):
     declined: int = 0
     asked: int = 0
     bad_result: int = 0
+    forged: int = 0
 
     def plus(self, what: str) -> Counts:
         """These counts with one more ``what``."""

@@ -1,0 +1,241 @@
+"""A signed board under the generated access control: a credentialed agent that rewrites, deletes
+or cancels another's task, with plain nats-py and its own seed, is undone by the next reader, and
+the trail and the ledger name it.
+
+The module's server (``secured``) is shared by its tests; the first board opened on it is signed,
+and each test uses its own task ids. Setting a limit, the fourth attack, is refused by the
+server's permissions: ``test_access.test_only_an_operator_sets_limits_and_schedules``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+
+import pytest
+from nats.aio.client import Client
+from pydantic import JsonValue
+
+from ants_nats import (
+    Agent,
+    BoardConfig,
+    EmbeddedServer,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskStatus,
+    Trail,
+    Verifier,
+    connect,
+)
+from ants_nats._store import Bucket, Conflict
+from ants_nats.cards import Directory
+from ants_nats.ledger import Ledger
+from ants_nats.models import Attempt, TaskRecord, TrailEvent, utcnow, wire_bytes
+from ants_nats.names import FORGED_RECORD, TASKS_BUCKET, trail_filter
+
+from .conftest import AGENT as FORGER
+from .conftest import LEDGER, RIVAL, TEST_CARD_TTL, TEST_LEASE_TTL
+from .helpers import until_event, until_ledger
+
+OWNER = RIVAL
+"""``ant-b``: submits the tasks and, as an agent, works them honestly."""
+SIGNED = BoardConfig(signed=True, lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL)
+
+
+@asynccontextmanager
+async def owner_board(server: EmbeddedServer) -> AsyncIterator[TaskBoard]:
+    async with TaskBoard.connect(server.url, SIGNED, seed=OWNER.seed) as board:
+        board.sign_as("ant-b", OWNER)
+        yield board
+
+
+@asynccontextmanager
+async def forger(server: EmbeddedServer) -> AsyncIterator[tuple[Client, Bucket]]:
+    """``ant-a``, a credentialed agent of the swarm (serving ``spam``), and its own connection,
+    writing the tasks bucket as plain nats-py would."""
+    async with (
+        TaskBoard.connect(server.url, SIGNED, seed=FORGER.seed) as board,
+        connect(server.url, seed=FORGER.seed) as nc,
+    ):
+        agent = Agent(board, name="forger", agent_id="ant-a", identity=FORGER)
+
+        @agent.handler("spam")
+        async def spam(task: Task, ctx: TaskContext) -> JsonValue:
+            return None
+
+        async with agent:
+            yield nc, Bucket(nc.jetstream(), TASKS_BUCKET)
+
+
+def signed(bucket: Bucket, task_id: str, value: bytes) -> dict[str, str]:
+    return FORGER.sign_message(bucket.subject(task_id), value)
+
+
+async def rewrite(bucket: Bucket, task_id: str, **update: object) -> int:
+    """Rewrite ``task_id`` with ``update``, a CAS on its current revision, signed by the forger;
+    ``token`` set to that revision, as a claim of it would."""
+    while True:
+        entry = await bucket.get(task_id)
+        assert entry is not None
+        record = TaskRecord.model_validate_json(entry.value).model_copy(update=update)
+        if "attempts" in update:
+            record = record.model_copy(update=pwned(entry.revision))
+        value = wire_bytes(record)
+        with contextlib.suppress(Conflict):  # an agent wrote meanwhile (a decline, say)
+            return await bucket.update(task_id, value, last=entry.revision, headers=signed(bucket, task_id, value))
+
+
+def pwned(token: int) -> dict[str, object]:
+    """A finished outcome by ant-a that it never claimed."""
+    now = utcnow()
+    attempt = Attempt(
+        agent="ant-a",
+        token=token,
+        started_at=now,
+        ended_at=now,
+        outcome="completed",
+        key=FORGER.public_key,
+    )
+    return {"status": TaskStatus.DONE, "result": "PWNED", "attempts": (attempt,), "token": token}
+
+
+@asynccontextmanager
+async def honest_agent(server: EmbeddedServer, *kinds: str) -> AsyncIterator[Agent]:
+    """``ant-b`` working ``kinds``: each result names its task and its inputs."""
+    async with TaskBoard.connect(server.url, SIGNED, seed=OWNER.seed) as board:
+        agent = Agent(board, name="honest", agent_id="ant-b", identity=OWNER)
+        for kind in kinds:
+
+            @agent.handler(kind)
+            async def handle(task: Task, ctx: TaskContext) -> JsonValue:
+                return {"by": "ant-b", "task": task.id, "inputs": await ctx.dependency_results()}
+
+        async with agent:
+            yield agent
+
+
+async def test_a_forged_outcome_is_undone_and_the_honest_result_flows_on(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        await owner.submit_many(
+            [
+                Task(id="p1", kind="echo", created_by="ant-b"),
+                Task(id="c1", kind="echo", depends_on=("p1",), created_by="ant-b"),
+            ]
+        )
+        forged = await rewrite(tasks, "p1", **pwned(0))
+
+        record = await owner.get("p1")  # the owner reads the true state: pending, no result
+        assert (record.status, record.result, record.attempts) == (TaskStatus.PENDING, None, ())
+        event = await until_event(owner, FORGED_RECORD, "p1")
+        assert event.agent == "ant-a"
+        assert isinstance(event.data, dict) and event.data["revision"] == forged
+
+        async with honest_agent(secured, "echo"):
+            assert await owner.result("c1", timeout=20) == {
+                "by": "ant-b",
+                "task": "c1",
+                "inputs": {"p1": {"by": "ant-b", "task": "p1", "inputs": {}}},
+            }
+        assert await owner.result("p1") != "PWNED"
+
+
+async def test_a_deleted_task_comes_back_and_runs(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        await owner.submit_many(
+            [
+                Task(id="p2", kind="echo", created_by="ant-b"),
+                Task(id="c2", kind="echo", depends_on=("p2",), created_by="ant-b"),
+            ]
+        )
+        entry = await tasks.get("c2")
+        assert entry is not None
+        await tasks.delete("c2", last=entry.revision, headers=signed(tasks, "c2", b""))
+        assert await tasks.get("c2") is None  # the server took it: it is the readers who refuse it
+
+        async with honest_agent(secured, "echo"):
+            final = await owner.wait(["p2", "c2"], timeout=20)
+        assert {r.status for r in final.values()} == {TaskStatus.DONE}
+        assert (await until_event(owner, FORGED_RECORD, "c2")).agent == "ant-a"
+
+
+async def test_a_forged_cancel_is_undone(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        await owner.submit(Task(id="q1", kind="slow", created_by="ant-b"))
+        await rewrite(tasks, "q1", status=TaskStatus.CANCELLED, error="cancelled by ant-a")
+        # Unsigned, it is refused just the same (and names nobody: no key says who wrote it).
+        record = await owner.get("q1")
+        assert record.status is TaskStatus.PENDING
+        async with honest_agent(secured, "slow"):
+            assert (await owner.wait(["q1"], timeout=20))["q1"].status is TaskStatus.DONE
+        # Only its owner may cancel it.
+        await owner.submit(Task(id="q2", kind="later", created_by="ant-b"))
+        assert (await owner.cancel("q2", by="ant-b")).status is TaskStatus.CANCELLED
+        assert (await owner.get("q2")).status is TaskStatus.CANCELLED
+
+
+async def test_a_history_erased_by_a_rollup_is_restored_from_the_trail(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        await owner.submit(Task(id="r1", kind="echo", payload={"n": 1}, created_by="ant-b"))
+        entry = await tasks.get("r1")
+        assert entry is not None
+        record = TaskRecord.model_validate_json(entry.value).model_copy(update=pwned(entry.revision))
+        value = wire_bytes(record)
+        await tasks.update(
+            "r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value)
+        )
+        assert len(await tasks.history("r1")) == 1  # the forger erased every other revision
+
+        restored = await owner.get("r1")
+        assert (restored.status, restored.task.payload, restored.result) == (TaskStatus.PENDING, {"n": 1}, None)
+        async with honest_agent(secured, "echo"):
+            assert (await owner.result("r1", timeout=20))["task"] == "r1"  # type: ignore[index]
+
+
+async def test_the_ledger_counts_the_forger_and_no_one_it_frames(secured: EmbeddedServer) -> None:
+    async with (
+        owner_board(secured) as owner,
+        forger(secured) as (_, tasks),
+        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+    ):
+        ledger = Ledger(ledger_nc)
+        trail = Trail(ledger_nc)
+        projector = asyncio.create_task(ledger.project(trail, verifier=Verifier(Directory(ledger_nc))))
+        try:
+            await owner.submit(Task(id="f1", kind="later", created_by="ant-b"))
+            await rewrite(tasks, "f1", **pwned(0))
+            await owner.get("f1")
+            counted = await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.totals.forged >= 1), 20)
+            assert counted.totals.completed == 0  # its forged completion counts for nothing
+
+            # A forgery report against an honest revision frames nobody: the ledger judges it itself.
+            honest = await tasks.get("f1")
+            assert honest is not None
+            await owner.trail.emit(
+                TrailEvent(kind=FORGED_RECORD, ref="f1", agent="ant-b", data={"revision": honest.revision})
+            )
+            async with aclosing(owner.trail.follow(trail_filter("corrupt.unbacked"))) as rejections:
+                async for rejected in rejections:
+                    if isinstance(rejected.data, dict) and rejected.data["kind"] == FORGED_RECORD:
+                        assert rejected.data["agent"] == "ant-b"
+                        break
+            assert (await ledger.get("ant-b")).totals.forged == 0
+        finally:
+            projector.cancel()
+            await asyncio.gather(projector, return_exceptions=True)
+
+
+async def test_a_board_is_signed_from_its_creation_on(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner:
+        await owner.submit(Task(id="s1", kind="later", created_by="ant-b"))
+        # A task whose submitter this board cannot sign for is refused, with what to do.
+        with pytest.raises(Exception, match="the board is signed: tasks created by 'someone'"):
+            await owner.submit(Task(id="s2", kind="later", created_by="someone"))
+        stored = await Bucket(owner.nc.jetstream(), TASKS_BUCKET).last("s1")
+        assert stored is not None and stored.headers is not None
+        assert stored.headers["Ants-Signer"] == OWNER.public_key
+        proof = await owner.trail.last("task.submitted", "s1")
+        assert proof is not None and isinstance(proof.data, dict)
+        assert json.loads(wire_bytes(TaskRecord.model_validate(proof.data["record"]))) == proof.data["record"]
