@@ -85,7 +85,9 @@ async def rewrite(bucket: Bucket, task_id: str, **update: object) -> int:
             record = record.model_copy(update=pwned(entry.revision))
         value = wire_bytes(record)
         with contextlib.suppress(Conflict):  # an agent wrote meanwhile (a decline, say)
-            return await bucket.update(task_id, value, last=entry.revision, headers=signed(bucket, task_id, value))
+            return await bucket.update(
+                task_id, value, last=entry.revision, headers=signed(bucket, task_id, value)
+            )
 
 
 def pwned(token: int) -> dict[str, object]:
@@ -183,13 +185,15 @@ async def test_a_history_erased_by_a_rollup_is_restored_from_the_trail(secured: 
         assert entry is not None
         record = TaskRecord.model_validate_json(entry.value).model_copy(update=pwned(entry.revision))
         value = wire_bytes(record)
-        await tasks.update(
-            "r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value)
-        )
+        await tasks.update("r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value))
         assert len(await tasks.history("r1")) == 1  # the forger erased every other revision
 
         restored = await owner.get("r1")
-        assert (restored.status, restored.task.payload, restored.result) == (TaskStatus.PENDING, {"n": 1}, None)
+        assert (restored.status, restored.task.payload, restored.result) == (
+            TaskStatus.PENDING,
+            {"n": 1},
+            None,
+        )
         async with honest_agent(secured, "echo"):
             assert (await owner.result("r1", timeout=20))["task"] == "r1"  # type: ignore[index]
 

@@ -33,7 +33,9 @@ def done_by(key: Identity, token: int = 7, result: str = "ok") -> TaskRecord:
     return created(status=TaskStatus.DONE, token=token, result=result, attempts=(attempt(key, token=token),))
 
 
-def legal(before: TaskRecord | None, after: TaskRecord | None, signer: Identity | None, prev: int = 7) -> bool:
+def legal(
+    before: TaskRecord | None, after: TaskRecord | None, signer: Identity | None, prev: int = 7
+) -> bool:
     key = signer.public_key if signer is not None else None
     return judge(before, after, key, prev=prev, now=NOW).illegal is None
 

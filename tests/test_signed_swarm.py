@@ -5,7 +5,6 @@ with nothing cached, reads the same board."""
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 
 from pydantic import JsonValue
@@ -49,7 +48,9 @@ async def test_an_honest_swarm_on_a_signed_board_is_never_taken_for_a_forger(
     async with fresh_board(nats_server.url, **SIGNED) as owner, AsyncExitStack() as stack:
         owner.sign_as("owner", OWNER)
         config = BoardConfig(signed=True, lease_ttl=TEST_LEASE_TTL, card_ttl=TEST_CARD_TTL)
-        boards = [await stack.enter_async_context(TaskBoard.connect(nats_server.url, config)) for _ in range(3)]
+        boards = [
+            await stack.enter_async_context(TaskBoard.connect(nats_server.url, config)) for _ in range(3)
+        ]
         quitter_board = boards[2]
         quitter_board.sign_as("quitter", QUITTER)
         decliner = Agent(boards[0], name="picky", agent_id="picky", identity=PICKY)
@@ -72,7 +73,9 @@ async def test_an_honest_swarm_on_a_signed_board_is_never_taken_for_a_forger(
         assert (await owner.cancel("unwanted", by="owner")).status is TaskStatus.CANCELLED
 
         async with decliner, worker:
-            await until_tasks(owner, lambda r: r.get("plan") is not None and r["plan"].status is TaskStatus.WAITING_INPUT)
+            await until_tasks(
+                owner, lambda r: r.get("plan") is not None and r["plan"].status is TaskStatus.WAITING_INPUT
+            )
             await owner.answer("plan", "eu-west", by="human")  # an unsigned answer is anyone's to give
             final = await owner.wait([t.id for t in submitted if t.id != "unwanted"], timeout=30)
         assert {r.status for r in final.values()} == {TaskStatus.DONE}

@@ -141,7 +141,8 @@ async def test_agents_leave_joined_and_left_marks(board: TaskBoard) -> None:
         pass
     events = await board.trail.replay(f"ants.trail.agent.*.{agent.id}.*")
     assert [e.kind for e in events] == ["agent.joined", "agent.left"]
-    assert events[0].data == {"name": "scout", "capabilities": ["look"], "capacity": 1}
+    # The kinds it handles (none: it registered no handler), as a signed board's readers check them.
+    assert events[0].data == {"name": "scout", "capabilities": ["look"], "kinds": [], "capacity": 1}
 
 
 async def test_an_event_about_no_id_is_dropped_by_every_reader(board: TaskBoard) -> None:

@@ -110,19 +110,10 @@ class Claims:
         """See ``TaskBoard.take``."""
         core, task_id = self._core, ticket.task_id
         check_id(agent_id, what="agent id")
-        seq, delivered = msg.metadata.sequence.stream, msg.metadata.num_delivered
-        snapshot, revision = ticket.record, ticket.revision
-        known = None
-        fresh = trust_ticket and delivered == 1
-        if fresh and core.signed:
-            # The record a ticket carries is nobody's signed word: read (and judge) it instead.
-            try:
-                known = await core.get_entry(task_id)
-            except TaskNotFound:
-                return NotTaken(task_id, "unknown")
-            known = known if known[0].ready else None  # judged afresh below, as a redelivery is
-        elif fresh and snapshot is not None and revision is not None and snapshot.ready:
-            known = (snapshot, revision) if snapshot.task.id == task_id else None
+        seq = msg.metadata.sequence.stream
+        known = await self._first_look(ticket, trust_ticket and msg.metadata.num_delivered == 1)
+        if isinstance(known, NotTaken):
+            return known
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
         while True:
             from_ticket = known is not None
@@ -177,6 +168,22 @@ class Claims:
             if record.unroutable_reason is not None:  # taken after all (a "not now" lapsed)
                 await core.drop_unroutable(task_id)
             return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
+
+    async def _first_look(self, ticket: Ticket, fresh: bool) -> tuple[TaskRecord, int] | NotTaken | None:
+        """On a ticket's first delivery, the ready record it announces, to claim without reading
+        (a signed board reads and judges it: what a ticket carries is nobody's signed word)."""
+        if not fresh:
+            return None
+        if self._core.signed:
+            try:
+                record, revision = await self._core.get_entry(ticket.task_id)
+            except TaskNotFound:
+                return NotTaken(ticket.task_id, "unknown")
+            return (record, revision) if record.ready else None
+        snapshot, announced = ticket.record, ticket.revision
+        if snapshot is None or announced is None or not snapshot.ready or snapshot.task.id != ticket.task_id:
+            return None
+        return snapshot, announced
 
     def _lease(
         self,
