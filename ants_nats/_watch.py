@@ -87,6 +87,15 @@ async def watch_entries(
     """Every key of ``bucket`` (or only ``keys``): its current value first, then each change as it
     happens. A deletion, purge or server-side expiry yields ``(key, None)``. With ``history_only``
     the iteration ends once the current values have been delivered."""
+    async with aclosing(watch_messages(js, bucket, keys=keys, history_only=history_only)) as messages:
+        async for key, msg in messages:
+            yield key, (None if is_tombstone(msg.headers) else msg.data or b"")
+
+
+async def watch_messages(
+    js: JetStreamContext, bucket: str, *, keys: Collection[str] | None = None, history_only: bool = False
+) -> AsyncGenerator[tuple[str, Msg], None]:
+    """``watch_entries``, each change as the message that made it (headers and sequence included)."""
     if keys is not None and not keys:
         return
     stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
@@ -104,16 +113,16 @@ async def watch_entries(
     filtered = wanted is not None and len(wanted) <= MAX_FILTERED_KEYS
     subjects = [prefix + key for key in sorted(wanted)] if filtered and wanted else [prefix + ">"]
 
-    def change(msg: Msg) -> tuple[str, bytes | None] | None:
+    def change(msg: Msg) -> tuple[str, Msg] | None:
         key = msg.subject[len(prefix) :]
         if wanted is not None and key not in wanted:
             return None
-        return key, (None if is_tombstone(msg.headers) else msg.data or b"")
+        return key, msg
 
     async with pushed(js, stream, subjects, action=f"watch bucket {bucket}") as (sub, arrived):
         # The backlog ends when nothing more is pending. A purge can take messages the server had
         # counted as pending, so a quiet moment also ends it once the consumer has none left.
-        latest: dict[str, bytes | None] = {}
+        latest: dict[str, Msg] = {}
         info = await sub.consumer_info()
         backlog = bool(info.num_pending) or (info.delivered is not None and bool(info.delivered.consumer_seq))
         while backlog:

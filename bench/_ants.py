@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from _results import Latency, Rate, Traffic, traffic
 from pydantic import JsonValue
 
-from ants_nats import Agent, BoardConfig, EmbeddedServer, Task, TaskBoard, TaskContext, TaskRecord
+from ants_nats import Agent, BoardConfig, EmbeddedServer, Identity, Task, TaskBoard, TaskContext, TaskRecord
 
 KIND = "noop"
 SUBMIT_CHUNK = 200
@@ -27,12 +27,17 @@ async def _noop(task: Task, ctx: TaskContext) -> JsonValue:
     return None
 
 
+SUBMITTER = "bench"
+"""``created_by`` of every task (on a signed board, the board signs as it)."""
+
+
 @asynccontextmanager
-async def _board() -> AsyncIterator[tuple[EmbeddedServer, TaskBoard]]:
+async def _board(signed: bool = False) -> AsyncIterator[tuple[EmbeddedServer, TaskBoard]]:
     async with (
         EmbeddedServer() as server,
-        TaskBoard.connect(server.url, BoardConfig(lease_ttl=10.0)) as board,
+        TaskBoard.connect(server.url, BoardConfig(lease_ttl=10.0, signed=signed)) as board,
     ):
+        board.sign_as(SUBMITTER, Identity.generate())
         yield server, board
 
 
@@ -49,21 +54,22 @@ async def _swarm(board: TaskBoard, count: int) -> AsyncIterator[list[Agent]]:
             while len(await board.directory.cards()) < count:  # noqa: ASYNC110 (no event to wait on)
                 await asyncio.sleep(0.05)
             # The first task registers the route; every agent then discovers it and starts pulling.
-            await board.submit(Task(id="warmup", kind=KIND))
+            await board.submit(Task(id="warmup", kind=KIND, created_by=SUBMITTER))
             await board.wait(["warmup"])
         await asyncio.sleep(SETTLE_S)
         yield agents
 
 
 def _batch(tasks: int, prefix: str = "t") -> list[Task]:
-    return [Task(id=f"{prefix}{i:06d}", kind=KIND) for i in range(tasks)]
+    return [Task(id=f"{prefix}{i:06d}", kind=KIND, created_by=SUBMITTER) for i in range(tasks)]
 
 
-async def throughput(agents: int, tasks: int) -> Rate:
-    """``tasks`` no-op tasks through ``agents`` agents, submission overlapping the work."""
+async def throughput(agents: int, tasks: int, *, signed: bool = False) -> Rate:
+    """``tasks`` no-op tasks through ``agents`` agents, submission overlapping the work (on a
+    signed board, with ``signed``)."""
     batch = _batch(tasks)
     ids = [t.id for t in batch]
-    async with _board() as (server, board), _swarm(board, agents):
+    async with _board(signed) as (server, board), _swarm(board, agents):
 
         async def submit() -> None:
             for start in range(0, tasks, SUBMIT_CHUNK):
@@ -97,7 +103,7 @@ async def submit_latency(samples: int) -> Latency:
     batch = _batch(samples, prefix="s")
     found = []
     async with _board() as (_, board):
-        await board.submit(Task(id="warmup", kind=KIND))
+        await board.submit(Task(id="warmup", kind=KIND, created_by=SUBMITTER))
         for task in batch:
             started = time.perf_counter()
             await board.submit(task)

@@ -16,7 +16,7 @@ from .._store import Bucket, Conflict, ensure_kv
 from ..artifacts import Artifacts
 from ..cards import Directory
 from ..errors import AntsError, CorruptEntry, InvalidTask, TaskNotFound
-from ..identity import Identity
+from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
 from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
 from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
@@ -302,20 +302,27 @@ class Core:
         identity = self.signer(by, record)
         headers = identity.sign_message(self.tasks.subject(task_id), value) if identity else {}
         revision = await self.tasks.update(task_id, value, last=last, headers=headers)
-        signer = identity.public_key if identity else None
+        self.remember(record, value, revision, headers, last=last)
+        return revision
+
+    def remember(
+        self, record: TaskRecord, value: bytes, revision: int, signature: dict[str, str], *, last: int
+    ) -> None:
+        """Note a revision this board wrote (``value`` at ``revision``, over ``last``, with the
+        ``signature`` headers) as legal: its own reads and watches need not judge it again."""
+        signer = signature.get(SIGNER_HEADER)
         self.seal.wrote(
-            task_id,
+            record.task.id,
             Revision(
                 seq=revision,
                 record=record,
                 payload=value,
-                signature=headers,
+                signature=signature,
                 signer=signer,
                 prev=last,
                 erases=False,
             ),
         )
-        return revision
 
 
 def check_id(value: str, *, what: str = "task id") -> None:

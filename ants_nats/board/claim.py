@@ -111,7 +111,7 @@ class Claims:
         core, task_id = self._core, ticket.task_id
         check_id(agent_id, what="agent id")
         seq = msg.metadata.sequence.stream
-        known = await self._first_look(ticket, trust_ticket and msg.metadata.num_delivered == 1)
+        known = await self._first_look(ticket, msg, trust_ticket and msg.metadata.num_delivered == 1)
         if isinstance(known, NotTaken):
             return known
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
@@ -169,21 +169,27 @@ class Claims:
                 await core.drop_unroutable(task_id)
             return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
 
-    async def _first_look(self, ticket: Ticket, fresh: bool) -> tuple[TaskRecord, int] | NotTaken | None:
-        """On a ticket's first delivery, the ready record it announces, to claim without reading
-        (a signed board reads and judges it: what a ticket carries is nobody's signed word)."""
+    async def _first_look(
+        self, ticket: Ticket, msg: Msg, fresh: bool
+    ) -> tuple[TaskRecord, int] | NotTaken | None:
+        """On a ticket's first delivery, the ready record it announces, to claim without reading.
+        On a signed board only a record its owner signed (the ticket carries the signature) is
+        taken as it comes; any other is read and judged."""
         if not fresh:
             return None
-        if self._core.signed:
-            try:
-                record, revision = await self._core.get_entry(ticket.task_id)
-            except TaskNotFound:
-                return NotTaken(ticket.task_id, "unknown")
-            return (record, revision) if record.ready else None
-        snapshot, announced = ticket.record, ticket.revision
-        if snapshot is None or announced is None or not snapshot.ready or snapshot.task.id != ticket.task_id:
+        core, task_id = self._core, ticket.task_id
+        carried = _carried(ticket)
+        if carried is not None and (
+            not core.signed or core.seal.ticket_record(task_id, carried[1], carried[0], msg.headers)
+        ):
+            return carried
+        if not core.signed:
             return None
-        return snapshot, announced
+        try:
+            record, revision = await core.get_entry(task_id)
+        except TaskNotFound:
+            return NotTaken(task_id, "unknown")
+        return (record, revision) if record.ready else None
 
     def _lease(
         self,
@@ -426,3 +432,11 @@ def _lease_token(entry: Entry) -> int | None:
     """Token a lease key keeps alive (None when its value is garbage)."""
     lease = parse_or_none(LeaseRecord, entry.value, where=f"{LEASES_BUCKET}/{entry.key}")
     return None if lease is None else lease.token
+
+
+def _carried(ticket: Ticket) -> tuple[TaskRecord, int] | None:
+    """The ready record of ``ticket``'s task and its revision, as the ticket carries them (if it does)."""
+    record, revision = ticket.record, ticket.revision
+    if record is None or revision is None or not record.ready or record.task.id != ticket.task_id:
+        return None
+    return record, revision

@@ -96,13 +96,17 @@ class Propagation:
     async def announce(self, record: TaskRecord, revision: int, *, again: bool = False) -> None:
         """Publish the ticket of a ready task and leave ``task.ready`` on the trail (``again``:
         a task put back after it had ended, whose first ticket must not dedupe this one)."""
-        await self._core.routes.announce(record, revision, again=again)
+        await self._core.routes.announce(
+            record, revision, again=again, proof=self._core.seal.proof(record.task.id, revision)
+        )
         await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
 
     async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
         """Publish the tickets of many newly ready tasks at once (their ``task.submitted`` says
         they are ready: no ``task.ready`` events)."""
-        await self._core.routes.announce_many(ready)
+        seal = self._core.seal
+        proofs = {r.task.id: proof for r, rev in ready if (proof := seal.proof(r.task.id, rev))}
+        await self._core.routes.announce_many(ready, proofs)
 
     async def block(self, task_id: str, dep: str, dep_record: TaskRecord, *, by: str | None = None) -> None:
         """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""

@@ -7,11 +7,15 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 
-from .._watch import watch_values
+from nats.aio.msg import Msg
+
+from .._store import is_tombstone
+from .._watch import watch_messages, watch_values
 from ..errors import CorruptEntry, TaskNotFound
 from ..models import TaskRecord, Usage, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
+from .seal import stored_revision
 
 
 class Reading:
@@ -34,18 +38,30 @@ class Reading:
         keys = None if task_ids is None else set(task_ids)
         for task_id in keys or ():
             check_id(task_id)
-        async for key, value in watch_values(self._core.js, TASKS_BUCKET, keys=keys):
-            record = _parse_watched(key, value)
-            if record is not None and self._core.signed:
-                record = await self._judged(key)
+        async for key, msg in watch_messages(self._core.js, TASKS_BUCKET, keys=keys):
+            if is_tombstone(msg.headers):
+                continue
+            if self._core.signed:
+                record = await self._judged(key, msg)
+            else:
+                record = _parse_watched(key, msg.data or b"")
             if record is not None:
                 yield record
 
-    async def _judged(self, task_id: str) -> TaskRecord | None:
-        """On a signed board, what a watched change comes to once judged: the last legal record
-        (a forged revision shows as the legal one it hides, restored)."""
+    async def _judged(self, task_id: str, msg: Msg) -> TaskRecord | None:
+        """On a signed board, what a watched change comes to once judged: the change itself when
+        it follows the last legal revision this reader knows and is legal, else the last legal
+        record, read (a forged revision shows as the legal one it hides, restored)."""
+        core = self._core
+        meta = msg.metadata
+        revision = stored_revision(
+            msg.subject, meta.sequence.stream, msg.headers, msg.data or b"", meta.timestamp
+        )
+        judged = await core.seal.next_legal(task_id, revision)
+        if judged is not None:
+            return judged.record
         try:
-            return (await self._core.get_entry(task_id))[0]
+            return (await core.get_entry(task_id))[0]
         except (TaskNotFound, CorruptEntry):
             return None
 

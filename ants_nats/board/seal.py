@@ -48,6 +48,8 @@ SIGNED_METADATA = "ants_signed"
 SIGNED_HISTORY = 32
 """Revisions a signed board keeps per task (at least): the chain its readers judge."""
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+RECORD_SIG_HEADER = "Ants-Record-Sig"
+"""On a ticket: the owner's signature of the record revision the ticket carries (see ``proof``)."""
 _ABLE_SEEN_MAX = 4096
 ROLLUP_HEADER = "Nats-Rollup"
 
@@ -240,8 +242,14 @@ class Revision:
 
 def revision_of(msg: RawStreamMsg, subject: str) -> Revision:
     """``msg`` (a message of a task key on ``subject``) as a ``Revision``."""
-    headers = msg.headers or {}
-    payload = msg.data or b""
+    return stored_revision(subject, int(msg.seq or 0), msg.headers, msg.data or b"", msg.time)
+
+
+def stored_revision(
+    subject: str, seq: int, headers: dict[str, str] | None, payload: bytes, time: datetime | None
+) -> Revision:
+    """The message stored at ``seq`` on ``subject`` (a task key) as a ``Revision``."""
+    headers = headers or {}
     key = header(headers, SIGNER_HEADER)
     sig = header(headers, SIG_HEADER)
     signer = key if key and sig and verify(key, signing_input(subject, payload), sig) else None
@@ -253,14 +261,14 @@ def revision_of(msg: RawStreamMsg, subject: str) -> Revision:
         garbage = record is None or not subject.endswith("." + record.task.id)
         record = None if garbage else record
     return Revision(
-        seq=int(msg.seq or 0),
+        seq=seq,
         record=record,
         payload=payload,
         signature={SIGNER_HEADER: key, SIG_HEADER: sig} if key and sig else {},
         signer=signer,
         prev=int(expected) if expected and expected.isdigit() else None,
         erases=ROLLUP_HEADER in headers or headers.get("KV-Operation") == "PURGE",
-        time=msg.time,
+        time=time,
         garbage=garbage,
     )
 
@@ -361,6 +369,51 @@ class Seal:
     def wrote(self, task_id: str, revision: Revision) -> None:
         """Remember a revision this reader wrote itself (legal by construction)."""
         self.known.put(task_id, revision)
+
+    def proof(self, task_id: str, seq: int) -> dict[str, str] | None:
+        """Headers for a ticket of ``task_id`` at revision ``seq`` that let its taker check the
+        record it carries without reading it: the owner's signature of that revision, when this
+        reader knows it (one it wrote, or judged). Only an owner's revision stands on its own."""
+        known = self.known.get(task_id)
+        if known is None or known.seq != seq or known.record is None or known.signer is None:
+            return None
+        if known.signer != known.record.owner_key:
+            return None
+        return {RECORD_SIG_HEADER: known.signature[SIG_HEADER]}
+
+    def ticket_record(
+        self, task_id: str, seq: int, record: TaskRecord, headers: dict[str, str] | None
+    ) -> bool:
+        """Whether ``record``, carried by a ticket with ``headers`` for revision ``seq``, is its
+        owner's signed revision (then it is remembered as legal)."""
+        sig = header(headers, RECORD_SIG_HEADER)
+        owner = record.owner_key
+        if sig is None or owner is None or record.task.id != task_id:
+            return False
+        payload = wire_bytes(record)
+        if not verify(owner, signing_input(self._bucket.subject(task_id), payload), sig):
+            return False
+        signature = {SIGNER_HEADER: owner, SIG_HEADER: sig}
+        self.known.put(task_id, Revision(seq, record, payload, signature, owner, prev=None, erases=False))
+        return True
+
+    async def next_legal(self, task_id: str, revision: Revision) -> Revision | None:
+        """``revision`` (a change a watch delivered) judged against the last legal revision this
+        reader knows, when it was written over that one, or legal on its own (its owner's); None
+        when it cannot be judged so (read the key instead) or is forged (the read restores it)."""
+        record = revision.record
+        if record is not None and revision.signer is not None and revision.signer == record.owner_key:
+            self.known.put(task_id, revision)
+            return revision
+        known = self.known.get(task_id)
+        if known is not None and known.seq == revision.seq:
+            return known
+        if known is None or revision.prev != known.seq or revision.erases:
+            return None
+        if await self._why_forged(known, revision) is not None:
+            return None
+        self.known.put(task_id, revision)
+        return revision
 
     async def legal(self, task_id: str) -> tuple[Revision | None, Revision | None, list[Forgery]]:
         """The key's last revision, its last legal one (None: no task), and the forged ones above it."""

@@ -75,13 +75,7 @@ class Submission:
             )
             for task in batch
         }
-        revisions = await core.tasks.create_many(
-            [(t.id, wire_bytes(records[t.id])) for t in batch],
-            sign=(lambda subject, value: signers[subject.rsplit(".", 1)[1]].sign_message(subject, value))
-            if signers
-            else None,
-        )
-        written = {task.id: rev for task, rev in zip(batch, revisions, strict=True) if rev is not None}
+        written = await self._create(records, signers)
         existing: set[str] = set()
         try:
             for task in batch:
@@ -214,6 +208,27 @@ class Submission:
         if record.task.model_copy(update={"trace": None}) != task.model_copy(update={"trace": None}):
             raise TaskExists(f"task {task.id!r} is already on the board with a different definition")
         return True
+
+    async def _create(
+        self, records: Mapping[str, TaskRecord], signers: Mapping[str, Identity]
+    ) -> dict[str, int]:
+        """Write the new ``records`` (signed by ``signers``, on a signed board); the revision of
+        each one written (a key taken already is left out)."""
+        core = self._core
+        values = {task_id: wire_bytes(record) for task_id, record in records.items()}
+        signatures = {
+            task_id: signer.sign_message(core.tasks.subject(task_id), values[task_id])
+            for task_id, signer in signers.items()
+        }
+        revisions = await core.tasks.create_many(
+            list(values.items()),
+            sign=(lambda subject, _: signatures[subject.rsplit(".", 1)[1]]) if signatures else None,
+        )
+        written = {task_id: rev for task_id, rev in zip(values, revisions, strict=True) if rev is not None}
+        for task_id, signature in signatures.items():
+            if task_id in written:
+                core.remember(records[task_id], values[task_id], written[task_id], signature, last=0)
+        return written
 
     def _signers(self, batch: Sequence[Task]) -> dict[str, Identity]:
         """On a signed board, who signs each task of ``batch``: its submitter (``created_by``),
