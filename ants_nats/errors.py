@@ -98,6 +98,11 @@ class PermissionDenied(AntsError):
     """The NATS server refused an operation under this connection's permissions."""
 
 
+class NotYours(AntsError):
+    """On a signed board, a change its signer may not make (another's task cancelled, say): every
+    reader would undo it, so it is not written."""
+
+
 class BudgetNotFound(NotFound):
     """No budget with this id exists."""
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
@@ -22,6 +24,7 @@ from ants_nats import (
     Agent,
     BoardConfig,
     EmbeddedServer,
+    NotYours,
     Task,
     TaskBoard,
     TaskContext,
@@ -39,6 +42,7 @@ from ants_nats.names import FORGED_RECORD, TASKS_BUCKET, trail_filter
 from .conftest import AGENT as FORGER
 from .conftest import LEDGER, RIVAL, TEST_CARD_TTL, TEST_LEASE_TTL
 from .helpers import until_event, until_ledger
+from .test_cli import run_cli
 
 OWNER = RIVAL
 """``ant-b``: submits the tasks and, as an agent, works them honestly."""
@@ -243,3 +247,36 @@ async def test_a_board_is_signed_from_its_creation_on(secured: EmbeddedServer) -
         proof = await owner.trail.last("task.submitted", "s1")
         assert proof is not None and isinstance(proof.data, dict)
         assert json.loads(wire_bytes(TaskRecord.model_validate(proof.data["record"]))) == proof.data["record"]
+
+
+async def test_an_honest_board_refuses_to_write_what_readers_would_undo(
+    secured: EmbeddedServer, tmp_path: Path
+) -> None:
+    async with (
+        owner_board(secured) as owner,
+        TaskBoard.connect(secured.url, SIGNED, seed=FORGER.seed) as rival,
+    ):
+        rival.sign_as("ant-a", FORGER)
+        await owner.submit(Task(id="n1", kind="later", created_by="ant-b"))
+        await rival.get("n1")
+        with pytest.raises(NotYours, match="belongs to 'ant-b'"):
+            await rival.cancel("n1", by="ant-a")
+        assert (await owner.get("n1")).status is TaskStatus.PENDING
+
+    # The command line signs as --as with the key of --seed-file; a refusal is one line.
+    (tmp_path / "ant-a.seed").write_text(FORGER.seed)
+    (tmp_path / "ant-b.seed").write_text(OWNER.seed)
+
+    def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:
+        seed = str(tmp_path / f"{user}.seed")
+        return run_cli(*command, "--server", secured.url, "--seed-file", seed, "--as", user)
+
+    submitted = as_user("ant-b", "submit", "--id", "n2", "--kind", "later", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout)[0]["owner_key"] == OWNER.public_key
+    refused = as_user("ant-a", "cancel", "n2")
+    assert refused.returncode != 0
+    assert "belongs to 'ant-b'" in refused.stderr and "Traceback" not in refused.stderr
+    cancelled = as_user("ant-b", "cancel", "n2", "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)[0]["status"] == "cancelled"  # (one JSON shape: issue 25)

@@ -15,7 +15,7 @@ from .. import _tickets
 from .._store import Bucket, Conflict, ensure_kv
 from ..artifacts import Artifacts
 from ..cards import Directory
-from ..errors import AntsError, CorruptEntry, InvalidTask, TaskNotFound
+from ..errors import AntsError, CorruptEntry, InvalidTask, NotYours, TaskNotFound
 from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
 from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
@@ -25,7 +25,7 @@ from ..trail import Trail, TrailConfig
 from .budget import Budgets
 from .config import BoardConfig
 from .rates import Rates
-from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal
+from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, judge
 
 log = get_logger("board")
 
@@ -300,10 +300,26 @@ class Core:
                 )
             return await self.tasks.update(task_id, value, last=last)
         identity = self.signer(by, record)
+        self._check_legal(record, last, identity)
         headers = identity.sign_message(self.tasks.subject(task_id), value) if identity else {}
         revision = await self.tasks.update(task_id, value, last=last, headers=headers)
         self.remember(record, value, revision, headers, last=last)
         return revision
+
+    def _check_legal(self, record: TaskRecord, last: int, identity: Identity | None) -> None:
+        """``NotYours`` unless ``identity`` may write ``record`` over the legal revision ``last``
+        (as far as this board knows it): a change every reader would undo is not written."""
+        known = self.seal.known.get(record.task.id)
+        if known is None or known.seq != last:
+            return  # judged by the readers (this board read it through ``get_entry``, or CAS fails)
+        key = identity.public_key if identity is not None else None
+        verdict = judge(known.record, record, key, prev=last, now=utcnow())
+        if verdict.illegal is not None:
+            owner = known.record.task.created_by if known.record is not None else "?"
+            raise NotYours(
+                f"task {record.task.id!r} is on a signed board and belongs to {owner!r}: this change "
+                f"{verdict.illegal}, which only its owner or holder may make (sign as them: --as / sign_as)"
+            )
 
     def remember(
         self, record: TaskRecord, value: bytes, revision: int, signature: dict[str, str], *, last: int

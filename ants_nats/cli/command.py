@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from ..board import TaskBoard
-from ..identity import read_seed
+from ..board import BoardConfig, TaskBoard
+from ..errors import UsageError
+from ..identity import Identity, read_seed
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -60,6 +61,19 @@ class Command:
                 help="connect as the user of this nkeys seed file (ants-nats config writes one per "
                 "user; default $ANTS_NATS_SEED_FILE)",
             )
+            parser.add_argument(
+                "--as",
+                dest="acting_as",
+                metavar="NAME",
+                default=os.environ.get("ANTS_NATS_AS") or None,
+                help="with --seed-file: the name its key signs as on a signed board (created_by of "
+                "submitted tasks; who cancels or retries; default $ANTS_NATS_AS)",
+            )
+            parser.add_argument(
+                "--signed",
+                action="store_true",
+                help="create the board signed, if this command creates it (see README, Trust)",
+            )
         if self.json_out:
             parser.add_argument("--json", action="store_true", help="machine-readable output")
         self.arguments(parser)
@@ -97,6 +111,18 @@ def seed_of(args: argparse.Namespace) -> str | None:
     return read_seed(Path(args.seed_file)) if args.seed_file else None
 
 
-def connect(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
-    """The board at ``--server``, as the command line connects to it (as ``--seed-file``'s user)."""
-    return TaskBoard.connect(args.server, name="ants-nats-cli", seed=seed_of(args))
+@asynccontextmanager
+async def connect(args: argparse.Namespace, config: BoardConfig | None = None) -> AsyncIterator[TaskBoard]:
+    """The board at ``--server``, as the command line connects to it (as ``--seed-file``'s user,
+    signing as ``--as``; creating it signed with ``--signed``)."""
+    config = config or BoardConfig()
+    if getattr(args, "signed", False):
+        config = replace(config, signed=True)
+    seed = seed_of(args)
+    async with TaskBoard.connect(args.server, config, name="ants-nats-cli", seed=seed) as board:
+        acting_as = getattr(args, "acting_as", None)
+        if acting_as is not None:
+            if seed is None:
+                raise UsageError("--as NAME signs with the key of --seed-file: give one")
+            board.sign_as(acting_as, Identity.from_seed(seed))
+        yield board

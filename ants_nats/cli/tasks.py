@@ -74,6 +74,9 @@ async def submit(args: argparse.Namespace) -> int:
     tasks = _tasks_from(args)
     waited = _Waited(args.timeout) if args.wait else None
 
+    if args.acting_as is not None:  # signed as --as: the tasks are theirs
+        tasks = [{"created_by": args.acting_as, **t} if isinstance(t, dict) else t for t in tasks]
+
     async def read(board: TaskBoard) -> list[TaskRecord]:
         records = await board.submit_many(tasks)
         return records if waited is None else await waited.read(board, [r.task.id for r in records])
@@ -99,7 +102,7 @@ def _task_id(parser: argparse.ArgumentParser) -> None:
 
 @command("retry", "put a failed or dead task back with a fresh attempt budget", _task_id, json_out=True)
 async def retry(args: argparse.Namespace) -> int:
-    return await show_task(args, lambda board: board.retry(args.id))
+    return await show_task(args, lambda board: board.retry(args.id, by=args.acting_as))
 
 
 @command("get", "show one task's record and result", _task_id, json_out=True)
@@ -140,7 +143,7 @@ def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("cancel", "cancel a pending, waiting or claimed task", _cancel_arguments, json_out=True)
 async def cancel(args: argparse.Namespace) -> int:
-    return await show_task(args, lambda board: board.cancel(args.id, args.reason))
+    return await show_task(args, lambda board: board.cancel(args.id, args.reason, by=args.acting_as))
 
 
 def _answer_arguments(parser: argparse.ArgumentParser) -> None:
