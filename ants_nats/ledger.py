@@ -148,6 +148,8 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
     data = event.data if isinstance(event.data, dict) else {}
     requires = data.get("requires")
     capabilities = [str(c) for c in requires] if isinstance(requires, list) else []
+    if what == "forged":  # a forger is distrusted for everything it has done, not one capability
+        capabilities = sorted({*ledger.scores, ANY_CAPABILITY})
     good, bad = EVIDENCE.get(what, (0.0, 0.0))
     # The outcome of a deferred claim (never written, so never announced) stands for its claim too.
     counted = [what, "claimed"] if data.get("deferred") is True else [what]

@@ -217,6 +217,8 @@ async def test_the_ledger_counts_the_forger_and_no_one_it_frames(secured: Embedd
             await owner.get("f1")
             counted = await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.totals.forged >= 1), 20)
             assert counted.totals.completed == 0  # its forged completion counts for nothing
+            quarantined = await owner.reputation.quarantined("ant-a", [])
+            assert quarantined == ["any"]  # one forgery is enough
 
             # A forgery report against an honest revision frames nobody: the ledger judges it itself.
             honest = await tasks.get("f1")
