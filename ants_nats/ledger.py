@@ -100,6 +100,21 @@ default (``finished_ttl``, 7 days), so a copy laid later has no record left to b
 keep records longer should keep this as long."""
 
 
+def _deferred(event: TrailEvent) -> bool:
+    return isinstance(event.data, dict) and event.data.get("deferred") is True
+
+
+def _claim_key(event: TrailEvent) -> str:
+    """The count key of the ``task.claimed`` event of the claim ``event`` ends."""
+    return f"{event.ref}.{event.token}.claimed"
+
+
+def _as_undeferred(event: TrailEvent) -> TrailEvent:
+    data = dict(event.data) if isinstance(event.data, dict) else {}
+    data.pop("deferred", None)
+    return event.model_copy(update={"data": data})
+
+
 def _count_key(event: TrailEvent) -> str:
     """What makes an event the same one again: the task, claim and outcome (for a bad-result mark,
     the task and who laid it)."""
@@ -289,7 +304,11 @@ class Ledger:
             if counted is not None and counted.value != seq:
                 await self._reject(trail, "replayed", event)
                 continue
-            if await self.record(_vouched(event, record)):
+            counting = event
+            if _deferred(event) and await self._counted.get(_claim_key(event)) is not None:
+                # Its claim's event did land after all (its writer could not tell): counted once.
+                counting = _as_undeferred(event)
+            if await self.record(_vouched(counting, record)):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
             if counted is None:
                 with contextlib.suppress(Conflict):  # another replica counted it meanwhile

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from typing import Any
 
 import pytest
 from pydantic import JsonValue
@@ -21,6 +22,7 @@ from ants_nats import (
     LeaseLost,
     NotTaken,
     PermissionDenied,
+    ServerUnavailable,
     Task,
     TaskBoard,
     TaskContext,
@@ -495,3 +497,36 @@ async def test_a_forged_expiry_of_a_direct_claim_is_seen_for_what_it_is(board: T
     assert [(a.agent, a.outcome) for a in done.attempts] == [("holder", "completed")]
     noticed = [e.data for e in await board.trail.replay("ants.trail.corrupt.lease.>")]
     assert noticed == [{"holder": "holder", "deleted_early": True}] * 3
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["lost", "landed-unanswered"])
+async def test_a_claim_whose_event_the_trail_did_not_confirm_is_counted_once(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """A written claim whose ``task.claimed`` the trail did not confirm (a fault) is reported by its
+    outcome (``deferred``), and the ledger counts the claim once, whether the event was lost or
+    landed unanswered."""
+    emit = board.trail.emit
+
+    async def flaky_emit(event: TrailEvent, **kwargs: Any) -> int:
+        if event.kind == "task.claimed":
+            if landed:
+                await emit(event, **kwargs)
+            raise ServerUnavailable("append task.claimed to the trail: NATS server did not answer")
+        return await emit(event, **kwargs)
+
+    monkeypatch.setattr(board.trail, "emit", flaky_emit)
+    agent = Agent(board, name="slow")
+
+    @agent.handler("slow")
+    async def slow(task: Task, ctx: TaskContext) -> JsonValue:
+        await ctx.confirm()  # the claim is written (as after claim_after)
+        return "done"
+
+    async with ledger_running(board), agent:
+        await board.submit(Task(id="c1", kind="slow"))
+        assert await board.result("c1", timeout=10) == "done"
+        completed = await until_event(board, "task.completed", "c1")
+        assert isinstance(completed.data, dict) and completed.data.get("deferred") is True
+        counted = await until_ledger(board, agent.id, lambda e: e.totals.completed == 1)
+    assert counted.totals.claimed == 1

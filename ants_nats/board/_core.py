@@ -35,9 +35,11 @@ _ONCE_PER_LEASE = frozenset(
 )
 _ONCE_PER_TASK = frozenset({"task.submitted", "task.dead", "task.cancelled"})
 _UNCONFIRMED = frozenset(
-    {"task.submitted", "task.unroutable", "task.ready", "task.claimed", "task.heartbeat", "task.progress"}
+    {"task.submitted", "task.unroutable", "task.ready", "task.heartbeat", "task.progress"}
 )
-"""Events sent without waiting for the stream's ack (their loss costs nothing the board needs)."""
+"""Events sent without waiting for the stream's ack (their loss costs nothing the board needs). A
+claim's is confirmed: the ledger counts claims from it, and an outcome stands for a claim whose
+event was lost (``claim_facts``)."""
 
 
 class Core:

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from pydantic import JsonValue
 
 from .._store import Conflict, Entry, translate_errors
-from ..errors import LeaseLost, TaskNotFound
+from ..errors import LeaseLost, ServerUnavailable, TaskNotFound
 from ..log import get_logger
 from ..models import (
     Attempt,
@@ -164,10 +164,12 @@ class Claims:
                 await self._recovery.expired(new, expired, noticed_by=agent_id)
             if new.status is TaskStatus.DEAD:
                 return NotTaken(task_id, "finished", status=new.status)
-            await self._claimed_event(new)
+            announced = await self._claimed_event(new)
             if record.unroutable_reason is not None:  # taken after all (a "not now" lapsed)
                 await core.drop_unroutable(task_id)
-            return self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
+            lease = self._lease(new, written, agent_id, token=revision, ticket=msg, started_at=now)
+            lease.announced = announced
+            return lease
 
     async def _first_look(
         self, ticket: Ticket, msg: Msg, fresh: bool
@@ -245,7 +247,7 @@ class Claims:
             lease.task_id, claim, known=(lease._record, lease._revision), by=lease.agent_id
         )
         lease.claimed = True
-        await self._claimed_event(lease._record)
+        lease.announced = await self._claimed_event(lease._record)
 
     async def claim(self, task_id: str, agent_id: str, *, probation: bool = False) -> Lease | NotTaken:
         """See ``TaskBoard.claim``."""
@@ -298,16 +300,27 @@ class Claims:
             if final.status is TaskStatus.CLAIMED:
                 return NotTaken(task_id, "held", holder=final.holder, retry_after=ttl)
             return NotTaken(task_id, "finished", status=final.status)
-        await self._claimed_event(final)
-        return self._lease(
+        announced = await self._claimed_event(final)
+        lease = self._lease(
             final, written, agent_id, token=token, ticket=None, started_at=now, lease_revision=lease_revision
         )
+        lease.announced = announced
+        return lease
 
-    async def _claimed_event(self, record: TaskRecord) -> None:
+    async def _claimed_event(self, record: TaskRecord) -> bool:
+        """Lay ``task.claimed`` for the claim ``record`` was written with; whether the trail took it
+        (if not, the claim's outcome says so: see ``claim_facts``). The claim stands either way."""
         data: JsonValue = {**caps(record), "attempt": len(record.attempts) + 1}
-        await self._core.event(
-            "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
-        )
+        try:
+            await self._core.event(
+                "task.claimed", record.task.id, agent=record.holder, token=record.token, data=data
+            )
+        except ServerUnavailable as exc:
+            log.warning(
+                "task.claim_event_unsent", task_id=record.task.id, agent=record.holder, error=str(exc)
+            )
+            return False
+        return True
 
     async def _lease_key_stands(self, task_id: str, holder: str | None) -> NotTaken | None:
         """``held`` while the lease key of ``holder``'s direct claim lives; None once it is gone."""

@@ -43,6 +43,9 @@ class Lease:
     """With a lease key: its last revision (heartbeats CAS on it)."""
     claimed: bool = True
     """Whether the claim is written to the record (False while deferred)."""
+    announced: bool = True
+    """Whether the claim's ``task.claimed`` event is on the trail. A claim written while the trail
+    could not take its event is reported by its outcome's event instead, as a deferred one is."""
     started_at: datetime = field(default_factory=utcnow)
     """When the claim began (the attempt's start)."""
 
@@ -176,8 +179,10 @@ def attempt_of(
 
 def claim_facts(lease: Lease, record: TaskRecord) -> dict[str, JsonValue]:
     """What an outcome event says of the claim it ends: the task's capabilities, and whether the
-    claim was deferred (never written, so no ``task.claimed`` event precedes it)."""
-    return {**caps(record), "deferred": True} if not lease.claimed else caps(record)
+    claim was deferred: no ``task.claimed`` event precedes it (never written, or its event lost
+    to a fault), so the outcome's event stands for the claim too."""
+    deferred = not (lease.claimed and lease.announced)
+    return {**caps(record), "deferred": True} if deferred else caps(record)
 
 
 def caps(record: TaskRecord) -> dict[str, JsonValue]:
