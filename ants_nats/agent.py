@@ -35,6 +35,7 @@ from .context import Handler
 from .errors import (
     AntsError,
     CorruptEntry,
+    ServerUnavailable,
 )
 from .identity import Identity
 from .log import get_logger
@@ -434,6 +435,13 @@ class Agent:
             claim = await self.board.take(
                 ticket, msg, self.id, probation=probation, trust_ticket=self._cancels.trusts(ticket, msg)
             )
+        except ServerUnavailable as exc:
+            # A fault the swarm recovers from: the ticket is redelivered when its ack wait ends.
+            log.warning("ticket.judging_failed", agent=self.id, task_id=ticket.task_id, error=str(exc))
+            if reservation is not None:
+                with contextlib.suppress(ServerUnavailable):  # the window then over-counts a little
+                    await self._throttle.refund(reservation)
+            return
         except CorruptEntry as exc:
             # Garbage with no valid revision left to restore: nothing to work on, nothing to loop.
             log.error("task.unrecoverable", agent=self.id, task_id=ticket.task_id, error=str(exc))

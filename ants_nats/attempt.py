@@ -16,8 +16,9 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -36,12 +37,14 @@ from .errors import (
 )
 from .log import get_logger
 from .metrics import AgentMetrics, Ending
-from .models import Task, Usage
+from .models import Task, TaskRecord, Usage
 from .signals import AskingForInput, Decline, NonRetryable, RateLimited
 from .throttle import Throttle
 from .tracing import TaskTrace
 
 log = get_logger("agent")
+
+T = TypeVar("T")
 
 RETRY_BACKOFF_S = 0.5
 """Pause between two tries of a write the server did not answer."""
@@ -143,20 +146,64 @@ class RunningAttempt:
         offer = self._crew.offer()
         # Noted first: should the ticket come back to us, we step aside while the decline stands.
         self._crew.declined.note(lease.task_id, offer, retry_after)
-        record = await self._crew.board.decline(
-            lease, reason, offer=offer, retry_after=retry_after, usage=spent
+        board = self._crew.board
+        record = await self._settled(
+            "decline",
+            lambda: board.decline(lease, reason, offer=offer, retry_after=retry_after, usage=spent),
         )
-        delay = await self._crew.board.held_back(record)
-        if delay is None:
-            await self._msg.ack()
-        else:
-            await self._msg.nak(delay=delay or None)
+        if record is None:
+            return
+        delay = await board.held_back(record)
+        await self._answer_ticket(None if delay is None else delay or 0.0)
 
     async def give_back(self) -> None:
         """Let go of the task (shutdown, or a cancel that did not hold): others take it now."""
         self._ended("released")
-        await self._crew.board.release(self.lease)
-        await self._msg.nak()
+        if await self._settled("release", lambda: self._crew.board.release(self.lease)) is not None:
+            await self._answer_ticket(0.0)
+
+    async def _settled(self, ending: str, settle: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``settle``, the write that ends the attempt (idempotent, and fenced by its token),
+        retrying while the server cannot answer and the lease may live. None when it gave up: the
+        lease then runs out on the server and another agent redoes the task (a fault the swarm
+        recovers from, logged as a warning, never as a crash)."""
+        lease = self.lease
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + lease.ttl
+        tries = 0
+        while True:
+            try:
+                return await settle()
+            except ServerUnavailable as exc:
+                tries += 1
+                fields = {
+                    "agent": lease.agent_id,
+                    "task_id": lease.task_id,
+                    "ending": ending,
+                    "error": str(exc),
+                }
+                if loop.time() + RETRY_BACKOFF_S > give_up:
+                    log.warning(
+                        "task.settle_gave_up", tries=tries, then="its lease runs out; it is redone", **fields
+                    )
+                    return None
+                if tries == 1:
+                    log.warning("task.settle_retrying", **fields)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+
+    async def _answer_ticket(self, delay: float | None) -> None:
+        """Ack the ticket (``delay`` None: the task is done with) or hand it back after ``delay``
+        seconds (0: now). A failure leaves the ticket to be redelivered when its ack wait ends,
+        and whoever gets it reads the record: a warning, not a crash."""
+        try:
+            if delay is None:
+                await self._msg.ack()
+            else:
+                await self._msg.nak(delay=delay or None)
+        except nats.errors.Error as exc:
+            log.warning(
+                "ticket.answer_failed", agent=self.lease.agent_id, task_id=self.task_id, error=str(exc)
+            )
 
     async def give_back_quietly(self) -> None:
         """``give_back`` while shutting down: a failure only leaves the lease to expire."""
@@ -308,35 +355,34 @@ class RunningAttempt:
         """Record the outcome, retrying while the server is unreachable and the lease may live; a
         failure to be retried comes back after the task's backoff (the server holds the ticket)."""
         lease, board, spent = self.lease, self._crew.board, self.ctx.spent
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + lease.ttl
-        with self._trace.finishing("complete" if error is None else "fail"):
-            while True:
-                try:
-                    if error is None:
-                        record = await board.complete(lease, result, usage=spent)
-                    else:
-                        record = await board.fail(lease, error, retry=retry, usage=spent)
-                    break
-                except LeaseLost:
-                    log.warning(
-                        "task.late_result_rejected",
-                        agent=lease.agent_id,
-                        task_id=lease.task_id,
-                        token=lease.token,
-                    )
-                    self._ended("expired", "late result rejected")
-                    return
-                except ServerUnavailable:
-                    if loop.time() > give_up:
-                        raise
-                    await asyncio.sleep(RETRY_BACKOFF_S)
+        ending = "complete" if error is None else "fail"
+
+        def settle() -> Awaitable[TaskRecord]:
+            if error is None:
+                return board.complete(lease, result, usage=spent)
+            return board.fail(lease, error, retry=retry, usage=spent)
+
+        with self._trace.finishing(ending):
+            try:
+                record = await self._settled(ending, settle)
+            except LeaseLost:
+                log.warning(
+                    "task.late_result_rejected",
+                    agent=lease.agent_id,
+                    task_id=lease.task_id,
+                    token=lease.token,
+                )
+                self._ended("expired", "late result rejected")
+                return
+        if record is None:
+            self._ended("expired", "the server did not answer before the lease ran out")
+            return
         self._ended("completed" if error is None else "failed", error)
         if record.status.terminal:
-            await self._msg.ack()
+            await self._answer_ticket(None)
         else:
             failures = sum(1 for a in record.attempts if a.outcome == "failed")
-            await self._msg.nak(delay=record.task.retry.delay(failures))
+            await self._answer_ticket(record.task.retry.delay(failures))
 
     async def _cancelled_while_running(self) -> None:
         """The handler was stopped by a cancel event: ack the ticket if the record says so (the
@@ -346,7 +392,7 @@ class RunningAttempt:
         if record.status.terminal:
             log.info("task.cancel_obeyed", agent=lease.agent_id, task_id=lease.task_id)
             self._ended("cancelled")
-            await self._msg.ack()
+            await self._answer_ticket(None)
             return
         log.warning(
             "task.cancel_unconfirmed", agent=lease.agent_id, task_id=lease.task_id, status=record.status.value
@@ -366,12 +412,16 @@ class RunningAttempt:
         the task back for then (not an attempt)."""
         lease = self.lease
         try:
-            await self._crew.board.release(lease, reason=str(exc), usage=self.ctx.spent)
+            released = await self._settled(
+                "release", lambda: self._crew.board.release(lease, reason=str(exc), usage=self.ctx.spent)
+            )
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to give back
+            released = None
+        if released is None:
             self._ended("expired", "lease lost")
             return
         self._ended("rate_limited", str(exc))
-        await self._msg.nak(delay=exc.retry_after)
+        await self._answer_ticket(exc.retry_after)
         try:  # after the task is back: holding the others back is worth less than that
             await self._crew.throttle.hold(lease.task.requires, exc.retry_after, str(exc))
         except (AntsError, nats.errors.Error) as error:
@@ -382,14 +432,19 @@ class RunningAttempt:
         with the question's timeout as the delay (it comes back then, to fail the task if nobody
         answered; an answer announces a ticket of its own)."""
         lease = self.lease
+        board = self._crew.board
         try:
-            await self._crew.board.ask(lease, asking.question, timeout=asking.timeout, usage=self.ctx.spent)
+            parked = await self._settled(
+                "ask", lambda: board.ask(lease, asking.question, timeout=asking.timeout, usage=self.ctx.spent)
+            )
         except LeaseLost:  # expired or cancelled meanwhile: nothing of ours to park
-            self._ended("expired", "lease lost")
-            return
+            parked = None
         except InvalidTask as exc:  # a question the board refuses: the handler's own failure
             await self._finish(error=f"{type(exc).__name__}: {exc}")
             return
+        if parked is None:
+            self._ended("expired", "lease lost")
+            return
         log.info("task.asked", agent=lease.agent_id, task_id=lease.task_id, timeout=asking.timeout)
         self._ended("asked", asking.question)
-        await self._msg.nak(delay=asking.timeout)
+        await self._answer_ticket(asking.timeout)

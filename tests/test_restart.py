@@ -36,6 +36,8 @@ from ants_nats import (
     Usage,
 )
 
+from .helpers import on_log
+
 # Longer than a write's request timeout (5 s) plus a restart: a finish whose first write went
 # unanswered has time left to retry before its lease (the ticket's ack wait) runs out.
 LEASE_TTL = 10.0
@@ -226,3 +228,35 @@ async def test_results_written_across_restarts_are_kept_and_reported_truthfully(
     # The write that landed after its answer was lost stands as its writer's.
     (stored,) = [a for a in final[landed.task_id].attempts if a.outcome == "completed"]
     assert (stored.agent, stored.token) == (landed.agent, landed.token)
+
+
+async def test_a_finish_that_outlives_its_lease_gives_up_with_a_warning_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The server goes away for good while a handler ends: the agent retries its result write
+    while the lease may live, then says what happens next (the lease runs out, the task is
+    redone) as a warning; its runner does not crash and it stops cleanly."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+    with capture_logs() as logs, on_log("task.settle_gave_up") as gave_up:
+        async with (
+            EmbeddedServer(store_dir=tmp_path / "store") as server,
+            TaskBoard.connect(server.url, BoardConfig(lease_ttl=2.0)) as board,
+        ):
+            agent = Agent(board, name="orphan", shutdown_grace=0.5)
+
+            @agent.handler("work")
+            async def work(task: Task, ctx: TaskContext) -> JsonValue:
+                started.set()
+                await release.wait()
+                return "late"
+
+            async with agent:
+                await board.submit(Task(id="w1", kind="work"))
+                await asyncio.wait_for(started.wait(), 10)
+                await server.stop(kill=True)
+                release.set()
+                await asyncio.wait_for(gave_up.wait(), 30)
+    assert crashes(logs) == []
+    [warning] = [e for e in logs if e["event"] == "task.settle_gave_up"]
+    assert warning["log_level"] == "warning" and warning["ending"] == "complete"
