@@ -18,6 +18,7 @@ from pydantic import JsonValue
 
 from ._store import Bucket, Conflict, ensure_kv, patiently
 from ._watch import watch_entries, watch_values
+from .board.budget import Budgets
 from .board.seal import SIGNED_HISTORY, SIGNED_METADATA, Seal
 from .cards import Directory
 from .errors import CorruptEntry
@@ -206,7 +207,8 @@ class Ledger:
         self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
         self._tasks = Bucket(nc.jetstream(), TASKS_BUCKET)
         self._counted = Bucket(nc.jetstream(), COUNTED_BUCKET)
-        self._seal = Seal(self._tasks, Trail(nc), Directory(nc), depth=SIGNED_HISTORY)
+        budgets = Budgets(nc.jetstream(), replicas=replicas)
+        self._seal = Seal(self._tasks, Trail(nc), Directory(nc), budgets, depth=SIGNED_HISTORY)
         self._board_signed: bool | None = None
 
     async def ensure(self) -> None:

@@ -23,6 +23,7 @@ from pydantic import JsonValue
 from ants_nats import (
     Agent,
     BoardConfig,
+    Budget,
     EmbeddedServer,
     NotYours,
     Task,
@@ -37,7 +38,7 @@ from ants_nats._store import Bucket, Conflict
 from ants_nats.cards import Directory
 from ants_nats.ledger import Ledger
 from ants_nats.models import Attempt, TaskRecord, TrailEvent, utcnow, wire_bytes
-from ants_nats.names import FORGED_RECORD, TASKS_BUCKET, trail_filter
+from ants_nats.names import BUDGETS_BUCKET, FORGED_RECORD, TASKS_BUCKET, trail_filter
 
 from .conftest import AGENT as FORGER
 from .conftest import LEDGER, RIVAL, TEST_CARD_TTL, TEST_LEASE_TTL
@@ -282,3 +283,38 @@ async def test_an_honest_board_refuses_to_write_what_readers_would_undo(
     cancelled = as_user("ant-b", "cancel", "n2", "--json")
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)[0]["status"] == "cancelled"  # (one JSON shape: issue 25)
+
+
+async def test_a_budgets_limits_are_its_owners_and_spending_it_is_legal(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (nc, _):
+        budgets = Bucket(nc.jetstream(), BUDGETS_BUCKET)
+        # A budget the forger raises counts as spent: nobody spends more than its owner allowed.
+        await owner.submit(
+            Task(id="b1", kind="later", created_by="ant-b"), budget=Budget(id="small", tokens=10)
+        )
+        entry = await budgets.get("small")
+        assert entry is not None
+        raised = Budget.model_validate_json(entry.value).model_copy(update={"tokens": 10**9})
+        await budgets.update("small", wire_bytes(raised), last=entry.revision)
+        async with honest_agent(secured, "later"):
+            failed = (await owner.wait(["b1"], timeout=20))["b1"]
+        assert failed.status is TaskStatus.FAILED
+        assert failed.error is not None and "its owner did not sign" in failed.error
+
+        # An honest budget spent by honest work fails the next task legally: no forgery is seen.
+        tight = Budget(id="tight", tokens=3)
+        await owner.submit(Task(id="b2", kind="spend", created_by="ant-b"), budget=tight)
+        async with TaskBoard.connect(secured.url, SIGNED, seed=OWNER.seed) as board:
+            agent = Agent(board, name="spender", agent_id="ant-b", identity=OWNER)
+
+            @agent.handler("spend")
+            async def spend(task: Task, ctx: TaskContext) -> JsonValue:
+                ctx.usage(tokens_in=5)
+                return "spent"
+
+            async with agent:
+                assert await owner.result("b2", timeout=20) == "spent"
+                await owner.submit(Task(id="b3", kind="spend", budget="tight", created_by="ant-b"))
+                final = (await owner.wait(["b3"], timeout=20))["b3"]
+        assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
+        assert await owner.trail.last(FORGED_RECORD, "b3") is None

@@ -65,7 +65,7 @@ class Core:
         self._expiring = False
         self.signed = False
         """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
-        self.seal = Seal(self.tasks, self.trail, self.directory, depth=SIGNED_HISTORY)
+        self.seal = Seal(self.tasks, self.trail, self.directory, self.budgets, depth=SIGNED_HISTORY)
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""

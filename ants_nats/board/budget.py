@@ -15,8 +15,9 @@ from nats.js import JetStreamContext
 
 from .._store import Bucket, Conflict, ensure_kv
 from ..errors import InvalidTask
+from ..identity import Identity, verify
 from ..log import get_logger
-from ..models import Budget, Usage, parse_or_none, wire_bytes
+from ..models import Budget, TaskRecord, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
 
 log = get_logger("budgets")
@@ -37,10 +38,14 @@ class Budgets:
         """Create the bucket unless it exists."""
         await ensure_kv(self._js, BUDGETS_BUCKET, replicas=self._replicas, history=1)
 
-    async def open(self, budget: Budget) -> Budget:
+    async def open(self, budget: Budget, signer: Identity | None = None) -> Budget:
         """Create ``budget``, or accept the one stored under its id when its limits are the same (a
         submission made again); ``InvalidTask`` when they differ. Garbage under its key (no honest
-        writer makes it) is replaced."""
+        writer makes it) is replaced. With ``signer`` (a signed board's submitter) its limits are
+        signed: readers then refuse limits anyone else wrote (``forged``)."""
+        if signer is not None:
+            owned = budget.model_copy(update={"owner_key": signer.public_key})
+            budget = owned.model_copy(update={"sig": signer.sign(owned.limits_bytes())})
         while True:
             entry = await self._bucket.get(budget.id)
             stored = None if entry is None else _parse(budget.id, entry.value)
@@ -67,6 +72,16 @@ class Budgets:
         entry = await self._bucket.get(budget_id)
         return None if entry is None else _parse(budget_id, entry.value)
 
+    async def spent_for(self, record: TaskRecord, *, signed: bool) -> str | None:
+        """Why the budget ``record``'s task is charged to lets nothing more be spent (spent, or on
+        a ``signed`` board not its owner's), or None (no budget, or one with something left)."""
+        if record.task.budget is None:
+            return None
+        budget = await self.get(record.task.budget)
+        if budget is None:
+            return None
+        return (forged(budget, record.owner_key) if signed else None) or budget.exhausted_because
+
     async def charge(self, budget_id: str, usage: Usage, key: str) -> Budget | None:
         """Add ``usage`` to what ``budget_id`` has spent, once per ``key`` (the attempt's: a retried
         ending charges nothing again); None if there is no such budget."""
@@ -87,6 +102,18 @@ class Budgets:
             if spent.exhausted_because and not budget.exhausted_because:
                 log.info("budget.spent", budget=budget_id, reason=spent.exhausted_because)
             return spent
+
+
+def forged(budget: Budget, owner_key: str | None) -> str | None:
+    """Why ``budget``'s limits are not those its owner (``owner_key``, the task's) signed, or
+    None. A forged budget counts as spent: nobody spends more than its owner allowed."""
+    if owner_key is None:
+        return None
+    if budget.owner_key != owner_key or budget.sig is None:
+        return f"budget {budget.id!r} is not its owner's (its limits were rewritten): it counts as spent"
+    if not verify(owner_key, budget.limits_bytes(), budget.sig):
+        return f"budget {budget.id!r} has limits its owner did not sign: it counts as spent"
+    return None
 
 
 def _parse(budget_id: str, value: bytes) -> Budget | None:

@@ -71,10 +71,10 @@ class Claims:
             )
             return NotTaken(task_id, "finished", status=final.status)
         if record.task.budget is not None:
-            budget = await self._core.budgets.get(record.task.budget)
-            if budget is not None and budget.exhausted_because:
+            spent = await self._core.budgets.spent_for(record, signed=self._core.signed)
+            if spent is not None:
                 final = await self._propagation.finish_unclaimed(
-                    task_id, TaskStatus.FAILED, budget.exhausted_because, event="task.failed", by=agent_id
+                    task_id, TaskStatus.FAILED, spent, event="task.failed", by=agent_id
                 )
                 return NotTaken(task_id, "finished", status=final.status)
         distrusted = await self._core.reputation.quarantined(agent_id, record.task.requires)

@@ -42,6 +42,7 @@ from ..identity import SIG_HEADER, SIGNER_HEADER, header, signing_input, verify
 from ..models import Attempt, TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
 from ..names import is_valid_id
 from ..trail import Trail
+from .budget import Budgets
 
 SIGNED_METADATA = "ants_signed"
 """Metadata key of the ``ants_tasks`` stream: ``"true"`` on a signed board."""
@@ -84,6 +85,8 @@ class Verdict:
     """Dependencies of which at least one must have ended without being done."""
     able: tuple[str, str] | None = None
     """(agent, key) that must have announced, signed with that key, that it can take the task."""
+    budget_spent: bool = False
+    """The task's budget must let nothing more be spent."""
 
 
 LEGAL = Verdict()
@@ -124,7 +127,11 @@ def judge(
         return Verdict(done=done)
     verdict = _claim_change(before, after, signer, prev=prev, now=now)
     return Verdict(
-        verdict.illegal, done=done + verdict.done, ended_badly=verdict.ended_badly, able=verdict.able
+        verdict.illegal,
+        done=done + verdict.done,
+        ended_badly=verdict.ended_badly,
+        able=verdict.able,
+        budget_spent=verdict.budget_spent,
     )
 
 
@@ -209,6 +216,8 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
             return LEGAL
         if state.waiting_on:
             return Verdict(ended_badly=state.waiting_on)
+        if state.task.budget is not None:
+            return Verdict(budget_spent=True)
     return Verdict("changes a task it did not claim")
 
 
@@ -358,8 +367,11 @@ class Seal:
     restoring it over forged ones. Keeps what it has judged (``LegalCache``), so a reader that
     follows a task pays for what changed since it last looked."""
 
-    def __init__(self, bucket: Bucket, trail: Trail, directory: Directory, *, depth: int) -> None:
+    def __init__(
+        self, bucket: Bucket, trail: Trail, directory: Directory, budgets: Budgets, *, depth: int
+    ) -> None:
         self._bucket = bucket
+        self._budgets = budgets
         self._trail = trail
         self._directory = directory
         self._depth = depth
@@ -484,6 +496,11 @@ class Seal:
                 return f"unblocks it on {dep!r}, which is not done"
         if verdict.able is not None and not await self._able(*verdict.able, revision.record):
             return f"taken by {verdict.able[0]!r}, which never announced with that key that it can take it"
+        spent = (
+            verdict.budget_spent and before is not None and await self._budgets.spent_for(before, signed=True)
+        )
+        if verdict.budget_spent and not spent:
+            return "fails it for a budget with something left"
         if verdict.ended_badly:
             ended = [await self._status(dep) for dep in verdict.ended_badly]
             if not any(s is not None and s.terminal and s is not TaskStatus.DONE for s in ended):

@@ -133,7 +133,8 @@ class Submission:
                 if task.budget not in (None, budget.id):
                     raise InvalidTask(f"task {task.id!r} names budget {task.budget!r}, not {budget.id!r}")
             batch = [task.model_copy(update={"budget": budget.id}) for task in batch]
-            await self._core.budgets.open(budget)
+            signer = self._signers(batch[:1]).get(batch[0].id) if batch else None
+            await self._core.budgets.open(budget, signer)
         opened = {budget.id} if budget is not None else set()
         for named in sorted({task.budget for task in batch if task.budget is not None} - opened):
             if await self._core.budgets.get(named) is None:

@@ -82,6 +82,16 @@ class Budget(Wire):
         default=(), description="The latest attempts charged (task.token.outcome): each is charged once."
     )
     created_at: datetime = Field(default_factory=utcnow)
+    owner_key: str | None = Field(
+        default=None, description="On a signed board: the public key of the submitter that opened it."
+    )
+    sig: str | None = Field(
+        default=None, description="On a signed board: the owner's signature of its limits (``limits_bytes``)."
+    )
+
+    def limits_bytes(self) -> bytes:
+        """What the owner signs on a signed board: the budget's id, limits and owner, as JSON."""
+        return self.model_dump_json(include={"id", "tokens", "cost", "owner_key"}).encode()
 
     @model_validator(mode="after")
     def _limits_something(self) -> Budget:
