@@ -151,7 +151,7 @@ def parse_usage(value: object) -> Usage | None:
     if not isinstance(value, dict):
         return None
     try:
-        return Usage.model_validate(value)
+        return Usage.model_validate(value, context={"wire": True})
     except pydantic.ValidationError:
         return None
 

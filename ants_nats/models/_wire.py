@@ -4,9 +4,16 @@ JSON."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from ..log import get_logger
 from ..names import CAPABILITY_PATTERN, ID_PATTERN, MAX_SCHEDULE_NAME_LENGTH
@@ -25,9 +32,18 @@ def utcnow() -> datetime:
 
 
 class Wire(BaseModel):
-    """Every wire model: unknown fields are refused, and values are frozen."""
+    """Every wire model: values are frozen; fields it does not know are refused in what a caller
+    builds, and kept in what it reads off the wire (``parse_or_none``: a value a newer version
+    wrote), so a rewrite of that value carries them on unchanged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _known_fields_unless_read(self, info: ValidationInfo) -> Self:
+        if self.model_extra and not (info.context or {}).get("wire"):
+            unknown = ", ".join(sorted(self.model_extra))
+            raise ValueError(f"unknown field(s) {unknown} (of {type(self).__name__})")
+        return self
 
 
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"

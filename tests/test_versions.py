@@ -1,0 +1,69 @@
+"""Tolerant readers: values a newer version wrote, with fields this one does not know, are read,
+worked on, and written back with those fields unchanged (issue "Rolling upgrades", point 1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import JsonValue, ValidationError
+
+from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats._store import Bucket
+from ants_nats.board.submit import parse_task
+from ants_nats.models import Route, TaskRecord, TrailEvent, parse_or_none
+from ants_nats.names import ROUTES_BUCKET, TASKS_BUCKET, trail_filter, work_subject
+
+
+async def submit_as_a_newer_client(board: TaskBoard, task_id: str) -> None:
+    """README's recipe for another client, as a newer version would follow it: the record, its
+    spec and the ticket each carry a field this version does not know."""
+    js = board.nc.jetstream()
+    spec = {"id": task_id, "kind": "echo", "payload": {"n": 1}, "x_hint": "fast"}
+    record = {"task": spec, "status": "pending", "x_future": {"v": 2}}
+    revision = await Bucket(js, TASKS_BUCKET).create(task_id, json.dumps(record).encode())
+    routes = Bucket(js, ROUTES_BUCKET)
+    if await routes.get("any") is None:
+        await routes.create("any", Route(requires=()).model_dump_json().encode())
+    ticket = {"task_id": task_id, "route": "any", "revision": revision, "record": record, "x_trace": "t-1"}
+    headers = {"Nats-Msg-Id": f"ticket-{task_id}"}
+    await js.publish(work_subject("any"), json.dumps(ticket).encode(), headers=headers)
+
+
+async def test_a_newer_clients_fields_are_kept_and_its_task_is_done(board: TaskBoard) -> None:
+    agent = Agent(board, name="older")
+
+    @agent.handler("echo")
+    async def echo(task: Task, ctx: TaskContext) -> JsonValue:
+        return task.payload
+
+    async with agent:
+        await submit_as_a_newer_client(board, "future-1")
+        final = (await board.wait(["future-1"], timeout=20))["future-1"]
+    assert final.status is TaskStatus.DONE and final.result == {"n": 1}
+    # What the newer client wrote survives this version's rewrites (claim and completion).
+    entry = await Bucket(board.nc.jetstream(), TASKS_BUCKET).get("future-1")
+    assert entry is not None
+    stored = json.loads(entry.value)
+    assert stored["x_future"] == {"v": 2} and stored["task"]["x_hint"] == "fast"
+    assert stored["status"] == "done"
+    corrupt = await board.trail.replay(trail_filter("corrupt.*"))
+    assert corrupt == []
+
+
+def test_a_caller_still_gets_unknown_fields_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown field"):
+        Task(id="t", kind="k", pritority=3)  # type: ignore[call-arg]
+    with pytest.raises(InvalidTask, match="pritority"):
+        parse_task({"id": "t", "kind": "k", "pritority": 3})
+    # Read off the wire, the same field is kept, not refused.
+    read = parse_or_none(
+        TaskRecord, b'{"task": {"id": "t", "kind": "k", "pritority": 3}, "status": "pending"}', where="t"
+    )
+    assert read is not None and read.task.model_extra == {"pritority": 3}
+    # Garbage is still garbage: a known field that does not validate.
+    assert (
+        parse_or_none(TaskRecord, b'{"task": {"id": "t", "kind": "k"}, "status": "sleeping"}', where="t")
+        is None
+    )
+    assert parse_or_none(TrailEvent, b"not json", where="t") is None
