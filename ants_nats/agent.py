@@ -40,7 +40,17 @@ from .errors import (
 from .identity import Identity
 from .log import get_logger
 from .metrics import AgentMetrics, MetricsServer
-from .models import AgentCard, CapabilitySpec, Route, Task, Ticket, TrailEvent, parse_or_none
+from .models import (
+    FEATURES,
+    AgentCard,
+    CapabilitySpec,
+    Route,
+    Task,
+    Ticket,
+    TrailEvent,
+    lacking,
+    parse_or_none,
+)
 from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 from .throttle import Reservation, Throttle
@@ -115,6 +125,9 @@ class Agent:
     """An autonomous worker. Use as ``async with Agent(board, name=..., capabilities=[...]) as agent``."""
 
     attempt_class: type[RunningAttempt] = RunningAttempt
+    features: frozenset[str] = FEATURES
+    """Protocol features this agent understands: a task that needs another (``Task.needs``) it
+    declines, freely (a newer version's agent extends it)."""
     """What runs each claim this agent wins (a subclass changes how attempts behave)."""
 
     def __init__(
@@ -469,11 +482,15 @@ class Agent:
         """Decide on a claimed task, then run its handler (or decline it)."""
         task = attempt.lease.task
         handler = self._handlers.for_kind(task.kind)
-        verdict = (
-            matching.Verdict(False, f"no handler for kind {task.kind!r}")
-            if handler is None
-            else self._decide(self.specs, self.load - 1, self.capacity, task)
-        )
+        missing = lacking(task.needs, self.features)
+        if missing:
+            verdict = matching.Verdict(
+                False, f"needs {', '.join(missing)}, which ants-nats {__version__} lacks"
+            )
+        elif handler is None:
+            verdict = matching.Verdict(False, f"no handler for kind {task.kind!r}")
+        else:
+            verdict = self._decide(self.specs, self.load - 1, self.capacity, task)
         if handler is None or not verdict.accept:
             await attempt.decline(verdict.reason, retry_after=verdict.retry_after)
             return

@@ -30,7 +30,7 @@ from ._watch import pushed
 from .errors import AntsError, InvalidTask
 from .identity import Identity
 from .log import get_logger
-from .models import TrailEvent, parse_or_none, utcnow, wire_bytes
+from .models import PROTOCOL_VERSION, TrailEvent, parse_or_none, utcnow, wire_bytes
 from .names import (
     MARK_NAME_PATTERN,
     TRAIL_STREAM,
@@ -151,6 +151,8 @@ class Trail:
         event: TrailEvent, msg_id: str | None, signer: Identity | None
     ) -> tuple[str, bytes, dict[str, str] | None]:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else {}
+        if event.v is None:
+            event = event.model_copy(update={"v": PROTOCOL_VERSION})
         if signer is not None:
             # The signature goes in headers; the body's deprecated sig/signer would only disagree.
             event = event.model_copy(update={"signer": None, "sig": None})

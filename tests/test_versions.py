@@ -8,11 +8,13 @@ import json
 import pytest
 from pydantic import JsonValue, ValidationError
 
-from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import Agent, Identity, InvalidTask, Task, TaskBoard, TaskContext, TaskStatus, Verifier
 from ants_nats._store import Bucket
 from ants_nats.board.submit import parse_task
-from ants_nats.models import Route, TaskRecord, TrailEvent, parse_or_none
-from ants_nats.names import ROUTES_BUCKET, TASKS_BUCKET, trail_filter, work_subject
+from ants_nats.models import FEATURES, PROTOCOL_VERSION, Route, TaskRecord, TrailEvent, parse_or_none
+from ants_nats.names import ROUTES_BUCKET, TASKS_BUCKET, trail_filter, trail_subject, work_subject
+
+from .helpers import until_event, until_tasks
 
 
 async def submit_as_a_newer_client(board: TaskBoard, task_id: str) -> None:
@@ -67,3 +69,45 @@ def test_a_caller_still_gets_unknown_fields_refused() -> None:
         is None
     )
     assert parse_or_none(TrailEvent, b"not json", where="t") is None
+
+
+class NewerAgent(Agent):
+    """An agent of a later version: it understands a feature this one does not."""
+
+    features = FEATURES | {"teleport"}
+
+
+async def test_a_task_that_needs_a_feature_goes_only_to_agents_that_have_it(board: TaskBoard) -> None:
+    async def echo(task: Task, ctx: TaskContext) -> JsonValue:
+        return {"by": ctx.lease.agent_id}
+
+    older, newer = Agent(board, name="older"), NewerAgent(board, name="newer")
+    older.handler("echo")(echo)
+    newer.handler("echo")(echo)
+    async with older:
+        await board.submit(Task(id="beam", kind="echo", needs=("teleport",)))
+        seen = await until_tasks(board, lambda r: "beam" in r and bool(r["beam"].declines))
+        [note] = seen["beam"].declines
+        assert note.agent == older.id and "needs teleport" in note.reason
+        assert seen["beam"].attempts == ()  # a free decline: no attempt, no reputation cost
+        async with newer:
+            assert await board.result("beam", timeout=20) == {"by": newer.id}
+    # Both say which protocol they speak: the record, and the events laid for it.
+    entry = await Bucket(board.nc.jetstream(), TASKS_BUCKET).get("beam")
+    assert entry is not None and json.loads(entry.value)["v"] == PROTOCOL_VERSION
+    completed = await until_event(board, "task.completed", "beam")
+    assert completed.v == PROTOCOL_VERSION
+
+
+async def test_an_event_with_fields_this_version_does_not_know_still_verifies(board: TaskBoard) -> None:
+    identity = Identity.generate()
+    agent = Agent(board, name="signer", identity=identity)
+    async with agent:
+        subject = trail_subject("mark.note", "topic", agent.id)
+        payload = json.dumps(
+            {"kind": "mark.note", "ref": "topic", "by": agent.id, "v": 3, "x_new": {"nested": [1, 2]}}
+        ).encode()
+        await board.nc.jetstream().publish(subject, payload, headers=identity.sign_message(subject, payload))
+        event = await until_event(board, "mark.note", "topic")
+        assert event.model_extra == {"x_new": {"nested": [1, 2]}}
+        assert await Verifier(board.directory).check(event) == "verified"

@@ -18,7 +18,7 @@ from ..cards import Directory
 from ..errors import AntsError, CorruptEntry, InvalidTask, NotYours, TaskNotFound
 from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
-from ..models import TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
+from ..models import PROTOCOL_VERSION, TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
 from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
@@ -290,6 +290,7 @@ class Core:
 
         A finished record that no unfinished dependent needs replaces the key's history and
         expires after ``finished_ttl`` (storage must not grow forever)."""
+        record = record.model_copy(update={"v": PROTOCOL_VERSION})
         task_id, value = record.task.id, wire_bytes(record)
         if not self.signed:
             if (

@@ -69,7 +69,7 @@ _CLAIM_FIELDS = (
     "budget_from",
 )
 """What a claim and its end change: the holder's part of a record."""
-_OPEN_FIELDS = ("dependents", "finished_dependents", "unroutable", "unroutable_reason", "updated_at")
+_OPEN_FIELDS = ("dependents", "finished_dependents", "unroutable", "unroutable_reason", "updated_at", "v")
 """Bookkeeping anyone may keep (none of it changes an outcome)."""
 
 

@@ -19,7 +19,7 @@ from ..dag import check_batch
 from ..errors import InvalidTask, PayloadTooLarge, TaskExists, TaskNotFound, UnknownDependency
 from ..identity import SIG_HEADER, Identity
 from ..log import get_logger
-from ..models import Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
+from ..models import PROTOCOL_VERSION, Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_encoded
 from .propagate import Propagation
 
@@ -67,6 +67,7 @@ class Submission:
             task.id: TaskRecord(
                 task=task,
                 owner_key=signers[task.id].public_key if task.id in signers else None,
+                v=PROTOCOL_VERSION,
                 status=TaskStatus.PENDING,
                 waiting_on=task.depends_on,
                 dependents=tuple(sorted(dependents[task.id])),

@@ -17,6 +17,7 @@ from ._wire import (
     wire_bytes,
 )
 from .card import AgentCard, CapabilitySpec
+from .protocol import FEATURES, PROTOCOL_VERSION, lacking
 from .record import (
     MAX_ANSWER_CHARS,
     MAX_DECLINES_KEPT,
@@ -36,10 +37,12 @@ from .trail import ANY_CAPABILITY, AgentLedger, Counts, Score, TrailEvent
 
 __all__ = [
     "ANY_CAPABILITY",
+    "FEATURES",
     "FIRE_TIME_FORMAT",
     "MAX_ANSWER_CHARS",
     "MAX_DECLINES_KEPT",
     "MAX_QUESTION_CHARS",
+    "PROTOCOL_VERSION",
     "TRACEPARENT_PATTERN",
     "AgentCard",
     "AgentId",
@@ -70,6 +73,7 @@ __all__ = [
     "TrailEvent",
     "UnroutableTask",
     "Usage",
+    "lacking",
     "parse_or_none",
     "utcnow",
     "wire_bytes",

@@ -114,6 +114,7 @@ class TaskRecord(Wire):
         default=(), description="What its handlers asked (ctx.ask) and the answers given, in order."
     )
     updated_at: datetime = Field(default_factory=utcnow)
+    v: int | None = Field(default=None, description="Protocol version of its last writer (null: 1).")
 
     @model_validator(mode="after")
     def _asked(self) -> TaskRecord:

@@ -65,6 +65,12 @@ class Task(Wire):
     budget: TaskId | None = Field(
         default=None, description="Id of the budget (in ants_budgets) its work is charged to, if any."
     )
+    needs: tuple[Capability, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Protocol features an agent must understand to take it (``FEATURES``): an agent "
+        "that lacks one steps aside (a free decline).",
+    )
     fail_unroutable: bool = Field(
         default=False,
         description="Fail at once, with the reason, when no live agent can take it (instead of "

@@ -27,6 +27,7 @@ class TrailEvent(Wire):
     intensity: float = Field(default=1.0, ge=0, le=1_000_000)
     data: JsonValue = None
     by: str | None = Field(default=None, description="The agent that laid it (signed it), if any.")
+    v: int | None = Field(default=None, description="Protocol version of its writer (null: 1).")
     signer: str | None = Field(
         default=None, description="Deprecated (now the Ants-Signer header): public nkey of the signer."
     )
@@ -51,8 +52,9 @@ class TrailEvent(Wire):
 
     def signed_bytes(self) -> bytes:
         """The bytes a deprecated in-body ``sig`` covers: pydantic's JSON of the event without
-        ``sig`` and ``seq``. Such events are still verified for one release; none are written."""
-        return self.model_dump_json(exclude={"sig", "seq"}).encode()
+        ``sig`` and ``seq`` (nor ``v``, which came later). Such events are still verified for one
+        release; none are written."""
+        return self.model_dump_json(exclude={"sig", "seq", "v"}).encode()
 
     def strength(self, now: datetime, half_life: float) -> float:
         """Intensity left at ``now``: it halves every ``half_life`` seconds (evaporation)."""
