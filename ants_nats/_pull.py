@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import json
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -23,9 +24,12 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._aio import honour_swallowed_cancel
-from .errors import ServerUnavailable
+from ._store import translate_errors
+from .errors import AntsError, ServerUnavailable
 from .log import get_logger
 
 log = get_logger("pull")
@@ -125,3 +129,46 @@ async def fetch_patiently(puller: Puller, timeout: float) -> Msg | None:
         log.debug("pull.failed", consumer=puller.consumer, error=str(exc) or type(exc).__name__)
         await asyncio.sleep(_PULL_RETRY_S)
         return None
+
+
+_REPLAY_BATCH = 256
+_REPLAY_TIMEOUT_S = 5.0
+
+
+async def replay(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    *,
+    since: datetime | None = None,
+    start_seq: int | None = None,
+    action: str,
+) -> list[Msg]:
+    """Every message ``stream`` holds on ``subject`` (from ``since``, or from sequence
+    ``start_seq``), in order, through an unnamed pull consumer (read-only users may make those)."""
+    policy = DeliverPolicy.ALL
+    if since is not None:
+        policy = DeliverPolicy.BY_START_TIME
+    elif start_seq is not None:
+        policy = DeliverPolicy.BY_START_SEQUENCE
+    config = ConsumerConfig(
+        filter_subject=subject,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=policy,
+        opt_start_time=since,
+        opt_start_seq=start_seq if since is None else None,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    found: list[Msg] = []
+    async with translate_errors(action):
+        info = await js.add_consumer(stream, config=config)
+        pending = info.num_pending or 0
+        async with Puller(js._nc, stream, str(info.name), batch=_REPLAY_BATCH) as puller:
+            while pending:
+                msg = await puller.fetch(_REPLAY_TIMEOUT_S)
+                if msg is None:
+                    raise AntsError(f"{action} stalled with {pending} messages left")
+                found.append(msg)
+                pending = msg.metadata.num_pending
+    return found

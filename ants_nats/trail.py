@@ -24,10 +24,10 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._pull import Puller, fetch_patiently
+from ._pull import Puller, fetch_patiently, replay
 from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
 from ._watch import pushed
-from .errors import AntsError, InvalidTask
+from .errors import InvalidTask
 from .identity import Identity
 from .log import get_logger
 from .models import PROTOCOL_VERSION, TrailEvent, parse_or_none, utcnow, wire_bytes
@@ -44,9 +44,7 @@ from .names import (
 log = get_logger("trail")
 
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
-_REPLAY_BATCH = 256
 _FETCH_TIMEOUT_S = 1.0
-_REPLAY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -180,29 +178,9 @@ class Trail:
         self, subjects: str = f"{TRAIL_SUBJECT_PREFIX}.>", *, since: datetime | None = None
     ) -> list[TrailEvent]:
         """Every event still on the stream under ``subjects`` (optionally from ``since``), in order."""
-        config = ConsumerConfig(
-            filter_subject=subjects,
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-            opt_start_time=since,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        events: list[TrailEvent] = []
-        async with translate_errors("replay the trail"):
-            # An unnamed consumer: read-only credentials may create those (access control).
-            info = await self._js.add_consumer(TRAIL_STREAM, config=config)
-            pending = info.num_pending or 0
-            async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_REPLAY_BATCH) as puller:
-                while pending:
-                    msg = await puller.fetch(_REPLAY_TIMEOUT_S)
-                    if msg is None:
-                        raise AntsError(f"replay of {subjects} stalled with {pending} events left")
-                    event = _parse(msg)
-                    if event is not None:
-                        events.append(event)
-                    pending = msg.metadata.num_pending
-        return events
+        # An unnamed consumer: read-only credentials may create those (access control).
+        messages = await replay(self._js, TRAIL_STREAM, subjects, since=since, action=f"replay {subjects}")
+        return [event for event in map(_parse, messages) if event is not None]
 
     async def _record_corrupt(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

@@ -129,7 +129,7 @@ async def test_cancel_from_the_command_line(nats_server: EmbeddedServer, board: 
         run_cli, "cancel", "via-cli", "--reason", "operator said so", "--json", "--server", nats_server.url
     )
     assert result.returncode == 0, result.stderr
-    (shown,) = json.loads(result.stdout)
+    shown = json.loads(result.stdout)  # one thing: one object
     assert (shown["status"], shown["error"]) == ("cancelled", "operator said so")
     again = await asyncio.to_thread(run_cli, "cancel", "nope", "--server", nats_server.url)
     assert again.returncode == 2 and "no task 'nope'" in again.stderr

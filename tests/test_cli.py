@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import JsonValue
@@ -348,3 +349,42 @@ def test_the_reputation_table_shows_declines_apart() -> None:
     header, row = reputation_table([ledger], utcnow(), 3600.0).splitlines()
     assert header.split() == ["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED", "DECLINED"]
     assert row.split() == ["ant-1", "echo", "0.50", "2", "1", "0", "7"]
+
+
+async def test_listing_a_large_board_shows_the_newest_and_filters(
+    board: TaskBoard, nats_server: EmbeddedServer
+) -> None:
+    url = nats_server.url
+    await board.submit_many([Task(id=f"t{i:03d}", kind="even" if i % 2 == 0 else "odd") for i in range(120)])
+    await board.cancel("t007", "not wanted")
+
+    def listed(*flags: str) -> list[dict[str, Any]]:
+        result = run_cli("tasks", "--server", url, "--json", *flags)
+        assert result.returncode == 0, result.stderr
+        shown: list[dict[str, Any]] = json.loads(result.stdout)
+        return shown
+
+    newest = listed("--limit", "5")
+    assert [t["task"]["id"] for t in newest] == ["t007", "t119", "t118", "t117", "t116"]
+    assert [t["task"]["id"] for t in listed("--status", "cancelled")] == ["t007"]
+    odd = listed("--kind", "odd", "--limit", "3")
+    assert [t["task"]["id"] for t in odd] == ["t007", "t119", "t117"]
+    assert len(listed("--all")) == 120
+    table = await asyncio.to_thread(run_cli, "tasks", "--server", url, "--limit", "10")
+    assert "(10 shown, newest first; 110 more on the board" in table.stdout
+
+    # The trail: the last events, recent ones, and a subject without the ants.trail. prefix.
+    last = await asyncio.to_thread(run_cli, "trail", "--server", url, "--json", "--last", "2")
+    assert [json.loads(line)["kind"] for line in last.stdout.splitlines()][-1] == "task.cancelled"
+    assert len(last.stdout.splitlines()) == 2
+    short = await asyncio.to_thread(
+        run_cli, "trail", "--server", url, "--subject", "task.cancelled.>", "--json"
+    )
+    assert [json.loads(line)["ref"] for line in short.stdout.splitlines()] == ["t007"]
+    assert run_cli("trail", "--server", url, "--since", "1h", "--subject", "task.cancelled.>").stdout.strip()
+    wrong = await asyncio.to_thread(run_cli, "trail", "--server", url, "--subject", "ants.work.>")
+    assert wrong.returncode == 2 and "is not on the trail" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    # One thing is one JSON object.
+    got = await asyncio.to_thread(run_cli, "get", "t007", "--server", url, "--json")
+    assert json.loads(got.stdout)["status"] == "cancelled"

@@ -276,13 +276,13 @@ async def test_an_honest_board_refuses_to_write_what_readers_would_undo(
 
     submitted = as_user("ant-b", "submit", "--id", "n2", "--kind", "later", "--json")
     assert submitted.returncode == 0, submitted.stderr
-    assert json.loads(submitted.stdout)[0]["owner_key"] == OWNER.public_key
+    assert json.loads(submitted.stdout)[0]["owner_key"] == OWNER.public_key  # submit lists: an array
     refused = as_user("ant-a", "cancel", "n2")
     assert refused.returncode != 0
     assert "belongs to 'ant-b'" in refused.stderr and "Traceback" not in refused.stderr
     cancelled = as_user("ant-b", "cancel", "n2", "--json")
     assert cancelled.returncode == 0, cancelled.stderr
-    assert json.loads(cancelled.stdout)[0]["status"] == "cancelled"  # (one JSON shape: issue 25)
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
 
 
 async def test_a_budgets_limits_are_its_owners_and_spending_it_is_legal(secured: EmbeddedServer) -> None:

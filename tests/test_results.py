@@ -85,7 +85,7 @@ async def test_get_and_wait_from_the_command_line(nats_server: EmbeddedServer, b
     shown = await asyncio.to_thread(run_cli, "get", "done-one", "--server", url)
     assert shown.returncode == 0, shown.stderr
     assert 'result: {"answer":42}' in shown.stdout
-    (record,) = json.loads(
+    record = json.loads(
         (await asyncio.to_thread(run_cli, "get", "done-one", "--json", "--server", url)).stdout
     )
     assert record["result"] == {"answer": 42}

@@ -280,7 +280,7 @@ async def test_an_unroutable_kind_in_tasks_and_get(nats_server: EmbeddedServer, 
         (line,) = [line for line in listed.stdout.splitlines() if line.startswith("k1 ")]
         assert line.endswith(reason), listed.stdout
         shown = await asyncio.to_thread(run_cli, "get", "k1", "--json", "--server", nats_server.url)
-        (got,) = json.loads(shown.stdout)
+        got = json.loads(shown.stdout)
         assert got["waiting"] == {"reason": "unroutable", "text": reason, "until": None, "agents": []}
 
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -111,6 +111,16 @@ class TaskBoard:
     async def all_tasks(self) -> list[TaskRecord]:
         """Every task on the board (one pass over the bucket; corrupt values are logged and skipped)."""
         return await self._reading.all_tasks()
+
+    async def recent(
+        self, limit: int = 50, keep: Callable[[TaskRecord], bool] = lambda _: True
+    ) -> tuple[list[TaskRecord], int]:
+        """The ``limit`` most recently changed tasks that ``keep`` accepts, newest first, and how
+        many keys the board holds (a bound on how many more there are). Reads only the latest
+        changes (widening the look back until enough match), so it stays fast on a large board."""
+        if limit < 1:
+            raise InvalidTask("limit must be at least 1")
+        return await self._reading.recent(limit, keep)
 
     def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
         """Every task's current record (or only those of ``task_ids``), then every change as it

@@ -4,18 +4,25 @@ adding up what a task and everything under it spent. Nothing here writes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterable
+import json
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 
 from nats.aio.msg import Msg
 
-from .._store import is_tombstone
+from .._pull import replay
+from .._store import is_tombstone, patiently
 from .._watch import watch_messages, watch_values
-from ..errors import CorruptEntry, TaskNotFound
+from ..errors import AntsError, CorruptEntry, TaskNotFound
 from ..models import TaskRecord, Usage, parse_or_none
 from ..names import TASKS_BUCKET
 from ._core import Core, check_id
 from .seal import stored_revision
+
+_WINDOW_PER_TASK = 8
+"""Messages of the tasks bucket read per task asked for, at first (a task has a few revisions)."""
+_MIN_WINDOW = 256
+_INFO_TIMEOUT_S = 5.0
 
 
 class Reading:
@@ -32,6 +39,45 @@ class Reading:
             if record is not None:
                 records.append(record)
         return records
+
+    async def recent(
+        self, limit: int, keep: Callable[[TaskRecord], bool] = lambda _: True
+    ) -> tuple[list[TaskRecord], int]:
+        """See ``TaskBoard.recent``."""
+        core, stream = self._core, f"KV_{TASKS_BUCKET}"
+        js = core.js
+
+        async def info() -> dict[str, int]:
+            # Raw: nats-py's StreamState leaves out num_subjects (the bucket's keys).
+            reply = await core.nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=_INFO_TIMEOUT_S)
+            found = json.loads(reply.data)
+            if "error" in found:
+                raise AntsError(f"read bucket {TASKS_BUCKET}: {found['error'].get('description')}")
+            return {k: int(v) for k, v in found["state"].items() if isinstance(v, int)}
+
+        state = await patiently(js, f"read bucket {TASKS_BUCKET}", info)
+        first, last, keys = state.get("first_seq", 0), state.get("last_seq", 0), state.get("num_subjects", 0)
+        if last == 0:
+            return [], 0
+        window = max(limit * _WINDOW_PER_TASK, _MIN_WINDOW)
+        while True:
+            start = max(first, last - window + 1)
+            messages = await replay(js, stream, f"$KV.{TASKS_BUCKET}.>", start_seq=start, action="list tasks")
+            latest = {
+                msg.subject.rsplit(".", 1)[1]: msg for msg in messages if msg.metadata.sequence.stream <= last
+            }
+            found: list[TaskRecord] = []
+            for key, msg in sorted(latest.items(), key=lambda item: -item[1].metadata.sequence.stream):
+                if is_tombstone(msg.headers):
+                    continue
+                record = await self._judged(key, msg) if core.signed else _parse_watched(key, msg.data or b"")
+                if record is not None and keep(record):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, keys
+            if start <= first:
+                return found, keys
+            window *= 4  # fewer matches than asked for among the latest changes: look further back
 
     async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
         """See ``TaskBoard.watch``."""

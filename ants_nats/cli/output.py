@@ -38,15 +38,20 @@ async def show(
 
 
 async def show_tasks(
-    args: argparse.Namespace, read: Callable[[TaskBoard], Awaitable[Sequence[TaskRecord]]]
+    args: argparse.Namespace,
+    read: Callable[[TaskBoard], Awaitable[Sequence[TaskRecord]]],
+    *,
+    single: bool = False,
 ) -> Sequence[TaskRecord]:
     """Read task records from the board and print them as ``show`` does, each unfinished one with
-    why it waits (the table's NOTE; with ``--json`` a ``waiting`` object, null once finished)."""
+    why it waits (the table's NOTE; with ``--json`` a ``waiting`` object, null once finished).
+    JSON is an array, or for a ``single`` thing (``get ID``) that one object."""
     async with connect(args) as board:
         records = await read(board)
         waiting = await why_waiting_many(board, records)
     if args.json:
-        emit_json([_with_waiting(r, waiting.get(r.task.id)) for r in records])
+        shown = [_with_waiting(r, waiting.get(r.task.id)) for r in records]
+        emit_json(shown[0] if single and len(shown) == 1 else shown)
     else:
         print(tasks_table(records, waiting))
     return records
@@ -67,8 +72,9 @@ def _one(act: Callable[[TaskBoard], Awaitable[Row]]) -> Callable[[TaskBoard], Aw
 
 
 async def show_task(args: argparse.Namespace, act: Callable[[TaskBoard], Awaitable[TaskRecord]]) -> int:
-    """Do ``act`` on the board and print the one task record it returns, as ``show_tasks`` does."""
-    await show_tasks(args, _one(act))
+    """Do ``act`` on the board and print the one task record it returns, as ``show_tasks`` does
+    (with ``--json``, as one object)."""
+    await show_tasks(args, _one(act), single=True)
     return 0
 
 

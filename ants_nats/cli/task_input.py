@@ -74,14 +74,18 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def seconds_of(text: str, *, flag: str) -> float:
+    """A duration such as ``30s``, ``5m``, ``2h`` or ``1d``, in seconds; ``UsageError`` naming ``flag``."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(f"{flag} {text!r}: use a number with s, m, h or d, e.g. 30s")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
 def not_before(at: str | None, after: str | None) -> str | None:
     """``--at`` as given (the task model checks it), or ``--in`` from now, as ISO 8601."""
     if at is not None and after is not None:
         raise UsageError("give --at or --in, not both")
     if after is None:
         return at
-    match = _DURATION.match(after.strip())
-    if match is None:
-        raise UsageError(f"--in {after!r}: use a number with s, m, h or d, e.g. 30s")
-    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    return (utcnow() + timedelta(seconds=seconds)).isoformat()
+    return (utcnow() + timedelta(seconds=seconds_of(after, flag="--in"))).isoformat()
