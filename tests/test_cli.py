@@ -388,3 +388,17 @@ async def test_listing_a_large_board_shows_the_newest_and_filters(
     # One thing is one JSON object.
     got = await asyncio.to_thread(run_cli, "get", "t007", "--server", url, "--json")
     assert json.loads(got.stdout)["status"] == "cancelled"
+
+
+def test_small_mistakes_get_one_line_each(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: t1\nkind: [unclosed\n")
+    result = run_cli("submit", str(bad), "--server", "nats://127.0.0.1:1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "not YAML" in result.stderr and "line" in result.stderr
+    stop = run_cli("limit", "set", "llm", "--per-minute", "0", "--server", "nats://127.0.0.1:1")
+    assert stop.returncode == 2 and "would stop every task needing 'llm'" in stop.stderr
+    helped = run_cli("agent", "--help").stdout
+    for flag in ("--name", "--capacity", "--lease-ttl"):
+        assert re.search(rf"{flag}.*\n?.*default", helped), (flag, helped)

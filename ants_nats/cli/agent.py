@@ -27,9 +27,20 @@ Ctrl-C or SIGTERM is answered within seconds: well inside the 10 s ``docker stop
 def agent_arguments(parser: argparse.ArgumentParser) -> None:
     """Who an agent process is and how long its claims last (read by ``agent_board``); the demo's
     agents take them too."""
-    parser.add_argument("--name", default="agent")
+    parser.add_argument(
+        "--name",
+        default="agent",
+        help="its name; with --seed-file its id too, the user's name in ants-nats config "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--cap", action="append", default=[], help="a capability (repeatable)")
-    parser.add_argument("--lease-ttl", type=float, default=BoardConfig.lease_ttl)
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=BoardConfig.lease_ttl,
+        metavar="S",
+        help="seconds a claim lives without a heartbeat (default: %(default)s)",
+    )
 
 
 def agent_board(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
@@ -40,7 +51,9 @@ def agent_board(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoa
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     agent_arguments(parser)
-    parser.add_argument("--capacity", type=int, default=2)
+    parser.add_argument(
+        "--capacity", type=int, default=2, metavar="N", help="tasks it runs at once (default: %(default)s)"
+    )
     parser.add_argument("--demo", action="store_true", help="handle the demo pipeline's task kinds")
     parser.add_argument(
         "--metrics-port",

@@ -53,6 +53,17 @@ async def set_limit(args: argparse.Namespace) -> int:
     per_minute = args.per_minute is not None or args.tokens_per_minute is not None
     if per_minute and (args.requests is not None or args.tokens is not None or args.interval is not None):
         raise UsageError("give --per-minute/--tokens-per-minute, or --requests/--tokens with --interval")
+    for flag, value in (
+        ("--per-minute", args.per_minute),
+        ("--tokens-per-minute", args.tokens_per_minute),
+        ("--requests", args.requests),
+        ("--tokens", args.tokens),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(
+                f"{flag} {value} would stop every task needing {args.capability!r}: give at least 1 "
+                f"(or lift the limit: ants-nats limit rm {args.capability})"
+            )
     if per_minute:
         limit = {"requests": args.per_minute, "tokens": args.tokens_per_minute, "per": 60.0}
     else:

@@ -63,11 +63,18 @@ def _parse(name: str, text: str) -> Any:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise InvalidTask(f"{name}: not YAML ({exc})") from exc
+            raise InvalidTask(f"{name}: not YAML ({_yaml_problem(exc)})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidTask(f"{name}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What the YAML parser found wrong, and where, on one line (its message spans several)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
