@@ -35,7 +35,7 @@ from .errors import (
     TaskNotFound,
     UnknownDependency,
 )
-from .identity import Identity, read_seed
+from .identity import Identity, creds_from_env, read_seed
 from .ledger import Ledger
 from .log import configure_logging
 from .matching import Verdict
@@ -145,6 +145,7 @@ __all__ = [
     "__version__",
     "configure_logging",
     "connect",
+    "creds_from_env",
     "read_seed",
     "via_agent_protocol",
     "waiting_for",

@@ -222,7 +222,16 @@ Traffic = Callable[[], Awaitable[tuple[int, int]]]
 def _agent_command(url: str, spec: AgentSpec, *, lease_ttl: float, seed: int) -> list[str]:
     # The demo's own entry: ``ants-nats agent`` has no unreliable nor abandoning agents.
     command = [sys.executable, "-m", "ants_nats.cli.demo_agent", "--log-level", "ERROR", "agent"]
-    command += ["--server", url, "--name", spec.name, "--lease-ttl", str(lease_ttl), "--seed", str(seed)]
+    command += [
+        "--server",
+        url,
+        "--name",
+        spec.name,
+        "--lease-ttl",
+        str(lease_ttl),
+        "--random-seed",
+        str(seed),
+    ]
     for cap in spec.capabilities:
         command += ["--cap", cap]
     if spec.fail_rate:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -90,15 +91,28 @@ class Identity:
         return {SIGNER_HEADER: self.public_key, SIG_HEADER: encoded}
 
 
+CREDS_ENV = ("ANTS_NATS_CREDS", "ANTS_NATS_SEED_FILE")
+"""Where every command and service finds its credentials file when none is given (in this order;
+the second is the older name)."""
+
+
+def creds_from_env() -> Path | None:
+    """The credentials file ``$ANTS_NATS_CREDS`` (or ``$ANTS_NATS_SEED_FILE``) names, if any."""
+    named = next((os.environ[name] for name in CREDS_ENV if os.environ.get(name)), None)
+    return Path(named) if named else None
+
+
 def read_seed(path: Path) -> str:
-    """The nkeys seed stored in ``path`` (as written by ``ants-nats config``)."""
+    """The nkeys user seed stored in ``path``: a seed file as ``ants-nats config`` writes it, or
+    the seed section of a ``.creds`` file."""
     try:
         text = path.read_text().strip()
     except OSError as exc:
-        raise AntsError(f"cannot read seed file {path}: {exc.strerror}") from exc
-    if not text.startswith("SU"):
-        raise AntsError(f"{path} does not hold a user nkeys seed (SU...)")
-    return text
+        raise AntsError(f"cannot read credentials file {path}: {exc.strerror}") from exc
+    seed = next((line.strip() for line in text.splitlines() if line.strip().startswith("SU")), None)
+    if seed is None:
+        raise AntsError(f"{path} holds no user nkeys seed (SU...)")
+    return seed
 
 
 def verify(public_key: str, data: bytes, signature: str) -> bool:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ants_nats import AntsError, configure_logging, read_seed
+from ants_nats import AntsError, configure_logging, creds_from_env, read_seed
 
 EXIT_BAD_INPUT = 2
 
@@ -25,10 +25,14 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="NATS URL (default: $ANTS_NATS_URL or nats://127.0.0.1:4222)",
     )
     p.add_argument(
+        "--creds",
         "--seed-file",
+        dest="seed_file",
+        metavar="FILE",
         type=Path,
-        default=os.environ.get("ANTS_NATS_SEED_FILE"),
-        help="nkeys seed to authenticate with (default: $ANTS_NATS_SEED_FILE)",
+        default=creds_from_env(),
+        help="credentials (an nkeys seed file) to authenticate with (default: $ANTS_NATS_CREDS; "
+        "--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
     )
     p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
     p.add_argument("--json-logs", action="store_true")

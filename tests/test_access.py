@@ -234,8 +234,11 @@ async def test_config_writes_an_operator_who_alone_sets_limits(tmp_path: Path) -
     assert refused.returncode != 0 and "a name was given twice" in refused.stderr
 
 
-async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) -> None:
-    """Every command that talks to NATS takes --seed-file (or $ANTS_NATS_SEED_FILE): an operator
+async def test_the_command_line_connects_as_a_configured_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command that talks to NATS takes --creds (or $ANTS_NATS_CREDS; --seed-file and
+    $ANTS_NATS_SEED_FILE are the older names): an operator
     sets a limit, an agent is refused with one line, an observer reads, and an agent process works
     as its user."""
     auth = tmp_path / "auth"
@@ -244,9 +247,9 @@ async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) ->
     async with EmbeddedServer(extra_args=["-c", str(auth / "nats-server.conf")]) as server:
 
         def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:
-            return run_cli(*command, "--server", server.url, "--seed-file", str(auth / f"{user}.seed"))
+            return run_cli(*command, "--server", server.url, "--creds", str(auth / f"{user}.seed"))
 
-        refused = await asyncio.to_thread(as_user, "ant-1", "limit", "set", "slow", "--per-minute", "0")
+        refused = await asyncio.to_thread(as_user, "ant-1", "limit", "set", "slow", "--per-minute", "1")
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         last = refused.stderr.splitlines()[-1]
         assert last.startswith("ants-nats: error: ") and "refused by the server" in last
@@ -257,6 +260,10 @@ async def test_the_command_line_connects_as_a_configured_user(tmp_path: Path) ->
         # Without credentials the server turns the command line away, in one line.
         anonymous = await asyncio.to_thread(run_cli, "tasks", "--server", server.url)
         assert anonymous.returncode == 2 and anonymous.stderr.count("\n") == 1
+        monkeypatch.setenv("ANTS_NATS_CREDS", str(auth / "watcher.seed"))
+        from_env = await asyncio.to_thread(run_cli, "tasks", "--server", server.url)
+        assert from_env.returncode == 0, from_env.stderr
+        monkeypatch.delenv("ANTS_NATS_CREDS")
         # An agent process is its user: its id is the user's name, and it works.
         agent = subprocess.Popen(  # noqa: ASYNC220 (its output is read in a thread below)
             [

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 from ..board import BoardConfig, TaskBoard
 from ..errors import UsageError
-from ..identity import Identity, read_seed
+from ..identity import Identity, creds_from_env, read_seed
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -55,11 +55,15 @@ class Command:
             )
         if self.server and self.credentials:
             parser.add_argument(
+                "--creds",
                 "--seed-file",
+                dest="seed_file",
+                metavar="FILE",
                 type=Path,
-                default=os.environ.get("ANTS_NATS_SEED_FILE") or None,
-                help="connect as the user of this nkeys seed file (ants-nats config writes one per "
-                "user; default $ANTS_NATS_SEED_FILE)",
+                default=creds_from_env(),
+                help="connect as the user of this credentials file: an nkeys seed (ants-nats config "
+                "writes one per user) or a .creds file's seed; default $ANTS_NATS_CREDS "
+                "(--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
             )
             parser.add_argument(
                 "--as",

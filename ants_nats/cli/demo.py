@@ -26,7 +26,14 @@ Run = Callable[[str, Traffic | None], Awaitable[DemoSummary]]
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--documents", type=int, default=8, help="documents in the pipeline (default 8)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the unreliable agent's failures")
+    parser.add_argument(
+        "--random-seed",
+        "--seed",
+        dest="seed",
+        type=int,
+        default=7,
+        help="seed of the unreliable agent's failures (--seed: its older name, not a credential)",
+    )
     parser.add_argument("--server", default=os.environ.get("ANTS_NATS_URL"), help="use this server instead")
     parser.add_argument("--dashboard", action="store_true", help="serve the live dashboard; stay up after")
 

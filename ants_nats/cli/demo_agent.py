@@ -18,7 +18,14 @@ from .command import command
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     agent_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of its failures")
+    parser.add_argument(
+        "--random-seed",
+        "--seed",
+        dest="seed",
+        type=int,
+        default=0,
+        help="seed of its failures (--seed: older name)",
+    )
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fail this share of tasks (unreliable)")
     parser.add_argument("--abandon", action="store_true", help="claim work and abandon it (adversarial)")
 
