@@ -25,6 +25,11 @@ class NotFound(AntsError):
     artifact, a rate limit or a budget."""
 
 
+class BoardNotFound(NotFound):
+    """A reader (``TaskBoard.open(..., create=False)``) found no board on the server: nothing has
+    set one up yet."""
+
+
 class InvalidTask(AntsError):
     """A task (or a batch of tasks) failed validation; nothing was written."""
 

@@ -19,6 +19,7 @@ from ants_nats import (
     Agent,
     AgentCard,
     ArtifactRef,
+    BoardNotFound,
     Budget,
     EmbeddedServer,
     Identity,
@@ -195,6 +196,18 @@ async def test_an_observer_cannot_create_the_board(tmp_path: Path) -> None:
             with pytest.raises(PermissionDenied, match="open bucket ants_tasks"):
                 async with TaskBoard.connect(empty.url, seed=OBSERVER.seed):
                     pass
+        # A reader creates nothing: it says there is no board yet, in one line.
+        with pytest.raises(BoardNotFound, match="no board on this server yet"):
+            async with TaskBoard.connect(empty.url, seed=OBSERVER.seed, create=False):
+                pass
+        seed_file = tmp_path / "watcher.seed"
+        seed_file.write_text(OBSERVER.seed)
+        for reading in (["tasks"], ["get", "t1"], ["agents"], ["trail", "--last", "5"]):
+            shown = await asyncio.to_thread(
+                run_cli, *reading, "--server", empty.url, "--creds", str(seed_file)
+            )
+            assert shown.returncode == 2, (reading, shown.stderr)
+            assert shown.stderr.count("\n") == 1 and "no board on this server yet" in shown.stderr
 
 
 async def test_unknown_credentials_are_rejected(secured: EmbeddedServer) -> None:
@@ -216,7 +229,12 @@ async def test_the_ledger_service_takes_from_its_own_consumer(secured: EmbeddedS
 
 async def test_config_writes_an_operator_who_alone_sets_limits(tmp_path: Path) -> None:
     args = ["config", "--agent", "ant-1", "--operator", "boss", "--out", str(tmp_path)]
-    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
+    made = await asyncio.to_thread(run_cli, *args)
+    assert made.returncode == 0
+    # It says how to start everything, with the files it wrote.
+    assert f"nats-server -js -c {tmp_path / 'nats-server.conf'}" in made.stdout
+    assert f"ants-nats agent --name ant-1 --cap CAP --creds {tmp_path / 'ant-1.seed'}" in made.stdout
+    assert f"ants-nats limit set CAP --per-minute N --creds {tmp_path / 'boss.seed'}" in made.stdout
     async with (
         EmbeddedServer(extra_args=["-c", str(tmp_path / "nats-server.conf")]) as server,
         TaskBoard.connect(server.url, seed=read_seed(tmp_path / "ant-1.seed")) as board,

@@ -7,15 +7,17 @@ import contextlib
 import json
 from collections.abc import Callable
 
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
 from pydantic import JsonValue
 
 from .. import _tickets
-from .._store import Bucket, Conflict, ensure_kv
+from .._store import Bucket, Conflict, ensure_kv, patiently
 from ..artifacts import Artifacts
 from ..cards import Directory
-from ..errors import AntsError, CorruptEntry, InvalidTask, NotYours, TaskNotFound
+from ..errors import AntsError, BoardNotFound, CorruptEntry, InvalidTask, NotYours, TaskNotFound
 from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
 from ..models import PROTOCOL_VERSION, TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
@@ -97,6 +99,24 @@ class Core:
         await ensure_kv(js, LEDGER_BUCKET, replicas=config.replicas, history=1)
         await self.rates.ensure()
         await self.budgets.ensure()
+
+    async def find(self) -> None:
+        """Bind to the board as it is, creating nothing (a reader's ``ensure``)."""
+        js = self.js
+
+        async def tasks_config() -> StreamConfig | None:
+            try:
+                return (await js.stream_info(f"KV_{TASKS_BUCKET}")).config
+            except nats.js.errors.NotFoundError:
+                return None
+
+        config = await patiently(js, f"open bucket {TASKS_BUCKET}", tasks_config)
+        if config is None:
+            raise BoardNotFound(
+                f"no board on this server yet (no bucket {TASKS_BUCKET}): an agent, a submission or "
+                "the operator sets one up"
+            )
+        self.signed = (config.metadata or {}).get(SIGNED_METADATA) == "true"
 
     async def event(
         self,

@@ -81,21 +81,32 @@ class TaskBoard:
         self._asking = Asking(core, self._settlement, self._propagation)
 
     @classmethod
-    async def open(cls, nc: Client, config: BoardConfig | None = None) -> TaskBoard:
-        """Bind to the board on an open connection, creating buckets and streams if missing."""
+    async def open(cls, nc: Client, config: BoardConfig | None = None, *, create: bool = True) -> TaskBoard:
+        """Bind to the board on an open connection, creating buckets and streams if missing; a
+        reader (``create=False``: read-only credentials suffice) creates nothing, and gets
+        ``BoardNotFound`` when no board was ever set up there."""
         board = cls(nc, config or BoardConfig())
-        await board._core.ensure()
+        if create:
+            await board._core.ensure()
+        else:
+            await board._core.find()
         return board
 
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, config: BoardConfig | None = None, *, name: str = "ants-nats", seed: str | None = None
+        cls,
+        url: str,
+        config: BoardConfig | None = None,
+        *,
+        name: str = "ants-nats",
+        seed: str | None = None,
+        create: bool = True,
     ) -> AsyncGenerator[TaskBoard, None]:
-        """Connect to ``url`` (as nkeys user ``seed``, if given), open the board, and close the
-        connection on exit."""
+        """Connect to ``url`` (as nkeys user ``seed``, if given), open the board (see ``open``),
+        and close the connection on exit."""
         async with connect(url, name=name, seed=seed) as nc:
-            yield await cls.open(nc, config)
+            yield await cls.open(nc, config, create=create)
 
     def sign_as(self, agent_id: str, identity: Identity) -> None:
         """Sign the events this board lays on behalf of ``agent_id`` with ``identity``."""

@@ -40,5 +40,24 @@ async def config(args: argparse.Namespace) -> int:
         seed_file.write_text(identity.seed + "\n")
         seed_file.chmod(0o600)
     print(f"wrote {args.out / 'nats-server.conf'} and {len(identities)} seed file(s) (mode 600)")
-    print("start: nats-server -js -c nats-server.conf; connect each agent with its seed")
+    for line in _how_to_run(args.out, args.agent, args.operator, args.ledger, args.observer):
+        print(line)
     return 0
+
+
+def _how_to_run(
+    out: Path, agents: list[str], operators: list[str], ledgers: list[str], observers: list[str]
+) -> list[str]:
+    """The commands that start the server and each role, with the files just written."""
+
+    def creds(name: str) -> str:
+        return f"--creds {out / (name + '.seed')}"
+
+    lines = [f"  nats-server -js -c {out / 'nats-server.conf'}    # the server (first)"]
+    lines += [
+        f"  ants-nats limit set CAP --per-minute N {creds(name)}    # the operator" for name in operators[:1]
+    ]
+    lines += [f"  ants-nats agent --name {name} --cap CAP {creds(name)}" for name in (*operators, *agents)]
+    lines += [f"  ants-ledger {creds(name)}    # the ledger service" for name in ledgers]
+    lines += [f"  ants-nats tasks {creds(name)}    # an observer reads" for name in observers]
+    return ["then run (add --server URL where the server is not on 127.0.0.1:4222):", *lines]

@@ -46,6 +46,8 @@ class Command:
     server: bool = True
     json_out: bool = False
     credentials: bool = True
+    creates: bool = True
+    """Whether it may set the board up (a reading command creates nothing: an observer may run it)."""
 
     def add_to(self, subcommands: Subcommands) -> None:
         parser = subcommands.add_parser(self.name, help=self.text, description=self.text)
@@ -81,16 +83,23 @@ class Command:
         if self.json_out:
             parser.add_argument("--json", action="store_true", help="machine-readable output")
         self.arguments(parser)
-        parser.set_defaults(run=self.run)
+        parser.set_defaults(run=self.run, creates=self.creates)
 
 
 def command(
-    name: str, text: str, arguments: Arguments = no_arguments, *, server: bool = True, json_out: bool = False
+    name: str,
+    text: str,
+    arguments: Arguments = no_arguments,
+    *,
+    server: bool = True,
+    json_out: bool = False,
+    creates: bool = True,
 ) -> Callable[[Run], Command]:
-    """Declare the decorated run function as command ``name``, with its help and its arguments."""
+    """Declare the decorated run function as command ``name``, with its help and its arguments
+    (``creates=False``: it only reads, and sets up no board)."""
 
     def declare(run: Run) -> Command:
-        return Command(name, text, run, arguments, server=server, json_out=json_out)
+        return Command(name, text, run, arguments, server=server, json_out=json_out, creates=creates)
 
     return declare
 
@@ -123,7 +132,10 @@ async def connect(args: argparse.Namespace, config: BoardConfig | None = None) -
     if getattr(args, "signed", False):
         config = replace(config, signed=True)
     seed = seed_of(args)
-    async with TaskBoard.connect(args.server, config, name="ants-nats-cli", seed=seed) as board:
+    creates = getattr(args, "creates", True)
+    async with TaskBoard.connect(
+        args.server, config, name="ants-nats-cli", seed=seed, create=creates
+    ) as board:
         acting_as = getattr(args, "acting_as", None)
         if acting_as is not None:
             if seed is None:

@@ -43,7 +43,7 @@ def _template(args: argparse.Namespace) -> dict[str, Any]:
     raise UsageError("give the task template as a file, or at least --kind")
 
 
-@command("ls", "list the schedules", json_out=True)
+@command("ls", "list the schedules", json_out=True, creates=False)
 async def list_schedules(args: argparse.Namespace) -> int:
     await show(args, lambda board: board.schedules(), schedules_table)
     return 0

@@ -18,7 +18,11 @@ def _usage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "usage", "what work spent: per agent and capability, or under one task", _usage_arguments, json_out=True
+    "usage",
+    "what work spent: per agent and capability, or under one task",
+    _usage_arguments,
+    json_out=True,
+    creates=False,
 )
 async def usage(args: argparse.Namespace) -> int:
     async with connect(args) as board:
@@ -71,7 +75,7 @@ async def set_limit(args: argparse.Namespace) -> int:
     return await show_one(args, lambda board: board.set_limit(args.capability, **limit), limits_table)
 
 
-@command("ls", "list the rate limits", json_out=True)
+@command("ls", "list the rate limits", json_out=True, creates=False)
 async def list_limits(args: argparse.Namespace) -> int:
     await show(args, lambda board: board.limits(), limits_table)
     return 0

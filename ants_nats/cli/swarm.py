@@ -44,6 +44,7 @@ def _tasks_arguments(parser: argparse.ArgumentParser) -> None:
     "list the tasks on the board, newest first, each unfinished one with why it waits",
     _tasks_arguments,
     json_out=True,
+    creates=False,
 )
 async def tasks(args: argparse.Namespace) -> int:
     if args.limit < 1:
@@ -78,7 +79,7 @@ def _agents_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a2a", action="store_true", help="print each as an A2A (v0.3) agent card, in JSON")
 
 
-@command("agents", "list the live agents and their load", _agents_arguments, json_out=True)
+@command("agents", "list the live agents and their load", _agents_arguments, json_out=True, creates=False)
 async def agents(args: argparse.Namespace) -> int:
     if not args.a2a:
         await show(args, lambda board: board.directory.cards(), agents_table)
@@ -89,7 +90,7 @@ async def agents(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("reputation", "list reputation scores per agent and capability", json_out=True)
+@command("reputation", "list reputation scores per agent and capability", json_out=True, creates=False)
 async def reputation(args: argparse.Namespace) -> int:
     half_life = BoardConfig().reputation.half_life
     rows = await show(
@@ -116,7 +117,11 @@ def _trail_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "trail", "print trail events (with --json, one JSON object per line)", _trail_arguments, json_out=True
+    "trail",
+    "print trail events (with --json, one JSON object per line)",
+    _trail_arguments,
+    json_out=True,
+    creates=False,
 )
 async def trail(args: argparse.Namespace) -> int:
     subject = _trail_subject(args.subject)

@@ -105,7 +105,7 @@ async def retry(args: argparse.Namespace) -> int:
     return await show_task(args, lambda board: board.retry(args.id, by=args.acting_as))
 
 
-@command("get", "show one task's record and result", _task_id, json_out=True)
+@command("get", "show one task's record and result", _task_id, json_out=True, creates=False)
 async def get(args: argparse.Namespace) -> int:
     async def read(board: TaskBoard) -> TaskRecord:
         record = await board.get(args.id)
@@ -123,7 +123,11 @@ def _wait_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "wait", "wait until tasks finish: exit 0 if all are done, 1 if any is not", _wait_arguments, json_out=True
+    "wait",
+    "wait until tasks finish: exit 0 if all are done, 1 if any is not",
+    _wait_arguments,
+    json_out=True,
+    creates=False,
 )
 async def wait(args: argparse.Namespace) -> int:
     waited = _Waited(args.timeout)
