@@ -202,7 +202,13 @@ async def test_an_observer_cannot_create_the_board(tmp_path: Path) -> None:
                 pass
         seed_file = tmp_path / "watcher.seed"
         seed_file.write_text(OBSERVER.seed)
-        for reading in (["tasks"], ["get", "t1"], ["agents"], ["trail", "--last", "5"]):
+        for reading in (
+            ["tasks"],
+            ["get", "t1"],
+            ["agents"],
+            ["trail", "--last", "5"],
+            ["dashboard", "--port", "0"],
+        ):
             shown = await asyncio.to_thread(
                 run_cli, *reading, "--server", empty.url, "--creds", str(seed_file)
             )

@@ -234,7 +234,7 @@ async def run_dashboard(
     stop = stop or asyncio.Event()
     with stopping_on_signals(stop.set):
         async with (
-            TaskBoard.connect(url, name="ants-nats-dashboard", seed=seed) as board,
+            TaskBoard.connect(url, name="ants-nats-dashboard", seed=seed, create=False) as board,
             Dashboard(board, port=port) as dashboard,
         ):
             if say is not None:
