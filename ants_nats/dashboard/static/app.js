@@ -164,7 +164,8 @@ function renderSwarm() {
       h("td", {}, route),
       h("td", { class: "num" }, c.pending || 0), h("td", { class: "num" }, c.claimed || 0),
       h("td", { class: "num" }, c.done || 0),
-      h("td", { class: "num" }, (c.failed || 0) + (c.dead || 0) + (c.cancelled || 0)),
+      h("td", { class: "num" }, (c.failed || 0) + (c.dead || 0)),
+      h("td", { class: "num" }, c.cancelled || 0),
       h("td", { class: "num", "data-queue": "pending" }, q.pending),
       h("td", { class: "num", "data-queue": "in_flight" }, q.in_flight),
       h("td", { class: "num" }, `${q.express_pending} / ${q.express_in_flight}`));
@@ -185,11 +186,17 @@ function renderSwarm() {
   document.querySelector("#tasks-table tbody").replaceChildren(...shown.slice(0, TASK_ROWS).map((t) =>
     h("tr", { "data-task": t.id, "data-status": t.status, class: state.changed.has(t.id) ? "flash" : null },
       h("td", {}, taskLink(t.id)), h("td", {}, t.kind), h("td", {}, t.route), h("td", {}, statusChip(t.status)),
-      h("td", {}, t.holder || ""), h("td", { class: "num" }, `${t.counted_attempts}/${t.max_attempts}`),
+      h("td", {}, t.holder || ""), h("td", { class: "num", "data-attempts": "" }, attemptsText(t)),
       h("td", {}, note(t)), h("td", { class: "meta" }, ago(t.updated_at)))));
   document.getElementById("tasks-more").textContent =
     shown.length > TASK_ROWS ? `showing the ${TASK_ROWS} most recently changed of ${shown.length}` : "";
   renderChart();
+}
+
+// A finished task shows how many attempts it took; an unfinished one, how many of its budget count.
+function attemptsText(t) {
+  const finished = ["done", "failed", "dead", "cancelled"].includes(t.status);
+  return finished ? String(t.attempts) : `${t.counted_attempts}/${t.max_attempts}`;
 }
 
 function renderChart() {
