@@ -228,6 +228,10 @@ async def test_http_a_model_works_a_dag_declines_and_waits(
         assert (await call(client, "claim_next", timeout=0))["task"] is None
         listed = await call(client, "list_tasks", status="done")
         assert {t["id"] for t in listed} == {"fetch", "digest"}
+        # A listed task shows the result get_task shows.
+        for task in listed:
+            assert task["result"] is not None
+            assert task["result"] == (await call(client, "get_task", task_id=task["id"]))["result"]
 
 
 async def test_http_tool_errors_are_clear_messages(board: TaskBoard, nats_server: EmbeddedServer) -> None:

@@ -279,9 +279,10 @@ class McpHost:
         return TaskOut.of(record, result, await why_waiting(self.board, record))
 
     async def _views(self, records: Sequence[TaskRecord]) -> list[TaskOut]:
-        """The views of ``records`` without results, each unfinished one with why it waits."""
+        """The views of ``records``, each unfinished one with why it waits, a done one with its
+        result when the record holds it (one kept as an artifact, too large to list: get_task)."""
         waiting = await why_waiting_many(self.board, records)
-        return [TaskOut.of(record, waiting=waiting.get(record.task.id)) for record in records]
+        return [TaskOut.of(record, record.result, waiting.get(record.task.id)) for record in records]
 
     @_clear_errors
     async def list_tasks(
@@ -289,10 +290,10 @@ class McpHost:
         status: TaskStatus | None = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
     ) -> list[TaskOut]:
-        """Tasks on the board (optionally only those in ``status``), latest change first, without results."""
-        records = [r for r in await self.board.all_tasks() if status is None or r.status is status]
-        records.sort(key=lambda r: r.updated_at, reverse=True)
-        return await self._views(records[:limit])
+        """Tasks on the board (optionally only those in ``status``), latest change first, with
+        their results as get_task shows them (but those too large to list)."""
+        records, _ = await self.board.recent(limit, lambda r: status is None or r.status is status)
+        return await self._views(records)
 
     @_clear_errors
     async def cancel_task(self, task_id: TaskIdArg, reason: str = "cancelled through MCP") -> TaskOut:
