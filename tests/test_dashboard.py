@@ -346,8 +346,7 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 wait_for(driver, '[data-task="held"][data-status="done"]')
                 wait_for(driver, '[data-task="after"][data-status="done"]')
                 # A finished task shows the attempts it took (not "0/3" for one done at the first).
-                held = wait_for(driver, '[data-task="held"] [data-attempts]')
-                assert held.text == "1", held.text
+                assert wait_for(driver, '[data-task="held"] [data-attempts]').text == "1"
                 assert driver.execute_script("return window.__sameDocument === true"), "the page reloaded"
                 driver.save_screenshot(str(tmp_path / "swarm.png"))
                 driver.execute_script("location.hash = '#task/held'")
