@@ -31,11 +31,15 @@ class _Refusals:
     def __init__(self) -> None:
         self._waiters: list[tuple[Callable[[str], bool], asyncio.Task[Any], list[str]]] = []
 
-    def record(self, text: str) -> None:
+    def record(self, text: str) -> bool:
+        """Report ``text`` to whoever awaits it; whether someone did (then they raise it)."""
+        claimed = False
         for matches, task, refused in self._waiters:
             if not refused and matches(text.lower()):
                 refused.append(text)
                 task.cancel()
+                claimed = True
+        return claimed
 
     async def race(self, matches: Callable[[str], bool], work: Awaitable[T], action: str) -> T:
         task = asyncio.current_task()
@@ -110,8 +114,11 @@ async def connect(
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
             rejected.append(exc)
         if "permissions violation" in text.lower():
-            refusals.record(text)
-            log.error("nats.permission_denied", error=text)
+            # One awaited raises PermissionDenied with this text; only an unawaited one is logged.
+            if refusals.record(text):
+                log.debug("nats.permission_denied", error=text)
+            else:
+                log.error("nats.permission_denied", error=text)
         else:
             log.debug("nats.error", error=text)
 

@@ -100,9 +100,11 @@ _READ_API = [
     # streams of tickets and firings, whose consumers every agent shares. On the trail it stays
     # open, and the ledger's consumer can be changed this way (though not taken from).
     *(f"$JS.API.CONSUMER.CREATE.{stream}" for stream in _WATCHED_STREAMS),
-    # Replays of the trail pull from their own ephemeral consumer. Nothing else is pulled from
-    # without acknowledging: a pull holds a ticket or a firing for the consumer's ack wait.
+    # Replays of the trail, and the listing of the newest tasks, pull from their own ephemeral
+    # consumer (no shared consumer lives on those streams but the ledger's, which is denied apart).
+    # Nothing else is pulled from: a pull holds a ticket or a firing for the consumer's ack wait.
     f"$JS.API.CONSUMER.MSG.NEXT.{TRAIL_STREAM}.*",
+    f"$JS.API.CONSUMER.MSG.NEXT.KV_{TASKS_BUCKET}.*",
     "$JS.FC.>",
     "$SRV.>",
     "_INBOX.>",

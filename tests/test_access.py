@@ -331,3 +331,56 @@ async def test_the_command_line_connects_as_a_configured_user(
         finally:
             agent.terminate()
             await asyncio.to_thread(agent.wait, 20)
+
+
+async def test_each_role_runs_the_command_line_it_may_and_is_refused_the_rest_in_one_line(
+    tmp_path: Path,
+) -> None:
+    auth = tmp_path / "auth"
+    made = ["config", "--agent", "ant-1", "--operator", "boss", "--observer", "watcher", "--out", str(auth)]
+    assert (await asyncio.to_thread(run_cli, *made)).returncode == 0
+    allowed = [
+        ("boss", "submit", "--id", "r1", "--kind", "later"),  # the operator sets the board up first
+        ("boss", "limit", "set", "llm", "--per-minute", "5"),
+        ("boss", "schedule", "add", "nightly", "@every 1h", "--kind", "later"),
+        ("ant-1", "submit", "--id", "r2", "--kind", "later"),
+        ("ant-1", "cancel", "r2"),
+        *(
+            ("watcher", *reading)
+            for reading in (
+                ("tasks",),
+                ("get", "r1"),
+                ("get", "r2"),
+                ("agents",),
+                ("reputation",),
+                ("trail", "--last", "5"),
+                ("usage",),
+                ("limit", "ls"),
+                ("schedule", "ls"),
+            )
+        ),
+    ]
+    refused = [
+        ("ant-1", "limit", "set", "llm", "--per-minute", "9"),
+        ("ant-1", "schedule", "add", "hourly", "@every 1h", "--kind", "later"),
+        ("ant-1", "schedule", "rm", "nightly"),
+        ("watcher", "submit", "--id", "r3", "--kind", "later"),
+        ("watcher", "cancel", "r1"),
+        ("watcher", "limit", "rm", "llm"),
+    ]
+    async with EmbeddedServer(extra_args=["-c", str(auth / "nats-server.conf")]) as server:
+
+        def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:
+            return run_cli(*command, "--server", server.url, "--creds", str(auth / f"{user}.seed"))
+
+        for user, *command in allowed:
+            ran = await asyncio.to_thread(as_user, user, *command)
+            assert ran.returncode == 0, (user, command, ran.stderr)
+        for user, *command in refused:
+            ran = await asyncio.to_thread(as_user, user, *command)
+            assert ran.returncode == 2, (user, command, ran.stdout, ran.stderr)
+            assert ran.stderr.count("\n") == 1 and "refused by the server" in ran.stderr, (
+                user,
+                command,
+                ran.stderr,
+            )
