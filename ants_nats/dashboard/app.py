@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -26,11 +27,15 @@ from ..board import TaskBoard
 from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
 from ..metrics import SwarmCollector, exposition
-from ..names import is_valid_id
+from ..names import TRAIL_SUBJECT_PREFIX, is_valid_id, trail_filter
 from ..waiting import why_waiting
 from .feeds import RESTART_DELAY_S, Feeds
 from .hub import Hub
 from .state import SwarmState, event_json, task_summary
+
+TRAIL_QUERY_LAST = 500
+"""Most events a trail query returns (the newest)."""
+_KIND = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_*-]+){0,5}$")
 
 log = get_logger("dashboard")
 
@@ -136,6 +141,7 @@ class Dashboard:
         app.router.add_get("/api/snapshot", self._snapshot)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/task/{task_id}", self._task)
+        app.router.add_get("/api/trail", self._trail)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         return app
@@ -171,6 +177,20 @@ class Dashboard:
                 "history": [event_json(e) for e in history],
             }
         )
+
+    async def _trail(self, request: web.Request) -> web.Response:
+        """The trail's events matching ``kind``, ``task`` and ``agent`` (the trail view's filters),
+        the last ``TRAIL_QUERY_LAST`` of them, from the whole stream, not only since the page opened."""
+        kind, task, agent = (request.query.get(name, "").strip() for name in ("kind", "task", "agent"))
+        if (task and not is_valid_id(task)) or (kind and not _KIND.match(kind)):
+            return _json({"error": "invalid filter"}, status=400)
+        subject = trail_filter(kind or "task.*", task or "*") if kind or task else f"{TRAIL_SUBJECT_PREFIX}.>"
+        try:
+            found = await self.board.trail.replay(subject)
+        except AntsError as exc:
+            return _json({"error": str(exc)}, status=503)
+        matching = [e for e in found if not agent or agent in (e.agent or "") or agent in (e.by or "")]
+        return _json({"events": [event_json(e) for e in matching[-TRAIL_QUERY_LAST:]]})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """The live stream: a snapshot, then every delta, until the tab or the dashboard goes."""

@@ -358,15 +358,37 @@ function eventRow(e) {
     e.agent ? ` by ${e.agent}` : "", e.token !== null && e.token !== undefined ? ` token=${e.token}` : "", data);
 }
 
+// A filter asks the server for the matching events of the whole trail (not only those since the
+// page opened); live events that match are shown beside them.
+let trailQuery = { key: "", events: [] };
+let trailQueryTimer = null;
+
+function trailFilters() {
+  return {
+    kind: document.getElementById("filter-kind").value,
+    task: document.getElementById("filter-task").value.trim(),
+    agent: document.getElementById("filter-agent").value.trim(),
+  };
+}
+
+function queryTrail() {
+  const f = trailFilters();
+  const key = JSON.stringify(f);
+  if (!f.kind && !f.task && !f.agent) { trailQuery = { key, events: [] }; dirty = true; return; }
+  fetch(`/api/trail?${new URLSearchParams(f)}`).then((r) => r.json()).then((body) => {
+    if (JSON.stringify(trailFilters()) === key && body.events) { trailQuery = { key, events: body.events }; dirty = true; }
+  }).catch(() => {});
+}
+
 function renderTrail() {
   const select = document.getElementById("filter-kind");
   const current = new Set([...select.options].map((o) => o.value));
   for (const kind of [...state.kinds].sort()) if (!current.has(kind)) select.append(h("option", { value: kind }, kind));
   if (!document.getElementById("filter-pause").checked) {
-    const kind = select.value;
-    const task = document.getElementById("filter-task").value.trim();
-    const agent = document.getElementById("filter-agent").value.trim();
-    const shown = state.trail.filter((e) =>
+    const { kind, task, agent } = trailFilters();
+    const bySeq = new Map();
+    for (const e of [...(trailQuery.key === JSON.stringify({ kind, task, agent }) ? trailQuery.events : []), ...state.trail]) bySeq.set(e.seq, e);
+    const shown = [...bySeq.values()].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).filter((e) =>
       (!kind || e.kind === kind) && (!task || e.ref.includes(task)) && (!agent || (e.agent || "").includes(agent) || (e.by || "").includes(agent)));
     document.getElementById("trail-list").replaceChildren(...shown.slice().reverse().map(eventRow));
   }
@@ -413,6 +435,12 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", route);
   for (const id of ["task-filter", "filter-kind", "filter-task", "filter-agent", "filter-pause"]) {
     document.getElementById(id).addEventListener("input", () => { dirty = true; });
+  }
+  for (const id of ["filter-kind", "filter-task", "filter-agent"]) {
+    document.getElementById(id).addEventListener("input", () => {
+      clearTimeout(trailQueryTimer);
+      trailQueryTimer = setTimeout(queryTrail, 300);
+    });
   }
   // Relative times ("3s ago") and the chart's time axis move on even when nothing happens.
   setInterval(() => { dirty = true; }, 1000);
