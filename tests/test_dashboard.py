@@ -307,6 +307,10 @@ def wait_for(driver: Any, css: str, timeout: float = LIVE_TIMEOUT_S) -> Any:
     return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
+ATTEMPTS_OF_HELD = "return document.querySelector('[data-task=\"held\"] [data-attempts]').textContent"
+"""A finished task shows the attempts it took (not "0/3" for one done at the first)."""
+
+
 @pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
 async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_path: Path) -> None:
     gate = Gate("held")
@@ -354,9 +358,7 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
             def after() -> None:
                 wait_for(driver, '[data-task="held"][data-status="done"]')
                 wait_for(driver, '[data-task="after"][data-status="done"]')
-                # A finished task shows the attempts it took (not "0/3" for one done at the first).
-                attempts = "return document.querySelector('[data-task=\"held\"] [data-attempts]').textContent"
-                assert driver.execute_script(attempts) == "1"  # read in one go: rows are redrawn
+                assert driver.execute_script(ATTEMPTS_OF_HELD) == "1"  # read in one go: rows are redrawn
                 assert driver.execute_script("return window.__sameDocument === true"), "the page reloaded"
                 driver.save_screenshot(str(tmp_path / "swarm.png"))
                 driver.execute_script("location.hash = '#task/held'")
