@@ -11,6 +11,7 @@ from weakref import WeakKeyDictionary
 
 import nats.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from .errors import PermissionDenied, ServerUnavailable
 from .log import get_logger
@@ -60,6 +61,20 @@ class _Refusals:
 
 
 _refusals: WeakKeyDictionary[Client, _Refusals] = WeakKeyDictionary()
+_domains: WeakKeyDictionary[Client, str] = WeakKeyDictionary()
+"""The JetStream domain each connection opened by ``connect`` works in (where the board lives)."""
+
+
+def jetstream(nc: Client) -> JetStreamContext:
+    """The JetStream context of ``nc`` in the domain it was connected for (``connect(js_domain=)``):
+    an agent on a site's leaf node works a board whose streams live on the hub."""
+    return nc.jetstream(domain=_domains.get(nc))
+
+
+def api_prefix(nc: Client) -> str:
+    """The JetStream API prefix of ``nc``'s domain (``$JS.API``, or ``$JS.<domain>.API``)."""
+    domain = _domains.get(nc)
+    return f"$JS.{domain}.API" if domain else "$JS.API"
 
 
 _reconnect_listeners: WeakKeyDictionary[Client, list[Callable[[], None]]] = WeakKeyDictionary()
@@ -93,16 +108,22 @@ def publishing_to(subject: str) -> Callable[[str], bool]:
 
 
 def requesting_jetstream(text: str) -> bool:
-    """Matches the violation the server reports for a JetStream API request."""
-    return 'publish to "$js.api.' in text
+    """Matches the violation the server reports for a JetStream API request (in any domain)."""
+    return 'publish to "$js.api.' in text or ('publish to "$js.' in text and ".api." in text)
 
 
 @asynccontextmanager
 async def connect(
-    url: str, *, name: str = "ants-nats", connect_timeout: float = 2.0, seed: str | None = None
+    url: str,
+    *,
+    name: str = "ants-nats",
+    connect_timeout: float = 2.0,
+    seed: str | None = None,
+    js_domain: str | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to ``url`` (comma-separated for a cluster), reconnecting forever once connected;
-    drains on exit. ``seed`` authenticates with an nkeys user seed (``SU...``).
+    drains on exit. ``seed`` authenticates with an nkeys user seed (``SU...``). ``js_domain``: the
+    JetStream domain the board lives in, when it is not this server's (a leaf node's hub).
 
     Raises ``ServerUnavailable`` when no server answers at first, ``PermissionDenied`` when the
     server rejects the credentials."""
@@ -134,6 +155,8 @@ async def connect(
     servers = [u.strip() for u in url.split(",") if u.strip()]
     nc = Client()
     refusals = _refusals[nc] = _Refusals()
+    if js_domain:
+        _domains[nc] = js_domain
     try:
         # With reconnects on, nats-py would retry an unreachable first server forever: bound it.
         async with asyncio.timeout(connect_timeout * len(servers) + 0.5):

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._aio import honour_swallowed_cancel
+from ._connect import api_prefix
 from ._store import translate_errors
 from .errors import AntsError, ServerUnavailable
 from .log import get_logger
@@ -53,7 +54,7 @@ class Puller:
         self.consumer = consumer
         self._nc = nc
         self._batch = batch
-        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._api = f"{api_prefix(nc)}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._ready: collections.deque[Msg] = collections.deque()

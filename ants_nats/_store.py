@@ -267,6 +267,10 @@ class Bucket:
         self.stream = f"KV_{name}"
         self._js = js
         self._prefix = f"$KV.{name}."
+        # Writes to a bucket in another JetStream domain (a leaf node's hub) go through its API
+        # prefix; the stream stores them under ``$KV.<name>.<key>`` all the same (nats.py #1010).
+        api = js._prefix
+        self._write_prefix = self._prefix if api == "$JS.API" else f"{api}.{self._prefix}"
 
     async def _last(self, key: str) -> tuple[Entry | None, int, datetime | None]:
         """The live entry (None if absent or deleted), the key's last revision (0 if none), and
@@ -328,7 +332,7 @@ class Bucket:
             headers["Nats-Rollup"] = "sub"
         async with translate_errors(f"write {self.name}/{key}"):
             try:
-                return await publish(self._js, self._prefix + key, value, headers=headers, ttl=ttl)
+                return await publish(self._js, self._write_prefix + key, value, headers=headers, ttl=ttl)
             except nats.js.errors.APIError as exc:
                 if exc.err_code in _WRONG_LAST_SEQUENCE:
                     raise Conflict(f"{self.name}/{key}: {exc.description}") from exc
@@ -359,7 +363,7 @@ class Bucket:
             self._js,
             self.stream,
             [
-                (self._prefix + key, value, {**(own or {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                (self._write_prefix + key, value, {**(own or {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"})
                 for key, value, own in signed
             ],
         )
@@ -378,7 +382,7 @@ class Bucket:
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write ``key`` unconditionally (last writer wins); returns the new revision."""
         async with translate_errors(f"write {self.name}/{key}"):
-            return await publish(self._js, self._prefix + key, value, ttl=ttl)
+            return await publish(self._js, self._write_prefix + key, value, ttl=ttl)
 
     async def update(
         self,

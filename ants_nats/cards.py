@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from . import matching
+from ._connect import jetstream
 from ._store import Bucket, Conflict, ensure_kv, translate_errors
 from ._watch import watch_entries, watch_values
 from .log import get_logger
@@ -50,7 +51,7 @@ class Directory:
 
     def __init__(self, nc: Client, *, replicas: int = 1, card_ttl: float = 10.0) -> None:
         self._nc = nc
-        self._js: JetStreamContext = nc.jetstream()
+        self._js: JetStreamContext = jetstream(nc)
         self._bucket = Bucket(self._js, AGENTS_BUCKET)
         self.replicas = replicas
         self.card_ttl = card_ttl

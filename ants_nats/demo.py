@@ -23,6 +23,7 @@ from functools import partial
 from pydantic import JsonValue
 
 from ._aio import cancel_and_wait, stop_process
+from ._connect import jetstream
 from ._watch import watch_values
 from .agent import Agent
 from .attempt import RunningAttempt
@@ -344,7 +345,7 @@ async def _until_ledger_settles(board: TaskBoard) -> None:
     events = await board.trail.replay("ants.trail.task.>")
     last = max((e.seq or 0 for e in events if accountable(e)), default=0)
     applied = 0
-    async with asyncio.timeout(10), aclosing(watch_values(board.nc.jetstream(), LEDGER_BUCKET)) as values:
+    async with asyncio.timeout(10), aclosing(watch_values(jetstream(board.nc), LEDGER_BUCKET)) as values:
         async for _, value in values:
             entry = parse_or_none(AgentLedger, value, where=LEDGER_BUCKET)
             applied = max(applied, entry.last_seq if entry else 0)

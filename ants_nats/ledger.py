@@ -16,6 +16,7 @@ import pydantic
 from nats.aio.client import Client
 from pydantic import JsonValue
 
+from ._connect import jetstream
 from ._store import Bucket, Conflict, ensure_kv, patiently
 from ._watch import watch_entries, watch_values
 from .board.budget import Budgets
@@ -204,16 +205,16 @@ class Ledger:
         self._nc = nc
         self._replicas = replicas
         self._half_life = half_life
-        self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
-        self._tasks = Bucket(nc.jetstream(), TASKS_BUCKET)
-        self._counted = Bucket(nc.jetstream(), COUNTED_BUCKET)
-        budgets = Budgets(nc.jetstream(), replicas=replicas)
+        self._bucket = Bucket(jetstream(nc), LEDGER_BUCKET)
+        self._tasks = Bucket(jetstream(nc), TASKS_BUCKET)
+        self._counted = Bucket(jetstream(nc), COUNTED_BUCKET)
+        budgets = Budgets(jetstream(nc), replicas=replicas)
         self._seal = Seal(self._tasks, Trail(nc), Directory(nc), budgets, depth=SIGNED_HISTORY)
         self._board_signed: bool | None = None
 
     async def ensure(self) -> None:
         """Create the buckets unless they exist."""
-        js = self._nc.jetstream()
+        js = jetstream(self._nc)
         await ensure_kv(js, LEDGER_BUCKET, replicas=self._replicas, history=1)
         await ensure_kv(js, COUNTED_BUCKET, replicas=self._replicas, history=1, marker_ttl=60.0)
 
@@ -232,13 +233,13 @@ class Ledger:
     async def all(self) -> list[AgentLedger]:
         """Every agent's ledger entry."""
         found = []
-        async for key, value in watch_values(self._nc.jetstream(), LEDGER_BUCKET, history_only=True):
+        async for key, value in watch_values(jetstream(self._nc), LEDGER_BUCKET, history_only=True):
             found.append(self._parse(key, value))
         return found
 
     async def watch(self) -> AsyncGenerator[tuple[str, AgentLedger | None], None]:
         """Every agent's ledger entry, then each change as the projection makes it (None: removed)."""
-        async with aclosing(watch_entries(self._nc.jetstream(), LEDGER_BUCKET)) as entries:
+        async with aclosing(watch_entries(jetstream(self._nc), LEDGER_BUCKET)) as entries:
             async for agent, value in entries:
                 yield agent, (None if value is None else self._parse(agent, value))
 
@@ -319,7 +320,7 @@ class Ledger:
     async def _signed(self) -> bool:
         """Whether the board is signed (its tasks stream says so; asked once)."""
         if self._board_signed is None:
-            js = self._nc.jetstream()
+            js = jetstream(self._nc)
 
             async def metadata() -> dict[str, str] | None:
                 try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 
+from ._connect import jetstream
 from ._store import Bucket
 from .models import ANY_CAPABILITY, AgentLedger, parse_or_none, utcnow
 from .names import LEDGER_BUCKET
@@ -67,7 +68,7 @@ class Reputation:
 
     def __init__(self, nc: Client, config: ReputationConfig | None = None) -> None:
         self.config = config or ReputationConfig()
-        self._bucket = Bucket(nc.jetstream(), LEDGER_BUCKET)
+        self._bucket = Bucket(jetstream(nc), LEDGER_BUCKET)
         self._cache: dict[str, tuple[float, AgentLedger]] = {}
 
     async def ledger(self, agent: str) -> AgentLedger:

@@ -24,6 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
+from ._connect import jetstream
 from ._pull import Puller, fetch_patiently, replay
 from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
 from ._watch import pushed
@@ -100,7 +101,7 @@ class Trail:
     def __init__(self, nc: Client, config: TrailConfig | None = None) -> None:
         self.config = config or TrailConfig()
         self._nc = nc
-        self._js = nc.jetstream()
+        self._js = jetstream(nc)
 
     @classmethod
     async def open(cls, nc: Client, config: TrailConfig | None = None) -> Trail:

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import JsonValue
 
-from .._connect import connect
+from .._connect import connect, jetstream
 from ..errors import BudgetNotFound, InvalidTask, TaskCancelled, TaskFailed
 from ..identity import Identity
 from ..models import (
@@ -48,7 +48,7 @@ class TaskBoard:
     """The shared task board. Open it with ``TaskBoard.connect(url)`` or ``await TaskBoard.open(nc)``."""
 
     def __init__(self, nc: Client, config: BoardConfig) -> None:
-        core = Core(nc, nc.jetstream(), config)
+        core = Core(nc, jetstream(nc), config)
         self._core = core
         self.nc = nc
         self.config = config
@@ -102,10 +102,12 @@ class TaskBoard:
         name: str = "ants-nats",
         seed: str | None = None,
         create: bool = True,
+        js_domain: str | None = None,
     ) -> AsyncGenerator[TaskBoard, None]:
         """Connect to ``url`` (as nkeys user ``seed``, if given), open the board (see ``open``),
-        and close the connection on exit."""
-        async with connect(url, name=name, seed=seed) as nc:
+        and close the connection on exit. ``js_domain``: the JetStream domain the board lives in,
+        when it is not the server's own (an agent on a site's leaf node, the board on the hub)."""
+        async with connect(url, name=name, seed=seed, js_domain=js_domain) as nc:
             yield await cls.open(nc, config, create=create)
 
     def sign_as(self, agent_id: str, identity: Identity) -> None:

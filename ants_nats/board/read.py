@@ -10,6 +10,7 @@ from contextlib import aclosing
 
 from nats.aio.msg import Msg
 
+from .._connect import api_prefix
 from .._pull import replay
 from .._store import is_tombstone, patiently
 from .._watch import watch_messages, watch_values
@@ -49,7 +50,8 @@ class Reading:
 
         async def info() -> dict[str, int]:
             # Raw: nats-py's StreamState leaves out num_subjects (the bucket's keys).
-            reply = await core.nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=_INFO_TIMEOUT_S)
+            info_subject = f"{api_prefix(core.nc)}.STREAM.INFO.{stream}"
+            reply = await core.nc.request(info_subject, b"", timeout=_INFO_TIMEOUT_S)
             found = json.loads(reply.data)
             if "error" in found:
                 raise AntsError(f"read bucket {TASKS_BUCKET}: {found['error'].get('description')}")

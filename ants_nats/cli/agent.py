@@ -46,7 +46,9 @@ def agent_arguments(parser: argparse.ArgumentParser) -> None:
 def agent_board(args: argparse.Namespace) -> AbstractAsyncContextManager[TaskBoard]:
     """The board an agent process works on, connected under its name (as ``--seed-file``'s user)."""
     config = BoardConfig(lease_ttl=args.lease_ttl, signed=args.signed)
-    return TaskBoard.connect(args.server, config, name=args.name, seed=seed_of(args))
+    return TaskBoard.connect(
+        args.server, config, name=args.name, seed=seed_of(args), js_domain=args.js_domain
+    )
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

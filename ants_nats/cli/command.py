@@ -55,6 +55,13 @@ class Command:
             parser.add_argument(
                 "--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL"
             )
+            parser.add_argument(
+                "--js-domain",
+                metavar="DOMAIN",
+                default=os.environ.get("ANTS_NATS_JS_DOMAIN") or None,
+                help="the JetStream domain the board lives in, when --server is a site's leaf node "
+                "and the board is on the hub (default $ANTS_NATS_JS_DOMAIN)",
+            )
         if self.server and self.credentials:
             parser.add_argument(
                 "--creds",
@@ -134,7 +141,7 @@ async def connect(args: argparse.Namespace, config: BoardConfig | None = None) -
     seed = seed_of(args)
     creates = getattr(args, "creates", True)
     async with TaskBoard.connect(
-        args.server, config, name="ants-nats-cli", seed=seed, create=creates
+        args.server, config, name="ants-nats-cli", seed=seed, create=creates, js_domain=args.js_domain
     ) as board:
         acting_as = getattr(args, "acting_as", None)
         if acting_as is not None:

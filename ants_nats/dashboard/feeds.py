@@ -17,6 +17,7 @@ from datetime import timedelta
 import nats.errors
 import nats.js.errors
 
+from .._connect import jetstream
 from ..board import TaskBoard
 from ..errors import AntsError
 from ..ledger import Ledger
@@ -119,7 +120,7 @@ class Feeds:
     async def queues(self) -> None:
         """Ticket counts per route: read when the trail says tickets moved, and every few seconds."""
         state = self._hub.state
-        js = self._board.nc.jetstream()
+        js = jetstream(self._board.nc)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(QUEUE_REFRESH_S):
