@@ -1,6 +1,6 @@
 """ants-nats: leaderless work division for autonomous agents on NATS JetStream."""
 
-from ._connect import connect
+from ._connect import connect, jetstream
 from ._version import __version__
 from .agent import CATCH_ALL, Agent, Decider
 from .agent_protocol import AgentProtocolHandler, via_agent_protocol
@@ -148,6 +148,7 @@ __all__ = [
     "configure_logging",
     "connect",
     "creds_from_env",
+    "jetstream",
     "read_seed",
     "via_agent_protocol",
     "waiting_for",

@@ -34,6 +34,12 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="credentials (an nkeys seed file) to authenticate with (default: $ANTS_NATS_CREDS; "
         "--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
     )
+    p.add_argument(
+        "--js-domain",
+        metavar="DOMAIN",
+        default=os.environ.get("ANTS_NATS_JS_DOMAIN") or None,
+        help="the JetStream domain the board lives in (a site's leaf node, the board on the hub)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
     p.add_argument("--json-logs", action="store_true")
     return p

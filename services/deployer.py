@@ -17,7 +17,16 @@ from pathlib import Path, PurePosixPath
 
 import pydantic
 
-from ants_nats import ArtifactNotFound, ArtifactRef, Artifacts, CorruptEntry, Trail, TrailEvent, connect
+from ants_nats import (
+    ArtifactNotFound,
+    ArtifactRef,
+    Artifacts,
+    CorruptEntry,
+    Trail,
+    TrailEvent,
+    connect,
+    jetstream,
+)
 from ants_nats.log import get_logger
 
 from . import _common
@@ -70,17 +79,24 @@ async def deploy(trail: Trail, artifacts: Artifacts, event: TrailEvent, publish_
     await trail.mark("artifact.deployed", key=event.ref, data={"path": str(target)}, agent="deployer")
 
 
-async def serve(url: str, publish_dir: Path, *, durable: str = "deployer", seed: str | None = None) -> None:
+async def serve(
+    url: str,
+    publish_dir: Path,
+    *,
+    durable: str = "deployer",
+    seed: str | None = None,
+    js_domain: str | None = None,
+) -> None:
     """React to every ``artifact.written`` mark, forever (replicas share ``durable``)."""
-    async with connect(url, name="deployer", seed=seed) as nc:
+    async with connect(url, name="deployer", seed=seed, js_domain=js_domain) as nc:
         trail = await Trail.open(nc)
-        artifacts = Artifacts(nc.jetstream())
+        artifacts = Artifacts(jetstream(nc))
         async for event in trail.follow(WATCHED, durable=durable):
             await deploy(trail, artifacts, event, publish_dir)
 
 
 async def _main(args: argparse.Namespace) -> None:
-    await serve(args.server, args.publish_dir, seed=_common.seed(args))
+    await serve(args.server, args.publish_dir, seed=_common.seed(args), js_domain=args.js_domain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,9 @@ async def echo(task: Task, ctx: TaskContext) -> JsonValue:
 
 async def _main(args: argparse.Namespace) -> None:
     secret = _common.seed(args)
-    async with TaskBoard.connect(args.server, name=f"echo-{args.name}", seed=secret) as board:
+    async with TaskBoard.connect(
+        args.server, name=f"echo-{args.name}", seed=secret, js_domain=args.js_domain
+    ) as board:
         identity = Identity.from_seed(secret) if secret else None
         agent_id = args.name if secret else None  # under access control the id is the user's
         agent = Agent(

@@ -16,7 +16,7 @@ from . import _common
 
 
 async def _main(args: argparse.Namespace) -> None:
-    async with connect(args.server, name="ledger", seed=_common.seed(args)) as nc:
+    async with connect(args.server, name="ledger", seed=_common.seed(args), js_domain=args.js_domain) as nc:
         verifier = Verifier(Directory(nc))
         await Ledger(nc).project(await Trail.open(nc), durable=args.durable, verifier=verifier)
 

@@ -18,7 +18,7 @@ async def _main(args: argparse.Namespace) -> None:
     secret = _common.seed(args)
     routes = [RouteSpec.parse(text, kind=args.kind) for text in args.route] or None
     async with (
-        TaskBoard.connect(args.server, name=args.name, seed=secret) as board,
+        TaskBoard.connect(args.server, name=args.name, seed=secret, js_domain=args.js_domain) as board,
         AgentGateway(
             board,
             routes=routes,
