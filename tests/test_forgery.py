@@ -29,6 +29,7 @@ from ants_nats import (
     Task,
     TaskBoard,
     TaskContext,
+    TaskNotFound,
     TaskStatus,
     Trail,
     Verifier,
@@ -318,3 +319,18 @@ async def test_a_budgets_limits_are_its_owners_and_spending_it_is_legal(secured:
                 final = (await owner.wait(["b3"], timeout=20))["b3"]
         assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
         assert await owner.trail.last(FORGED_RECORD, "b3") is None
+
+
+async def test_a_task_created_in_another_owners_name_is_taken_back(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        framed = TaskRecord(
+            task=Task(id="x1", kind="later", created_by="ant-b"),
+            status=TaskStatus.PENDING,
+            owner_key=OWNER.public_key,
+        )
+        value = wire_bytes(framed)
+        await tasks.create("x1", value, headers=signed(tasks, "x1", value))  # signed by ant-a, not its owner
+        with pytest.raises(TaskNotFound):
+            await owner.get("x1")
+        assert await tasks.get("x1") is None  # the reader deleted it
+        assert (await until_event(owner, FORGED_RECORD, "x1")).agent == "ant-a"

@@ -244,8 +244,8 @@ class Core:
                     raise TaskNotFound(f"no task {task_id!r} on the board")
                 return legal.record, legal.seq
             try:
-                if legal is None:
-                    await self.tasks.delete(task_id, last=top.seq)
+                if legal is None or legal.record is None:  # the task is legally absent (or deleted)
+                    await self.tasks.delete(task_id, last=top.seq, headers=legal.signature if legal else None)
                 else:
                     await self.tasks.update(task_id, legal.payload, last=top.seq, headers=legal.signature)
             except Conflict:
