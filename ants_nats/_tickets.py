@@ -17,7 +17,7 @@ acked only when its task has reached a terminal state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
@@ -112,41 +112,24 @@ class Routes:
             ),
         )
 
-    async def announce(
-        self,
-        record: TaskRecord,
-        revision: int,
-        *,
-        again: bool = False,
-        proof: Mapping[str, str] | None = None,
-    ) -> None:
+    async def announce(self, record: TaskRecord, revision: int, *, again: bool = False) -> None:
         """Publish the ticket of a ready task (once: duplicates within 2 minutes are dropped).
 
         The ticket carries the ready record and its revision, so the agent it reaches can claim
         with a single compare-and-set. ``again``: the task was put back after it ended; its
-        message id names the revision, so the first ticket's id does not drop this one. ``proof``:
-        headers that let its taker check the record without reading it (a signed board's)."""
-        subject, payload, headers = _ticket(record, revision, proof)
+        message id names the revision, so the first ticket's id does not drop this one."""
+        subject, payload, headers = _ticket(record, revision)
         if again:
             headers["Nats-Msg-Id"] = f"ticket-{record.task.id}-{revision}"
         async with translate_errors(f"announce {record.task.id}"):
             await publish(self._js, subject, payload, headers=headers)
         log.debug("task.announced", task_id=record.task.id, route=record.task.route)
 
-    async def announce_many(
-        self, ready: Sequence[tuple[TaskRecord, int]], proofs: Mapping[str, Mapping[str, str]] | None = None
-    ) -> None:
+    async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
         """``announce`` each (record, revision), as atomic batches where the stream allows (a batch
-        holding a ticket announced already is refused whole, and then announced one by one);
-        ``proofs`` by task id, as ``announce`` takes them."""
-        proofs = proofs or {}
-        tickets = [_ticket(r, rev, proofs.get(r.task.id)) for r, rev in ready]
-        sent = await publish_batches(self._js, WORK_STREAM, tickets)
-        await gather_bounded(
-            self.announce(record, revision, proof=proofs.get(record.task.id))
-            for (record, revision), seq in zip(ready, sent, strict=True)
-            if seq is None
-        )
+        holding a ticket announced already is refused whole, and then announced one by one)."""
+        sent = await publish_batches(self._js, WORK_STREAM, [_ticket(r, rev) for r, rev in ready])
+        await gather_bounded(self.announce(*ready[i]) for i, seq in enumerate(sent) if seq is None)
 
     async def get(self, route: str) -> Route | None:
         """The registered route named ``route`` (None if unknown or unreadable)."""
@@ -161,14 +144,12 @@ class Routes:
                 yield route
 
 
-def _ticket(
-    record: TaskRecord, revision: int, proof: Mapping[str, str] | None = None
-) -> tuple[str, bytes, dict[str, str]]:
+def _ticket(record: TaskRecord, revision: int) -> tuple[str, bytes, dict[str, str]]:
     """Subject, payload and headers of the ticket of ``record`` at ``revision``."""
     task = record.task
     ticket = Ticket(task_id=task.id, route=task.route, revision=revision, record=record)
     subject = work_subject(task.route, express=task.express)
-    return subject, wire_bytes(ticket), {"Nats-Msg-Id": f"ticket-{task.id}", **(proof or {})}
+    return subject, wire_bytes(ticket), {"Nats-Msg-Id": f"ticket-{task.id}"}
 
 
 def _parse_route(key: str, value: bytes) -> Route | None:

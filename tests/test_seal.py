@@ -62,7 +62,10 @@ def test_nobody_changes_a_tasks_definition_or_owner() -> None:
 def test_a_claim_is_for_the_signer_itself_fenced_by_the_revision_it_read() -> None:
     assert legal(created(), claimed_by(ANT, token=7), ANT, prev=7)
     assert not legal(created(), claimed_by(OTHER, token=7), ANT, prev=7)  # for another
-    assert not legal(created(), claimed_by(ANT, token=6), ANT, prev=7)  # a stale token
+    # A token read since the last claim: a claim retried after someone's bookkeeping keeps its own.
+    assert legal(created(), claimed_by(ANT, token=5), ANT, prev=7)
+    assert not legal(created(token=6), claimed_by(ANT, token=6), ANT, prev=7)  # no newer than the last
+    assert not legal(created(), claimed_by(ANT, token=8), ANT, prev=7)  # from the future
     assert not legal(created(waiting_on=("dep",)), claimed_by(ANT, token=7), ANT, prev=7)  # not ready
     assert not legal(done_by(OTHER), claimed_by(ANT, token=7), ANT, prev=7)  # finished
 
@@ -73,7 +76,8 @@ def test_only_the_holder_settles_and_a_deferred_outcome_is_the_signers_own() -> 
     # Claim and outcome in one write: its attempt signed by the writer, with the revision read.
     assert legal(created(), done_by(ANT, token=7), ANT, prev=7)
     assert not legal(created(), done_by(ANT, token=7), OTHER, prev=7)
-    assert not legal(created(), done_by(ANT, token=5), ANT, prev=7)
+    assert legal(created(), done_by(ANT, token=5), ANT, prev=7)  # read before someone's bookkeeping
+    assert not legal(created(), done_by(ANT, token=9), ANT, prev=7)  # a revision not yet written
 
 
 def test_anyone_may_end_a_lapsed_claim_with_the_holders_own_attempt() -> None:
@@ -133,3 +137,32 @@ def test_failing_an_unclaimed_task_needs_a_reason_a_reader_can_check() -> None:
 
 def test_writing_back_the_same_state_is_always_legal() -> None:
     assert legal(done_by(ANT), done_by(ANT), OTHER)
+
+
+def test_an_ending_says_what_its_attempt_says() -> None:
+    # The holder may not complete without a completed attempt, nor cancel, nor fail with a result.
+    failed = done_by(ANT).model_copy(update={"attempts": (attempt(ANT, "failed"),)})
+    assert not legal(claimed_by(ANT), failed, ANT, prev=9)
+    cancelled = created(status=TaskStatus.CANCELLED, token=7, attempts=(attempt(ANT, "released"),))
+    assert not legal(claimed_by(ANT), cancelled, ANT, prev=9)
+    # A decline note is no licence to change anything else.
+    note = DeclineNote(agent="ant", count=1, reason="no", at=NOW, offer="x", token=7, key=ANT.public_key)
+    sneaky = created(declines=(note,), token=7, status=TaskStatus.DONE, result="X")
+    assert not legal(created(), sneaky, ANT, prev=7)
+
+
+def test_an_expired_claim_is_dead_only_after_its_last_attempt() -> None:
+    expired = attempt(ANT, "expired")
+    early = created(token=7, attempts=(expired,), status=TaskStatus.DEAD)
+    assert not legal(claimed_by(ANT), early, OTHER, prev=8)  # max_attempts is 3
+    last = Task(id="t1", kind="echo", created_by="owner", max_attempts=1)
+    ended = early.model_copy(update={"task": last})
+    assert legal(claimed_by(ANT).model_copy(update={"task": last}), ended, OTHER, prev=8)
+
+
+def test_anyone_may_put_back_a_task_blocked_by_a_dependency_checked_by_its_reader() -> None:
+    blocked = created(status=TaskStatus.FAILED, error="blocked: dependency 'd' is failed", waiting_on=("d",))
+    verdict = judge(blocked, created(waiting_on=("d",)), ANT.public_key, prev=7, now=NOW)
+    assert verdict.illegal is None and verdict.revived
+    other = created(status=TaskStatus.FAILED, error="deadline passed before a claim")
+    assert judge(other, created(), ANT.public_key, prev=7, now=NOW).illegal is not None

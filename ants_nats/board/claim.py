@@ -111,7 +111,7 @@ class Claims:
         core, task_id = self._core, ticket.task_id
         check_id(agent_id, what="agent id")
         seq = msg.metadata.sequence.stream
-        known = await self._first_look(ticket, msg, trust_ticket and msg.metadata.num_delivered == 1)
+        known = await self._first_look(ticket, trust_ticket and msg.metadata.num_delivered == 1)
         if isinstance(known, NotTaken):
             return known
         vetted = False  # whether ``_claimable`` passed (rechecked if the task ends or waits meanwhile)
@@ -171,22 +171,16 @@ class Claims:
             lease.announced = announced
             return lease
 
-    async def _first_look(
-        self, ticket: Ticket, msg: Msg, fresh: bool
-    ) -> tuple[TaskRecord, int] | NotTaken | None:
-        """On a ticket's first delivery, the ready record it announces, to claim without reading.
-        On a signed board only a record its owner signed (the ticket carries the signature) is
-        taken as it comes; any other is read and judged."""
+    async def _first_look(self, ticket: Ticket, fresh: bool) -> tuple[TaskRecord, int] | NotTaken | None:
+        """On a ticket's first delivery, the ready record it announces, to claim without reading
+        (on a signed board, the record read and judged)."""
         if not fresh:
             return None
         core, task_id = self._core, ticket.task_id
-        carried = _carried(ticket)
-        if carried is not None and (
-            not core.signed or core.seal.ticket_record(task_id, carried[1], carried[0], msg.headers)
-        ):
-            return carried
         if not core.signed:
-            return None
+            return _carried(ticket)
+        # What a ticket carries is nobody's signed word that it is the record stored at that
+        # revision: a signed board reads (and judges) the record instead.
         try:
             record, revision = await core.get_entry(task_id)
         except TaskNotFound:

@@ -17,8 +17,9 @@ from pydantic import JsonValue
 from ..errors import TaskNotFound
 from ..models import TaskRecord, TaskStatus
 from ._core import Core
+from .seal import BLOCKED
 
-_BLOCKED_BY = "blocked: dependency {dep!r}"
+_BLOCKED_BY = BLOCKED + "dependency {dep!r}"
 
 RETRIABLE = (TaskStatus.FAILED, TaskStatus.DEAD)
 """The states ``TaskBoard.retry`` takes a task back from."""
@@ -42,14 +43,16 @@ class Propagation:
         task_id = record.task.id
         if record.status is TaskStatus.DONE:
             for dependent in record.dependents:
-                await self.dependency_done(dependent, task_id)
+                await self.dependency_done(dependent, task_id, by=by)
         elif record.status.terminal:
             for dependent in record.dependents:
                 await self.block(dependent, task_id, record, by=by)
         for dep in record.task.depends_on:
-            await self._dependent_finished(dep, task_id)
+            await self._dependent_finished(dep, task_id, by=by)
 
-    async def _dependent_finished(self, task_id: str, dependent: str, *, finished: bool = True) -> None:
+    async def _dependent_finished(
+        self, task_id: str, dependent: str, *, finished: bool = True, by: str | None = None
+    ) -> None:
         """Note on ``task_id`` that ``dependent`` has finished (or, put back, has not): once all
         have, a finished ``task_id`` may expire (``Core.write``)."""
 
@@ -61,9 +64,9 @@ class Propagation:
             return record.model_copy(update={"finished_dependents": tuple(sorted(listed))})
 
         with contextlib.suppress(TaskNotFound):  # expired already (or never linked): nothing to keep
-            await self._core.mutate(task_id, note)
+            await self._core.mutate(task_id, note, by=by)
 
-    async def attach(self, task_id: str, dep: str) -> None:
+    async def attach(self, task_id: str, dep: str, *, by: str | None = None) -> None:
         """Register ``task_id`` as a dependent of existing task ``dep``, or settle it if ``dep`` ended.
 
         A failed or dead ``dep`` records the link too: a retry of ``dep`` puts ``task_id`` back."""
@@ -74,13 +77,13 @@ class Propagation:
             return record.model_copy(update={"dependents": tuple(sorted({*record.dependents, task_id}))})
 
         # A terminal dependency is returned unchanged, so its status tells how to settle ``task_id``.
-        dep_record, _ = await self._core.mutate(dep, add_dependent)
+        dep_record, _ = await self._core.mutate(dep, add_dependent, by=by)
         if dep_record.status is TaskStatus.DONE:
-            await self.dependency_done(task_id, dep)
+            await self.dependency_done(task_id, dep, by=by)
         elif dep_record.status.terminal:
             await self.block(task_id, dep, dep_record)
 
-    async def dependency_done(self, task_id: str, dep: str) -> None:
+    async def dependency_done(self, task_id: str, dep: str, *, by: str | None = None) -> None:
         """``dep`` is done: ``task_id`` stops waiting on it, and is announced if now ready."""
 
         def drop(record: TaskRecord) -> TaskRecord | None:
@@ -88,7 +91,7 @@ class Propagation:
                 return None
             return record.model_copy(update={"waiting_on": tuple(d for d in record.waiting_on if d != dep)})
 
-        after, revision = await self._core.mutate(task_id, drop)
+        after, revision = await self._core.mutate(task_id, drop, by=by)
         # Whoever finds it ready announces (a redo after a crash included).
         if after.ready:
             await self.announce(after, revision)
@@ -96,17 +99,13 @@ class Propagation:
     async def announce(self, record: TaskRecord, revision: int, *, again: bool = False) -> None:
         """Publish the ticket of a ready task and leave ``task.ready`` on the trail (``again``:
         a task put back after it had ended, whose first ticket must not dedupe this one)."""
-        await self._core.routes.announce(
-            record, revision, again=again, proof=self._core.seal.proof(record.task.id, revision)
-        )
+        await self._core.routes.announce(record, revision, again=again)
         await self._core.event("task.ready", record.task.id, data={"route": record.task.route})
 
     async def announce_many(self, ready: Sequence[tuple[TaskRecord, int]]) -> None:
         """Publish the tickets of many newly ready tasks at once (their ``task.submitted`` says
         they are ready: no ``task.ready`` events)."""
-        seal = self._core.seal
-        proofs = {r.task.id: proof for r, rev in ready if (proof := seal.proof(r.task.id, rev))}
-        await self._core.routes.announce_many(ready, proofs)
+        await self._core.routes.announce_many(ready)
 
     async def block(self, task_id: str, dep: str, dep_record: TaskRecord, *, by: str | None = None) -> None:
         """``dep`` ended without success: ``task_id`` fails as blocked, with the reason."""
@@ -120,9 +119,9 @@ class Propagation:
             with contextlib.suppress(TaskNotFound):  # expired: nobody retried it
                 current, _ = await self._core.get_entry(dep)
                 if current.status not in RETRIABLE:
-                    await self.unblock(task_id, dep)
+                    await self.unblock(task_id, dep, by=by)
 
-    async def unblock(self, task_id: str, dep: str) -> None:
+    async def unblock(self, task_id: str, dep: str, *, by: str | None = None) -> None:
         """``dep`` was put back: ``task_id``, if ``dep`` had blocked it, goes back to pending too."""
         changed = False
 
@@ -131,26 +130,26 @@ class Propagation:
             changed = record.status is TaskStatus.FAILED and blocked_by(record, dep)
             return fresh(record) if changed else None
 
-        after, revision = await self._core.mutate(task_id, unblock)
+        after, revision = await self._core.mutate(task_id, unblock, by=by)
         if changed:
             data: JsonValue = {"dependency": dep}
             await self._core.event("task.unblocked", task_id, data=data)
-            await self.requeued(after, revision)
+            await self.requeued(after, revision, by=by)
 
-    async def requeued(self, record: TaskRecord, revision: int) -> None:
+    async def requeued(self, record: TaskRecord, revision: int, *, by: str | None = None) -> None:
         """Carry a task put back to pending to the graph: its dependencies keep their records for
         it again, it is announced (or settled again on its dependencies), and the dependents it
         blocked get back their chance."""
         task_id = record.task.id
         # Before it can run again: its end, if noted first, would be undone here.
         for dep in record.task.depends_on:
-            await self._dependent_finished(dep, task_id, finished=False)
+            await self._dependent_finished(dep, task_id, finished=False, by=by)
         if record.ready:
             await self.announce(record, revision, again=True)
         for dep in record.waiting_on:
-            await self.attach(task_id, dep)  # blocks it again if dep is still failed
+            await self.attach(task_id, dep, by=by)  # blocks it again if dep is still failed
         for dependent in record.dependents:
-            await self.unblock(dependent, task_id)
+            await self.unblock(dependent, task_id, by=by)
 
     async def finish_unclaimed(
         self,

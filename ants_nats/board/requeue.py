@@ -33,5 +33,5 @@ class Requeue:
 
         after, revision = await self._core.mutate(task_id, again, by=by)
         await self._core.event("task.retried", task_id, data={"by": by}, by=by)
-        await self._propagation.requeued(after, revision)
+        await self._propagation.requeued(after, revision, by=by)
         return after

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nats.js.api import RawStreamMsg
 
@@ -49,8 +49,10 @@ SIGNED_METADATA = "ants_signed"
 SIGNED_HISTORY = 32
 """Revisions a signed board keeps per task (at least): the chain its readers judge."""
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
-RECORD_SIG_HEADER = "Ants-Record-Sig"
-"""On a ticket: the owner's signature of the record revision the ticket carries (see ``proof``)."""
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far a writer's clock may run ahead of the server's when it fails a task for a time passed."""
+BLOCKED = "blocked: "
+"""How the error of a task failed for a dependency begins (``propagate.block``)."""
 _ABLE_SEEN_MAX = 4096
 ROLLUP_HEADER = "Nats-Rollup"
 
@@ -87,6 +89,8 @@ class Verdict:
     """(agent, key) that must have announced, signed with that key, that it can take the task."""
     budget_spent: bool = False
     """The task's budget must let nothing more be spent."""
+    revived: bool = False
+    """None of its dependencies may have ended without being done (a blocked task put back)."""
 
 
 LEGAL = Verdict()
@@ -132,6 +136,7 @@ def judge(
         ended_badly=verdict.ended_badly,
         able=verdict.able,
         budget_spent=verdict.budget_spent,
+        revived=verdict.revived,
     )
 
 
@@ -165,7 +170,7 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
     """Judge a change of the holder's part by a signer who is not the owner."""
     new = after.attempts[len(before.attempts) :]
     if before.status is TaskStatus.CLAIMED and signer == before.holder_key:
-        return _result_by(new, before.holder or "", signer)  # the holder settles, asks or lets go
+        return _ending(before, after, new, before.holder or "", signer)  # settles, asks or lets go
     state = before
     if before.status is TaskStatus.CLAIMED:
         # Anyone may end a claim whose lease ran out: the first new attempt is the holder's, expired.
@@ -188,29 +193,39 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
         )
         if after.status is TaskStatus.PENDING and after.holder is None and not new:
             return LEGAL
-        if after.status is TaskStatus.DEAD and not new:
+        spent = state.counted_attempts >= state.task.max_attempts
+        if after.status is TaskStatus.DEAD and not new and spent:
             return LEGAL  # that was its last attempt
     if state.status is TaskStatus.WAITING_INPUT:
         if _answer(state, after) is not None:
             return LEGAL
         due = state.questions[-1].until if state.questions else None
-        if after.status is TaskStatus.FAILED and due is not None and now >= due and not new:
+        if after.status is TaskStatus.FAILED and due is not None and now + CLOCK_SKEW >= due and not new:
             return LEGAL  # its question went unanswered
         return Verdict("changes a task waiting for an answer")
+    blocked = state.status is TaskStatus.FAILED and (state.error or "").startswith(BLOCKED)
+    if blocked and after.status is TaskStatus.PENDING and after.error is None and not new:
+        return Verdict(revived=True)  # blocked by a dependency that has been retried since
     if state.status is not TaskStatus.PENDING or state.holder is not None:
         return Verdict("changes a finished task")
+    # A claim's token is a revision read since the last claim: fenced by the CAS, and a claim
+    # retried after someone else's bookkeeping keeps the token it read first.
+    floor, token = state.token or 0, after.token or 0
+    fenced = floor < token <= prev and not state.waiting_on
     if after.status is TaskStatus.CLAIMED:
-        if after.holder_key == signer and after.token == prev and not new and not state.waiting_on:
-            return LEGAL  # for itself, fenced by the revision it read
+        if after.holder_key == signer and fenced and not new:
+            return LEGAL  # a claim for itself
         return Verdict("claims for another, or with a stale token")
-    if after.holder is None and after.token == prev and not state.waiting_on:
-        if len(new) == 1 and new[0].key == signer and new[0].token == prev:
-            return _result_by(new, new[0].agent, signer)  # a deferred claim, ended in the same write
-        if not new and any(n.key == signer and n.token == prev for n in after.declines):
+    if after.holder is None and fenced:
+        if len(new) == 1 and new[0].key == signer and new[0].token == token:
+            return _ending(state, after, new, new[0].agent, signer)  # a deferred claim, ended at once
+        unchanged = (after.result, after.result_ref) == (state.result, state.result_ref)
+        declined = any(n.key == signer and n.token == token for n in after.declines)
+        if not new and declined and unchanged and after.status is TaskStatus.PENDING:
             return LEGAL  # a deferred decline (an agent may decline what it cannot take)
     if after.status in (TaskStatus.FAILED, TaskStatus.DEAD) and not new and after.holder is None:
         deadline = state.task.deadline
-        if deadline is not None and now > deadline:
+        if deadline is not None and now + CLOCK_SKEW > deadline:
             return LEGAL
         if state.task.fail_unroutable and state.unroutable_reason is not None:
             return LEGAL
@@ -221,10 +236,22 @@ def _claim_change(before: TaskRecord, after: TaskRecord, signer: str, *, prev: i
     return Verdict("changes a task it did not claim")
 
 
-def _result_by(new: tuple[Attempt, ...], agent: str, signer: str) -> Verdict:
-    """A claim's end: a completion (a result others will use) only by an agent that announced it
-    can take the task; any other ending by whoever holds the claim."""
-    return Verdict(able=(agent, signer)) if any(a.outcome == "completed" for a in new) else LEGAL
+def _ending(
+    state: TaskRecord, after: TaskRecord, new: tuple[Attempt, ...], agent: str, signer: str
+) -> Verdict:
+    """A claim's end (or its keeping) by its holder: its attempts are its own, a result comes only
+    with a completion, which only an agent that announced it can take the task may write, and
+    only the owner cancels."""
+    if any((a.agent, a.key) != (agent, signer) for a in new):
+        return Verdict("ends a claim with another's attempt")
+    completed = any(a.outcome == "completed" for a in new)
+    if after.status is TaskStatus.CANCELLED:
+        return Verdict("cancels a task it does not own")
+    if (after.status is TaskStatus.DONE) != completed:
+        return Verdict("says done without a completed attempt, or completes without saying done")
+    if not completed and (after.result, after.result_ref) != (state.result, state.result_ref):
+        return Verdict("writes a result without completing")
+    return Verdict(able=(agent, signer)) if completed else LEGAL
 
 
 @dataclass(frozen=True)
@@ -325,9 +352,6 @@ async def walk(bucket: Bucket, task_id: str, top: Revision, known: Revision | No
             chain.revisions.pop()
             chain.anchor = known
             return chain
-        record = current.record
-        if record is not None and current.signer is not None and current.signer == record.owner_key:
-            return chain  # the owner's own revision: legal whatever came before
         if current.prev == 0 and not current.erases:
             return chain  # written on a key that never had a value: its creation
         if current.prev is None or current.erases or len(chain.revisions) > depth:
@@ -377,48 +401,18 @@ class Seal:
         self._depth = depth
         self.known = LegalCache()
         self._able_seen: set[tuple[str, str, str, tuple[str, ...]]] = set()
+        self._judging: set[str] = set()
 
     def wrote(self, task_id: str, revision: Revision) -> None:
         """Remember a revision this reader wrote itself (legal by construction)."""
         self.known.put(task_id, revision)
 
-    def proof(self, task_id: str, seq: int) -> dict[str, str] | None:
-        """Headers for a ticket of ``task_id`` at revision ``seq`` that let its taker check the
-        record it carries without reading it: the owner's signature of that revision, when this
-        reader knows it (one it wrote, or judged). Only an owner's revision stands on its own."""
-        known = self.known.get(task_id)
-        if known is None or known.seq != seq or known.record is None or known.signer is None:
-            return None
-        if known.signer != known.record.owner_key:
-            return None
-        return {RECORD_SIG_HEADER: known.signature[SIG_HEADER]}
-
-    def ticket_record(
-        self, task_id: str, seq: int, record: TaskRecord, headers: dict[str, str] | None
-    ) -> bool:
-        """Whether ``record``, carried by a ticket with ``headers`` for revision ``seq``, is its
-        owner's signed revision (then it is remembered as legal)."""
-        sig = header(headers, RECORD_SIG_HEADER)
-        owner = record.owner_key
-        if sig is None or owner is None or record.task.id != task_id:
-            return False
-        payload = wire_bytes(record)
-        if not verify(owner, signing_input(self._bucket.subject(task_id), payload), sig):
-            return False
-        signature = {SIGNER_HEADER: owner, SIG_HEADER: sig}
-        self.known.put(task_id, Revision(seq, record, payload, signature, owner, prev=None, erases=False))
-        return True
-
     async def next_legal(self, task_id: str, revision: Revision) -> Revision | None:
         """``revision`` (a change a watch delivered) judged against the last legal revision this
         reader knows, when it was written over that one, or legal on its own (its owner's); None
         when it cannot be judged so (read the key instead) or is forged (the read restores it)."""
-        record = revision.record
-        if record is not None and revision.signer is not None and revision.signer == record.owner_key:
-            self.known.put(task_id, revision)
-            return revision
         known = self.known.get(task_id)
-        if known is not None and known.seq == revision.seq:
+        if known is not None and known.seq == revision.seq and known.payload == revision.payload:
             return known
         if known is None or revision.prev != known.seq or revision.erases:
             return None
@@ -434,7 +428,7 @@ class Seal:
             return None, None, []
         top = revision_of(msg, self._bucket.subject(task_id))
         known = self.known.get(task_id)
-        if known is not None and known.seq == top.seq:
+        if known is not None and known.seq == top.seq and known.payload == top.payload:
             return top, known, []
         chain = await walk(self._bucket, task_id, top, known, self._depth)
         legal, forged = await self._fold(task_id, chain)
@@ -448,10 +442,12 @@ class Seal:
         if legal is None and todo:
             first = todo[0]
             record = first.record
-            if record is not None and first.signer is not None and first.signer == record.owner_key:
-                legal, todo = first, todo[1:]
-            elif chain.erased:
-                trusted = not first.erases and record is not None and first.signer in _keys_named(record)
+            if chain.erased:
+                # History overflowed what the bucket keeps: the oldest kept revision stands when it
+                # was written by a compare-and-set and signed by a key it names. A plain put or an
+                # erasure is no honest write: the owner's creation is restored instead.
+                conditional = first.prev is not None and not first.erases
+                trusted = conditional and record is not None and first.signer in _keys_named(record)
                 if trusted:
                     # The history before it overflowed what the bucket keeps: take it as it stands.
                     legal, todo = first, todo[1:]
@@ -501,6 +497,11 @@ class Seal:
         )
         if verdict.budget_spent and not spent:
             return "fails it for a budget with something left"
+        if verdict.revived and before is not None:
+            for dep in before.waiting_on:
+                status = await self._status(dep)
+                if status is not None and status.terminal and status is not TaskStatus.DONE:
+                    return f"puts it back while {dep!r} is still {status.value}"
         if verdict.ended_badly:
             ended = [await self._status(dep) for dep in verdict.ended_badly]
             if not any(s is not None and s.terminal and s is not TaskStatus.DONE for s in ended):
@@ -539,7 +540,15 @@ class Seal:
         return False
 
     async def _status(self, task_id: str) -> TaskStatus | None:
-        _, legal, _ = await self.legal(task_id)
+        """The legal status of ``task_id`` (None: no such task, or one being judged already: a
+        cycle of dependencies proves nothing)."""
+        if task_id in self._judging:
+            return None
+        self._judging.add(task_id)
+        try:
+            _, legal, _ = await self.legal(task_id)
+        finally:
+            self._judging.discard(task_id)
         return legal.record.status if legal is not None and legal.record is not None else None
 
     async def _forgery(self, revision: Revision, why: str, legal: Revision | None) -> Forgery:
