@@ -155,8 +155,9 @@ async def _publish_batch(
     return list(range(final - count + 1, final + 1))
 
 
-Signing = Callable[[str, bytes], dict[str, str]]
-"""Given a message's subject and payload, the headers that sign it."""
+Signing = Callable[[str, int, bytes], dict[str, str]]
+"""Given a key's subject, the revision a value is written over, and the value: the headers that
+sign it."""
 
 
 class Conflict(Exception):
@@ -339,17 +340,28 @@ class Bucket:
                 raise
 
     async def create(
-        self, key: str, value: bytes, *, ttl: float | None = None, headers: dict[str, str] | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        headers: dict[str, str] | None = None,
+        sign: Signing | None = None,
     ) -> int:
-        """Write ``key`` only if it has no live value; returns the new revision or raises ``Conflict``."""
+        """Write ``key`` only if it has no live value; returns the new revision or raises ``Conflict``.
+        ``sign`` adds a signature for the revision the write is made over (after a deletion, not 0)."""
+
+        def signed(last: int) -> dict[str, str] | None:
+            return {**(headers or {}), **sign(self._prefix + key, last, value)} if sign else headers
+
         try:
-            return await self._publish(key, value, last=0, ttl=ttl, op=None, headers=headers)
+            return await self._publish(key, value, last=0, ttl=ttl, op=None, headers=signed(0))
         except Conflict:
             entry, last, _ = await self._last(key)
             if entry is not None:
                 raise
             # Deleted or expired: CAS on the tombstone's revision, so racing creators still get one winner.
-            return await self._publish(key, value, last=last, ttl=ttl, op=None, headers=headers)
+            return await self._publish(key, value, last=last, ttl=ttl, op=None, headers=signed(last))
 
     async def create_many(
         self, items: Sequence[tuple[str, bytes]], *, sign: Signing | None = None
@@ -357,25 +369,28 @@ class Bucket:
         """Create many keys; each one's revision, or None where the key is taken. Written as
         atomic batches where the stream allows them; a batch refused because some key is taken
         (or the stream takes no batches) is written one create at a time, pipelined. ``sign``
-        gives each value's signature headers, given its subject and value."""
-        signed = [(key, value, sign(self._prefix + key, value) if sign else None) for key, value in items]
+        gives each value's signature headers (see ``Signing``)."""
         revisions = await publish_batches(
             self._js,
             self.stream,
             [
-                (self._write_prefix + key, value, {**(own or {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"})
-                for key, value, own in signed
+                (
+                    self._write_prefix + key,
+                    value,
+                    {**(sign(self._prefix + key, 0, value) if sign else {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"},
+                )
+                for key, value in items
             ],
         )
         redo = [i for i, revision in enumerate(revisions) if revision is None]
-        one_by_one = await gather_bounded(self._create_or_none(*signed[i]) for i in redo)
+        one_by_one = await gather_bounded(self._create_or_none(*items[i], sign) for i in redo)
         for i, revision in zip(redo, one_by_one, strict=True):
             revisions[i] = revision
         return revisions
 
-    async def _create_or_none(self, key: str, value: bytes, headers: dict[str, str] | None) -> int | None:
+    async def _create_or_none(self, key: str, value: bytes, sign: Signing | None) -> int | None:
         try:
-            return await self.create(key, value, headers=headers)
+            return await self.create(key, value, sign=sign)
         except Conflict:
             return None
 

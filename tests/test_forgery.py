@@ -36,6 +36,7 @@ from ants_nats import (
     connect,
 )
 from ants_nats._store import Bucket, Conflict
+from ants_nats.board.seal import sign_revision
 from ants_nats.cards import Directory
 from ants_nats.ledger import Ledger
 from ants_nats.models import Attempt, TaskRecord, TrailEvent, utcnow, wire_bytes
@@ -76,8 +77,9 @@ async def forger(server: EmbeddedServer) -> AsyncIterator[tuple[Client, Bucket]]
             yield nc, Bucket(nc.jetstream(), TASKS_BUCKET)
 
 
-def signed(bucket: Bucket, task_id: str, value: bytes) -> dict[str, str]:
-    return FORGER.sign_message(bucket.subject(task_id), value)
+def signed(bucket: Bucket, task_id: str, value: bytes, prev: int) -> dict[str, str]:
+    """The forger's own, valid signature of ``value`` written over revision ``prev``."""
+    return sign_revision(FORGER, bucket.subject(task_id), prev, value)
 
 
 async def rewrite(bucket: Bucket, task_id: str, **update: object) -> int:
@@ -92,7 +94,7 @@ async def rewrite(bucket: Bucket, task_id: str, **update: object) -> int:
         value = wire_bytes(record)
         with contextlib.suppress(Conflict):  # an agent wrote meanwhile (a decline, say)
             return await bucket.update(
-                task_id, value, last=entry.revision, headers=signed(bucket, task_id, value)
+                task_id, value, last=entry.revision, headers=signed(bucket, task_id, value, entry.revision)
             )
 
 
@@ -160,7 +162,7 @@ async def test_a_deleted_task_comes_back_and_runs(secured: EmbeddedServer) -> No
         )
         entry = await tasks.get("c2")
         assert entry is not None
-        await tasks.delete("c2", last=entry.revision, headers=signed(tasks, "c2", b""))
+        await tasks.delete("c2", last=entry.revision, headers=signed(tasks, "c2", b"", entry.revision))
         assert await tasks.get("c2") is None  # the server took it: it is the readers who refuse it
 
         async with honest_agent(secured, "echo"):
@@ -191,7 +193,9 @@ async def test_a_history_erased_by_a_rollup_is_restored_from_the_trail(secured: 
         assert entry is not None
         record = TaskRecord.model_validate_json(entry.value).model_copy(update=pwned(entry.revision))
         value = wire_bytes(record)
-        await tasks.update("r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value))
+        await tasks.update(
+            "r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value, entry.revision)
+        )
         assert len(await tasks.history("r1")) == 1  # the forger erased every other revision
 
         restored = await owner.get("r1")
@@ -329,8 +333,26 @@ async def test_a_task_created_in_another_owners_name_is_taken_back(secured: Embe
             owner_key=OWNER.public_key,
         )
         value = wire_bytes(framed)
-        await tasks.create("x1", value, headers=signed(tasks, "x1", value))  # signed by ant-a, not its owner
+        await tasks.create(
+            "x1", value, headers=signed(tasks, "x1", value, 0)
+        )  # signed by ant-a, not its owner
         with pytest.raises(TaskNotFound):
             await owner.get("x1")
         assert await tasks.get("x1") is None  # the reader deleted it
         assert (await until_event(owner, FORGED_RECORD, "x1")).agent == "ant-a"
+
+
+async def test_a_replayed_owner_revision_is_no_owner_action(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+        await owner.submit(Task(id="rp", kind="echo", payload="once", created_by="ant-b"))
+        creation = (await tasks.history("rp"))[0]
+        stored = await tasks.at(creation.revision)
+        assert stored is not None and stored.headers is not None
+        async with honest_agent(secured, "echo"):
+            assert (await owner.result("rp", timeout=20))["task"] == "rp"  # type: ignore[index]
+        # The owner's signed creation, written again over the finished task: it would run again.
+        done = await tasks.get("rp")
+        assert done is not None
+        signature = {k: v for k, v in stored.headers.items() if k.startswith("Ants-")}
+        await tasks.update("rp", creation.value, last=done.revision, headers=signature)
+        assert (await owner.get("rp")).status is TaskStatus.DONE  # its signature was for revision 0

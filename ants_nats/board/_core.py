@@ -27,7 +27,7 @@ from ..trail import Trail, TrailConfig
 from .budget import Budgets
 from .config import BoardConfig
 from .rates import Rates
-from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, judge
+from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, judge, sign_revision
 
 log = get_logger("board")
 
@@ -324,7 +324,7 @@ class Core:
             return await self.tasks.update(task_id, value, last=last)
         identity = self.signer(by, record)
         self._check_legal(record, last, identity)
-        headers = identity.sign_message(self.tasks.subject(task_id), value) if identity else {}
+        headers = sign_revision(identity, self.tasks.subject(task_id), last, value) if identity else {}
         revision = await self.tasks.update(task_id, value, last=last, headers=headers)
         self.remember(record, value, revision, headers, last=last)
         return revision

@@ -38,7 +38,7 @@ from nats.js.api import RawStreamMsg
 from .._store import Bucket, is_tombstone
 from ..cards import Directory
 from ..errors import CorruptEntry
-from ..identity import SIG_HEADER, SIGNER_HEADER, header, signing_input, verify
+from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
 from ..models import Attempt, TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
 from ..names import is_valid_id
 from ..trail import Trail
@@ -281,6 +281,18 @@ def revision_of(msg: RawStreamMsg, subject: str) -> Revision:
     return stored_revision(subject, int(msg.seq or 0), msg.headers, msg.data or b"", msg.time)
 
 
+def signed_part(prev: int, payload: bytes) -> bytes:
+    """What a record revision's signature covers after its subject: the revision it is written
+    over, a newline, and its bytes (``identity.signing_input(subject, signed_part(...))``). Bound
+    to its place in the key's history, a revision cannot be replayed elsewhere."""
+    return f"{prev}\n".encode() + payload
+
+
+def sign_revision(identity: Identity, subject: str, prev: int, payload: bytes) -> dict[str, str]:
+    """The headers that sign ``payload`` written on ``subject`` over revision ``prev``."""
+    return identity.sign_message(subject, signed_part(prev, payload))
+
+
 def stored_revision(
     subject: str, seq: int, headers: dict[str, str] | None, payload: bytes, time: datetime | None
 ) -> Revision:
@@ -288,8 +300,17 @@ def stored_revision(
     headers = headers or {}
     key = header(headers, SIGNER_HEADER)
     sig = header(headers, SIG_HEADER)
-    signer = key if key and sig and verify(key, signing_input(subject, payload), sig) else None
     expected = headers.get(EXPECTED_HEADER)
+    prev = int(expected) if expected and expected.isdigit() else None
+    # A revision whose signature was made over another place in the history (a copy of a legal
+    # one written back over a forgery, or a replay) verifies for nobody: judged as unsigned.
+    signed = (
+        prev is not None
+        and key
+        and sig
+        and verify(key, signing_input(subject, signed_part(prev, payload)), sig)
+    )
+    signer = key if signed else None
     record = None
     garbage = False
     if not is_tombstone(headers):
@@ -302,7 +323,7 @@ def stored_revision(
         payload=payload,
         signature={SIGNER_HEADER: key, SIG_HEADER: sig} if key and sig else {},
         signer=signer,
-        prev=int(expected) if expected and expected.isdigit() else None,
+        prev=prev,
         erases=ROLLUP_HEADER in headers or headers.get("KV-Operation") == "PURGE",
         time=time,
         garbage=garbage,
@@ -570,7 +591,8 @@ class Seal:
         if record is None or record.owner_key is None or not isinstance(sig, str):
             return None
         payload = wire_bytes(record)
-        if not verify(record.owner_key, signing_input(self._bucket.subject(task_id), payload), sig):
+        subject = self._bucket.subject(task_id)
+        if not verify(record.owner_key, signing_input(subject, signed_part(0, payload)), sig):
             return None
         return Revision(
             seq=0,

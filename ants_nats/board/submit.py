@@ -22,6 +22,7 @@ from ..log import get_logger
 from ..models import PROTOCOL_VERSION, Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_encoded
 from .propagate import Propagation
+from .seal import sign_revision
 
 log = get_logger("board")
 
@@ -185,7 +186,8 @@ class Submission:
         announced them yet, so nobody else can have touched them)."""
         for task_id, revision in written.items():
             signer = signers.get(task_id)
-            headers = signer.sign_message(self._core.tasks.subject(task_id), b"") if signer else None
+            subject = self._core.tasks.subject(task_id)
+            headers = sign_revision(signer, subject, revision, b"") if signer else None
             with contextlib.suppress(Conflict):
                 await self._core.tasks.delete(task_id, last=revision, headers=headers)
 
@@ -218,14 +220,14 @@ class Submission:
         each one written (a key taken already is left out)."""
         core = self._core
         values = {task_id: wire_bytes(record) for task_id, record in records.items()}
-        signatures = {
-            task_id: signer.sign_message(core.tasks.subject(task_id), values[task_id])
-            for task_id, signer in signers.items()
-        }
-        revisions = await core.tasks.create_many(
-            list(values.items()),
-            sign=(lambda subject, _: signatures[subject.rsplit(".", 1)[1]]) if signatures else None,
-        )
+        signatures: dict[str, dict[str, str]] = {}
+
+        def sign(subject: str, prev: int, value: bytes) -> dict[str, str]:
+            task_id = subject.rsplit(".", 1)[1]
+            signature = signatures[task_id] = sign_revision(signers[task_id], subject, prev, value)
+            return signature
+
+        revisions = await core.tasks.create_many(list(values.items()), sign=sign if signers else None)
         written = {task_id: rev for task_id, rev in zip(values, revisions, strict=True) if rev is not None}
         for task_id, signature in signatures.items():
             if task_id in written:
@@ -257,7 +259,7 @@ class Submission:
             # The proof of the task's creation: whoever finds its history erased restores it from here.
             value = wire_bytes(record)
             data["record"] = json.loads(value)
-            data["sig"] = signer.sign_message(self._core.tasks.subject(task.id), value)[SIG_HEADER]
+            data["sig"] = sign_revision(signer, self._core.tasks.subject(task.id), 0, value)[SIG_HEADER]
         await self._core.event("task.submitted", task.id, agent=task.created_by, data=data)
 
 
