@@ -26,7 +26,7 @@ from pydantic import JsonValue
 
 from ._connect import jetstream
 from ._pull import Puller, fetch_patiently, replay
-from ._store import ensure_stream, last_message, publish, publish_nowait, translate_errors
+from ._store import ensure_stream, last_message, patiently, publish, publish_nowait, translate_errors
 from ._watch import pushed
 from .errors import InvalidTask
 from .identity import Identity
@@ -46,6 +46,8 @@ log = get_logger("trail")
 
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_TIMEOUT_S = 1.0
+_NEWEST_MIN_WINDOW = 256
+"""Messages of the trail first read back from its end for ``newest``."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,25 @@ class Trail:
         # An unnamed consumer: read-only credentials may create those (access control).
         messages = await replay(self._js, TRAIL_STREAM, subjects, since=since, action=f"replay {subjects}")
         return [event for event in map(_parse, messages) if event is not None]
+
+    async def newest(self, count: int, subjects: str = f"{TRAIL_SUBJECT_PREFIX}.>") -> list[TrailEvent]:
+        """The last ``count`` events under ``subjects``, in order: read from the stream's end back,
+        widening until enough match, so it costs what it returns on a long trail, not the trail."""
+        js = self._js
+
+        async def bounds() -> tuple[int, int]:
+            state = (await js.stream_info(TRAIL_STREAM)).state
+            return state.first_seq, state.last_seq
+
+        first, last = await patiently(js, f"read stream {TRAIL_STREAM}", bounds)
+        window = max(count * 4, _NEWEST_MIN_WINDOW)
+        while True:
+            start = max(first, last - window + 1)
+            messages = await replay(js, TRAIL_STREAM, subjects, start_seq=start, action=f"read {subjects}")
+            found = [e for e in map(_parse, messages) if e is not None and (e.seq or 0) <= last]
+            if len(found) >= count or start <= first:
+                return found[-count:]
+            window *= 4
 
     async def _record_corrupt(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

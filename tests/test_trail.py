@@ -153,3 +153,15 @@ async def test_an_event_about_no_id_is_dropped_by_every_reader(board: TaskBoard)
     )
     await board.trail.mark("artifact.written", key="fine")
     assert [e.ref for e in await board.trail.replay("ants.trail.mark.>")] == ["fine"]
+
+
+async def test_the_newest_events_are_read_from_the_end_of_a_long_trail(board: TaskBoard) -> None:
+    for i in range(10):
+        await board.trail.mark("rare.note", key=f"r{i}")
+    for i in range(600):  # more than the first look back covers
+        await board.trail.mark("common.note", key=f"c{i}")
+    rare = await board.trail.newest(5, "ants.trail.mark.rare.note.>")
+    assert [e.ref for e in rare] == [f"r{i}" for i in range(5, 10)]
+    common = await board.trail.newest(3, "ants.trail.mark.common.note.>")
+    assert [e.ref for e in common] == ["c597", "c598", "c599"]
+    assert len(await board.trail.newest(100, "ants.trail.mark.rare.note.>")) == 10  # all there are

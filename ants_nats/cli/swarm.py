@@ -134,7 +134,10 @@ async def trail(args: argparse.Namespace) -> int:
 
     async with connect(args) as board:
         if not args.follow:
-            found = await board.trail.replay(subject, since=since)
+            if args.last and since is None:
+                found = await board.trail.newest(args.last, subject)
+            else:
+                found = await board.trail.replay(subject, since=since)
             for event in found[-args.last :] if args.last else found:
                 say(event)
             return 0
