@@ -36,7 +36,7 @@ from .errors import (
     TaskNotFound,
     UnknownDependency,
 )
-from .identity import Identity, creds_from_env, read_seed
+from .identity import Identity, read_seed
 from .ledger import Ledger
 from .log import configure_logging
 from .matching import Verdict
@@ -59,6 +59,7 @@ from .models import (
     TrailEvent,
     Usage,
 )
+from .options import connection_options
 from .reputation import Reputation, ReputationConfig
 from .server import EmbeddedCluster, EmbeddedServer
 from .signals import Decline, NonRetryable, RateLimited
@@ -147,7 +148,7 @@ __all__ = [
     "__version__",
     "configure_logging",
     "connect",
-    "creds_from_env",
+    "connection_options",
     "jetstream",
     "read_seed",
     "via_agent_protocol",

@@ -9,9 +9,8 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from ants_nats import AntsError, configure_logging, creds_from_env, read_seed
+from ants_nats import AntsError, configure_logging, connection_options, read_seed
 
 EXIT_BAD_INPUT = 2
 
@@ -19,27 +18,7 @@ EXIT_BAD_INPUT = 2
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every service takes."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument(
-        "--server",
-        default=os.environ.get("ANTS_NATS_URL", "nats://127.0.0.1:4222"),
-        help="NATS URL (default: $ANTS_NATS_URL or nats://127.0.0.1:4222)",
-    )
-    p.add_argument(
-        "--creds",
-        "--seed-file",
-        dest="seed_file",
-        metavar="FILE",
-        type=Path,
-        default=creds_from_env(),
-        help="credentials (an nkeys seed file) to authenticate with (default: $ANTS_NATS_CREDS; "
-        "--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
-    )
-    p.add_argument(
-        "--js-domain",
-        metavar="DOMAIN",
-        default=os.environ.get("ANTS_NATS_JS_DOMAIN") or None,
-        help="the JetStream domain the board lives in (a site's leaf node, the board on the hub)",
-    )
+    connection_options(p)
     p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
     p.add_argument("--json-logs", action="store_true")
     return p

@@ -18,9 +18,8 @@ from typing import Any, TypeAlias
 
 from ..board import BoardConfig, TaskBoard
 from ..errors import UsageError
-from ..identity import Identity, creds_from_env, read_seed
-
-DEFAULT_URL = "nats://127.0.0.1:4222"
+from ..identity import Identity, read_seed
+from ..options import connection_options
 
 Run = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 """What a command does with its parsed arguments; returns the exit status."""
@@ -52,28 +51,8 @@ class Command:
     def add_to(self, subcommands: Subcommands) -> None:
         parser = subcommands.add_parser(self.name, help=self.text, description=self.text)
         if self.server:
-            parser.add_argument(
-                "--server", default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL), help="NATS URL"
-            )
-            parser.add_argument(
-                "--js-domain",
-                metavar="DOMAIN",
-                default=os.environ.get("ANTS_NATS_JS_DOMAIN") or None,
-                help="the JetStream domain the board lives in, when --server is a site's leaf node "
-                "and the board is on the hub (default $ANTS_NATS_JS_DOMAIN)",
-            )
+            connection_options(parser, credentials=self.credentials)
         if self.server and self.credentials:
-            parser.add_argument(
-                "--creds",
-                "--seed-file",
-                dest="seed_file",
-                metavar="FILE",
-                type=Path,
-                default=creds_from_env(),
-                help="connect as the user of this credentials file: an nkeys seed (ants-nats config "
-                "writes one per user) or a .creds file's seed; default $ANTS_NATS_CREDS "
-                "(--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
-            )
             parser.add_argument(
                 "--as",
                 dest="acting_as",

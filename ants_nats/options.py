@@ -1,0 +1,41 @@
+"""The command-line options every process that reaches a board takes: where the server is, which
+JetStream domain holds the board, and whose credentials to connect with. The CLI's commands and
+the services in ``services/`` add them the same way."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .identity import creds_from_env
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def connection_options(parser: argparse.ArgumentParser, *, credentials: bool = True) -> None:
+    """Add ``--server``, ``--js-domain`` and (with ``credentials``) ``--creds`` to ``parser``."""
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("ANTS_NATS_URL", DEFAULT_URL),
+        help=f"NATS URL (default: $ANTS_NATS_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--js-domain",
+        metavar="DOMAIN",
+        default=os.environ.get("ANTS_NATS_JS_DOMAIN") or None,
+        help="the JetStream domain the board lives in, when --server is a site's leaf node "
+        "and the board is on the hub (default $ANTS_NATS_JS_DOMAIN)",
+    )
+    if credentials:
+        parser.add_argument(
+            "--creds",
+            "--seed-file",
+            dest="seed_file",
+            metavar="FILE",
+            type=Path,
+            default=creds_from_env(),
+            help="connect as the user of this credentials file: an nkeys seed (ants-nats config "
+            "writes one per user) or a .creds file's seed; default $ANTS_NATS_CREDS "
+            "(--seed-file and $ANTS_NATS_SEED_FILE are the older names)",
+        )
