@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import json
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -173,3 +174,19 @@ async def replay(
                 found.append(msg)
                 pending = msg.metadata.num_pending
     return found
+
+
+async def read_back(
+    js: JetStreamContext, stream: str, subject: str, *, first: int, last: int, window: int, action: str
+) -> AsyncGenerator[tuple[list[Msg], bool], None]:
+    """``stream``'s messages on ``subject`` up to sequence ``last``, from ever further back: the
+    last ``window`` sequences first, four times as many each time after, until sequence ``first``;
+    each reading with whether it reached ``first`` (nothing older is left). A reader that finds
+    enough among the newest stops, paying for what it needed rather than for the stream."""
+    while True:
+        start = max(first, last - window + 1)
+        messages = await replay(js, stream, subject, start_seq=start, action=action)
+        yield [msg for msg in messages if msg.metadata.sequence.stream <= last], start <= first
+        if start <= first:
+            return
+        window *= 4

@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
 from pydantic import JsonValue
 
 from ._connect import jetstream
-from ._pull import Puller, fetch_patiently, replay
+from ._pull import Puller, fetch_patiently, read_back, replay
 from ._store import ensure_stream, last_message, patiently, publish, publish_nowait, translate_errors
 from ._watch import pushed
 from .errors import InvalidTask
@@ -196,13 +196,16 @@ class Trail:
 
         first, last = await patiently(js, f"read stream {TRAIL_STREAM}", bounds)
         window = max(count * 4, _NEWEST_MIN_WINDOW)
-        while True:
-            start = max(first, last - window + 1)
-            messages = await replay(js, TRAIL_STREAM, subjects, start_seq=start, action=f"read {subjects}")
-            found = [e for e in map(_parse, messages) if e is not None and (e.seq or 0) <= last]
-            if len(found) >= count or start <= first:
-                return found[-count:]
-            window *= 4
+        found: list[TrailEvent] = []
+        readings = read_back(
+            js, TRAIL_STREAM, subjects, first=first, last=last, window=window, action=f"read {subjects}"
+        )
+        async with contextlib.aclosing(readings) as windows:
+            async for messages, _ in windows:
+                found = [event for event in map(_parse, messages) if event is not None]
+                if len(found) >= count:
+                    break
+        return found[-count:]
 
     async def _record_corrupt(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

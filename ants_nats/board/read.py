@@ -11,7 +11,7 @@ from contextlib import aclosing
 from nats.aio.msg import Msg
 
 from .._connect import api_prefix
-from .._pull import replay
+from .._pull import read_back
 from .._store import is_tombstone, patiently
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
@@ -62,24 +62,25 @@ class Reading:
         if last == 0:
             return [], 0
         window = max(limit * _WINDOW_PER_TASK, _MIN_WINDOW)
-        while True:
-            start = max(first, last - window + 1)
-            messages = await replay(js, stream, f"$KV.{TASKS_BUCKET}.>", start_seq=start, action="list tasks")
-            latest = {
-                msg.subject.rsplit(".", 1)[1]: msg for msg in messages if msg.metadata.sequence.stream <= last
-            }
-            found: list[TaskRecord] = []
-            for key, msg in sorted(latest.items(), key=lambda item: -item[1].metadata.sequence.stream):
-                if is_tombstone(msg.headers):
-                    continue
-                record = await self._judged(key, msg) if core.signed else _parse_watched(key, msg.data or b"")
-                if record is not None and keep(record):
-                    found.append(record)
-                    if len(found) == limit:
-                        return found, keys
-            if start <= first:
-                return found, keys
-            window *= 4  # fewer matches than asked for among the latest changes: look further back
+        found: list[TaskRecord] = []
+        readings = read_back(
+            js, stream, f"$KV.{TASKS_BUCKET}.>", first=first, last=last, window=window, action="list tasks"
+        )
+        async with aclosing(readings) as windows:
+            async for messages, _ in windows:
+                latest = {msg.subject.rsplit(".", 1)[1]: msg for msg in messages}
+                found = []
+                for key, msg in sorted(latest.items(), key=lambda item: -item[1].metadata.sequence.stream):
+                    if is_tombstone(msg.headers):
+                        continue
+                    record = (
+                        await self._judged(key, msg) if core.signed else _parse_watched(key, msg.data or b"")
+                    )
+                    if record is not None and keep(record):
+                        found.append(record)
+                        if len(found) == limit:
+                            return found, keys
+        return found, keys  # fewer match than asked for on the whole board
 
     async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
         """See ``TaskBoard.watch``."""
