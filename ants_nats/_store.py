@@ -443,6 +443,18 @@ class Bucket:
         await self._publish(key, b"", last=last, ttl=ttl, op="DEL", headers=headers)
 
 
+async def stream_config(js: JetStreamContext, name: str) -> StreamConfig | None:
+    """The configuration of stream ``name``, or None when it does not exist (nothing is created)."""
+
+    async def read() -> StreamConfig | None:
+        try:
+            return (await js.stream_info(name)).config
+        except nats.js.errors.NotFoundError:
+            return None
+
+    return await patiently(js, f"open stream {name}", read)
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create stream ``config.name`` unless it exists (an existing one is used as configured, but
     for being opened up to atomic batches and direct gets when ``config`` asks for them)."""

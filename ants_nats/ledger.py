@@ -11,16 +11,15 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
-import nats.js.errors
 import pydantic
 from nats.aio.client import Client
 from pydantic import JsonValue
 
 from ._connect import jetstream
-from ._store import Bucket, Conflict, ensure_kv, patiently
+from ._store import Bucket, Conflict, ensure_kv, stream_config
 from ._watch import watch_entries, watch_values
 from .board.budget import Budgets
-from .board.seal import SIGNED_HISTORY, SIGNED_METADATA, Seal
+from .board.seal import SIGNED_HISTORY, Seal, is_signed
 from .cards import Directory
 from .errors import CorruptEntry
 from .log import get_logger
@@ -320,18 +319,10 @@ class Ledger:
     async def _signed(self) -> bool:
         """Whether the board is signed (its tasks stream says so; asked once)."""
         if self._board_signed is None:
-            js = jetstream(self._nc)
-
-            async def metadata() -> dict[str, str] | None:
-                try:
-                    return (await js.stream_info(f"KV_{TASKS_BUCKET}")).config.metadata or {}
-                except nats.js.errors.NotFoundError:
-                    return None
-
-            found = await patiently(js, f"open bucket {TASKS_BUCKET}", metadata)
-            if found is None:
+            config = await stream_config(jetstream(self._nc), f"KV_{TASKS_BUCKET}")
+            if config is None:
                 return False  # no board yet: ask again later
-            self._board_signed = found.get(SIGNED_METADATA) == "true"
+            self._board_signed = is_signed(config)
         return self._board_signed
 
     async def _proves_forgery(self, event: TrailEvent) -> bool:

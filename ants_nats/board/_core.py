@@ -7,14 +7,12 @@ import contextlib
 import json
 from collections.abc import Callable
 
-import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 from pydantic import JsonValue
 
 from .. import _tickets
-from .._store import Bucket, Conflict, ensure_kv, patiently
+from .._store import Bucket, Conflict, ensure_kv, stream_config
 from ..artifacts import Artifacts
 from ..cards import Directory
 from ..errors import AntsError, BoardNotFound, CorruptEntry, InvalidTask, NotYours, TaskNotFound
@@ -27,7 +25,7 @@ from ..trail import Trail, TrailConfig
 from .budget import Budgets
 from .config import BoardConfig
 from .rates import Rates
-from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, judge, sign_revision
+from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, is_signed, judge, sign_revision
 
 log = get_logger("board")
 
@@ -81,7 +79,7 @@ class Core:
             atomic=True,
             metadata={SIGNED_METADATA: "true"} if config.signed else None,
         )
-        self.signed = (tasks.metadata or {}).get(SIGNED_METADATA) == "true"
+        self.signed = is_signed(tasks)
         if config.signed and not self.signed:
             raise AntsError(
                 f"BoardConfig.signed: the board's bucket {TASKS_BUCKET} was created unsigned; a board is "
@@ -102,21 +100,13 @@ class Core:
 
     async def find(self) -> None:
         """Bind to the board as it is, creating nothing (a reader's ``ensure``)."""
-        js = self.js
-
-        async def tasks_config() -> StreamConfig | None:
-            try:
-                return (await js.stream_info(f"KV_{TASKS_BUCKET}")).config
-            except nats.js.errors.NotFoundError:
-                return None
-
-        config = await patiently(js, f"open bucket {TASKS_BUCKET}", tasks_config)
+        config = await stream_config(self.js, f"KV_{TASKS_BUCKET}")
         if config is None:
             raise BoardNotFound(
                 f"no board on this server yet (no bucket {TASKS_BUCKET}): an agent, a submission or "
                 "the operator sets one up"
             )
-        self.signed = (config.metadata or {}).get(SIGNED_METADATA) == "true"
+        self.signed = is_signed(config)
 
     async def event(
         self,

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from nats.js.api import RawStreamMsg
+from nats.js.api import RawStreamMsg, StreamConfig
 
 from .._store import Bucket, is_tombstone
 from ..cards import Directory
@@ -49,6 +49,13 @@ SIGNED_METADATA = "ants_signed"
 SIGNED_HISTORY = 32
 """Revisions a signed board keeps per task (at least): the chain its readers judge."""
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+
+
+def is_signed(tasks: StreamConfig) -> bool:
+    """Whether the board whose ``ants_tasks`` stream is configured so is a signed one."""
+    return (tasks.metadata or {}).get(SIGNED_METADATA) == "true"
+
+
 CLOCK_SKEW = timedelta(seconds=5)
 """How far a writer's clock may run ahead of the server's when it fails a task for a time passed."""
 BLOCKED = "blocked: "
