@@ -172,16 +172,14 @@ class SwarmCollector(Collector):
         by_status = GaugeMetricFamily(
             "ants_swarm_tasks", "Tasks on the board the dashboard knows, by status.", labels=["status"]
         )
-        counts: dict[str, int] = {}
-        unroutable = 0
-        for record in state.tasks.values():
-            counts[record.status.value] = counts.get(record.status.value, 0) + 1
-            unroutable += record.unroutable is not None and not record.status.terminal
-        for status, n in sorted(counts.items()):
-            by_status.add_metric([status], n)
+        for status, n in sorted(state.tasks.by_status().items()):
+            if n:
+                by_status.add_metric([status], n)
         yield by_status
         yield GaugeMetricFamily(
-            "ants_swarm_tasks_unroutable", "Unfinished tasks no live agent can serve.", value=unroutable
+            "ants_swarm_tasks_unroutable",
+            "Unfinished tasks no live agent can serve.",
+            value=state.tasks.unroutable,
         )
         waiting = GaugeMetricFamily(
             "ants_swarm_queue_pending",

@@ -1,6 +1,7 @@
 """Listing a large board: ``TaskBoard.recent(50)`` (what ``ants-nats tasks`` shows by default)
 against reading every record (``all_tasks``, what ``tasks --all`` does), on one board of
-``--tasks`` records, in the same run.
+``--tasks`` records, in the same run; then the dashboard on that board: what a new tab receives
+against every task's summary (what it received before), and its searches.
 
     .venv/bin/python bench/listing.py --tasks 50000
 """
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
 
+import aiohttp
+
 from ants_nats import EmbeddedServer, Task, TaskBoard
+from ants_nats.dashboard import Dashboard
 
 CHUNK = 1000
 
@@ -51,6 +56,7 @@ async def main(tasks: int, repeat: int) -> None:
                 )
             )
             startup.append(await _timed(sys.executable, "-m", "ants_nats.cli", "--help"))
+        dashboard = await _dashboard(board, tasks, repeat)
     r, f, a = (statistics.median(x) for x in (recent, filtered, everything))
     c, s = statistics.median(cli), statistics.median(startup)
     print(f"\nmedians of {repeat}, {tasks:,} tasks on the board")
@@ -60,6 +66,42 @@ async def main(tasks: int, repeat: int) -> None:
     print(
         f"ants-nats tasks --limit 50 {c * 1000:8.1f} ms   (the CLI starting alone, --help: {s * 1000:.0f} ms)"
     )
+    print(*dashboard, sep="\n")
+
+
+async def _dashboard(board: TaskBoard, tasks: int, repeat: int) -> list[str]:
+    """The dashboard's figures, as lines to print."""
+    async with Dashboard(board) as dashboard, aiohttp.ClientSession() as http:
+        started = time.perf_counter()
+        tab = dashboard.hub.subscribe()  # woken by each change the dashboard's feeds bring
+        try:
+            while len(dashboard.state.tasks.summaries) < tasks:
+                if await tab.next() is None:  # too far behind, so dropped: subscribe afresh
+                    tab = dashboard.hub.subscribe()
+        finally:
+            dashboard.hub.unsubscribe(tab)
+        indexed = time.perf_counter() - started
+        every = len(json.dumps(list(dashboard.state.tasks.summaries.values()), separators=(",", ":")))
+        async with http.get(f"{dashboard.url}api/snapshot") as response:
+            snapshot = len(await response.read())
+        lines = [
+            f"dashboard: {tasks:,} tasks indexed in {indexed:.1f} s; a new tab receives "
+            f"{snapshot / 1024:,.0f} KiB ({snapshot / every:.4f} of every summary, {every / 2**20:.1f} MiB)"
+        ]
+        searches = {
+            "id prefix, 10 match": {"prefix": f"t{tasks // 10 - 1:05d}"},
+            "status and kind, all match": {"status": "pending", "kind": "list"},
+            "id prefix, none match": {"prefix": "zzz"},
+        }
+        for name, query in searches.items():
+            took = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                async with http.get(f"{dashboard.url}api/tasks", params=query) as response:
+                    await response.read()
+                took.append(time.perf_counter() - t0)
+            lines.append(f"dashboard search, {name:<27} {statistics.median(took) * 1000:8.1f} ms")
+        return lines
 
 
 async def _timed(*command: str) -> float:

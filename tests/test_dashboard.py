@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,22 @@ import aiohttp
 import pytest
 from pydantic import JsonValue
 
-from ants_nats import Agent, EmbeddedServer, Identity, Ledger, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import (
+    Agent,
+    EmbeddedServer,
+    Identity,
+    Ledger,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskRecord,
+    TaskStatus,
+)
 from ants_nats.access import server_config
 from ants_nats.dashboard import Dashboard, SwarmState
 from ants_nats.dashboard.hub import Hub
+from ants_nats.dashboard.state import task_summary
+from ants_nats.dashboard.tasks import TaskIndex, open_unroutable
 
 Delta = dict[str, Any]
 LIVE_TIMEOUT_S = 20.0
@@ -262,6 +275,110 @@ async def test_works_with_observer_credentials(tmp_path: Path) -> None:
             )
 
 
+def _summary(task_id: str, status: TaskStatus, at: int, *, kind: str = "work", **fields: Any) -> Delta:
+    record = TaskRecord(
+        task=Task(id=task_id, kind=kind, requires=(kind,)),
+        status=status,
+        updated_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=at),
+        **fields,
+    )
+    return task_summary(record)
+
+
+def test_the_task_index_counts_exactly_from_its_deltas_and_searches() -> None:
+    index = TaskIndex()
+    index.put(_summary("first", TaskStatus.PENDING, 0))
+    tab = json.loads(json.dumps(index.counts_json()))  # what a tab starts from
+    deltas = [
+        index.put(_summary(f"t{i:03d}", TaskStatus.PENDING, i, kind="a" if i % 2 else "b"))
+        for i in range(1, 300)
+    ]
+    deltas.append(index.put(_summary("stuck", TaskStatus.PENDING, 400, unroutable=("gpu",))))
+    deltas.append(index.put(_summary("held", TaskStatus.CLAIMED, 401, holder="ant")))
+    deltas.append(index.put(_summary("first", TaskStatus.CLAIMED, 402, holder="ant")))
+    deltas.append(index.put(_summary("stuck", TaskStatus.CANCELLED, 403, unroutable=("gpu",))))
+    deltas.append(index.put(_summary("held", TaskStatus.DONE, 404, holder="ant")))
+    assert index.put(_summary("held", TaskStatus.DONE, 404, holder="ant")) is None  # nothing new
+    for delta in deltas:  # the counting app.js does, from the deltas alone
+        assert delta is not None
+        task, was = delta["task"], delta["was"]
+        routes = tab["routes"]
+        if was is not None:
+            routes[was["route"]][was["status"]] -= 1
+            tab["unroutable"] -= was["unroutable"]
+        else:
+            tab["kinds"][task["kind"]] = tab["kinds"].get(task["kind"], 0) + 1
+        routes.setdefault(task["route"], {})
+        routes[task["route"]][task["status"]] = routes[task["route"]].get(task["status"], 0) + 1
+        tab["unroutable"] += open_unroutable(task)
+    tab["routes"] = {r: {st: n for st, n in c.items() if n} for r, c in tab["routes"].items()}
+    assert tab == index.counts_json()
+    routes = index.counts_json()["routes"]
+    assert routes["b"] == {"pending": 149} and routes["work"] == {"claimed": 1, "done": 1, "cancelled": 1}
+    assert index.unroutable == 0  # cancelled: no longer waiting for anyone
+
+    found, matched = index.search(prefix="t00")
+    assert [t["id"] for t in found] == [f"t00{i}" for i in range(9, 0, -1)] and matched == 9  # newest first
+    found, matched = index.search(kind="a", status="pending", limit=5)
+    assert [t["id"] for t in found] == ["t299", "t297", "t295", "t293", "t291"] and matched == 150
+    assert [t["id"] for t in index.search(status="claimed")[0]] == ["first"]
+    assert index.search(prefix="nothing") == ([], 0)
+    # A tab receives the newest, and every held one however old.
+    index.put(_summary("old-claim", TaskStatus.CLAIMED, -1, holder="ant"))
+    shown = {t["id"] for t in index.shown(limit=10)}
+    assert len(shown) == 11 and {"old-claim", "held", "t293"} <= shown and "t292" not in shown
+
+
+async def _indexed(dashboard: Dashboard, http: aiohttp.ClientSession, tasks: int) -> None:
+    """Until the dashboard's index knows ``tasks`` tasks (read off its own stream)."""
+    async with http.get(f"{dashboard.url}api/events") as stream:
+        deltas = sse(stream)
+        snapshot = await anext(deltas)
+        known = sum(snapshot["counts"]["kinds"].values())
+        if known < tasks:
+
+            def counted(delta: Delta) -> bool:
+                nonlocal known
+                known += delta["type"] == "task" and delta["was"] is None
+                return known >= tasks
+
+            await until_all(deltas, counted)
+
+
+async def _bulk(board: TaskBoard) -> int:
+    """A board with more tasks than a tab receives: the oldest is ``needle``."""
+    await board.submit(Task(id="needle", kind="rare", requires=("rare",)))
+    await board.submit_many([Task(id=f"bulk-{i:03d}", kind="bulk", requires=("bulk",)) for i in range(260)])
+    return 261
+
+
+async def test_a_large_board_is_searched_on_the_server_not_shipped_to_each_tab(board: TaskBoard) -> None:
+    total = await _bulk(board)
+    async with Dashboard(board) as dashboard, aiohttp.ClientSession() as http:
+        await _indexed(dashboard, http, total)
+        async with http.get(f"{dashboard.url}api/snapshot") as response:
+            snap = await response.json()
+        assert len(snap["tasks"]) == 200  # the newest (here also the newest unroutable)
+        assert "needle" not in {t["id"] for t in snap["tasks"]}
+        assert sum(snap["counts"]["routes"]["bulk"].values()) == 260 and snap["counts"]["kinds"]["rare"] == 1
+
+        async def search(**query: str) -> Delta:
+            async with http.get(f"{dashboard.url}api/tasks", params=query) as response:
+                body: Delta = await response.json()
+                body["status_code"] = response.status
+                return body
+
+        found = await search(prefix="nee")
+        assert [t["id"] for t in found["tasks"]] == ["needle"] and found["matched"] == 1
+        found = await search(status="pending", kind="bulk")
+        assert len(found["tasks"]) == 200 and found["matched"] == 260
+        found = await search(prefix="bulk-00", kind="bulk")
+        assert {t["id"] for t in found["tasks"]} == {f"bulk-00{i}" for i in range(10)}
+        assert (await search(status="done"))["matched"] == 0
+        for bad in ({"status": "finished"}, {"prefix": "-x"}, {"kind": "Not A Kind"}):
+            assert (await search(**bad)) == {"error": "invalid search", "status_code": 400}, bad
+
+
 # ---------------------------------------------------------------------- a real browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -422,3 +539,54 @@ async def test_the_demo_serves_the_dashboard_and_stays_up_until_interrupted(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+PHONE_WIDTH = 420
+
+HEADER_FITS = """
+const header = document.querySelector("header").getBoundingClientRect();
+const badge = document.getElementById("connection");
+const box = badge.getBoundingClientRect();
+const width = window.innerWidth;
+return {inside: box.left >= 0 && box.right <= width, whole: badge.scrollWidth <= badge.clientWidth,
+        oneRow: header.height < 3 * box.height, wide: document.documentElement.scrollWidth <= width};
+"""
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+async def test_the_page_searches_a_large_board_and_fits_a_phone(board: TaskBoard) -> None:
+    total = await _bulk(board)
+    async with Dashboard(board) as dashboard, aiohttp.ClientSession() as http:
+        await _indexed(dashboard, http, total)
+        with chromium() as driver:
+
+            def check() -> None:
+                from selenium.webdriver.support.ui import Select  # noqa: PLC0415
+
+                driver.set_window_size(PHONE_WIDTH, 900)  # (a --window-size flag stops at 500)
+                driver.get(dashboard.url)
+                assert driver.execute_script("return window.innerWidth") == PHONE_WIDTH
+                wait_for(driver, '#connection[data-state="live"]')
+                wait_for(driver, '[data-count="total"] b')
+                assert driver.execute_script(HEADER_FITS) == dict.fromkeys(
+                    ("inside", "whole", "oneRow", "wide"), True
+                )
+                assert driver.execute_script("return document.querySelectorAll('[data-task]').length") == 200
+                assert driver.find_element("css selector", '[data-count="total"] b').text == str(total)
+                driver.find_element("id", "task-prefix").send_keys("nee")  # older than any row shown
+                wait_for(driver, '[data-task="needle"]')
+                wait_for(driver, '#tasks-more[data-matched="1"]')
+                driver.find_element("id", "task-prefix").clear()
+                driver.execute_script(
+                    "document.getElementById('task-prefix').dispatchEvent(new Event('input'))"
+                )
+                Select(driver.find_element("id", "task-kind")).select_by_value("bulk")
+                Select(driver.find_element("id", "task-status")).select_by_value("pending")
+                wait_for(driver, '#tasks-more[data-matched="260"]')
+                Select(driver.find_element("id", "task-status")).select_by_value("done")
+                wait_for(driver, '#tasks-more[data-matched="0"]')
+                assert driver.execute_script("return document.querySelectorAll('[data-task]').length") == 0
+                severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+                assert not severe, severe
+
+            await asyncio.to_thread(check)

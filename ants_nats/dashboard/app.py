@@ -27,7 +27,8 @@ from ..board import TaskBoard
 from ..errors import AntsError, TaskNotFound
 from ..log import get_logger
 from ..metrics import SwarmCollector, exposition
-from ..names import TRAIL_SUBJECT_PREFIX, is_valid_id, trail_filter
+from ..models import TaskStatus
+from ..names import TRAIL_SUBJECT_PREFIX, is_valid_capability, is_valid_id, trail_filter
 from ..waiting import why_waiting
 from .feeds import RESTART_DELAY_S, Feeds
 from .hub import Hub
@@ -35,6 +36,7 @@ from .state import SwarmState, event_json, task_summary
 
 TRAIL_QUERY_LAST = 500
 """Most events a trail query returns (the newest)."""
+_STATUSES = frozenset(s.value for s in TaskStatus)
 _KIND = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_*-]+){0,5}$")
 
 log = get_logger("dashboard")
@@ -141,6 +143,7 @@ class Dashboard:
         app.router.add_get("/api/snapshot", self._snapshot)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/task/{task_id}", self._task)
+        app.router.add_get("/api/tasks", self._tasks_search)
         app.router.add_get("/api/trail", self._trail)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
@@ -177,6 +180,19 @@ class Dashboard:
                 "history": [event_json(e) for e in history],
             }
         )
+
+    async def _tasks_search(self, request: web.Request) -> web.Response:
+        """The newest tasks whose id starts with ``prefix`` and with the given ``status`` and
+        ``kind``, and how many match: answered from the dashboard's index, however large the board."""
+        prefix, status, kind = (request.query.get(name, "").strip() for name in ("prefix", "status", "kind"))
+        if (
+            (prefix and not is_valid_id(prefix))
+            or (status and status not in _STATUSES)
+            or (kind and not is_valid_capability(kind))
+        ):
+            return _json({"error": "invalid search"}, status=400)
+        found, matched = self.state.tasks.search(prefix=prefix, status=status, kind=kind)
+        return _json({"tasks": found, "matched": matched})
 
     async def _trail(self, request: web.Request) -> web.Response:
         """The trail's events matching ``kind``, ``task`` and ``agent`` (the trail view's filters),

@@ -19,6 +19,7 @@ from ..cards import CardChange
 from ..models import AgentCard, AgentLedger, Route, TaskRecord, TrailEvent, utcnow
 from ..names import trail_topic
 from ..trail import Scent
+from .tasks import TaskIndex
 
 Json = dict[str, Any]
 """A JSON object as the browser receives it."""
@@ -202,7 +203,8 @@ class SwarmState:
         """Scores under this are shown as quarantined."""
         self.mark_half_life = mark_half_life
         """Half-life of marks (the trail's evaporation), sent along so browsers decay them."""
-        self.tasks: dict[str, TaskRecord] = {}
+        self.tasks = TaskIndex()
+        """Every task's summary (a tab receives only what it shows, and searches the rest)."""
         self.cards: dict[str, AgentCard] = {}
         self.ledgers: dict[str, AgentLedger] = {}
         self.routes: dict[str, Route] = {}
@@ -219,11 +221,7 @@ class SwarmState:
 
     def on_record(self, record: TaskRecord) -> Json | None:
         """A task's new record (or the same again: then nothing is sent)."""
-        known = self.tasks.get(record.task.id)
-        if known == record:
-            return None
-        self.tasks[record.task.id] = record
-        return {"type": "task", "task": task_summary(record)}
+        return self.tasks.put(task_summary(record))
 
     def on_card(self, change: CardChange) -> Json:
         """An agent joined, changed its card, or left."""
@@ -331,7 +329,8 @@ class SwarmState:
             "type": "snapshot",
             "now": now.isoformat(),
             "quarantine_below": self.quarantine_below,
-            "tasks": [task_summary(r) for r in self.tasks.values()],
+            "tasks": self.tasks.shown(),
+            "counts": self.tasks.counts_json(),
             "agents": [card_json(c) for c in self.cards.values()],
             "ledgers": [self._ledger(entry) for entry in self.ledgers.values()],
             "routes": {name: list(r.requires) for name, r in self.routes.items()},

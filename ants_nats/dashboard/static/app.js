@@ -4,11 +4,15 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const STATUSES = ["pending", "claimed", "waiting_input", "done", "failed", "dead", "cancelled"];
+const TERMINAL = ["done", "failed", "dead", "cancelled"];
 const TASK_ROWS = 200; // the tasks table shows the most recently changed ones
+// A tab keeps only the tasks it shows (the newest, the held, the unroutable); the dashboard's
+// server keeps them all, counts them and answers searches (/api/tasks), however large the board.
+const TASKS_KEPT = 1000;
 const TRAIL_KEEP = 500;
 
 const state = {
-  tasks: new Map(), agents: new Map(), ledgers: new Map(), routes: {}, queues: {},
+  tasks: new Map(), counts: { routes: {}, kinds: {}, unroutable: 0 }, agents: new Map(), ledgers: new Map(), routes: {}, queues: {},
   trail: [], kinds: new Set(), buckets: new Map(), scents: new Map(),
   window: 300, bucket: 5, skew: 0, quarantine: 0.3, changed: new Set(),
 };
@@ -77,6 +81,7 @@ function applySnapshot(snap) {
   state.skew = Date.parse(snap.now) - Date.now();
   state.quarantine = snap.quarantine_below;
   state.tasks = new Map(snap.tasks.map((t) => [t.id, t]));
+  state.counts = snap.counts;
   state.agents = new Map(snap.agents.map((a) => [a.id, a]));
   state.ledgers = new Map(snap.ledgers.map((l) => [l.agent, l]));
   state.routes = snap.routes;
@@ -93,11 +98,7 @@ function applySnapshot(snap) {
 function applyDelta(d) {
   switch (d.type) {
     case "snapshot": applySnapshot(d); break;
-    case "task":
-      state.tasks.set(d.task.id, d.task);
-      state.changed.add(d.task.id);
-      if (d.task.id === taskId) loadTask(taskId);
-      break;
+    case "task": applyTask(d.task, d.was); break;
     case "card":
       if (d.card) state.agents.set(d.id, d.card); else state.agents.delete(d.id);
       break;
@@ -119,6 +120,36 @@ function applyDelta(d) {
     default: break;
   }
   dirty = true;
+}
+
+const openUnroutable = (t) => t.unroutable !== null && !TERMINAL.includes(t.status);
+const newestFirst = (a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : b.id.localeCompare(a.id));
+
+function count(route, status, by) {
+  const statuses = (state.counts.routes[route] ||= {});
+  statuses[status] = (statuses[status] || 0) + by;
+}
+
+// A task changed: `was` is what it was before (null for a new one), so the counts stay exact.
+function applyTask(task, was) {
+  if (was) {
+    count(was.route, was.status, -1);
+    state.counts.unroutable -= was.unroutable ? 1 : 0;
+  } else {
+    state.counts.kinds[task.kind] = (state.counts.kinds[task.kind] || 0) + 1;
+  }
+  count(task.route, task.status, 1);
+  state.counts.unroutable += openUnroutable(task) ? 1 : 0;
+  state.tasks.set(task.id, task);
+  state.changed.add(task.id);
+  if (task.id === taskId) loadTask(taskId);
+  if (state.tasks.size > TASKS_KEPT) forgetOldTasks();
+}
+
+function forgetOldTasks() {
+  const finished = [...state.tasks.values()].filter((t) => t.status !== "claimed" && !openUnroutable(t));
+  finished.sort(newestFirst);
+  for (const t of finished.slice(TASKS_KEPT / 2)) state.tasks.delete(t.id);
 }
 
 // ------------------------------------------------------------------ the stream
@@ -143,15 +174,14 @@ function connect() {
 
 function renderSwarm() {
   const tasks = [...state.tasks.values()];
+  const byRoute = state.counts.routes;
   const byStatus = Object.fromEntries(STATUSES.map((st) => [st, 0]));
-  const byRoute = {};
-  for (const t of tasks) {
-    byStatus[t.status] = (byStatus[t.status] || 0) + 1;
-    const r = (byRoute[t.route] ||= Object.fromEntries(STATUSES.map((st) => [st, 0])));
-    r[t.status] += 1;
+  for (const statuses of Object.values(byRoute)) {
+    for (const [st, n] of Object.entries(statuses)) byStatus[st] = (byStatus[st] || 0) + n;
   }
+  const total = Object.values(byStatus).reduce((a, b) => a + b, 0);
   document.getElementById("status-counts").replaceChildren(
-    h("div", { class: "count", "data-count": "total" }, h("b", {}, tasks.length), h("span", {}, "tasks")),
+    h("div", { class: "count", "data-count": "total" }, h("b", {}, total), h("span", {}, "tasks")),
     ...STATUSES.map((st) =>
       h("div", { class: `count s-${st}`, "data-count": st }, h("b", {}, byStatus[st]), h("span", {}, st))),
   );
@@ -172,24 +202,35 @@ function renderSwarm() {
   });
   document.querySelector("#routes-table tbody").replaceChildren(...rows);
 
-  const unroutable = tasks.filter((t) => t.unroutable && ["pending", "claimed"].includes(t.status));
+  const unroutable = tasks.filter(openUnroutable).sort(newestFirst).slice(0, TASK_ROWS);
   document.getElementById("unroutable-panel").hidden = unroutable.length === 0;
+  document.getElementById("unroutable-more").textContent = state.counts.unroutable > unroutable.length
+    ? `showing ${unroutable.length} of ${state.counts.unroutable}` : "";
   document.querySelector("#unroutable-table tbody").replaceChildren(...unroutable.map((t) =>
     h("tr", { "data-unroutable": t.id }, h("td", {}, taskLink(t.id)), h("td", {}, t.kind),
       h("td", {}, h("div", { class: "chips" }, t.unroutable.map((c) => h("span", { class: "chip" }, c)))),
       h("td", { "data-unroutable-reason": "" }, t.unroutable_reason || ""))));
 
-  const filter = document.getElementById("task-filter").value.trim().toLowerCase();
-  const shown = tasks
-    .filter((t) => !filter || [t.id, t.kind, t.status, t.holder || "", t.route].some((v) => v.toLowerCase().includes(filter)))
-    .sort((a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : a.id.localeCompare(b.id)));
+  const kinds = document.getElementById("task-kind");
+  const listed = new Set([...kinds.options].map((o) => o.value));
+  for (const kind of Object.keys(state.counts.kinds).sort()) if (!listed.has(kind)) kinds.append(h("option", { value: kind }, kind));
+  const search = taskSearch();
+  const searching = search.prefix || search.status || search.kind;
+  // Searching: the server's newest matches, and what changed since that also matches.
+  const found = new Map(searching && taskQuery.key === JSON.stringify(search) ? taskQuery.tasks.map((t) => [t.id, t]) : []);
+  for (const t of tasks) if (!searching || matches(t, search)) if (!found.has(t.id) || found.get(t.id).updated_at <= t.updated_at) found.set(t.id, t);
+  const shown = [...found.values()].filter((t) => !searching || matches(t, search)).sort(newestFirst);
+  const of = searching ? (taskQuery.key === JSON.stringify(search) ? taskQuery.matched : null) : total;
   document.querySelector("#tasks-table tbody").replaceChildren(...shown.slice(0, TASK_ROWS).map((t) =>
     h("tr", { "data-task": t.id, "data-status": t.status, class: state.changed.has(t.id) ? "flash" : null },
       h("td", {}, taskLink(t.id)), h("td", {}, t.kind), h("td", {}, t.route), h("td", {}, statusChip(t.status)),
       h("td", {}, t.holder || ""), h("td", { class: "num", "data-attempts": "" }, attemptsText(t)),
       h("td", {}, note(t)), h("td", { class: "meta" }, ago(t.updated_at)))));
-  document.getElementById("tasks-more").textContent =
-    shown.length > TASK_ROWS ? `showing the ${TASK_ROWS} most recently changed of ${shown.length}` : "";
+  const more = document.getElementById("tasks-more");
+  more.dataset.matched = of ?? "";
+  more.textContent = of === null ? "searching…"
+    : of > Math.min(shown.length, TASK_ROWS) ? `showing the ${Math.min(shown.length, TASK_ROWS)} most recently changed of ${of}${searching ? " matching" : ""}`
+    : searching ? `${of} matching` : "";
   renderChart();
 }
 
@@ -358,6 +399,31 @@ function eventRow(e) {
     e.agent ? ` by ${e.agent}` : "", e.token !== null && e.token !== undefined ? ` token=${e.token}` : "", data);
 }
 
+// A task search asks the server, which knows every task; the tab holds only the newest.
+let taskQuery = { key: "", tasks: [], matched: 0 };
+let taskQueryTimer = null;
+
+function taskSearch() {
+  return {
+    prefix: document.getElementById("task-prefix").value.trim(),
+    status: document.getElementById("task-status").value,
+    kind: document.getElementById("task-kind").value,
+  };
+}
+
+const matches = (t, f) => t.id.startsWith(f.prefix) && (!f.status || t.status === f.status) && (!f.kind || t.kind === f.kind);
+
+function queryTasks() {
+  const f = taskSearch();
+  const key = JSON.stringify(f);
+  if (!f.prefix && !f.status && !f.kind) { taskQuery = { key, tasks: [], matched: 0 }; dirty = true; return; }
+  fetch(`/api/tasks?${new URLSearchParams(f)}`).then((r) => r.json()).then((body) => {
+    if (JSON.stringify(taskSearch()) !== key) return;
+    taskQuery = body.tasks ? { key, tasks: body.tasks, matched: body.matched } : { key, tasks: [], matched: 0 };
+    dirty = true;
+  }).catch(() => {});
+}
+
 // A filter asks the server for the matching events of the whole trail (not only those since the
 // page opened); live events that match are shown beside them.
 let trailQuery = { key: "", events: [] };
@@ -433,8 +499,18 @@ function route() {
 
 document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", route);
-  for (const id of ["task-filter", "filter-kind", "filter-task", "filter-agent", "filter-pause"]) {
+  for (const id of ["filter-kind", "filter-task", "filter-agent", "filter-pause"]) {
     document.getElementById(id).addEventListener("input", () => { dirty = true; });
+  }
+  document.getElementById("task-status").append(...STATUSES.map((st) => h("option", { value: st }, st)));
+  for (const id of ["task-prefix", "task-status", "task-kind"]) {
+    for (const type of ["input", "change"]) { // a select may tell only of a change
+      document.getElementById(id).addEventListener(type, () => {
+        dirty = true;
+        clearTimeout(taskQueryTimer);
+        taskQueryTimer = setTimeout(queryTasks, 200);
+      });
+    }
   }
   for (const id of ["filter-kind", "filter-task", "filter-agent"]) {
     document.getElementById(id).addEventListener("input", () => {
