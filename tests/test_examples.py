@@ -1,5 +1,6 @@
 """The examples in examples/ run as a user would run them: each as its own process, on its own
-embedded server (one against a given server, --server), and each shows what it promises."""
+embedded server (one against a given server, --server), and each shows what it promises; the docs
+link every example and document every public name."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import ants_nats
 from ants_nats import EmbeddedServer
 
 from .conftest import ContainerServer
@@ -75,3 +77,9 @@ def test_an_adversary_is_quarantined_and_no_task_is_lost() -> None:
 def test_every_example_is_linked_from_the_docs(example: str) -> None:
     pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
     assert f"examples/{example}" in pages
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    pages = "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md"))
+    documented = set(re.findall(r"^::: ants_nats\.(\w+)$", pages, re.M))
+    assert set(ants_nats.__all__) - {"__version__"} == documented
