@@ -71,6 +71,11 @@ def jetstream(nc: Client) -> JetStreamContext:
     return nc.jetstream(domain=_domains.get(nc))
 
 
+def domain_of(nc: Client) -> str | None:
+    """The JetStream domain ``nc`` was connected for (None: its own server's)."""
+    return _domains.get(nc)
+
+
 def api_prefix(nc: Client) -> str:
     """The JetStream API prefix of ``nc``'s domain (``$JS.API``, or ``$JS.<domain>.API``)."""
     domain = _domains.get(nc)

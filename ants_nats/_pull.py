@@ -33,6 +33,7 @@ from ._connect import api_prefix
 from ._store import translate_errors
 from .errors import AntsError, ServerUnavailable
 from .log import get_logger
+from .reach import Reach
 
 log = get_logger("pull")
 
@@ -41,6 +42,8 @@ _EXPIRY_MARGIN_S = 0.1
 (at most a fifth of a short wait)."""
 _HEARTBEAT = "100"
 _NO_MESSAGES = frozenset({"404", "408"})
+_NO_RESPONDERS = "503"
+"""Nobody answers the pull: no JetStream for the board's domain through this server."""
 
 
 class Puller:
@@ -62,6 +65,9 @@ class Puller:
         self._request = 0
         self._answered: asyncio.Future[None] | None = None
         self._failure: str | None = None
+        self._unanswered = False
+        self.answered = False
+        """Whether the server answered the last ``fetch`` (a message, or none to give)."""
 
     async def __aenter__(self) -> Self:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
@@ -84,6 +90,9 @@ class Puller:
             return  # a keep-alive, or the end of a request we no longer wait for
         elif status not in _NO_MESSAGES:
             description = msg.headers.get("Description", "") if msg.headers else ""
+            self._unanswered = status == _NO_RESPONDERS
+            if self._unanswered:
+                description = "no responders"  # (nats-py leaves header lines in this one's)
             if status != "409" or "deleted" in description.lower():
                 self._failure = f"{status} {description}".strip()
             else:  # 409s such as a leadership change or too many waiting requests: ask again
@@ -96,6 +105,7 @@ class Puller:
 
         ``ServerUnavailable`` when the server refuses the pull (e.g. the consumer was deleted); a
         closed connection raises ``nats.errors.ConnectionClosedError``."""
+        self.answered = bool(self._ready)
         if not self._ready:
             self._request += 1
             self._answered = asyncio.get_running_loop().create_future()
@@ -106,31 +116,45 @@ class Puller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._answered
+                self.answered = self._failure is None
         # A cancellation swallowed by a ``wait_for`` in an earlier request ends the loop here (an
         # unhanded ticket is given back when the puller closes).
         honour_swallowed_cancel()
         if self._failure is not None:
             failure, self._failure = self._failure, None
-            raise ServerUnavailable(f"pull from consumer {self.consumer} refused: {failure}")
+            error = ServerUnavailable(f"pull from consumer {self.consumer} refused: {failure}")
+            if self._unanswered:
+                raise error from nats.errors.NoRespondersError()
+            raise error
         return self._ready.popleft() if self._ready else None
 
 
 _PULL_RETRY_S = 0.5
 
 
-async def fetch_patiently(puller: Puller, timeout: float) -> Msg | None:
+async def fetch_patiently(puller: Puller, timeout: float, reach: Reach | None = None) -> Msg | None:
     """``puller.fetch`` for a pull loop that lives as long as its owner: a failed pull (a
-    disconnection, a leader election) is logged and answered with None after a short pause, since
-    the client reconnects by itself and the server keeps the consumer's position. A closed
-    connection, or a pull the server refuses, ends the loop (to be restarted)."""
+    disconnection, a leader election, nobody answering for the board's domain) is told to
+    ``reach`` and answered with None after a short pause, since the client and a site's server
+    reconnect by themselves and the server keeps the consumer's position. A closed connection, or a
+    pull the server refuses, ends the loop (to be restarted)."""
     try:
-        return await puller.fetch(timeout)
+        msg = await puller.fetch(timeout)
     except nats.errors.ConnectionClosedError:
         raise
-    except nats.errors.Error as exc:
-        log.debug("pull.failed", consumer=puller.consumer, error=str(exc) or type(exc).__name__)
+    except (nats.errors.Error, ServerUnavailable) as exc:
+        unanswered = isinstance(exc.__cause__, nats.errors.NoRespondersError)
+        if isinstance(exc, ServerUnavailable) and not unanswered:
+            raise
+        error = str(exc) or type(exc).__name__
+        log.debug("pull.failed", consumer=puller.consumer, error=error)
+        if reach is not None:
+            reach.lost(error)
         await asyncio.sleep(_PULL_RETRY_S)
         return None
+    if reach is not None and puller.answered:
+        reach.found()
+    return msg
 
 
 _REPLAY_BATCH = 256

@@ -53,6 +53,7 @@ from .models import (
 )
 from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
+from .reach import Reach
 from .throttle import Reservation, Throttle
 
 log = get_logger("agent")
@@ -166,6 +167,8 @@ class Agent:
         self._handlers = Handlers()
         self._routes: dict[str, Route] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
+        self.reach = Reach(board.nc, self.id)
+        """Whether this agent's pulls reach the board (lost and found are each logged once)."""
         self.identity = identity or Identity.generate()
         """The key this agent signs its trail events with; its public half is on the card."""
         self.metrics = AgentMetrics(
@@ -385,11 +388,13 @@ class Agent:
                 if self._routes[route].express:
                     express = express or await self._lane(stack, route, express=True)
                     # A short look: the server answers at once when the lane holds a ticket.
-                    msg = await fetch_patiently(express, _EXPRESS_LOOK_S)
+                    msg = await fetch_patiently(express, _EXPRESS_LOOK_S, self.reach)
                 if msg is None:
                     # With an express lane, wait briefly here, so an express ticket arriving
                     # while we are idle is looked at again soon.
-                    msg = await fetch_patiently(normal, _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S)
+                    msg = await fetch_patiently(
+                        normal, _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S, self.reach
+                    )
                 if msg is None:
                     continue
                 if len(self._runners) >= self.capacity:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from pydantic import JsonValue
 
-from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import Agent, BoardConfig, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus
 from ants_nats.server import free_port, monitor_json
 
+from .helpers import EventDict, log_spy, until_tasks
+from .proxy import Link
 from .test_cli import run_cli
 
 HUB = "hub"
@@ -23,35 +26,48 @@ LINK_TIMEOUT_S = 15.0
 
 @asynccontextmanager
 async def hub_and_sites(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[EmbeddedServer, EmbeddedServer, EmbeddedServer]]:
-    """The hub and two sites, once both sites' leaf links are up."""
-    link = free_port()
+    tmp_path: Path, *, delay: float = 0.0
+) -> AsyncIterator[tuple[EmbeddedServer, EmbeddedServer, EmbeddedServer, Link]]:
+    """The hub and two sites, once both sites' leaf links are up; site A's link to the hub goes
+    through a ``Link`` (with ``delay`` seconds each way) that the test may cut."""
+    hub_leaf_port = free_port()
     hub_conf = tmp_path / "hub.conf"
-    hub_conf.write_text(f"jetstream {{ domain: {HUB} }}\nleafnodes {{ listen: 127.0.0.1:{link} }}\n")
+    # no_advertise: a site reconnects through its link only, never straight to the address the
+    # hub would otherwise tell it (which would bypass a cut link).
+    hub_conf.write_text(
+        f"jetstream {{ domain: {HUB} }}\n"
+        f"leafnodes {{ listen: 127.0.0.1:{hub_leaf_port}, no_advertise: true }}\n"
+    )
+    link = Link(hub_leaf_port, delay=delay)
     confs = []
-    for site in ("site_a", "site_b"):
+    for site, port in (("site_a", link.port), ("site_b", hub_leaf_port)):
         conf = tmp_path / f"{site}.conf"
-        remote = f'leafnodes {{ remotes: [ {{ url: "nats-leaf://127.0.0.1:{link}" }} ] }}\n'
+        remote = f'leafnodes {{ reconnect: 1, remotes: [ {{ url: "nats-leaf://127.0.0.1:{port}" }} ] }}\n'
         conf.write_text(f"jetstream {{ domain: {site} }}\n{remote}")
         confs.append(conf)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(link)
         hub = await stack.enter_async_context(EmbeddedServer(name=HUB, extra_args=["-c", str(hub_conf)]))
         sites = [
             # Each server its own name: a hub takes one leaf link per server name.
             await stack.enter_async_context(EmbeddedServer(name=conf.stem, extra_args=["-c", str(conf)]))
             for conf in confs
         ]
-        async with asyncio.timeout(LINK_TIMEOUT_S):
-            # The monitoring endpoint is all there is to ask: nothing announces a leaf link.
-            while len((await monitor_json(hub.monitor_port, "/leafz")).get("leafs") or []) < len(sites):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-        yield hub, sites[0], sites[1]
+        await leafs_linked(hub, len(sites))
+        yield hub, sites[0], sites[1], link
+
+
+async def leafs_linked(hub: EmbeddedServer, count: int) -> None:
+    """Until ``count`` leaf links are up at the hub."""
+    async with asyncio.timeout(LINK_TIMEOUT_S):
+        # The monitoring endpoint is all there is to ask: nothing announces a leaf link.
+        while len((await monitor_json(hub.monitor_port, "/leafz")).get("leafs") or []) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
 
 async def test_tasks_submitted_at_one_site_are_done_at_the_other_on_the_hubs_board(tmp_path: Path) -> None:
     async with (
-        hub_and_sites(tmp_path) as (hub, site_a, site_b),
+        hub_and_sites(tmp_path) as (hub, site_a, site_b, _),
         TaskBoard.connect(site_a.url, name="site-a", js_domain=HUB) as at_a,
         TaskBoard.connect(site_b.url, name="site-b", js_domain=HUB) as at_b,
     ):
@@ -94,3 +110,76 @@ async def test_tasks_submitted_at_one_site_are_done_at_the_other_on_the_hubs_boa
         assert {"KV_ants_tasks", "ANTS_WORK", "ANTS_TRAIL"} <= streams
         for site in (site_a, site_b):
             assert (await monitor_json(site.monitor_port, "/jsz")).get("streams", 0) == 0
+
+
+LEASE_TTL_S = 3.0
+
+
+async def test_a_site_cut_off_longer_than_a_lease_loses_nothing_and_does_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    config = BoardConfig(lease_ttl=LEASE_TTL_S)
+    release = asyncio.Event()
+    runs: Counter[tuple[str, str]] = Counter()
+
+    async def work(task: Task, ctx: TaskContext) -> JsonValue:
+        runs[task.id, ctx.lease.agent_id] += 1
+        if task.id.startswith("held") and ctx.lease.agent_id.startswith("ant-a"):
+            await release.wait()  # still running when its site is cut off
+        return ctx.lease.agent_id
+
+    heard: list[EventDict] = []
+    unreachable, reachable = asyncio.Event(), asyncio.Event()
+
+    def spy(event: EventDict) -> None:
+        heard.append(dict(event))  # (the renderer pops keys from the one it is given)
+        {"agent.board_unreachable": unreachable, "agent.board_reachable": reachable}.get(
+            str(event.get("event")), asyncio.Event()
+        ).set()
+
+    async with (
+        hub_and_sites(tmp_path) as (hub, site_a, _, link),
+        TaskBoard.connect(hub.url, name="hub-side", config=config) as at_hub,
+        TaskBoard.connect(site_a.url, name="site-a", js_domain=HUB, config=config) as at_a,
+    ):
+        ant_a = Agent(at_a, name="ant-a", capabilities=["work"], capacity=3)
+        ant_a.handler("work")(work)
+        async with ant_a:
+            await at_hub.submit_many([Task(id=f"held-{i}", kind="work", requires=("work",)) for i in (1, 2)])
+            await until_tasks(
+                at_hub, lambda r: all(f"held-{i}" in r and r[f"held-{i}"].holder == ant_a.id for i in (1, 2))
+            )
+            with log_spy(spy):
+                link.cut()
+                await unreachable.wait()  # said once, with why; it takes no work meanwhile
+                said = next(e for e in heard if e.get("event") == "agent.board_unreachable")
+                assert "'hub'" in str(said["why"]) and "link" in str(said["why"]), said
+                # The hub side goes on: the site's claims expire on the server and are taken over.
+                ant_h = Agent(at_hub, name="ant-h", capabilities=["work"])
+                ant_h.handler("work")(work)
+                async with ant_h:
+                    await at_hub.submit(Task(id="while-cut", kind="work", requires=("work",)))
+                    done = await at_hub.wait(["held-1", "held-2", "while-cut"], timeout=30)
+                    release.set()  # the site's late results meet a fenced board (or no board)
+                link.heal()
+                await reachable.wait()
+                # Back within a few seconds: work submitted now (the hub's agent gone) is the site's.
+                await at_hub.submit(Task(id="after", kind="work", requires=("work",)))
+                after = await at_hub.wait(["after"], timeout=LINK_TIMEOUT_S)
+            assert sum(e.get("event") == "agent.board_unreachable" for e in heard) == 1  # not once a pull
+        assert after["after"].result == ant_a.id
+        for held in ("held-1", "held-2"):
+            record = done[held]
+            assert record.status is TaskStatus.DONE and record.result == ant_h.id
+            assert [(a.agent, a.outcome) for a in record.attempts] == [
+                (ant_a.id, "expired"),
+                (ant_h.id, "completed"),
+            ]
+            history = [(e.kind, e.token) for e in await at_hub.trail.history(held)]
+            # No lease overlap: the site's claim expired before the hub's agent claimed.
+            site, hub_side = (a.token for a in record.attempts)
+            assert history.index(("task.expired", site)) < history.index(("task.claimed", hub_side)), history
+            assert [k for k, _ in history].count("task.completed") == 1, history
+            final = await at_hub.get(held)
+            assert final.result == ant_h.id and len(final.attempts) == 2  # the late result changed nothing
+        assert done["while-cut"].result == ant_h.id and runs["while-cut", ant_a.id] == 0
