@@ -7,62 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from pydantic import JsonValue
 
-from ants_nats import Agent, BoardConfig, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus
-from ants_nats.server import free_port, monitor_json
+from ants_nats import Agent, BoardConfig, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats.server import monitor_json
 
 from .helpers import EventDict, log_spy, until_tasks
-from .proxy import Link
+from .network import HUB, LINK_TIMEOUT_S, hub_and_sites
 from .test_cli import run_cli
-
-HUB = "hub"
-LINK_TIMEOUT_S = 15.0
-
-
-@asynccontextmanager
-async def hub_and_sites(
-    tmp_path: Path, *, delay: float = 0.0
-) -> AsyncIterator[tuple[EmbeddedServer, EmbeddedServer, EmbeddedServer, Link]]:
-    """The hub and two sites, once both sites' leaf links are up; site A's link to the hub goes
-    through a ``Link`` (with ``delay`` seconds each way) that the test may cut."""
-    hub_leaf_port = free_port()
-    hub_conf = tmp_path / "hub.conf"
-    # no_advertise: a site reconnects through its link only, never straight to the address the
-    # hub would otherwise tell it (which would bypass a cut link).
-    hub_conf.write_text(
-        f"jetstream {{ domain: {HUB} }}\n"
-        f"leafnodes {{ listen: 127.0.0.1:{hub_leaf_port}, no_advertise: true }}\n"
-    )
-    link = Link(hub_leaf_port, delay=delay)
-    confs = []
-    for site, port in (("site_a", link.port), ("site_b", hub_leaf_port)):
-        conf = tmp_path / f"{site}.conf"
-        remote = f'leafnodes {{ reconnect: 1, remotes: [ {{ url: "nats-leaf://127.0.0.1:{port}" }} ] }}\n'
-        conf.write_text(f"jetstream {{ domain: {site} }}\n{remote}")
-        confs.append(conf)
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(link)
-        hub = await stack.enter_async_context(EmbeddedServer(name=HUB, extra_args=["-c", str(hub_conf)]))
-        sites = [
-            # Each server its own name: a hub takes one leaf link per server name.
-            await stack.enter_async_context(EmbeddedServer(name=conf.stem, extra_args=["-c", str(conf)]))
-            for conf in confs
-        ]
-        await leafs_linked(hub, len(sites))
-        yield hub, sites[0], sites[1], link
-
-
-async def leafs_linked(hub: EmbeddedServer, count: int) -> None:
-    """Until ``count`` leaf links are up at the hub."""
-    async with asyncio.timeout(LINK_TIMEOUT_S):
-        # The monitoring endpoint is all there is to ask: nothing announces a leaf link.
-        while len((await monitor_json(hub.monitor_port, "/leafz")).get("leafs") or []) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
 
 
 async def test_tasks_submitted_at_one_site_are_done_at_the_other_on_the_hubs_board(tmp_path: Path) -> None:

@@ -1,15 +1,24 @@
-"""A TCP link between two servers that a test can cut, heal and slow down: a leaf node's link to
-its hub, a cluster route. Everything stays on loopback; no root, no firewall rules."""
+"""Networks on loopback for tests and benches: a TCP ``Link`` between two servers that can be cut,
+healed and slowed down, and a hub with two leaf-node sites, one of them behind a ``Link``. No root,
+no firewall rules."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ants_nats.server import free_port
+from ants_nats import EmbeddedServer
+from ants_nats.server import free_port, monitor_json
+
+HUB = "hub"
+"""The hub's JetStream domain: where the board's streams live."""
+LINK_TIMEOUT_S = 15.0
 
 _CHUNK = 65536
 
@@ -107,3 +116,44 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await sender
             sink.transport.abort()
+
+
+@asynccontextmanager
+async def hub_and_sites(
+    tmp_path: Path, *, delay: float = 0.0
+) -> AsyncIterator[tuple[EmbeddedServer, EmbeddedServer, EmbeddedServer, Link]]:
+    """The hub and two sites, once both sites' leaf links are up; site A's link to the hub goes
+    through a ``Link`` (with ``delay`` seconds each way) that the test may cut."""
+    hub_leaf_port = free_port()
+    hub_conf = tmp_path / "hub.conf"
+    # no_advertise: a site reconnects through its link only, never straight to the address the
+    # hub would otherwise tell it (which would bypass a cut link).
+    hub_conf.write_text(
+        f"jetstream {{ domain: {HUB} }}\n"
+        f"leafnodes {{ listen: 127.0.0.1:{hub_leaf_port}, no_advertise: true }}\n"
+    )
+    link = Link(hub_leaf_port, delay=delay)
+    confs = []
+    for site, port in (("site_a", link.port), ("site_b", hub_leaf_port)):
+        conf = tmp_path / f"{site}.conf"
+        remote = f'leafnodes {{ reconnect: 1, remotes: [ {{ url: "nats-leaf://127.0.0.1:{port}" }} ] }}\n'
+        conf.write_text(f"jetstream {{ domain: {site} }}\n{remote}")
+        confs.append(conf)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(link)
+        hub = await stack.enter_async_context(EmbeddedServer(name=HUB, extra_args=["-c", str(hub_conf)]))
+        sites = [
+            # Each server its own name: a hub takes one leaf link per server name.
+            await stack.enter_async_context(EmbeddedServer(name=conf.stem, extra_args=["-c", str(conf)]))
+            for conf in confs
+        ]
+        await leafs_linked(hub, len(sites))
+        yield hub, sites[0], sites[1], link
+
+
+async def leafs_linked(hub: EmbeddedServer, count: int) -> None:
+    """Until ``count`` leaf links are up at the hub."""
+    async with asyncio.timeout(LINK_TIMEOUT_S):
+        # The monitoring endpoint is all there is to ask: nothing announces a leaf link.
+        while len((await monitor_json(hub.monitor_port, "/leafz")).get("leafs") or []) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
