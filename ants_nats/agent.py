@@ -366,7 +366,7 @@ class Agent:
             self._pullers[route.name] = pull
 
     async def _lane(self, stack: contextlib.AsyncExitStack, route: str, *, express: bool) -> Puller:
-        # Another client may have registered the route without its consumer (README wire format).
+        # Another client may have registered the route without its consumer (docs/protocol.md).
         await self.board.routes.ensure_consumer(route, express=express)
         consumer = work_consumer(route, express=express)
         return await stack.enter_async_context(Puller(self.board.nc, WORK_STREAM, consumer))

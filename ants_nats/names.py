@@ -1,6 +1,6 @@
 """Public, stable names on the wire: buckets, streams, subjects and consumers.
 
-These are part of the public contract (see README, "Wire format"); other NATS clients and the ``nats``
+These are part of the public contract (see docs/protocol.md); other NATS clients and the ``nats``
 CLI rely on them, so they change only with a major version.
 """
 

@@ -18,7 +18,7 @@ from .helpers import until_event, until_tasks
 
 
 async def submit_as_a_newer_client(board: TaskBoard, task_id: str) -> None:
-    """README's recipe for another client, as a newer version would follow it: the record, its
+    """The recipe for another client (docs/protocol.md), as a newer version would follow it: the record, its
     spec and the ticket each carry a field this version does not know."""
     js = board.nc.jetstream()
     spec = {"id": task_id, "kind": "echo", "payload": {"n": 1}, "x_hint": "fast"}

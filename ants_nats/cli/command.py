@@ -64,7 +64,7 @@ class Command:
             parser.add_argument(
                 "--signed",
                 action="store_true",
-                help="create the board signed, if this command creates it (see README, Trust)",
+                help="create the board signed, if this command creates it (see docs/concepts/trust.md)",
             )
         if self.json_out:
             parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -11,7 +11,7 @@ from .command import command, seed_of
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
-    # (The shared --seed-file under the name README gave it first: an observer's seed will do.)
+    # (--seed, the name this command gave the credentials first, kept as an alias for a release.)
     parser.add_argument("--seed", type=Path, dest="seed_file", help=argparse.SUPPRESS)
 
 

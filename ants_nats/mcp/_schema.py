@@ -17,7 +17,7 @@ from ants_nats import AgentCard, Scent, TaskRecord, TaskStatus, Waiting
 from ants_nats.names import ID_PATTERN, MARK_NAME_PATTERN, TRAIL_SUBJECT_PREFIX
 
 MARK_SUBJECTS = f"{TRAIL_SUBJECT_PREFIX}.mark"
-"""Where marks live on the trail (``ants.trail.mark.<name>.<key>``, the README's wire format)."""
+"""Where marks live on the trail (``ants.trail.mark.<name>.<key>``, docs/protocol.md)."""
 _MARK_NAME = re.compile(MARK_NAME_PATTERN)
 _MARK_KEY = re.compile(ID_PATTERN)
 # The two patterns above mirror the trail's own checks (``Trail.mark``); reading needs them too,

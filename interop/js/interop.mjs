@@ -1,5 +1,5 @@
 // Reads what ants-nats wrote, and submits a task, using only the official NATS JavaScript clients
-// and the wire format documented in README.md. Usage: node interop.mjs <nats-url> <read-id> <new-id>
+// and the wire format documented in docs/protocol.md. Usage: node interop.mjs <nats-url> <read-id> <new-id>
 // Prints one JSON object: {"task": ..., "lease": ..., "event": ..., "submitted": ...}.
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";

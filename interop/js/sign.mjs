@@ -1,4 +1,4 @@
-// An agent written with the official NATS JavaScript clients signs trail events the way README.md
+// An agent written with the official NATS JavaScript clients signs trail events the way docs/protocol.md
 // ("Trust", "Wire format") says any language may: its own JSON, an ed25519 signature (@nats-io/nkeys)
 // over `subject + "\n" + payload` in headers Ants-Signer / Ants-Sig. It also checks a signature
 // ants-nats (Python) made, with nothing but those rules.
@@ -24,7 +24,7 @@ function signed(key, subject, payload, padded = false) {
   const sig = Buffer.from(key.sign(signingInput(subject, payload)));
   const h = headers();
   h.set("Ants-Signer", key.getPublicKey());
-  // base64url without padding is what the README specifies; readers accept it padded too.
+  // base64url without padding is what docs/protocol.md specifies; readers accept it padded too.
   h.set("Ants-Sig", padded ? sig.toString("base64url") + "==" : sig.toString("base64url"));
   return h;
 }

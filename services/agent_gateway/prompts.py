@@ -47,7 +47,7 @@ IDEMPOTENCY_FIELD = "idempotency_key"
 MAX_KEY_LENGTH = 1024
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-"""A task id (README, "Wire format"): a key that is one is the task's id as it is."""
+"""A task id (docs/protocol.md): a key that is one is the task's id as it is."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -18,7 +18,7 @@ from ants_nats import AgentCard, AntsError, Directory, Route, Task, matching
 
 DEFAULT_KIND = "prompt"
 
-# The route consumers' names on the work stream (README, "Wire format"): their counts are the
+# The route consumers' names on the work stream (docs/protocol.md): their counts are the
 # route's queue.
 _WORK_STREAM = "ANTS_WORK"
 
