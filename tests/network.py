@@ -157,3 +157,77 @@ async def leafs_linked(hub: EmbeddedServer, count: int) -> None:
         # The monitoring endpoint is all there is to ask: nothing announces a leaf link.
         while len((await monitor_json(hub.monitor_port, "/leafz")).get("leafs") or []) < count:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
+
+
+class PartitionedCluster:
+    """A JetStream cluster of ``size`` servers whose routes all run through ``Link``s, so a test
+    can isolate a member (cut every link to and from it) and heal it."""
+
+    def __init__(self, tmp_path: Path, size: int = 3, name: str = "ants") -> None:
+        self.size = size
+        route_ports = [free_port() for _ in range(size)]
+        # One link per ordered pair: server i reaches server j's route port through links[i, j].
+        self.links = {(i, j): Link(route_ports[j]) for i in range(size) for j in range(size) if i != j}
+        self.servers: list[EmbeddedServer] = []
+        for i in range(size):
+            conf = tmp_path / f"n{i}.conf"
+            routes = ", ".join(
+                f'"nats-route://127.0.0.1:{self.links[i, j].port}"' for j in range(size) if j != i
+            )
+            # no_advertise: members reach each other through the links only, never straight to
+            # the route addresses they would otherwise tell each other (bypassing a cut).
+            conf.write_text(
+                f"cluster {{ name: {name}, listen: 127.0.0.1:{route_ports[i]}, no_advertise: true,"
+                f" routes: [{routes}] }}\n"
+            )
+            self.servers.append(
+                EmbeddedServer(
+                    store_dir=tmp_path / f"n{i}", name=f"{name}-n{i}", extra_args=["-c", str(conf)]
+                )
+            )
+        self._stack = AsyncExitStack()
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URLs of every member."""
+        return [server.url for server in self.servers]
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            for link in self.links.values():
+                await stack.enter_async_context(link)
+            # Members start together: JetStream needs a quorum before any of them is healthy.
+            await asyncio.gather(*(server.start() for server in self.servers))
+            for server in self.servers:
+                stack.push_async_callback(server.stop)
+            await self.until_leaders()
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def isolate(self, member: int) -> None:
+        """Cut every route to and from ``member``."""
+        for (i, j), link in self.links.items():
+            if member in (i, j):
+                link.cut()
+
+    def heal(self) -> None:
+        """Let every route through again."""
+        for link in self.links.values():
+            link.heal()
+
+    async def until_leaders(self, timeout: float = 30.0) -> str:
+        """Until every member knows the same JetStream meta leader; its name."""
+        async with asyncio.timeout(timeout):
+            while True:
+                leaders = set()
+                for server in self.servers:
+                    jsz = await monitor_json(server.monitor_port, "/jsz")
+                    leaders.add((jsz.get("meta_cluster") or {}).get("leader"))
+                if len(leaders) == 1 and None not in leaders:
+                    return str(leaders.pop())
+                await asyncio.sleep(0.05)  # the monitoring endpoint is all there is to ask
