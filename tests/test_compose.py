@@ -41,9 +41,13 @@ ROOT = Path(__file__).parents[1]
 VARIABLE = re.compile(r"\$\{(\w+)(:-([^}]*))?\}")
 
 
-def compose() -> dict[str, Any]:
-    """compose.yaml as compose reads it with none of its variables set (each takes its default)."""
-    text = VARIABLE.sub(lambda m: m.group(3) or "", (ROOT / "compose.yaml").read_text())
+SITES = "compose.sites.yaml"
+"""The two-site variant: a hub holding the board, two leaf-node sites with their own agents."""
+
+
+def compose(file: str = "compose.yaml") -> dict[str, Any]:
+    """``file`` as compose reads it with none of its variables set (each takes its default)."""
+    text = VARIABLE.sub(lambda m: m.group(3) or "", (ROOT / file).read_text())
     loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
@@ -52,22 +56,30 @@ def option(command: list[str], name: str) -> str | None:
     return command[command.index(name) + 1] if name in command else None
 
 
-def test_every_variable_has_a_default_and_the_server_takes_flags_only() -> None:
-    used = VARIABLE.findall((ROOT / "compose.yaml").read_text())
-    assert used, "compose.yaml names its images, ports and credentials through variables"
+def servers(file: str) -> set[str]:
+    """The services of ``file`` that are NATS servers (run from a server image)."""
+    return {name for name, s in compose(file)["services"].items() if s["image"].startswith("nats:")}
+
+
+@pytest.mark.parametrize("file", ["compose.yaml", SITES])
+def test_every_variable_has_a_default_and_the_server_takes_flags_only(file: str) -> None:
+    used = VARIABLE.findall((ROOT / file).read_text())
+    assert used, f"{file} names its images and ports through variables"
     assert [name for name, default, _ in used if not default] == [], "a plain `compose up` needs no env"
     # The official images' entrypoints run nats-server when the first argument is a flag, and the
     # local scratch image's entrypoint is /nats-server itself: a command of flags suits both.
-    assert compose()["services"]["nats"]["command"][0].startswith("-")
+    assert servers(file) and all(
+        compose(file)["services"][s]["command"][0].startswith("-") for s in servers(file)
+    )
 
 
-def test_every_service_runs_an_installed_entry_point() -> None:
+@pytest.mark.parametrize("file", ["compose.yaml", SITES])
+def test_every_service_runs_an_installed_entry_point(file: str) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     installed = {ep.name: ep for ep in entry_points(group="console_scripts")}
-    services = compose()["services"]
-    assert services["nats"]["image"].startswith("nats:")
+    services = compose(file)["services"]
     for name, service in services.items():
-        if name == "nats":
+        if name in servers(file):
             continue
         program = service["command"][0]
         assert program in scripts, f"{name}: {program} is not a [project.scripts] entry point"
@@ -145,7 +157,7 @@ class Stack:
     env: dict[str, str]
     url: str
     monitor: str
-    seed: str
+    seed: str | None
 
     async def run(self, *command: str) -> str:
         """``command``'s standard output; it must succeed."""
@@ -192,9 +204,10 @@ def compose_program(engine: str) -> list[str]:
 
 
 @asynccontextmanager
-async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """compose.yaml up (server with access control, three echo agents, the ledger, the deployer) on
-    free ports, with credentials generated into ``tmp_path``; down again (volumes too) on exit."""
+async def compose_stack(tmp_path: Path, file: str = "compose.yaml") -> AsyncIterator[Stack]:
+    """``file`` up on free ports (compose.yaml: a server with access control, three echo agents, the
+    ledger, the deployer, with credentials generated into ``tmp_path``; the sites variant: a hub,
+    two leaf-node sites and their agents); down again (volumes too) on exit."""
     if not _docker_requested():
         pytest.skip("container tests are opt-in: set ANTS_TEST_DOCKER=1 where a container engine runs")
     containers_script("--status")
@@ -205,27 +218,31 @@ async def compose_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     server_image, reason = nats_image()
     if server_image is None:
         pytest.skip(reason)
-    auth = tmp_path / "auth"
-    args = ["config", "--out", str(auth), *config_roles([*service_users(), CLIENT]), "--observer", "watcher"]
-    assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
     port, monitor_port = free_port(), free_port()
     env = {
         **os.environ,
-        "ANTS_AUTH_DIR": str(auth),
         "ANTS_NATS_PORT": str(port),
         "ANTS_NATS_MONITOR_PORT": str(monitor_port),
         "ANTS_NATS_SERVER_IMAGE": server_image,
     }
+    seed = None
+    if file == "compose.yaml":
+        auth = tmp_path / "auth"
+        roles = config_roles([*service_users(), CLIENT])
+        args = ["config", "--out", str(auth), *roles, "--observer", "watcher"]
+        assert (await asyncio.to_thread(run_cli, *args)).returncode == 0
+        env["ANTS_AUTH_DIR"] = str(auth)
+        seed = read_seed(auth / f"{CLIENT}.seed")
     program = compose_program(engine)
     project = f"ants-nats-test-{uuid.uuid4().hex[:8]}"
     stack = Stack(
-        compose=[*program, "-f", str(ROOT / "compose.yaml"), "-p", project],
+        compose=[*program, "-f", str(ROOT / file), "-p", project],
         engine=engine,
         project=project,
         env=env,
         url=f"nats://127.0.0.1:{port}",
         monitor=f"http://127.0.0.1:{monitor_port}",
-        seed=read_seed(auth / f"{CLIENT}.seed"),
+        seed=seed,
     )
     try:
         # --no-build: the images are scripts/containers' (here nothing could be pulled to build).
@@ -307,3 +324,41 @@ async def test_the_stack_runs_tasks_from_this_host_records_them_and_leaves_nothi
     assert await stack.listed("container") == []
     assert await stack.listed("volume") == []
     assert await stack.listed("network") == []
+
+
+def test_the_sites_agents_connect_to_their_site_and_name_the_hubs_domain() -> None:
+    services = compose(SITES)["services"]
+    hub_conf = (ROOT / "deploy/sites/hub.conf").read_text()
+    site_conf = (ROOT / "deploy/sites/site.conf").read_text()
+    assert "domain: hub" in hub_conf and re.search(r"leafnodes \{\s*port: 7422", hub_conf)
+    assert 'url: "nats-leaf://hub:7422"' in site_conf and "jetstream" not in site_conf
+    for site in ("site-a", "site-b"):
+        assert services[site]["volumes"] == ["./deploy/sites/site.conf:/etc/nats/site.conf:ro"]
+    assert "./deploy/sites/hub.conf:/etc/nats/hub.conf:ro" in services["hub"]["volumes"]
+    at = {name: s["environment"] for name, s in services.items() if name not in servers(SITES)}
+    assert at["fetcher"] == {"ANTS_NATS_URL": "nats://site-a:4222", "ANTS_NATS_JS_DOMAIN": "hub"}
+    assert at["parser"] == {"ANTS_NATS_URL": "nats://site-b:4222", "ANTS_NATS_JS_DOMAIN": "hub"}
+    assert at["ledger"] == {"ANTS_NATS_URL": "nats://hub:4222"}  # beside the board: no domain to name
+
+
+@pytest.mark.docker
+async def test_the_two_site_stack_runs_a_dag_across_its_sites(tmp_path: Path) -> None:
+    async with compose_stack(tmp_path, SITES) as stack:
+        assert len(await stack.listed("container", running=True)) == len(compose(SITES)["services"])
+        async with TaskBoard.connect(stack.url, name="compose-sites-test") as board:
+            work = [
+                Task(id="f1", kind="fetch", requires=("net",), payload={"url": "u"}),
+                Task(id="p1", kind="parse", requires=("parse",), depends_on=("f1",), payload="p"),
+            ]
+            await board.submit_many(work)
+            final = await board.wait([t.id for t in work], timeout=60)
+            assert {tid: r.status for tid, r in final.items()} == {
+                "f1": TaskStatus.DONE,
+                "p1": TaskStatus.DONE,
+            }
+            # Each step was done at its own site, by the agent there.
+            assert final["f1"].attempts[-1].agent.startswith("fetcher")
+            assert final["p1"].attempts[-1].agent.startswith("parser")
+            async with aiohttp.ClientSession() as http, http.get(f"{stack.monitor}/leafz") as response:
+                assert len((await response.json())["leafs"]) == 2  # both sites linked to the hub
+    assert await stack.listed("container") == []
