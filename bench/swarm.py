@@ -1,0 +1,133 @@
+"""A realistic swarm's coordination tax, per role: a fetch -> parse -> summarise pipeline per
+document (two agents per step, each with its own connection, as separate processes would have),
+the ledger service projecting the trail into reputation (with signature checks, as
+``ants-ledger`` runs), one trail follower reading every event (as a reacting service does), and
+a submitter. Messages and bytes through the server per task, in total (``/varz``) and per role
+(each connection's own counters in ``/connz``), until the ledger has counted every completion.
+
+    .venv/bin/python bench/swarm.py --documents 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from contextlib import AsyncExitStack, aclosing
+
+from _results import traffic
+from pydantic import JsonValue
+
+from ants_nats import Agent, Directory, EmbeddedServer, Task, TaskBoard, TaskContext, Trail, Verifier, connect
+from ants_nats.ledger import Ledger
+from ants_nats.server import monitor_json
+
+STEPS = (("fetch", "net"), ("parse", "parse"), ("summarise", "llm"))
+AGENTS_PER_STEP = 2
+
+
+async def _work(task: Task, ctx: TaskContext) -> JsonValue:
+    return {"step": task.kind, "doc": task.id.split("-")[0]}
+
+
+def _pipeline(documents: int) -> list[Task]:
+    tasks = []
+    for d in range(documents):
+        before: tuple[str, ...] = ()
+        for kind, capability in STEPS:
+            task_id = f"d{d:04d}-{kind}"
+            tasks.append(
+                Task(id=task_id, kind=kind, requires=(capability,), depends_on=before, payload={"d": d})
+            )
+            before = (task_id,)
+    return tasks
+
+
+async def _per_role(monitor_port: int) -> dict[str, tuple[int, int]]:
+    """(messages, bytes) in and out of each role's connections so far."""
+    connz = await monitor_json(monitor_port, "/connz?limit=1024")
+    msgs: Counter[str] = Counter()
+    size: Counter[str] = Counter()
+    for c in connz.get("connections") or []:
+        role = str(c.get("name") or "other").split(":")[0]
+        msgs[role] += int(c.get("in_msgs", 0)) + int(c.get("out_msgs", 0))
+        size[role] += int(c.get("in_bytes", 0)) + int(c.get("out_bytes", 0))
+    return {role: (msgs[role], size[role]) for role in msgs}
+
+
+async def main(documents: int) -> None:
+    tasks = _pipeline(documents)
+    async with EmbeddedServer() as server, AsyncExitStack() as stack:
+        submitter = await stack.enter_async_context(TaskBoard.connect(server.url, name="submitter"))
+        for kind, capability in STEPS:
+            for i in range(AGENTS_PER_STEP):
+                board = await stack.enter_async_context(
+                    TaskBoard.connect(server.url, name=f"agents:{kind}{i}")
+                )
+                agent = Agent(board, name=f"{kind}{i}", capabilities=[capability])
+                agent.handler(kind)(_work)
+                await stack.enter_async_context(agent)
+        ledger_nc = await stack.enter_async_context(connect(server.url, name="ledger"))
+        ledger = Ledger(ledger_nc)
+        follower_nc = await stack.enter_async_context(connect(server.url, name="follower"))
+        # The bench's own watch of the ledger, on a connection no role is charged for.
+        probe_nc = await stack.enter_async_context(connect(server.url, name="probe"))
+        counted, followed = asyncio.Event(), asyncio.Event()
+        total = len(tasks)
+
+        async def project() -> None:
+            await ledger.project(await Trail.open(ledger_nc), verifier=Verifier(Directory(ledger_nc)))
+
+        async def until_counted() -> None:
+            async with aclosing(Ledger(probe_nc).watch()) as changes:
+                done: dict[str, int] = {}
+                async for agent, entry in changes:
+                    done[agent] = entry.totals.completed if entry else 0
+                    if sum(done.values()) >= total:
+                        counted.set()
+                        return
+
+        async def follow() -> None:
+            seen = 0
+            async for event in (await Trail.open(follower_nc)).follow("ants.trail.>", new_only=True):
+                seen += event.kind == "task.completed"
+                if seen >= total:
+                    followed.set()
+
+        background = [asyncio.create_task(c) for c in (project(), until_counted(), follow())]
+        try:
+            before, roles_before = await traffic(server.monitor_port), await _per_role(server.monitor_port)
+            started = time.perf_counter()
+            await submitter.submit_many(tasks)
+            await submitter.wait([t.id for t in tasks], timeout=120)
+            took = time.perf_counter() - started
+            async with asyncio.timeout(120):
+                await counted.wait()
+                await followed.wait()
+            spent = await traffic(server.monitor_port) - before
+            roles = await _per_role(server.monitor_port)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+    print(
+        f"\n{documents} documents, {total} tasks, {len(STEPS) * AGENTS_PER_STEP} agents: done in {took:.1f} s"
+    )
+    print(f"{'role':<10} {'msgs/task':>10} {'KiB/task':>9}")
+    for role in ("submitter", "agents", "ledger", "follower"):
+        msgs = roles.get(role, (0, 0))[0] - roles_before.get(role, (0, 0))[0]
+        size = roles.get(role, (0, 0))[1] - roles_before.get(role, (0, 0))[1]
+        print(f"{role:<10} {msgs / total:>10.1f} {size / total / 1024:>9.2f}")
+    print(
+        f"{'server':<10} {spent.msgs / total:>10.1f} {spent.bytes / total / 1024:>9.2f}   (/varz: in + out)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--documents", type=int, default=100)
+    opts = parser.parse_args()
+    asyncio.run(main(opts.documents))
