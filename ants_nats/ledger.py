@@ -52,10 +52,12 @@ from .verify import Verifier
 log = get_logger("ledger")
 
 WATCHED = (
-    f"{TRAIL_SUBJECT_PREFIX}.task.>",
+    # Only what is counted: the server filters the rest (submitted, ready ...) out of the feed.
+    *(f"{TRAIL_SUBJECT_PREFIX}.task.{what}.>" for what in COUNTED if what not in ("bad_result", "forged")),
     f"{TRAIL_SUBJECT_PREFIX}.mark.{BAD_RESULT_MARK}.>",
     f"{TRAIL_SUBJECT_PREFIX}.{FORGED_RECORD}.>",
 )
+"""The trail subjects a new ledger durable follows (an existing durable keeps its own filter)."""
 
 
 def _what(event: TrailEvent) -> str:
@@ -210,6 +212,9 @@ class Ledger:
         budgets = Budgets(jetstream(nc), replicas=replicas)
         self._seal = Seal(self._tasks, Trail(nc), Directory(nc), budgets, depth=SIGNED_HISTORY)
         self._board_signed: bool | None = None
+        self._known: dict[str, tuple[int, AgentLedger]] = {}
+        """Entries as this process last wrote them (revision, value): a CAS on them needs no read
+        first; another writer's change makes the CAS fail, and the entry is read again."""
 
     async def ensure(self) -> None:
         """Create the buckets unless they exist."""
@@ -250,19 +255,30 @@ class Ledger:
         return await self._update(agent, lambda ledger: apply(ledger, event, half_life=self._half_life))
 
     async def _update(self, agent: str, change: Callable[[AgentLedger], AgentLedger | None]) -> bool:
+        known = self._known.pop(agent, None)
         while True:
-            entry = await self._bucket.get(agent)
-            new = change(self._parse(agent, entry.value if entry else None))
+            if known is None:
+                entry = await self._bucket.get(agent)
+                known = (
+                    (0, self._parse(agent, None))
+                    if entry is None
+                    else (entry.revision, self._parse(agent, entry.value))
+                )
+            revision, current = known
+            new = change(current)
             if new is None:
+                self._known[agent] = known
                 return False
             value = new.model_dump_json().encode()
             try:
-                if entry is None:
-                    await self._bucket.create(agent, value)
+                if revision == 0:
+                    written = await self._bucket.create(agent, value)
                 else:
-                    await self._bucket.update(agent, value, last=entry.revision)
+                    written = await self._bucket.update(agent, value, last=revision)
             except Conflict:
+                known = None  # another writer changed it: read it again
                 continue
+            self._known[agent] = (written, new)
             return True
 
     async def project(
@@ -300,21 +316,23 @@ class Ledger:
                 await self._reject(trail, "unbacked", event)
                 continue
             # The key holds the sequence of the event it counted: the same event again (redelivered
-            # after a crash, or replayed to rebuild the ledger) goes on; another copy does not.
+            # after a crash, or replayed to rebuild the ledger) goes on; another copy does not. It is
+            # written before the event is applied (one request when new, as nearly always): a crash
+            # in between redelivers the event, which then finds its own sequence and goes on.
             once, seq = _count_key(event), str(event.seq).encode()
-            counted = await self._counted.get(once)
-            if counted is not None and counted.value != seq:
-                await self._reject(trail, "replayed", event)
-                continue
+            try:
+                await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
+            except Conflict:
+                counted = await self._counted.get(once)
+                if counted is not None and counted.value != seq:
+                    await self._reject(trail, "replayed", event)
+                    continue
             counting = event
             if _deferred(event) and await self._counted.get(_claim_key(event)) is not None:
                 # Its claim's event did land after all (its writer could not tell): counted once.
                 counting = _as_undeferred(event)
             if await self.record(_vouched(counting, record)):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
-            if counted is None:
-                with contextlib.suppress(Conflict):  # another replica counted it meanwhile
-                    await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
 
     async def _signed(self) -> bool:
         """Whether the board is signed (its tasks stream says so; asked once)."""
