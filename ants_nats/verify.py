@@ -8,6 +8,7 @@ library wrote them before, are still verified for one release.
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import pydantic
@@ -46,8 +47,13 @@ def _as_stored(event: TrailEvent, subject: str, payload: bytes) -> bool:
 class Verifier:
     """Checks events against the agents' announced public keys (``AgentCard.public_key``)."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, *, key_cache_s: float = 5.0) -> None:
+        """``key_cache_s``: how long an author's key, once read from its card, verifies further
+        events without reading the card again (a signer other than the remembered key always
+        reads the card afresh: a restarted agent's new key is never taken for a forgery)."""
         self._directory = directory
+        self._key_cache_s = key_cache_s
+        self._keys: dict[str, tuple[float, str]] = {}
 
     async def check(self, event: TrailEvent) -> Authenticity:
         """How far ``event`` can be trusted to come from the agent it names in ``by``.
@@ -69,14 +75,21 @@ class Verifier:
             return self._forged(event, "signers_disagree")
         if not _as_stored(event, subject, payload):
             return self._forged(event, "altered")
-        card = await self._directory.card(event.by)
-        if card is None or card.public_key is None:
-            return "unknown"
-        if card.public_key != signer:
-            return self._forged(event, "not_the_authors_key")
+        if self._remembered(event.by) != signer:
+            card = await self._directory.card(event.by)
+            if card is None or card.public_key is None:
+                return "unknown"
+            if card.public_key != signer:
+                return self._forged(event, "not_the_authors_key")
+            self._keys[event.by] = (time.monotonic() + self._key_cache_s, signer)
         if not verify(signer, signing_input(subject, payload), sig):
             return self._forged(event, "bad_signature")
         return "verified"
+
+    def _remembered(self, agent: str) -> str | None:
+        """``agent``'s key as its card said less than ``key_cache_s`` ago, if so."""
+        until, key = self._keys.get(agent, (0.0, ""))
+        return key if time.monotonic() < until else None
 
     async def _check_body(self, event: TrailEvent) -> Authenticity:
         """The deprecated in-body signature: ``sig`` over ``signed_bytes()`` (one more release)."""
