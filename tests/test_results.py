@@ -10,6 +10,7 @@ import pytest
 from pydantic import JsonValue
 
 from ants_nats import (
+    Agent,
     EmbeddedServer,
     InvalidTask,
     Lease,
@@ -20,7 +21,10 @@ from ants_nats import (
     TaskContext,
     TaskFailed,
     TaskNotFound,
+    TaskStatus,
+    jetstream,
 )
+from ants_nats.names import TASKS_BUCKET
 
 from .helpers import Recorder, swarm
 from .test_cli import run_cli
@@ -53,6 +57,48 @@ async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> No
     waiting = asyncio.create_task(board.result("later", timeout=20))
     await _settle(board, "later")
     assert await waiting == {"answer": 42}
+
+
+async def test_run_submits_and_hears_the_ending_without_a_consumer(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(task: Task, ctx: TaskContext) -> JsonValue:
+        started.set()
+        await release.wait()
+        return {"doubled": 2 * int(str(task.payload))}
+
+    async with TaskBoard.connect(nats_server.url, board.config, name="caller") as caller:
+        agent = Agent(board, name="doubler")
+        agent.handler("double")(slow)
+        async with agent:
+            running = asyncio.create_task(caller.run(Task(id="d", kind="double", payload=21), timeout=20))
+            await started.wait()
+            # Waiting costs the server nothing kept: no consumer on the tasks' stream (a watch
+            # would be one), only a plain subscription to the task's trail events.
+            info = await jetstream(caller.nc).stream_info(f"KV_{TASKS_BUCKET}")
+            assert info.state.consumer_count == 0
+            release.set()
+            assert await running == {"doubled": 42}
+            assert await caller.run(Task(id="d", kind="double", payload=21)) == {
+                "doubled": 42
+            }  # done already
+
+
+async def test_an_ending_whose_event_is_lost_is_found_by_reading_again(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ants_nats.board.read._RECHECK_S", 0.1)
+    await board.submit(Task(id="quiet", kind="work"))
+    waiting = asyncio.create_task(board.result("quiet", timeout=20))
+    # Ended behind the trail's back (as if its event were lost to a fault): the record decides.
+    record = await board.get("quiet")
+    done = record.model_copy(update={"status": TaskStatus.DONE, "result": "found"})
+    entry = await board.nc.jetstream().key_value(TASKS_BUCKET)
+    await entry.put("quiet", done.model_dump_json().encode())
+    assert await waiting == "found"
 
 
 async def test_waiting_for_a_few_tasks_reads_only_those_tasks(

@@ -149,14 +149,20 @@ class TaskBoard:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
         if it failed, died or was blocked, ``TaskCancelled`` if it was cancelled, ``TaskNotFound``
         if there is no such task, ``TimeoutError`` after ``timeout`` seconds."""
-        record = await self.get(task_id)
-        if not record.status.terminal:
-            record = (await self.wait([task_id], timeout))[task_id]
+        record = await self._reading.final(task_id, timeout)
         if record.status is TaskStatus.DONE:
             return await self.result_of(record)
         if record.status is TaskStatus.CANCELLED:
             raise TaskCancelled(f"task {task_id!r} was cancelled: {record.error}", record)
         raise TaskFailed(f"task {task_id!r} is {record.status.value}: {record.error}", record)
+
+    async def run(
+        self, task: Task | Mapping[str, Any], timeout: float | None = None, *, budget: Budget | None = None
+    ) -> JsonValue:
+        """Submit ``task`` and return its result once it is done: ``submit`` then ``result``, with
+        their errors. What a caller that wants one answer writes; the wait opens no watch."""
+        record = await self.submit(task, budget=budget)
+        return await self.result(record.task.id, timeout)
 
     async def result_of(self, record: TaskRecord) -> JsonValue:
         """The result ``record`` holds, read from the artifact store when it is too big to be inline

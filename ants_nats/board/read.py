@@ -4,19 +4,21 @@ adding up what a task and everything under it spent. Nothing here writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 
+import nats.errors
 from nats.aio.msg import Msg
 
 from .._connect import api_prefix
 from .._pull import read_back
-from .._store import is_tombstone, patiently
+from .._store import is_tombstone, patiently, translate_errors
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
 from ..models import TaskRecord, Usage, parse_or_none
-from ..names import TASKS_BUCKET
+from ..names import TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import Core, check_id
 from .seal import stored_revision
 
@@ -24,6 +26,10 @@ _WINDOW_PER_TASK = 8
 """Messages of the tasks bucket read per task asked for, at first (a task has a few revisions)."""
 _MIN_WINDOW = 256
 _INFO_TIMEOUT_S = 5.0
+_ENDINGS = frozenset({"completed", "failed", "dead", "cancelled", "blocked"})
+"""Events after which a task may be terminal (its record says whether it is)."""
+_RECHECK_S = 5.0
+"""How often a wait for one task reads its record even when it has heard nothing."""
 
 
 class Reading:
@@ -131,6 +137,38 @@ class Reading:
             async with asyncio.timeout(timeout):
                 await consume()
         return final
+
+    async def final(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """``task_id``'s record once it is terminal; ``TaskNotFound`` if there is none.
+
+        The cheapest wait for one task: a plain subscription to the task's events on the trail (no
+        consumer to create, nothing kept on the server), the record read when an ending is heard;
+        the record decides. It is read again every ``_RECHECK_S`` as well, in case the event was
+        lost to a fault (an ending's event is repaired later, not always at once)."""
+        check_id(task_id)
+        core = self._core
+        ending = asyncio.Event()
+        kinds_at = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
+
+        async def heard(msg: Msg) -> None:
+            if msg.subject[kinds_at:].split(".", 1)[0] in _ENDINGS:
+                ending.set()
+
+        async with translate_errors(f"wait for {task_id}"):
+            subscription = await core.nc.subscribe(trail_filter("task.*", task_id), cb=heard)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    ending.clear()  # before reading: an ending heard meanwhile is read again
+                    record, _ = await core.get_entry(task_id)
+                    if record.status.terminal:
+                        return record
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_RECHECK_S):
+                            await ending.wait()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
 
     async def usage(self, root: str) -> Usage:
         """See ``TaskBoard.usage``."""
