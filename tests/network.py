@@ -21,6 +21,8 @@ HUB = "hub"
 LINK_TIMEOUT_S = 15.0
 
 _CHUNK = 65536
+_NOWHERE = "127.0.0.1:1"
+"""A route address nobody listens on (what cluster members gossip about themselves)."""
 
 
 class Link:
@@ -174,11 +176,12 @@ class PartitionedCluster:
             routes = ", ".join(
                 f'"nats-route://127.0.0.1:{self.links[i, j].port}"' for j in range(size) if j != i
             )
-            # no_advertise: members reach each other through the links only, never straight to
-            # the route addresses they would otherwise tell each other (bypassing a cut).
+            # Members reach each other through the links only: no_advertise keeps client URLs
+            # to themselves, and the route address each one gossips (which peers would dial
+            # straight, bypassing a cut) is one where nothing listens.
             conf.write_text(
                 f"cluster {{ name: {name}, listen: 127.0.0.1:{route_ports[i]}, no_advertise: true,"
-                f" routes: [{routes}] }}\n"
+                f" advertise: {_NOWHERE}, routes: [{routes}] }}\n"
             )
             self.servers.append(
                 EmbeddedServer(
