@@ -230,12 +230,89 @@ def server_config(
     )
     for role, members in roles:
         for agent_id, nkey in sorted(members.items()):
-            if not is_valid_id(agent_id):
-                raise InvalidTask(f"invalid agent id {agent_id!r}")
-            users.append({"nkey": _checked(nkey), "permissions": role(agent_id)})
+            users.append({"nkey": _checked(nkey), "permissions": role(_valid(agent_id))})
     for _, nkey in sorted(observers.items()):
         users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
     return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
+
+
+BOARD_ACCOUNT = "BOARD"
+"""In a bazaar (``bazaar_config``): the account that holds the board's streams and buckets."""
+
+_INTO_THE_BOARD = ("$JS.API.>", "$KV.>", "$O.>", "ants.>", "$JS.ACK.>", "$JS.FC.>")
+"""What an owner's account sends into the board's: JetStream requests, key-value and object writes,
+the project's subjects (trail events, tickets, cards) and acknowledgements; each answered."""
+_OUT_OF_THE_BOARD = ("ants.>", "_INBOX.>")
+"""What an owner's account hears from the board's: the project's subjects (trail events as they are
+laid, cards) and deliveries to its clients' inboxes (the watches' push consumers)."""
+
+
+def owner_account(owner: str) -> str:
+    """The account of ``owner``'s agents in a bazaar."""
+    return f"OWNER_{owner}"
+
+
+def owned_agent_id(owner: str, name: str) -> str:
+    """The id of ``owner``'s agent ``name`` in a bazaar: ``<owner>-<name>``. The permissions bind
+    each id to one user of the owner's account, so the prefix says whose agent it is."""
+    return f"{owner}-{name}"
+
+
+def owner_of(agent_id: str) -> str:
+    """The owner of a bazaar agent (the prefix of its id up to the first ``-``)."""
+    return agent_id.split("-", 1)[0]
+
+
+def bazaar_config(
+    owners: Mapping[str, Mapping[str, str]],
+    observers: Mapping[str, str] = {},
+    ledgers: Mapping[str, str] = {},
+    operators: Mapping[str, str] = {},
+) -> str:
+    """A ``nats-server`` configuration for a bazaar: one account per owner and a board account.
+
+    ``owners`` maps each owner (a name without ``-``) to its agents (agent id -> user public nkey;
+    ids as ``owned_agent_id`` makes them). The board account (``BOARD_ACCOUNT``) holds JetStream and
+    the ledger services, operators and observers; it exports to the owners' accounts exactly what
+    working the board needs (``_INTO_THE_BOARD`` as services, ``_OUT_OF_THE_BOARD`` as streams) and
+    nothing of one owner's account reaches another's but through the board. Within its account each
+    agent has the permissions it has on a single-account server (its own card, lease keys and trail
+    subjects; no ledger writes), so no owner can impersonate another's agents or write the ledger.
+    """
+    accounts = [owner_account(owner) for owner in owners]
+    board_users = []
+    for role, members in (
+        (ledger_permissions, ledgers),
+        (operator_permissions, operators),
+    ):
+        for name, nkey in sorted(members.items()):
+            board_users.append({"nkey": _checked(nkey), "permissions": role(_valid(name))})
+    for _, nkey in sorted(observers.items()):
+        board_users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
+    exports: list[dict[str, object]] = [{"service": s, "accounts": accounts} for s in _INTO_THE_BOARD]
+    exports[0]["response_type"] = "stream"  # ($JS.API.>) a pull's answer is many messages
+    exports += [{"stream": subject, "accounts": accounts} for subject in _OUT_OF_THE_BOARD]
+    config: dict[str, object] = {
+        BOARD_ACCOUNT: {"jetstream": "enabled", "users": board_users, "exports": exports}
+    }
+    for owner, agents in sorted(owners.items()):
+        if not is_valid_id(owner) or "-" in owner:
+            raise InvalidTask(f"invalid owner name {owner!r} (letters, digits and _ only)")
+        users = []
+        for agent_id, nkey in sorted(agents.items()):
+            if owner_of(_valid(agent_id)) != owner:
+                raise InvalidTask(f"agent {agent_id!r} of owner {owner!r} must be named {owner}-<name>")
+            users.append({"nkey": _checked(nkey), "permissions": agent_permissions(agent_id)})
+        imports = [{"service": {"account": BOARD_ACCOUNT, "subject": s}} for s in _INTO_THE_BOARD]
+        imports += [{"stream": {"account": BOARD_ACCOUNT, "subject": s}} for s in _OUT_OF_THE_BOARD]
+        config[owner_account(owner)] = {"users": users, "imports": imports}
+    return json.dumps({"accounts": config}, indent=2) + "\n"
+
+
+def _valid(agent_id: str) -> str:
+    if not is_valid_id(agent_id):
+        raise InvalidTask(f"invalid agent id {agent_id!r}")
+    return agent_id
 
 
 def _checked(nkey: str) -> str:

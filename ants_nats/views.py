@@ -6,7 +6,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from .models import AgentCard, AgentLedger, Limit, Schedule, TaskRecord, TaskStatus, TrailEvent, Usage
+from pydantic import BaseModel
+
+from .access import owner_of
+from .models import AgentCard, AgentLedger, Counts, Limit, Schedule, TaskRecord, TaskStatus, TrailEvent, Usage
 from .waiting import Waiting, WaitReason
 
 
@@ -122,6 +125,57 @@ def reputation_table(ledgers: Iterable[AgentLedger], now: datetime, half_life: f
             )
     # Declines cost nothing (see reputation.EVIDENCE), so they are shown apart from the score.
     return table(["AGENT", "CAPABILITY", "SCORE", "DONE", "FAILED", "ABANDONED", "DECLINED"], rows)
+
+
+class OwnerStanding(BaseModel):
+    """An owner's agents' reputation taken together (a bazaar: agent ids are ``<owner>-<name>``)."""
+
+    owner: str
+    agents: int
+    totals: Counts
+    lowest_score: float
+    """The lowest score of any of its agents for any capability (0.5: no evidence yet)."""
+
+
+def owner_standings(ledgers: Iterable[AgentLedger], now: datetime, half_life: float) -> list[OwnerStanding]:
+    """Each owner's agents' counts added up, and its worst score, by owner name."""
+    by_owner: dict[str, list[AgentLedger]] = {}
+    for ledger in ledgers:
+        by_owner.setdefault(owner_of(ledger.agent), []).append(ledger)
+    standings = []
+    for owner, entries in sorted(by_owner.items()):
+        totals = Counts()
+        for entry in entries:
+            totals = totals.model_copy(
+                update={
+                    field: getattr(totals, field) + getattr(entry.totals, field)
+                    for field in Counts.model_fields
+                }
+            )
+        scores = [score.value(now, half_life) for entry in entries for score in entry.scores.values()]
+        standings.append(
+            OwnerStanding(
+                owner=owner, agents=len(entries), totals=totals, lowest_score=min(scores, default=0.5)
+            )
+        )
+    return standings
+
+
+def owners_table(standings: Sequence[OwnerStanding]) -> str:
+    """One line per owner."""
+    rows = [
+        [
+            s.owner,
+            s.agents,
+            f"{s.lowest_score:.2f}",
+            s.totals.completed,
+            s.totals.failed,
+            s.totals.expired,
+            s.totals.forged,
+        ]
+        for s in standings
+    ]
+    return table(["OWNER", "AGENTS", "LOWEST", "DONE", "FAILED", "ABANDONED", "FORGED"], rows)
 
 
 def event_line(event: TrailEvent) -> str:

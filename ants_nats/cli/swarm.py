@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
 
@@ -12,7 +13,7 @@ from ..errors import UsageError
 from ..ledger import Ledger
 from ..models import TaskRecord, TaskStatus, TrailEvent, utcnow
 from ..names import TRAIL_SUBJECT_PREFIX
-from ..views import agents_table, event_line, reputation_table
+from ..views import OwnerStanding, agents_table, event_line, owner_standings, owners_table, reputation_table
 from .command import command, connect
 from .output import emit_json, show, show_tasks
 from .task_input import seconds_of
@@ -90,12 +91,33 @@ async def agents(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("reputation", "list reputation scores per agent and capability", json_out=True, creates=False)
+def _reputation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--by-owner", action="store_true", help="one line per owner of a bazaar (agent ids OWNER-NAME)"
+    )
+
+
+@command(
+    "reputation",
+    "list reputation scores per agent and capability",
+    _reputation_arguments,
+    json_out=True,
+    creates=False,
+)
 async def reputation(args: argparse.Namespace) -> int:
     half_life = BoardConfig().reputation.half_life
-    rows = await show(
-        args, lambda board: Ledger(board.nc).all(), lambda rows: reputation_table(rows, utcnow(), half_life)
-    )
+    if args.by_owner:
+
+        async def standings(board: TaskBoard) -> list[OwnerStanding]:
+            return owner_standings(await Ledger(board.nc).all(), utcnow(), half_life)
+
+        rows: Sequence[object] = await show(args, standings, owners_table)
+    else:
+        rows = await show(
+            args,
+            lambda board: Ledger(board.nc).all(),
+            lambda rows: reputation_table(rows, utcnow(), half_life),
+        )
     if not rows and not args.json:
         print("(no scores yet: they come from the ledger service, ants-ledger, following the trail)")
     return 0
