@@ -11,17 +11,14 @@ its score below the quarantine line: its next claim is refused, and no task is l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
+from _run import run  # examples/_run.py: --server, else an embedded server
 from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
     BoardConfig,
-    EmbeddedServer,
     Lease,
     Ledger,
     NotTaken,
@@ -31,21 +28,9 @@ from ants_nats import (
     TaskContext,
     TaskStatus,
     Verifier,
-    configure_logging,
 )
 
 FREELOADER = "freeloader"
-
-
-@asynccontextmanager
-async def nats_url(server: str | None) -> AsyncIterator[str]:
-    """The server to use: the one given, or an embedded one for the length of the run."""
-    if server:
-        yield server
-        return
-    async with EmbeddedServer() as embedded:
-        print(f"embedded nats-server at {embedded.url}")
-        yield embedded.url
 
 
 async def work(task: Task, ctx: TaskContext) -> JsonValue:
@@ -61,9 +46,9 @@ async def until_ledger(ledger: Ledger, agent: str, expired: int) -> tuple[int, i
     raise RuntimeError("the ledger's watch ended")
 
 
-async def main(server: str | None) -> int:
+async def main(url: str) -> int:
     config = BoardConfig(lease_ttl=1.5)  # short leases, so abandoned claims expire quickly
-    async with nats_url(server) as url, TaskBoard.connect(url, config) as board:
+    async with TaskBoard.connect(url, config) as board:
         # The ledger service, in-process here (in production: the ants-ledger command).
         ledger = Ledger(board.nc, half_life=config.reputation.half_life)
         await ledger.ensure()
@@ -112,7 +97,4 @@ async def main(server: str | None) -> int:
 
 
 if __name__ == "__main__":
-    configure_logging(level="WARNING")  # the library's warnings go to stderr
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", help="NATS URL (default: start an embedded nats-server)")
-    raise SystemExit(asyncio.run(main(parser.parse_args().server)))
+    run(main, __doc__)

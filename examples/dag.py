@@ -11,29 +11,17 @@ nats-server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
+from _run import run  # examples/_run.py: --server, else an embedded server
 from pydantic import JsonValue
 
-from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, configure_logging
+from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskStatus
 
 PAGES = ("ants", "bees", "termites")
 done_by: Counter[str] = Counter()
-
-
-@asynccontextmanager
-async def nats_url(server: str | None) -> AsyncIterator[str]:
-    """The server to use: the one given, or an embedded one for the length of the run."""
-    if server:
-        yield server
-        return
-    async with EmbeddedServer() as embedded:
-        print(f"embedded nats-server at {embedded.url}")
-        yield embedded.url
 
 
 async def fetch(task: Task, ctx: TaskContext) -> JsonValue:
@@ -66,8 +54,8 @@ def pipeline() -> list[Task]:
     return tasks
 
 
-async def main(server: str | None) -> int:
-    async with nats_url(server) as url, TaskBoard.connect(url) as board:
+async def main(url: str) -> int:
+    async with TaskBoard.connect(url) as board:
         fetchers = [Agent(board, name=f"fetcher-{i}", capabilities=["net"], capacity=2) for i in (1, 2)]
         for fetcher in fetchers:
             fetcher.handler("fetch")(fetch)
@@ -92,7 +80,4 @@ async def main(server: str | None) -> int:
 
 
 if __name__ == "__main__":
-    configure_logging(level="WARNING")  # the library's warnings go to stderr
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", help="NATS URL (default: start an embedded nats-server)")
-    raise SystemExit(asyncio.run(main(parser.parse_args().server)))
+    run(main, __doc__)

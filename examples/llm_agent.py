@@ -12,40 +12,25 @@ starts its own embedded nats-server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
+from _run import run  # examples/_run.py: --server, else an embedded server
 from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
     Budget,
-    EmbeddedServer,
     RateLimited,
     Task,
     TaskBoard,
     TaskContext,
     TaskStatus,
-    configure_logging,
 )
 
 TOKENS_IN, TOKENS_OUT = 100, 20  # what one fake call costs
 started = time.monotonic()
 calls: list[float] = []
-
-
-@asynccontextmanager
-async def nats_url(server: str | None) -> AsyncIterator[str]:
-    """The server to use: the one given, or an embedded one for the length of the run."""
-    if server:
-        yield server
-        return
-    async with EmbeddedServer() as embedded:
-        print(f"embedded nats-server at {embedded.url}")
-        yield embedded.url
 
 
 async def fake_model(prompt: str) -> str:
@@ -64,8 +49,8 @@ async def summarise(task: Task, ctx: TaskContext) -> JsonValue:
     return answer
 
 
-async def main(server: str | None) -> int:
-    async with nats_url(server) as url, TaskBoard.connect(url) as board:
+async def main(url: str) -> int:
+    async with TaskBoard.connect(url) as board:
         await board.set_limit("llm", requests=2, per=2.0)  # for every agent together
         agent = Agent(board, name="llm-agent", capabilities=["llm"], capacity=1)
         agent.handler("summarise")(summarise)
@@ -91,7 +76,4 @@ async def main(server: str | None) -> int:
 
 
 if __name__ == "__main__":
-    configure_logging(level="WARNING")  # the library's warnings go to stderr
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", help="NATS URL (default: start an embedded nats-server)")
-    raise SystemExit(asyncio.run(main(parser.parse_args().server)))
+    run(main, __doc__)

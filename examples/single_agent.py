@@ -8,25 +8,10 @@ waited for. Without ``--server`` it starts its own embedded nats-server.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
+from _run import run  # examples/_run.py: --server, else an embedded server
 from pydantic import JsonValue
 
-from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, configure_logging
-
-
-@asynccontextmanager
-async def nats_url(server: str | None) -> AsyncIterator[str]:
-    """The server to use: the one given, or an embedded one for the length of the run."""
-    if server:
-        yield server
-        return
-    async with EmbeddedServer() as embedded:
-        print(f"embedded nats-server at {embedded.url}")
-        yield embedded.url
+from ants_nats import Agent, Task, TaskBoard, TaskContext, TaskStatus
 
 
 async def shout(task: Task, ctx: TaskContext) -> JsonValue:
@@ -34,8 +19,8 @@ async def shout(task: Task, ctx: TaskContext) -> JsonValue:
     return str(task.payload).upper() + "!"
 
 
-async def main(server: str | None) -> int:
-    async with nats_url(server) as url, TaskBoard.connect(url) as board:
+async def main(url: str) -> int:
+    async with TaskBoard.connect(url) as board:
         agent = Agent(board, name="shouter", capabilities=["text"], capacity=2)
         agent.handler("shout")(shout)
         words = ["ants", "share", "work", "without", "a boss"]
@@ -55,7 +40,4 @@ async def main(server: str | None) -> int:
 
 
 if __name__ == "__main__":
-    configure_logging(level="WARNING")  # the library's warnings go to stderr
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", help="NATS URL (default: start an embedded nats-server)")
-    raise SystemExit(asyncio.run(main(parser.parse_args().server)))
+    run(main, __doc__)
