@@ -73,7 +73,9 @@ def test_an_adversary_is_quarantined_and_no_task_is_lost() -> None:
     assert "freeloader quarantined: yes" in out
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")))
+@pytest.mark.parametrize(
+    "example", sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+)
 def test_every_example_is_linked_from_the_docs(example: str) -> None:
     pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
     assert f"examples/{example}" in pages
