@@ -203,21 +203,47 @@ _NO_PEERS = 10005
 """JetStream's "no suitable peers for placement": too few servers up for the replicas asked for."""
 
 
-async def patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitable[T]]) -> T:
+_RETRY_DELAY_MAX_S = 0.5
+"""Longest pause between two tries: once the cluster has leaders again, a waiting request is
+answered within about this (a try costs one request; bench/heal.py has the figures)."""
+READ_TRY_S = 1.0
+"""How long one try of a single-message read waits for its answer. A read sent while its stream
+elects a leader goes unanswered: without a bound of its own it would wait out nats-py's 5 s
+request timeout even when the new leader came a moment later (a read is safe to repeat)."""
+
+
+async def patiently(
+    js: JetStreamContext, action: str, op: Callable[[], Awaitable[T]], *, try_timeout: float | None = None
+) -> T:
     """Run an idempotent request, retrying while the cluster cannot serve it.
 
     A freshly formed cluster, one electing a leader or one missing members can leave JetStream
     API requests unanswered (or refuse to place replicas) for seconds. Reads, and looking up or
     creating a stream, bucket or consumer with the same configuration, are idempotent, so asking
-    again is safe. Writes are not retried here: a timed-out write may have landed.
+    again is safe. Writes are not retried here: a timed-out write may have landed. ``try_timeout``:
+    how long one try waits (None: the request's own timeout), for requests that leave nothing
+    behind when abandoned (a read; not a consumer's creation).
     """
+
+    async def attempt() -> T:
+        if try_timeout is None:
+            return await op()
+        try:
+            async with asyncio.timeout(try_timeout):
+                return await op()
+        except TimeoutError as exc:
+            if isinstance(exc, nats.errors.TimeoutError):
+                raise
+            raise nats.errors.TimeoutError from exc
+
     loop = asyncio.get_running_loop()
     give_up = loop.time() + _PATIENCE_S
     delay = 0.1
+    tries = 0
     while True:
         try:
             async with translate_errors(action):
-                return await refusable(js._nc, requesting_jetstream, op(), action=action)
+                return await refusable(js._nc, requesting_jetstream, attempt(), action=action)
         except ServerUnavailable as exc:
             if not isinstance(exc.__cause__, _UNANSWERED) or loop.time() + delay > give_up:
                 raise
@@ -232,9 +258,11 @@ async def patiently(js: JetStreamContext, action: str, op: Callable[[], Awaitabl
             if loop.time() + delay > give_up:
                 raise ServerUnavailable(f"{action}: {exc.description}") from exc
             reason = str(exc.description)
-        log.warning("store.retry", action=action, reason=reason)
+        tries += 1
+        # Said once per request; the tries after it (every half second) are detail.
+        (log.warning if tries == 1 else log.debug)("store.retry", action=action, reason=reason, tries=tries)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        delay = min(delay * 2, _RETRY_DELAY_MAX_S)
 
 
 async def last_message(
@@ -251,7 +279,7 @@ async def last_message(
         except nats.js.errors.NotFoundError:
             return None
 
-    return await patiently(js, action, read)
+    return await patiently(js, action, read, try_timeout=READ_TRY_S)
 
 
 def is_tombstone(headers: dict[str, str] | None) -> bool:
@@ -313,7 +341,7 @@ class Bucket:
             except nats.js.errors.NotFoundError:
                 return None
 
-        return await patiently(self._js, f"read {self.name}@{revision}", read)
+        return await patiently(self._js, f"read {self.name}@{revision}", read, try_timeout=READ_TRY_S)
 
     async def _publish(
         self,

@@ -268,13 +268,13 @@ def _row_text(row: dict[str, float | None]) -> str:
 
 def _summary(rows: list[dict[str, float | None]], run: Run, final: dict[str, Any]) -> None:
     print(f"\nmedians over {len(rows)} rounds, seconds after the heal (gap: during the isolation)")
-    keys = [k for k in rows[0] if k not in ("round", "isolated")]
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("round", "isolated")))
     keys = [k for k in keys if not k.startswith("agent ")] + ["other agents"]
     for key in keys:
         if key == "other agents":
             values = [v for row in rows for k, v in row.items() if k.startswith("agent ") and v is not None]
         else:
-            values = [v for row in rows if (v := row[key]) is not None]
+            values = [v for row in rows if (v := row.get(key)) is not None]
         median = round(statistics.median(values), 2) if values else None
         print(f"  {key:24} {median}  (max {round(max(values), 2) if values else None})")
     runs: dict[str, int] = {}
@@ -294,7 +294,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lease-ttl", type=float, default=4.0)
-    parser.add_argument("--isolation", type=float, default=6.0, help="seconds each member stays isolated")
+    parser.add_argument(
+        "--isolation",
+        type=float,
+        default=10.0,
+        help="seconds each member stays isolated (past the 9 s longest election timeout)",
+    )
     parser.add_argument("--trace", action="store_true", help="debug logs, task stacks at heal + 1 s")
     args = parser.parse_args()
     configure_logging(level="DEBUG" if args.trace else "WARNING")
