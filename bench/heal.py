@@ -267,7 +267,7 @@ def _row_text(row: dict[str, float | None]) -> str:
 
 
 def _summary(rows: list[dict[str, float | None]], run: Run, final: dict[str, Any]) -> None:
-    print(f"\nmedians over {len(rows)} rounds, seconds after the heal (gap: during the isolation)")
+    print(f"\nmedians over {len(rows)} rounds, seconds after the heal ('majority ...': from the cut)")
     keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("round", "isolated")))
     keys = [k for k in keys if not k.startswith("agent ")] + ["other agents"]
     for key in keys:
