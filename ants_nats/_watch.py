@@ -35,6 +35,9 @@ _SNAPSHOT_QUIET_S = 0.5
 
 _INACTIVE_S = 300.0
 """The server removes a watch's consumer this long after its client vanished."""
+_ONE_PASS_INACTIVE_S = 10.0
+"""The same for a single pass over a bucket (``history_only``): one a failure left behind (say,
+during an outage, when unsubscribing cannot reach the server) is gone soon."""
 
 
 @asynccontextmanager
@@ -46,6 +49,7 @@ async def pushed(
     action: str,
     since: datetime | None = None,
     new_only: bool = False,
+    inactive: float = _INACTIVE_S,
 ) -> AsyncIterator[tuple[JetStreamContext.PushSubscription, asyncio.Queue[Msg]]]:
     """An ordered push consumer of ``subjects`` on ``stream`` (every kept message, those from
     ``since``, or ``new_only``), its messages queued as they arrive; unsubscribed on exit. It
@@ -65,7 +69,7 @@ async def pushed(
             cb=deliver,
             ordered_consumer=True,
             deliver_policy=policy,
-            inactive_threshold=_INACTIVE_S,
+            inactive_threshold=inactive,
             # Fresh for every attempt (nats-py fills in its inbox). One subject goes in
             # ``filter_subject`` (nats-py's default), several in ``filter_subjects``.
             config=ConsumerConfig(
@@ -119,7 +123,11 @@ async def watch_messages(
             return None
         return key, msg
 
-    async with pushed(js, stream, subjects, action=f"watch bucket {bucket}") as (sub, arrived):
+    inactive = _ONE_PASS_INACTIVE_S if history_only else _INACTIVE_S
+    async with pushed(js, stream, subjects, action=f"watch bucket {bucket}", inactive=inactive) as (
+        sub,
+        arrived,
+    ):
         # The backlog ends when nothing more is pending. A purge can take messages the server had
         # counted as pending, so a quiet moment also ends it once the consumer has none left.
         latest: dict[str, Msg] = {}

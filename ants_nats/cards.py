@@ -7,6 +7,7 @@ once and a crashed agent's card disappears by itself (the expiry marker is the "
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterable
@@ -21,6 +22,7 @@ from . import matching
 from ._connect import jetstream
 from ._store import Bucket, Conflict, ensure_kv, translate_errors
 from ._watch import watch_entries, watch_values
+from .errors import AntsError
 from .log import get_logger
 from .models import AgentCard, parse_or_none, utcnow, wire_bytes
 from .names import AGENTS_BUCKET, card_subject
@@ -56,6 +58,9 @@ class Directory:
         self.replicas = replicas
         self.card_ttl = card_ttl
         self._snapshot: tuple[float, tuple[AgentCard, ...]] | None = None
+        self._reading: asyncio.Future[tuple[AgentCard, ...]] | None = None
+        """The pass over the bucket under way, if any (``cards`` callers that accept a recent
+        reading share it rather than each opening a consumer of its own)."""
 
     async def ensure(self) -> None:
         """Create the bucket unless it exists (per-key TTLs with expiry markers)."""
@@ -69,12 +74,28 @@ class Directory:
         now = time.monotonic()
         if self._snapshot is not None and now - self._snapshot[0] < max_age:
             return list(self._snapshot[1])
-        found = []
-        async for key, value in watch_values(self._js, AGENTS_BUCKET, history_only=True):
-            card = self._live(key, value)
-            if card is not None:
-                found.append(card)
+        if max_age > 0 and self._reading is not None:
+            # A shared pass that failed (or whose reader was cancelled): read for ourselves.
+            with contextlib.suppress(Exception):
+                return list(await asyncio.shield(self._reading))
+        reading = self._reading = asyncio.get_running_loop().create_future()
+        try:
+            found = []
+            async for key, value in watch_values(self._js, AGENTS_BUCKET, history_only=True):
+                card = self._live(key, value)
+                if card is not None:
+                    found.append(card)
+        except BaseException as exc:
+            if not reading.done():
+                shared = exc if isinstance(exc, Exception) else AntsError("reading the cards was interrupted")
+                reading.set_exception(shared)
+                reading.exception()  # retrieved: a failed pass nobody shared is no "never retrieved"
+            raise
+        finally:
+            if self._reading is reading:
+                self._reading = None
         self._snapshot = (now, tuple(found))
+        reading.set_result(self._snapshot[1])
         return found
 
     async def who_can(self, requires: Iterable[str], kind: str | None = None) -> list[AgentCard]:

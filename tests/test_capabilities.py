@@ -143,6 +143,22 @@ async def test_a_late_joiner_sees_every_live_card_at_once(
     assert cards[0].software == "0.1.0"
 
 
+async def test_concurrent_readers_of_the_cards_share_one_pass(board: TaskBoard) -> None:
+    async with Agent(board, name="a", capabilities=["llm"]) as agent:
+        alone = Directory(board.nc)
+        before = board.nc.stats["out_msgs"]
+        (card,) = await alone.cards()
+        one_pass = board.nc.stats["out_msgs"] - before
+        # Twenty submissions at once, each happy with a reading a second old: one pass between them
+        # (each opening its own consumer is what filled a server's consumers during an outage).
+        shared = Directory(board.nc)
+        before = board.nc.stats["out_msgs"]
+        readings = await asyncio.gather(*(shared.cards(max_age=1.0) for _ in range(20)))
+        sent = board.nc.stats["out_msgs"] - before
+    assert card.id == agent.id and all([c.id for c in r] == [agent.id] for r in readings)
+    assert sent <= one_pass + 1, (sent, one_pass)
+
+
 async def test_a_crashed_agents_card_expires_and_a_graceful_one_is_withdrawn(
     board: TaskBoard, nats_server: EmbeddedServer
 ) -> None:
