@@ -100,18 +100,27 @@ class Puller:
         if self._answered is not None and not self._answered.done():
             self._answered.set_result(None)
 
-    async def fetch(self, timeout: float) -> Msg | None:
-        """The next message, or None when none came within ``timeout`` seconds.
+    async def fetch(self, timeout: float, *, acking: Msg | None = None) -> Msg | None:
+        """The next message, or None when none came within ``timeout`` seconds. ``acking``: a
+        message of this consumer to acknowledge first, in the same publish when a request is due
+        (``+NXT``: the acknowledgement asks for the next message, one message where two were).
 
         ``ServerUnavailable`` when the server refuses the pull (e.g. the consumer was deleted); a
         closed connection raises ``nats.errors.ConnectionClosedError``."""
         self.answered = bool(self._ready)
+        if acking is not None and (self._ready or not acking.reply):
+            await acking.ack()
+            acking = None
         if not self._ready:
             self._request += 1
             self._answered = asyncio.get_running_loop().create_future()
             expires_ns = int((timeout - min(_EXPIRY_MARGIN_S, timeout / 5)) * 1e9)
             request = json.dumps({"batch": self._batch, "expires": expires_ns}).encode()
-            await self._nc.publish(self._api, request, reply=f"{self._inbox}.{self._request}")
+            reply = f"{self._inbox}.{self._request}"
+            if acking is not None:
+                await self._nc.publish(acking.reply, b"+NXT " + request, reply=reply)
+            else:
+                await self._nc.publish(self._api, request, reply=reply)
             # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -132,14 +141,17 @@ class Puller:
 _PULL_RETRY_S = 0.5
 
 
-async def fetch_patiently(puller: Puller, timeout: float, reach: Reach | None = None) -> Msg | None:
+async def fetch_patiently(
+    puller: Puller, timeout: float, reach: Reach | None = None, *, acking: Msg | None = None
+) -> Msg | None:
     """``puller.fetch`` for a pull loop that lives as long as its owner: a failed pull (a
     disconnection, a leader election, nobody answering for the board's domain) is told to
     ``reach`` and answered with None after a short pause, since the client and a site's server
     reconnect by themselves and the server keeps the consumer's position. A closed connection, or a
-    pull the server refuses, ends the loop (to be restarted)."""
+    pull the server refuses, ends the loop (to be restarted). ``acking``: see ``Puller.fetch`` (an
+    acknowledgement lost with a failed pull is redelivered: at least once)."""
     try:
-        msg = await puller.fetch(timeout)
+        msg = await puller.fetch(timeout, acking=acking)
     except nats.errors.ConnectionClosedError:
         raise
     except (nats.errors.Error, ServerUnavailable) as exc:

@@ -290,7 +290,11 @@ def bazaar_config(
     for _, nkey in sorted(observers.items()):
         board_users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
     exports: list[dict[str, object]] = [{"service": s, "accounts": accounts} for s in _INTO_THE_BOARD]
-    exports[0]["response_type"] = "stream"  # ($JS.API.>) a pull's answer is many messages
+    # A pull's answer is many messages: one for a request ($JS.API.>), or for an acknowledgement
+    # that asks for the next message ($JS.ACK.>, "+NXT").
+    for export in exports:
+        if export["service"] in ("$JS.API.>", "$JS.ACK.>"):
+            export["response_type"] = "stream"
     exports += [{"stream": subject, "accounts": accounts} for subject in _OUT_OF_THE_BOARD]
     config: dict[str, object] = {
         BOARD_ACCOUNT: {"jetstream": "enabled", "users": board_users, "exports": exports}

@@ -296,8 +296,12 @@ class Trail:
         async with translate_errors(f"follow {subjects}"):
             name = await self._consumer(config)
         async with Puller(self._nc, TRAIL_STREAM, name) as puller:
+            handled: Msg | None = None
             while True:
-                msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
+                # The event handled last is acknowledged by the request for the next one (if that
+                # fails, the server redelivers it: at least once).
+                msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S, acking=handled)
+                handled = None
                 if msg is None:
                     continue
                 event = _parse(msg)
@@ -306,10 +310,7 @@ class Trail:
                     await self._record_corrupt(msg)
                     continue
                 yield event
-                try:
-                    await msg.ack()
-                except nats.errors.Error as exc:  # the server redelivers it: at least once
-                    log.warning("trail.ack_failed", consumer=name, seq=event.seq, error=str(exc))
+                handled = msg
 
     async def listen(self, kind: str, on_event: Callable[[TrailEvent], None]) -> Subscription:
         """Hear the events of ``kind`` (e.g. ``task.cancelled``) as they are laid: ``on_event``

@@ -27,7 +27,7 @@ from ants_nats import (
 from ants_nats.access import BOARD_ACCOUNT, bazaar_config, owner_account
 from ants_nats.ledger import Ledger
 
-from .helpers import until_ledger
+from .helpers import until_ledger, until_tasks
 from .test_cli import run_cli
 from .test_trust import ledger_running
 
@@ -68,14 +68,45 @@ async def test_owners_in_their_own_accounts_work_one_board_and_none_passes_for_a
         async def translate(task: Task, ctx: TaskContext) -> JsonValue:
             return f"{task.payload} (by alice)"
 
+        release = asyncio.Event()
+
+        @ant.handler("ponder")
+        async def ponder(task: Task, ctx: TaskContext) -> JsonValue:
+            await ctx.confirm()  # the claim is written now: the record moves while it runs
+            await release.wait()
+            return "pondered"
+
         async with ant:
+            # Bob follows the trail from his account (each event acknowledged by the request
+            # for the next, across the accounts).
+            heard: list[str] = []
+
+            async def follow() -> None:
+                async for event in bob.trail.follow("ants.trail.task.completed.>", new_only=True):
+                    heard.append(event.ref)
+                    if len(heard) == 2:  # (t3 comes later, unheard here)
+                        return
+
+            following = asyncio.create_task(follow())
             # Bob's task, done by Alice's agent, in another account: one board.
             assert (
                 await bob.run(Task(id="t1", kind="translate", payload="hola"), timeout=20)
                 == "hola (by alice)"
             )
             assert "alice-ant" in {c.id for c in await bob.directory.cards()}
-            await until_ledger(board_side, "alice-ant", lambda entry: entry.totals.completed == 1)
+            assert (
+                await bob.run(Task(id="t2", kind="translate", payload="adios"), timeout=20)
+                == "adios (by alice)"
+            )
+            await asyncio.wait_for(following, 20)
+            assert heard == ["t1", "t2"]
+            # A longer task: Bob hears nothing of it across the accounts (plain subjects stay in
+            # an account), sees its record move, and waits on a watch of it instead.
+            pondering = asyncio.create_task(bob.run(Task(id="t3", kind="ponder"), timeout=30))
+            await asyncio.wait_for(until_tasks(bob, lambda r: "t3" in r and r["t3"].holder == ant.id), 20)
+            release.set()
+            assert await asyncio.wait_for(pondering, 20) == "pondered"
+            await until_ledger(board_side, "alice-ant", lambda entry: entry.totals.completed == 3)
 
             # Bob cannot pass for Alice's agent: not its card, not its trail events; nor write the ledger.
             with pytest.raises(PermissionDenied, match=r"ants_agents\.alice-ant"):
@@ -103,7 +134,7 @@ async def test_owners_in_their_own_accounts_work_one_board_and_none_passes_for_a
         )
         assert listed.returncode == 0, listed.stderr
         standings = {row["owner"]: row for row in json.loads(listed.stdout)}
-        assert standings["alice"]["agents"] == 1 and standings["alice"]["totals"]["completed"] == 1
+        assert standings["alice"]["agents"] == 1 and standings["alice"]["totals"]["completed"] == 3
         assert "bob" not in standings  # its agents did no work
 
 

@@ -30,6 +30,8 @@ _ENDINGS = frozenset({"completed", "failed", "dead", "cancelled", "blocked"})
 """Events after which a task may be terminal (its record says whether it is)."""
 _RECHECK_S = 5.0
 """How often a wait for one task reads its record even when it has heard nothing."""
+_FIRST_RECHECK_S = 0.5
+"""The first time, sooner: a wait that hears nothing of a task that moves switches to a watch."""
 
 
 class Reading:
@@ -143,29 +145,42 @@ class Reading:
 
         The cheapest wait for one task: a plain subscription to the task's events on the trail (no
         consumer to create, nothing kept on the server), the record read when an ending is heard;
-        the record decides. It is read again every ``_RECHECK_S`` as well, in case the event was
-        lost to a fault (an ending's event is repaired later, not always at once)."""
+        the record decides. It is read again after ``_RECHECK_S`` (first ``_FIRST_RECHECK_S``) as
+        well, in case the event was lost to a fault (an ending's event is repaired later, not
+        always at once). A record that changed while nothing of the task was heard means this
+        connection does not hear its events (they are laid in another account of a bazaar, whose
+        plain subjects do not cross to this one): the wait then watches the record instead."""
         check_id(task_id)
         core = self._core
         ending = asyncio.Event()
+        heard_any = False
         kinds_at = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
 
         async def heard(msg: Msg) -> None:
-            if msg.subject[kinds_at:].split(".", 1)[0] in _ENDINGS:
+            nonlocal heard_any
+            kind = msg.subject[kinds_at:].split(".", 1)[0]
+            heard_any = heard_any or kind != "submitted"  # (a submitter hears its own, always)
+            if kind in _ENDINGS:
                 ending.set()
 
         async with translate_errors(f"wait for {task_id}"):
             subscription = await core.nc.subscribe(trail_filter("task.*", task_id), cb=heard)
         try:
             async with asyncio.timeout(timeout):
+                first: int | None = None
+                recheck = _FIRST_RECHECK_S
                 while True:
                     ending.clear()  # before reading: an ending heard meanwhile is read again
-                    record, _ = await core.get_entry(task_id)
+                    record, revision = await core.get_entry(task_id)
                     if record.status.terminal:
                         return record
+                    first = revision if first is None else first
+                    if revision != first and not heard_any:
+                        return (await self.wait([task_id]))[task_id]
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_RECHECK_S):
+                        async with asyncio.timeout(recheck):
                             await ending.wait()
+                    recheck = _RECHECK_S
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
