@@ -66,6 +66,9 @@ class Puller:
         self._answered: asyncio.Future[None] | None = None
         self._failure: str | None = None
         self._unanswered = False
+        self._owed = 0
+        """Messages the open request may still deliver (a batch's rest arrives on it)."""
+        self._open_until = 0.0
         self.answered = False
         """Whether the server answered the last ``fetch`` (a message, or none to give)."""
 
@@ -84,11 +87,17 @@ class Puller:
 
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
+        current = msg.subject == f"{self._inbox}.{self._request}"
         if status is None:
+            # (a delivery carries its stream subject, not the request's: one request is open at a time)
             self._ready.append(msg)
-        elif status == _HEARTBEAT or msg.subject != f"{self._inbox}.{self._request}":
+            self._owed -= 1
+        elif status == _HEARTBEAT or not current:
             return  # a keep-alive, or the end of a request we no longer wait for
-        elif status not in _NO_MESSAGES:
+        elif status in _NO_MESSAGES:
+            self._owed = 0  # the request ended (expired, or nothing to give)
+        else:
+            self._owed = 0
             description = msg.headers.get("Description", "") if msg.headers else ""
             self._unanswered = status == _NO_RESPONDERS
             if self._unanswered:
@@ -112,15 +121,20 @@ class Puller:
             await acking.ack()
             acking = None
         if not self._ready:
-            self._request += 1
-            self._answered = asyncio.get_running_loop().create_future()
-            expires_ns = int((timeout - min(_EXPIRY_MARGIN_S, timeout / 5)) * 1e9)
-            request = json.dumps({"batch": self._batch, "expires": expires_ns}).encode()
-            reply = f"{self._inbox}.{self._request}"
-            if acking is not None:
-                await self._nc.publish(acking.reply, b"+NXT " + request, reply=reply)
-            else:
-                await self._nc.publish(self._api, request, reply=reply)
+            loop = asyncio.get_running_loop()
+            self._answered = loop.create_future()
+            # A batch's request stays open until it has delivered the batch or expires: the rest of
+            # it arrives there, and asking again meanwhile would only stack up requests.
+            if acking is not None or self._owed <= 0 or loop.time() >= self._open_until:
+                self._request += 1
+                expires = timeout - min(_EXPIRY_MARGIN_S, timeout / 5)
+                request = json.dumps({"batch": self._batch, "expires": int(expires * 1e9)}).encode()
+                reply = f"{self._inbox}.{self._request}"
+                self._owed, self._open_until = self._batch, loop.time() + expires
+                if acking is not None:
+                    await self._nc.publish(acking.reply, b"+NXT " + request, reply=reply)
+                else:
+                    await self._nc.publish(self._api, request, reply=reply)
             # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):

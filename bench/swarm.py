@@ -19,8 +19,20 @@ from contextlib import AsyncExitStack, aclosing
 from _results import traffic
 from pydantic import JsonValue
 
-from ants_nats import Agent, Directory, EmbeddedServer, Task, TaskBoard, TaskContext, Trail, Verifier, connect
+from ants_nats import (
+    Agent,
+    Directory,
+    EmbeddedServer,
+    Task,
+    TaskBoard,
+    TaskContext,
+    Trail,
+    Verifier,
+    connect,
+    jetstream,
+)
 from ants_nats.ledger import Ledger
+from ants_nats.names import TRAIL_STREAM
 from ants_nats.server import monitor_json
 
 STEPS = (("fetch", "net"), ("parse", "parse"), ("summarise", "llm"))
@@ -107,6 +119,7 @@ async def main(documents: int) -> None:
                 await followed.wait()
             spent = await traffic(server.monitor_port) - before
             roles = await _per_role(server.monitor_port)
+            events = (await jetstream(probe_nc).stream_info(TRAIL_STREAM)).state.messages
         finally:
             for task in background:
                 task.cancel()
@@ -122,6 +135,7 @@ async def main(documents: int) -> None:
     print(
         f"{'server':<10} {spent.msgs / total:>10.1f} {spent.bytes / total / 1024:>9.2f}   (/varz: in + out)"
     )
+    print(f"(the trail holds {events / total:.1f} events a task; the follower reads every one)")
 
 
 if __name__ == "__main__":
