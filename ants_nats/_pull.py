@@ -117,11 +117,11 @@ class Puller:
         ``ServerUnavailable`` when the server refuses the pull (e.g. the consumer was deleted); a
         closed connection raises ``nats.errors.ConnectionClosedError``."""
         self.answered = bool(self._ready)
+        loop = asyncio.get_running_loop()
         if acking is not None and (self._ready or not acking.reply):
             await acking.ack()
             acking = None
         if not self._ready:
-            loop = asyncio.get_running_loop()
             self._answered = loop.create_future()
             # A batch's request stays open until it has delivered the batch or expires: the rest of
             # it arrives there, and asking again meanwhile would only stack up requests.
@@ -130,11 +130,11 @@ class Puller:
                 expires = timeout - min(_EXPIRY_MARGIN_S, timeout / 5)
                 request = json.dumps({"batch": self._batch, "expires": int(expires * 1e9)}).encode()
                 reply = f"{self._inbox}.{self._request}"
-                self._owed, self._open_until = self._batch, loop.time() + expires
                 if acking is not None:
                     await self._nc.publish(acking.reply, b"+NXT " + request, reply=reply)
                 else:
                     await self._nc.publish(self._api, request, reply=reply)
+                self._owed, self._open_until = self._batch, loop.time() + expires
             # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -151,8 +151,20 @@ class Puller:
             raise error
         return self._ready.popleft() if self._ready else None
 
+    async def exists(self) -> bool | None:
+        """Whether the consumer is there (None: nobody answered the question)."""
+        subject = self._api.replace(".CONSUMER.MSG.NEXT.", ".CONSUMER.INFO.", 1)
+        try:
+            reply = await self._nc.request(subject, b"", timeout=_INFO_TIMEOUT_S)
+        except nats.errors.Error:
+            return None
+        error = json.loads(reply.data or b"{}").get("error") or {}
+        return error.get("err_code") != _CONSUMER_NOT_FOUND
+
 
 _PULL_RETRY_S = 0.5
+_INFO_TIMEOUT_S = 1.0
+_CONSUMER_NOT_FOUND = 10014
 
 
 async def fetch_patiently(
@@ -172,6 +184,9 @@ async def fetch_patiently(
         unanswered = isinstance(exc.__cause__, nats.errors.NoRespondersError)
         if isinstance(exc, ServerUnavailable) and not unanswered:
             raise
+        if unanswered and await puller.exists() is False:
+            # Not a board out of reach: the consumer is gone (removed while this client was away).
+            raise ServerUnavailable(f"consumer {puller.consumer} no longer exists") from exc
         error = str(exc) or type(exc).__name__
         log.debug("pull.failed", consumer=puller.consumer, error=error)
         if reach is not None:

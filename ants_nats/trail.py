@@ -46,8 +46,6 @@ log = get_logger("trail")
 
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_TIMEOUT_S = 1.0
-_FOLLOW_BATCH = 256
-"""Events a follow of its own (no durable) asks for at once."""
 _NEWEST_MIN_WINDOW = 256
 """Messages of the trail first read back from its end for ``newest``."""
 
@@ -272,10 +270,11 @@ class Trail:
         the body raises or the process dies, the event is redelivered after ``ack_wait``. Replicas of
         a service passing the same ``durable`` share one consumer, so each event goes to one of them
         (the durable remembers its position across restarts). Without ``durable``, delivery starts at
-        the beginning, at ``since``, or with new events only (``new_only``), to this reader alone: its
-        consumer ends with it, so nothing is acknowledged (a redelivery could only reach a follow
-        that has ended) and events come in batches. ``in_order`` allows one unacked event at a time
-        across all replicas, for projections that must apply events in order.
+        the beginning, at ``since``, or with new events only (``new_only``), to this reader alone.
+        ``in_order`` allows one unacked event at a time across all replicas, for projections that
+        must apply events in order. (Each event is acknowledged on its own: an event sent while the
+        connection was breaking is one this reader never saw, and only an acknowledgement per event
+        tells the server which ones to send again.)
         """
         if durable is not None and not is_valid_id(durable):
             raise InvalidTask(f"invalid durable name {durable!r}")
@@ -289,18 +288,17 @@ class Trail:
             durable_name=durable,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
-            ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,
+            ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=policy,
             opt_start_time=since,
-            ack_wait=ack_wait if durable else None,
-            max_deliver=-1 if durable else None,
-            max_ack_pending=1 if in_order and durable else None,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=1 if in_order else None,
             inactive_threshold=None if durable else 60.0,
         )
         async with translate_errors(f"follow {subjects}"):
             name = await self._consumer(config)
-        batch = 1 if durable else _FOLLOW_BATCH  # replicas share a durable: none hoards its events
-        async with Puller(self._nc, TRAIL_STREAM, name, batch=batch) as puller:
+        async with Puller(self._nc, TRAIL_STREAM, name) as puller:
             handled: Msg | None = None
             while True:
                 # The event handled last is acknowledged by the request for the next one (if that
@@ -311,12 +309,11 @@ class Trail:
                     continue
                 event = _parse(msg)
                 if event is None:
-                    if durable:
-                        await msg.term()  # never valid: redelivering it would only loop
+                    await msg.term()  # never valid: redelivering it would only loop
                     await self._record_corrupt(msg)
                     continue
                 yield event
-                handled = msg if durable else None
+                handled = msg
 
     async def listen(self, kind: str, on_event: Callable[[TrailEvent], None]) -> Subscription:
         """Hear the events of ``kind`` (e.g. ``task.cancelled``) as they are laid: ``on_event``

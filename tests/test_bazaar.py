@@ -153,3 +153,6 @@ async def test_config_takes_owners_or_plain_agents_not_both(tmp_path: Path) -> N
     assert both.returncode == 2 and "give no --agent" in both.stderr
     malformed = await asyncio.to_thread(run_cli, "config", "--owner", "alice", "--out", str(tmp_path))
     assert malformed.returncode == 2 and "expected OWNER=NAME" in malformed.stderr
+    # The board's users' seeds have a folder of their own: no owner may be handed it.
+    board = await asyncio.to_thread(run_cli, "config", "--owner", "board=ant", "--out", str(tmp_path))
+    assert board.returncode == 2 and "the board's own users' folder" in board.stderr

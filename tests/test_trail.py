@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, TrailEvent
+from ants_nats import Agent, InvalidTask, Lease, ServerUnavailable, Task, TaskBoard, TrailEvent
 from ants_nats.models import utcnow
-from ants_nats.names import lease_key
+from ants_nats.names import TRAIL_STREAM, lease_key
 
 
 def summary(events: list[TrailEvent]) -> list[tuple[str, str | None, int | None]]:
@@ -108,6 +108,17 @@ async def test_a_crashed_follower_gets_the_event_again(board: TaskBoard) -> None
         seen.append(event.ref)
         break
     assert seen == ["j1"]
+
+
+async def test_a_follow_whose_consumer_is_gone_says_so(board: TaskBoard) -> None:
+    # (The server removes a follower's own consumer a minute after its client went away: a follow
+    # must not wait on it forever, taking the silence for a board out of reach.)
+    await board.trail.mark("job", key="j1")
+    js = board.nc.jetstream()
+    with pytest.raises(ServerUnavailable, match="no longer exists"):
+        async for _event in board.trail.follow("ants.trail.mark.>"):
+            (consumer,) = await js.consumers_info(TRAIL_STREAM)
+            await js.delete_consumer(TRAIL_STREAM, consumer.name)
 
 
 async def test_replicas_sharing_a_durable_handle_each_event_once(board: TaskBoard) -> None:

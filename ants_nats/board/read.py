@@ -176,7 +176,7 @@ class Reading:
                         return record
                     first = revision if first is None else first
                     if revision != first and not heard_any:
-                        return (await self.wait([task_id]))[task_id]
+                        return await self._watched_final(task_id)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(recheck):
                             await ending.wait()
@@ -184,6 +184,16 @@ class Reading:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
+
+    async def _watched_final(self, task_id: str) -> TaskRecord:
+        """``task_id``'s record once terminal, from a watch of it, read again every ``_RECHECK_S``
+        too: a watch passes over a deletion, which must end the wait (``TaskNotFound``)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return (await self.wait([task_id], _RECHECK_S))[task_id]
+            record, _ = await self._core.get_entry(task_id)
+            if record.status.terminal:
+                return record
 
     async def usage(self, root: str) -> Usage:
         """See ``TaskBoard.usage``."""

@@ -10,6 +10,9 @@ from ..errors import UsageError
 from ..identity import Identity
 from .command import command
 
+_BOARD_FOLDER = "board"
+"""In a bazaar, where the seeds of the board's users (ledger, operators, observers) go."""
+
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", action="append", default=[], help="agent id (repeatable)")
@@ -56,7 +59,9 @@ async def config(args: argparse.Namespace) -> int:
     seeds = {}
     for name, identity in identities.items():
         # In a bazaar each owner gets a directory of its own seeds (hand it that one only).
-        owner = next((o for o, members in owners.items() if name in members), "board" if owners else None)
+        owner = next(
+            (o for o, members in owners.items() if name in members), _BOARD_FOLDER if owners else None
+        )
         folder = args.out / owner if owner else args.out
         folder.mkdir(parents=True, exist_ok=True)
         seeds[name] = seed_file = folder / f"{name}.seed"
@@ -74,6 +79,10 @@ def _owners(given: list[str]) -> dict[str, list[str]]:
     owners: dict[str, list[str]] = {}
     for spec in given:
         owner, _, names = spec.partition("=")
+        if owner == _BOARD_FOLDER:
+            raise UsageError(
+                f"--owner {spec!r}: {_BOARD_FOLDER!r} is the board's own users' folder, name it otherwise"
+            )
         if not owner or not names or "-" in owner or owner in owners:
             raise UsageError(
                 f"--owner {spec!r}: expected OWNER=NAME[,NAME...], each owner once, no '-' in OWNER"
