@@ -222,18 +222,26 @@ def server_config(
     (``U...``, e.g. ``Identity.public_key``). The output is JSON, which the server's configuration
     format accepts.
     """
-    users = []
-    roles: tuple[tuple[Callable[[str], dict[str, object]], Mapping[str, str]], ...] = (
-        (agent_permissions, agents),
-        (ledger_permissions, ledgers),
-        (operator_permissions, operators),
-    )
-    for role, members in roles:
-        for agent_id, nkey in sorted(members.items()):
-            users.append({"nkey": _checked(nkey), "permissions": role(_valid(agent_id))})
-    for _, nkey in sorted(observers.items()):
-        users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
-    return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
+    roles = ((agent_permissions, agents), (ledger_permissions, ledgers), (operator_permissions, operators))
+    return json.dumps({"authorization": {"users": _users(roles, observers)}}, indent=2) + "\n"
+
+
+_Role = tuple[Callable[[str], dict[str, object]], Mapping[str, str]]
+"""A role's permissions (given the user's name) and its members (name -> public nkey)."""
+
+
+def _users(roles: Sequence[_Role], observers: Mapping[str, str] = {}) -> list[dict[str, object]]:
+    """The server's user entries: each member of each role, then the read-only observers."""
+    users: list[dict[str, object]] = [
+        {"nkey": _checked(nkey), "permissions": role(_valid(name))}
+        for role, members in roles
+        for name, nkey in sorted(members.items())
+    ]
+    users += [
+        {"nkey": _checked(nkey), "permissions": observer_permissions()}
+        for _, nkey in sorted(observers.items())
+    ]
+    return users
 
 
 BOARD_ACCOUNT = "BOARD"
@@ -280,15 +288,7 @@ def bazaar_config(
     subjects; no ledger writes), so no owner can impersonate another's agents or write the ledger.
     """
     accounts = [owner_account(owner) for owner in owners]
-    board_users = []
-    for role, members in (
-        (ledger_permissions, ledgers),
-        (operator_permissions, operators),
-    ):
-        for name, nkey in sorted(members.items()):
-            board_users.append({"nkey": _checked(nkey), "permissions": role(_valid(name))})
-    for _, nkey in sorted(observers.items()):
-        board_users.append({"nkey": _checked(nkey), "permissions": observer_permissions()})
+    board_users = _users(((ledger_permissions, ledgers), (operator_permissions, operators)), observers)
     exports: list[dict[str, object]] = [{"service": s, "accounts": accounts} for s in _INTO_THE_BOARD]
     # A pull's answer is many messages: one for a request ($JS.API.>), or for an acknowledgement
     # that asks for the next message ($JS.ACK.>, "+NXT").
@@ -302,11 +302,10 @@ def bazaar_config(
     for owner, agents in sorted(owners.items()):
         if not is_valid_id(owner) or "-" in owner:
             raise InvalidTask(f"invalid owner name {owner!r} (letters, digits and _ only)")
-        users = []
-        for agent_id, nkey in sorted(agents.items()):
+        for agent_id in agents:
             if owner_of(_valid(agent_id)) != owner:
                 raise InvalidTask(f"agent {agent_id!r} of owner {owner!r} must be named {owner}-<name>")
-            users.append({"nkey": _checked(nkey), "permissions": agent_permissions(agent_id)})
+        users = _users(((agent_permissions, agents),))
         imports = [{"service": {"account": BOARD_ACCOUNT, "subject": s}} for s in _INTO_THE_BOARD]
         imports += [{"stream": {"account": BOARD_ACCOUNT, "subject": s}} for s in _OUT_OF_THE_BOARD]
         config[owner_account(owner)] = {"users": users, "imports": imports}
