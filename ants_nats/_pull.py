@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Self
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -29,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._aio import honour_swallowed_cancel
-from ._connect import api_prefix
+from ._connect import api_prefix, jetstream
 from ._store import translate_errors
 from .errors import AntsError, ServerUnavailable
 from .log import get_logger
@@ -58,6 +59,7 @@ class Puller:
         self.consumer = consumer
         self._nc = nc
         self._batch = batch
+        self._stream = stream
         self._api = f"{api_prefix(nc)}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
@@ -153,18 +155,17 @@ class Puller:
 
     async def exists(self) -> bool | None:
         """Whether the consumer is there (None: nobody answered the question)."""
-        subject = self._api.replace(".CONSUMER.MSG.NEXT.", ".CONSUMER.INFO.", 1)
         try:
-            reply = await self._nc.request(subject, b"", timeout=_INFO_TIMEOUT_S)
+            await jetstream(self._nc).consumer_info(self._stream, self.consumer, timeout=_INFO_TIMEOUT_S)
+        except nats.js.errors.NotFoundError:
+            return False
         except nats.errors.Error:
             return None
-        error = json.loads(reply.data or b"{}").get("error") or {}
-        return error.get("err_code") != _CONSUMER_NOT_FOUND
+        return True
 
 
 _PULL_RETRY_S = 0.5
 _INFO_TIMEOUT_S = 1.0
-_CONSUMER_NOT_FOUND = 10014
 
 
 async def fetch_patiently(
