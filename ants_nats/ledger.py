@@ -8,7 +8,6 @@ the follower runs ``in_order``, so a redelivered event is recognised and skipped
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
@@ -200,9 +199,6 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
     )
 
 
-_RECORDS_KEPT = 4096
-
-
 class Ledger:
     """Read and update the per-agent ledger."""
 
@@ -216,8 +212,6 @@ class Ledger:
         budgets = Budgets(jetstream(nc), replicas=replicas)
         self._seal = Seal(self._tasks, Trail(nc), Directory(nc), budgets, depth=SIGNED_HISTORY)
         self._board_signed: bool | None = None
-        self._read: OrderedDict[str, TaskRecord] = OrderedDict()
-        """Task records as last read (the newest ``_RECORDS_KEPT``)."""
         self._known: dict[str, tuple[int, AgentLedger]] = {}
         """Entries as this process last wrote them (revision, value): a CAS on them needs no read
         first; another writer's change makes the CAS fail, and the entry is read again."""
@@ -317,16 +311,7 @@ class Ledger:
                     continue
                 await self.record(event)
                 continue
-            record = self._read.get(event.ref)
-            if record is None or not backs(record, event):
-                # A record read for an earlier event (the claim) often shows this one too (the
-                # outcome), the ledger following behind: read only when it does not.
-                record = await self._record_of(event.ref)
-                if record is not None:
-                    self._read[event.ref] = record
-                    self._read.move_to_end(event.ref)
-                    if len(self._read) > _RECORDS_KEPT:
-                        self._read.popitem(last=False)
+            record = await self._record_of(event.ref)
             if record is None or not backs(record, event):
                 await self._reject(trail, "unbacked", event)
                 continue
