@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +21,35 @@ class Traffic:
     def __sub__(self, other: Traffic) -> Traffic:
         return Traffic(self.msgs - other.msgs, self.bytes - other.bytes)
 
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.msgs + other.msgs, self.bytes + other.bytes)
+
 
 async def traffic(monitor_port: int) -> Traffic:
     """``in_msgs + out_msgs`` and ``in_bytes + out_bytes`` of the server right now."""
     varz = await monitor_json(monitor_port, "/varz")
     if not varz:
         raise RuntimeError(f"no /varz on monitor port {monitor_port}")
+    return _in_and_out(varz)
+
+
+def _in_and_out(counters: dict[str, Any]) -> Traffic:
+    """Messages and bytes in plus out, from a server's or a connection's counters."""
     return Traffic(
-        int(varz["in_msgs"]) + int(varz["out_msgs"]), int(varz["in_bytes"]) + int(varz["out_bytes"])
+        int(counters["in_msgs"]) + int(counters["out_msgs"]),
+        int(counters["in_bytes"]) + int(counters["out_bytes"]),
     )
+
+
+async def traffic_by_name(monitor_port: int, group: Callable[[str], str] = str) -> dict[str, Traffic]:
+    """Each client connection's messages and bytes in and out so far (``/connz``), added up per
+    ``group`` of its connection name (the name itself by default)."""
+    connz = await monitor_json(monitor_port, "/connz?limit=1024")
+    found: dict[str, Traffic] = {}
+    for c in connz.get("connections") or []:
+        key = group(str(c.get("name") or "other"))
+        found[key] = found.get(key, Traffic(0, 0)) + _in_and_out(c)
+    return found
 
 
 @dataclass(frozen=True)

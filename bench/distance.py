@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import Traffic, traffic_by_name
 from pydantic import JsonValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the loopback network
 
 from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext
-from ants_nats.server import monitor_json
 from tests.network import HUB, hub_and_sites
 
 AGENT_CONNECTION = "distance-agent"
@@ -34,12 +34,7 @@ AGENT_CONNECTION = "distance-agent"
 
 async def _messages(server: EmbeddedServer) -> int:
     """Messages in and out of the agent's connection so far."""
-    connz = await monitor_json(server.monitor_port, "/connz")
-    return sum(
-        int(c.get("in_msgs", 0)) + int(c.get("out_msgs", 0))
-        for c in connz.get("connections") or []
-        if c.get("name") == AGENT_CONNECTION
-    )
+    return (await traffic_by_name(server.monitor_port)).get(AGENT_CONNECTION, Traffic(0, 0)).msgs
 
 
 async def one_side(far: bool, delay: float, tasks: int) -> tuple[list[float], list[float], float]:

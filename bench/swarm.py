@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections import Counter
 from contextlib import AsyncExitStack, aclosing
 
-from _results import traffic
+from _results import Traffic, traffic, traffic_by_name
 from pydantic import JsonValue
 
 from ants_nats import (
@@ -33,7 +32,6 @@ from ants_nats import (
 )
 from ants_nats.ledger import Ledger
 from ants_nats.names import TRAIL_STREAM
-from ants_nats.server import monitor_json
 
 STEPS = (("fetch", "net"), ("parse", "parse"), ("summarise", "llm"))
 AGENTS_PER_STEP = 2
@@ -56,16 +54,9 @@ def _pipeline(documents: int) -> list[Task]:
     return tasks
 
 
-async def _per_role(monitor_port: int) -> dict[str, tuple[int, int]]:
-    """(messages, bytes) in and out of each role's connections so far."""
-    connz = await monitor_json(monitor_port, "/connz?limit=1024")
-    msgs: Counter[str] = Counter()
-    size: Counter[str] = Counter()
-    for c in connz.get("connections") or []:
-        role = str(c.get("name") or "other").split(":")[0]
-        msgs[role] += int(c.get("in_msgs", 0)) + int(c.get("out_msgs", 0))
-        size[role] += int(c.get("in_bytes", 0)) + int(c.get("out_bytes", 0))
-    return {role: (msgs[role], size[role]) for role in msgs}
+async def _by_role(monitor_port: int) -> dict[str, Traffic]:
+    """Messages and bytes of each role's connections (a connection is named ``role:detail``)."""
+    return await traffic_by_name(monitor_port, lambda name: name.split(":")[0])
 
 
 async def main(documents: int) -> None:
@@ -109,7 +100,7 @@ async def main(documents: int) -> None:
 
         background = [asyncio.create_task(c) for c in (project(), until_counted(), follow())]
         try:
-            before, roles_before = await traffic(server.monitor_port), await _per_role(server.monitor_port)
+            before, roles_before = await traffic(server.monitor_port), await _by_role(server.monitor_port)
             started = time.perf_counter()
             await submitter.submit_many(tasks)
             await submitter.wait([t.id for t in tasks], timeout=120)
@@ -118,7 +109,7 @@ async def main(documents: int) -> None:
                 await counted.wait()
                 await followed.wait()
             spent = await traffic(server.monitor_port) - before
-            roles = await _per_role(server.monitor_port)
+            roles = await _by_role(server.monitor_port)
             events = (await jetstream(probe_nc).stream_info(TRAIL_STREAM)).state.messages
         finally:
             for task in background:
@@ -129,8 +120,8 @@ async def main(documents: int) -> None:
     )
     print(f"{'role':<10} {'msgs/task':>10} {'KiB/task':>9}")
     for role in ("submitter", "agents", "ledger", "follower"):
-        msgs = roles.get(role, (0, 0))[0] - roles_before.get(role, (0, 0))[0]
-        size = roles.get(role, (0, 0))[1] - roles_before.get(role, (0, 0))[1]
+        spent_here = roles.get(role, Traffic(0, 0)) - roles_before.get(role, Traffic(0, 0))
+        msgs, size = spent_here.msgs, spent_here.bytes
         print(f"{role:<10} {msgs / total:>10.1f} {size / total / 1024:>9.2f}")
     print(
         f"{'server':<10} {spent.msgs / total:>10.1f} {spent.bytes / total / 1024:>9.2f}   (/varz: in + out)"
