@@ -36,7 +36,7 @@ from ants_nats import (
     connect,
 )
 from ants_nats._store import Bucket, Conflict
-from ants_nats.board.seal import sign_revision
+from ants_nats.board.chain import sign_revision
 from ants_nats.cards import Directory
 from ants_nats.ledger import Ledger
 from ants_nats.models import Attempt, TaskRecord, TrailEvent, utcnow, wire_bytes

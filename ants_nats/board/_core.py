@@ -23,9 +23,10 @@ from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, U
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
+from .chain import sign_revision
 from .config import BoardConfig
 from .rates import Rates
-from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, is_signed, judge, sign_revision
+from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, is_signed, judge
 
 log = get_logger("board")
 

@@ -29,26 +29,25 @@ creation record, which is restored if the erasure was not the owner's.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from nats.js.api import RawStreamMsg, StreamConfig
 
-from .._store import Bucket, is_tombstone
+from .._store import Bucket
 from ..cards import Directory
 from ..errors import CorruptEntry
-from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
+from ..identity import SIG_HEADER, SIGNER_HEADER, header, signing_input, verify
 from ..models import Attempt, TaskRecord, TaskStatus, parse_or_none, utcnow, wire_bytes
 from ..names import is_valid_id
 from ..trail import Trail
 from .budget import Budgets
+from .chain import Chain, LegalCache, link_of, signed_part, walk
 
 SIGNED_METADATA = "ants_signed"
 """Metadata key of the ``ants_tasks`` stream: ``"true"`` on a signed board."""
 SIGNED_HISTORY = 32
 """Revisions a signed board keeps per task (at least): the chain its readers judge."""
-EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
 
 
 def is_signed(tasks: StreamConfig) -> bool:
@@ -61,7 +60,6 @@ CLOCK_SKEW = timedelta(seconds=5)
 BLOCKED = "blocked: "
 """How the error of a task failed for a dependency begins (``propagate.block``)."""
 _ABLE_SEEN_MAX = 4096
-ROLLUP_HEADER = "Nats-Rollup"
 
 _CLAIM_FIELDS = (
     "status",
@@ -288,39 +286,14 @@ def revision_of(msg: RawStreamMsg, subject: str) -> Revision:
     return stored_revision(subject, int(msg.seq or 0), msg.headers, msg.data or b"", msg.time)
 
 
-def signed_part(prev: int, payload: bytes) -> bytes:
-    """What a record revision's signature covers after its subject: the revision it is written
-    over, a newline, and its bytes (``identity.signing_input(subject, signed_part(...))``). Bound
-    to its place in the key's history, a revision cannot be replayed elsewhere."""
-    return f"{prev}\n".encode() + payload
-
-
-def sign_revision(identity: Identity, subject: str, prev: int, payload: bytes) -> dict[str, str]:
-    """The headers that sign ``payload`` written on ``subject`` over revision ``prev``."""
-    return identity.sign_message(subject, signed_part(prev, payload))
-
-
 def stored_revision(
     subject: str, seq: int, headers: dict[str, str] | None, payload: bytes, time: datetime | None
 ) -> Revision:
     """The message stored at ``seq`` on ``subject`` (a task key) as a ``Revision``."""
-    headers = headers or {}
-    key = header(headers, SIGNER_HEADER)
-    sig = header(headers, SIG_HEADER)
-    expected = headers.get(EXPECTED_HEADER)
-    prev = int(expected) if expected and expected.isdigit() else None
-    # A revision whose signature was made over another place in the history (a copy of a legal
-    # one written back over a forgery, or a replay) verifies for nobody: judged as unsigned.
-    signed = (
-        prev is not None
-        and key
-        and sig
-        and verify(key, signing_input(subject, signed_part(prev, payload)), sig)
-    )
-    signer = key if signed else None
+    link = link_of(subject, seq, headers, payload, time)
     record = None
     garbage = False
-    if not is_tombstone(headers):
+    if not link.deleted:
         record = parse_or_none(TaskRecord, payload, where=subject)
         garbage = record is None or not subject.endswith("." + record.task.id)
         record = None if garbage else record
@@ -328,69 +301,13 @@ def stored_revision(
         seq=seq,
         record=record,
         payload=payload,
-        signature={SIGNER_HEADER: key, SIG_HEADER: sig} if key and sig else {},
-        signer=signer,
-        prev=prev,
-        erases=ROLLUP_HEADER in headers or headers.get("KV-Operation") == "PURGE",
+        signature=link.signature,
+        signer=link.signer,
+        prev=link.prev,
+        erases=link.erases,
         time=time,
         garbage=garbage,
     )
-
-
-@dataclass
-class Chain:
-    """What a reader found walking a key's history back from its last revision."""
-
-    revisions: list[Revision] = field(default_factory=list)
-    """Newest first."""
-    anchor: Revision | None = None
-    """A revision legal on its own (owner-signed, or known legal), where the walk stopped."""
-    erased: bool = False
-    """The walk ran into history the bucket no longer keeps (no anchor found)."""
-
-
-class LegalCache:
-    """The last legal revision a reader knows of each task (bounded, least recently used out)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._known: OrderedDict[str, Revision] = OrderedDict()
-
-    def get(self, task_id: str) -> Revision | None:
-        found = self._known.get(task_id)
-        if found is not None:
-            self._known.move_to_end(task_id)
-        return found
-
-    def put(self, task_id: str, revision: Revision) -> None:
-        self._known[task_id] = revision
-        self._known.move_to_end(task_id)
-        while len(self._known) > self._size:
-            self._known.popitem(last=False)
-
-
-async def walk(bucket: Bucket, task_id: str, top: Revision, known: Revision | None, depth: int) -> Chain:
-    """The revisions of ``task_id`` from ``top`` back to one legal on its own: ``known`` (the last
-    legal one this reader knows), one the owner signed, the creation; at most ``depth`` back."""
-    chain = Chain(revisions=[top])
-    subject = bucket.subject(task_id)
-    current = top
-    while True:
-        if known is not None and current.seq == known.seq and current.payload == known.payload:
-            chain.revisions.pop()
-            chain.anchor = known
-            return chain
-        if current.prev == 0 and not current.erases:
-            return chain  # written on a key that never had a value: its creation
-        if current.prev is None or current.erases or len(chain.revisions) > depth:
-            chain.erased = True
-            return chain
-        msg = await bucket.at(current.prev)
-        if msg is None or msg.subject != subject:
-            chain.erased = True
-            return chain
-        current = revision_of(msg, subject)
-        chain.revisions.append(current)
 
 
 def _keys_named(record: TaskRecord) -> dict[str, str]:
@@ -427,7 +344,7 @@ class Seal:
         self._trail = trail
         self._directory = directory
         self._depth = depth
-        self.known = LegalCache()
+        self.known: LegalCache[Revision] = LegalCache()
         self._able_seen: set[tuple[str, str, str, tuple[str, ...]]] = set()
         self._judging: set[str] = set()
 
@@ -458,13 +375,13 @@ class Seal:
         known = self.known.get(task_id)
         if known is not None and known.seq == top.seq and known.payload == top.payload:
             return top, known, []
-        chain = await walk(self._bucket, task_id, top, known, self._depth)
+        chain = await walk(self._bucket, task_id, top, known, depth=self._depth, read=revision_of)
         legal, forged = await self._fold(task_id, chain)
         if legal is not None and legal.record is not None and legal.seq == top.seq:
             self.known.put(task_id, legal)
         return top, legal, forged
 
-    async def _fold(self, task_id: str, chain: Chain) -> tuple[Revision | None, list[Forgery]]:
+    async def _fold(self, task_id: str, chain: Chain[Revision]) -> tuple[Revision | None, list[Forgery]]:
         todo = list(reversed(chain.revisions))
         legal: Revision | None = chain.anchor
         if legal is None and todo:
@@ -502,7 +419,9 @@ class Seal:
         msg = await self._bucket.at(revision)
         if msg is None or msg.subject != subject:
             return None
-        chain = await walk(self._bucket, task_id, revision_of(msg, subject), None, self._depth)
+        chain = await walk(
+            self._bucket, task_id, revision_of(msg, subject), None, depth=self._depth, read=revision_of
+        )
         _, forged = await self._fold(task_id, chain)
         return next((f for f in forged if f.revision.seq == revision), None)
 

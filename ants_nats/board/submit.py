@@ -21,8 +21,8 @@ from ..identity import SIG_HEADER, Identity
 from ..log import get_logger
 from ..models import PROTOCOL_VERSION, Budget, Task, TaskRecord, TaskStatus, parse_or_none, wire_bytes
 from ._core import Core, json_encoded
+from .chain import sign_revision
 from .propagate import Propagation
-from .seal import sign_revision
 
 log = get_logger("board")
 
