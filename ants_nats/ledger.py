@@ -19,6 +19,7 @@ from ._connect import jetstream
 from ._store import Bucket, Conflict, ensure_kv, stream_config
 from ._watch import watch_entries, watch_values
 from .board.budget import Budgets
+from .board.chain import Witness
 from .board.seal import SIGNED_HISTORY, Seal, is_signed
 from .cards import Directory
 from .errors import CorruptEntry
@@ -38,6 +39,7 @@ from .models import (
 from .names import (
     ANONYMOUS,
     BAD_RESULT_MARK,
+    BUDGETS_BUCKET,
     COUNTED_BUCKET,
     FORGED_RECORD,
     LEDGER_BUCKET,
@@ -209,8 +211,10 @@ class Ledger:
         self._bucket = Bucket(jetstream(nc), LEDGER_BUCKET)
         self._tasks = Bucket(jetstream(nc), TASKS_BUCKET)
         self._counted = Bucket(jetstream(nc), COUNTED_BUCKET)
-        budgets = Budgets(jetstream(nc), replicas=replicas)
-        self._seal = Seal(self._tasks, Trail(nc), Directory(nc), budgets, depth=SIGNED_HISTORY)
+        trail, directory = Trail(nc), Directory(nc)
+        self._budgets = Budgets(jetstream(nc), replicas=replicas)
+        self._seal = Seal(self._tasks, trail, directory, self._budgets, depth=SIGNED_HISTORY)
+        self._witness = Witness(trail, directory)
         self._board_signed: bool | None = None
         self._known: dict[str, tuple[int, AgentLedger]] = {}
         """Entries as this process last wrote them (revision, value): a CAS on them needs no read
@@ -348,11 +352,18 @@ class Ledger:
         finds it forged, by a key of the agent the event blames (nobody frames another by laying
         one). The revision is counted once: the event's message id is per revision."""
         data = event.data if isinstance(event.data, dict) else {}
-        revision = data.get("revision")
+        revision, bucket = data.get("revision"), data.get("bucket", TASKS_BUCKET)
         if not isinstance(revision, int) or not is_valid_id(event.ref) or not await self._signed():
             return False
-        forgery = await self._seal.forged_at(event.ref, revision)
-        return forgery is not None and forgery.agent is not None and forgery.agent == event.agent
+        if bucket == TASKS_BUCKET:
+            forgery = await self._seal.forged_at(event.ref, revision)
+            return forgery is not None and forgery.agent is not None and forgery.agent == event.agent
+        if bucket == BUDGETS_BUCKET:
+            found = await self._budgets.forged_at(event.ref, revision)
+        else:
+            return False
+        agent = await self._witness.agent_of(found.link.signer) if found is not None else None
+        return agent is not None and agent == event.agent
 
     async def _record_of(self, task_id: str) -> TaskRecord | None:
         if not is_valid_id(task_id):

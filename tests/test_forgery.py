@@ -24,6 +24,7 @@ from ants_nats import (
     Agent,
     BoardConfig,
     Budget,
+    CorruptEntry,
     EmbeddedServer,
     NotYours,
     Task,
@@ -32,6 +33,7 @@ from ants_nats import (
     TaskNotFound,
     TaskStatus,
     Trail,
+    Usage,
     Verifier,
     connect,
 )
@@ -110,6 +112,21 @@ def pwned(token: int) -> dict[str, object]:
         key=FORGER.public_key,
     )
     return {"status": TaskStatus.DONE, "result": "PWNED", "attempts": (attempt,), "token": token}
+
+
+@asynccontextmanager
+async def spender(server: EmbeddedServer) -> AsyncIterator[Agent]:
+    """``ant-b`` working ``spend`` tasks, each reporting 5 tokens spent."""
+    async with TaskBoard.connect(server.url, SIGNED, seed=OWNER.seed) as board:
+        agent = Agent(board, name="spender", agent_id="ant-b", identity=OWNER)
+
+        @agent.handler("spend")
+        async def spend(task: Task, ctx: TaskContext) -> JsonValue:
+            ctx.usage(tokens_in=5)
+            return "spent"
+
+        async with agent:
+            yield agent
 
 
 @asynccontextmanager
@@ -293,36 +310,95 @@ async def test_an_honest_board_refuses_to_write_what_readers_would_undo(
 async def test_a_budgets_limits_are_its_owners_and_spending_it_is_legal(secured: EmbeddedServer) -> None:
     async with owner_board(secured) as owner, forger(secured) as (nc, _):
         budgets = Bucket(nc.jetstream(), BUDGETS_BUCKET)
-        # A budget the forger raises counts as spent: nobody spends more than its owner allowed.
+        # A budget the forger raises is undone by its next reader, and the forger named.
         await owner.submit(
             Task(id="b1", kind="later", created_by="ant-b"), budget=Budget(id="small", tokens=10)
         )
         entry = await budgets.get("small")
         assert entry is not None
-        raised = Budget.model_validate_json(entry.value).model_copy(update={"tokens": 10**9})
-        await budgets.update("small", wire_bytes(raised), last=entry.revision)
+        raised = wire_bytes(Budget.model_validate_json(entry.value).model_copy(update={"tokens": 10**9}))
+        await budgets.update(
+            "small", raised, last=entry.revision, headers=signed(budgets, "small", raised, entry.revision)
+        )
         async with honest_agent(secured, "later"):
-            failed = (await owner.wait(["b1"], timeout=20))["b1"]
-        assert failed.status is TaskStatus.FAILED
-        assert failed.error is not None and "its owner did not sign" in failed.error
+            done = (await owner.wait(["b1"], timeout=20))["b1"]
+        assert done.status is TaskStatus.DONE
+        assert (await owner.budget("small")).tokens == 10
+        report = await until_event(owner, FORGED_RECORD, "small")
+        assert report.agent == "ant-a" and isinstance(report.data, dict)
+        assert report.data["bucket"] == BUDGETS_BUCKET and "limits" in report.data["why"]
 
         # An honest budget spent by honest work fails the next task legally: no forgery is seen.
         tight = Budget(id="tight", tokens=3)
         await owner.submit(Task(id="b2", kind="spend", created_by="ant-b"), budget=tight)
-        async with TaskBoard.connect(secured.url, SIGNED, seed=OWNER.seed) as board:
-            agent = Agent(board, name="spender", agent_id="ant-b", identity=OWNER)
-
-            @agent.handler("spend")
-            async def spend(task: Task, ctx: TaskContext) -> JsonValue:
-                ctx.usage(tokens_in=5)
-                return "spent"
-
-            async with agent:
-                assert await owner.result("b2", timeout=20) == "spent"
-                await owner.submit(Task(id="b3", kind="spend", budget="tight", created_by="ant-b"))
-                final = (await owner.wait(["b3"], timeout=20))["b3"]
+        async with spender(secured):
+            assert await owner.result("b2", timeout=20) == "spent"
+            await owner.submit(Task(id="b3", kind="spend", budget="tight", created_by="ant-b"))
+            final = (await owner.wait(["b3"], timeout=20))["b3"]
         assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
         assert await owner.trail.last(FORGED_RECORD, "b3") is None
+        assert await owner.trail.last(FORGED_RECORD, "tight") is None
+
+
+async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> None:
+    async with (
+        owner_board(secured) as owner,
+        forger(secured) as (nc, _),
+        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+    ):
+        budgets = Bucket(nc.jetstream(), BUDGETS_BUCKET)
+        ledger = Ledger(ledger_nc)
+        projector = asyncio.create_task(ledger.project(Trail(ledger_nc)))
+        try:
+            async with spender(secured):
+                await owner.submit(
+                    Task(id="sp1", kind="spend", created_by="ant-b"), budget=Budget(id="thin", tokens=3)
+                )
+                assert await owner.result("sp1", timeout=20) == "spent"
+                entry = await budgets.get("thin")
+                assert entry is not None
+                # The forger lowers what was spent: its next reader undoes it, and the budget's
+                # next task fails as spent, legally.
+                spent = Budget.model_validate_json(entry.value)
+                assert spent.spent.tokens == 5
+                lowered = wire_bytes(spent.model_copy(update={"spent": Usage(), "charged": ()}))
+                await budgets.update(
+                    "thin",
+                    lowered,
+                    last=entry.revision,
+                    headers=signed(budgets, "thin", lowered, entry.revision),
+                )
+                await owner.submit(Task(id="sp2", kind="spend", budget="thin", created_by="ant-b"))
+                final = (await owner.wait(["sp2"], timeout=20))["sp2"]
+            assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
+            report = await until_event(owner, FORGED_RECORD, "thin")
+            assert report.agent == "ant-a" and isinstance(report.data, dict)
+            assert report.data["why"] == "lowers what was spent"
+            # The ledger judges the budget's chain itself and counts the forgery against ant-a.
+            await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
+
+            # Deleting it is undone too; erasing its history (a purge) leaves it spent for good.
+            entry = await budgets.get("thin")
+            assert entry is not None
+            await budgets.delete(
+                "thin", last=entry.revision, headers=signed(budgets, "thin", b"", entry.revision)
+            )
+            assert (await owner.budget("thin")).spent.tokens == 5
+            await owner.submit(Task(id="sp3", kind="spend", budget="thin", created_by="ant-b"))
+            top = await budgets.last("thin")
+            assert top is not None
+            await budgets.update("thin", b"{}", last=int(top.seq or 0), rollup=True)
+            with pytest.raises(CorruptEntry, match="history was erased"):
+                await owner.budget("thin")
+            with pytest.raises(CorruptEntry, match="history was erased"):
+                await owner.submit(Task(id="sp4", kind="spend", budget="thin", created_by="ant-b"))
+            async with spender(secured):
+                final = (await owner.wait(["sp3"], timeout=20))["sp3"]
+            assert final.status is TaskStatus.FAILED and final.error is not None and "erased" in final.error
+        finally:
+            projector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projector
 
 
 async def test_a_task_created_in_another_owners_name_is_taken_back(secured: EmbeddedServer) -> None:

@@ -23,7 +23,7 @@ from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, U
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
-from .chain import sign_revision
+from .chain import Witness, sign_revision
 from .config import BoardConfig
 from .rates import Rates
 from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, is_signed, judge
@@ -61,7 +61,7 @@ class Core:
             js, replicas=config.replicas, ttl=config.artifact_ttl, max_bytes=config.max_artifact_bytes
         )
         self.rates = Rates(js, replicas=config.replicas)
-        self.budgets = Budgets(js, replicas=config.replicas)
+        self.budgets = Budgets(js, replicas=config.replicas, witness=Witness(self.trail, self.directory))
         self.identities: dict[str, Identity] = {}
         self._expiring = False
         self.signed = False
@@ -80,7 +80,7 @@ class Core:
             atomic=True,
             metadata={SIGNED_METADATA: "true"} if config.signed else None,
         )
-        self.signed = is_signed(tasks)
+        self._signs(is_signed(tasks))
         if config.signed and not self.signed:
             raise AntsError(
                 f"BoardConfig.signed: the board's bucket {TASKS_BUCKET} was created unsigned; a board is "
@@ -97,7 +97,11 @@ class Core:
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=config.replicas, history=1)
         await self.rates.ensure()
-        await self.budgets.ensure()
+        await self.budgets.ensure(signed=self.signed)
+
+    def _signs(self, signed: bool) -> None:
+        """Note whether the board is signed (as its tasks stream says), here and in its counters."""
+        self.signed = self.budgets.signed = signed
 
     async def find(self) -> None:
         """Bind to the board as it is, creating nothing (a reader's ``ensure``)."""
@@ -107,7 +111,7 @@ class Core:
                 f"no board on this server yet (no bucket {TASKS_BUCKET}): an agent, a submission or "
                 "the operator sets one up"
             )
-        self.signed = is_signed(config)
+        self._signs(is_signed(config))
 
     async def event(
         self,

@@ -7,36 +7,53 @@ once it is spent the task fails unclaimed with the reason (its dependents are bl
 Work in flight when it runs out still finishes: a budget is checked before work starts, not during
 it. A charge lost to a crash between an attempt's end and its charge is not recovered: the budget
 errs towards letting work through.
+
+On a signed board a budget is a chain (see ``chain``): its owner signs its creation and limits,
+each charge is signed by its agent, and every reader checks each step (``Spending``): the limits
+stay the owner's, nothing spent ever goes down. A forged revision is undone by its next reader and
+its signer named; a budget whose history was erased counts as spent.
 """
 
 from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from .._store import Bucket, Conflict, ensure_kv
-from ..errors import InvalidTask
+from .._store import Bucket, Conflict, ensure_kv, is_tombstone
+from ..errors import CorruptEntry, InvalidTask
 from ..identity import Identity, verify
 from ..log import get_logger
 from ..models import Budget, TaskRecord, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
+from .chain import Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("budgets")
 
 CHARGES_KEPT = 256
 """Attempts a budget remembers having charged (a retry comes within seconds, not 256 attempts)."""
+SIGNED_HISTORY = 32
+"""Revisions a signed board keeps of each budget: the chain its readers judge."""
+
+State = Budget | str | None
+"""A budget as its readers judge it: the budget, why nothing may be spent of it (its history was
+erased), or None (there is none)."""
 
 
 class Budgets:
     """The budgets of one board (``ants_budgets``)."""
 
-    def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
+    def __init__(self, js: JetStreamContext, *, replicas: int, witness: Witness | None = None) -> None:
         self._js = js
         self._replicas = replicas
         self._bucket = Bucket(js, BUDGETS_BUCKET)
+        self._tally: Tally[State] = Tally(self._bucket, depth=SIGNED_HISTORY)
+        self._witness = witness
+        self.signed = False
+        """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
-    async def ensure(self) -> None:
-        """Create the bucket unless it exists."""
-        await ensure_kv(self._js, BUDGETS_BUCKET, replicas=self._replicas, history=1)
+    async def ensure(self, *, signed: bool = False) -> None:
+        """Create the bucket unless it exists; a ``signed`` board's keeps the chain readers judge."""
+        history = SIGNED_HISTORY if signed else 1
+        await ensure_kv(self._js, BUDGETS_BUCKET, replicas=self._replicas, history=history)
 
     async def open(self, budget: Budget, signer: Identity | None = None) -> Budget:
         """Create ``budget``, or accept the one stored under its id when its limits are the same (a
@@ -47,61 +64,155 @@ class Budgets:
             owned = budget.model_copy(update={"owner_key": signer.public_key})
             budget = owned.model_copy(update={"sig": signer.sign(owned.limits_bytes())})
         while True:
-            entry = await self._bucket.get(budget.id)
-            stored = None if entry is None else _parse(budget.id, entry.value)
+            stored, last = await self._read(budget.id)
+            if isinstance(stored, str):
+                raise CorruptEntry(stored)
+            if stored is not None:
+                if (stored.tokens, stored.cost) != (budget.tokens, budget.cost):
+                    raise InvalidTask(
+                        f"budget {budget.id!r} exists with other limits "
+                        f"(tokens={stored.tokens}, cost={stored.cost}): give this one another id"
+                    )
+                return stored
             try:
-                if entry is None:
-                    await self._bucket.create(budget.id, wire_bytes(budget))
-                elif stored is None:
-                    await self._bucket.update(budget.id, wire_bytes(budget), last=entry.revision)
-                    log.warning("budget.replaced_garbage", budget=budget.id)
-                else:
-                    if (stored.tokens, stored.cost) != (budget.tokens, budget.cost):
-                        raise InvalidTask(
-                            f"budget {budget.id!r} exists with other limits "
-                            f"(tokens={stored.tokens}, cost={stored.cost}): give this one another id"
-                        )
-                    return stored
+                await self._write(budget, last, signer)
             except Conflict:
                 continue  # someone wrote it meanwhile: look again
             log.info("budget.opened", budget=budget.id, tokens=budget.tokens, cost=budget.cost)
             return budget
 
     async def get(self, budget_id: str) -> Budget | None:
-        """The budget ``budget_id`` (None if there is none, or it does not validate)."""
-        entry = await self._bucket.get(budget_id)
-        return None if entry is None else _parse(budget_id, entry.value)
+        """The budget ``budget_id`` (None if there is none, or it does not validate); on a signed
+        board its last legal revision (``CorruptEntry`` when its history was erased)."""
+        state, _ = await self._read(budget_id)
+        if isinstance(state, str):
+            raise CorruptEntry(state)
+        return state
 
     async def spent_for(self, record: TaskRecord, *, signed: bool) -> str | None:
         """Why the budget ``record``'s task is charged to lets nothing more be spent (spent, or on
-        a ``signed`` board not its owner's), or None (no budget, or one with something left)."""
+        a ``signed`` board not its owner's, or its history erased), or None (no budget, or one
+        with something left)."""
         if record.task.budget is None:
             return None
-        budget = await self.get(record.task.budget)
-        if budget is None:
-            return None
+        budget, _ = await self._read(record.task.budget, signed=signed)
+        if budget is None or isinstance(budget, str):
+            return budget
         return (forged(budget, record.owner_key) if signed else None) or budget.exhausted_because
 
-    async def charge(self, budget_id: str, usage: Usage, key: str) -> Budget | None:
+    async def charge(
+        self, budget_id: str, usage: Usage, key: str, signer: Identity | None = None
+    ) -> Budget | None:
         """Add ``usage`` to what ``budget_id`` has spent, once per ``key`` (the attempt's: a retried
-        ending charges nothing again); None if there is no such budget."""
+        ending charges nothing again), signed by ``signer`` on a signed board; None if there is no
+        such budget (or nothing may be spent of it)."""
+        if self.signed and signer is None:
+            log.warning(
+                "budget.unsigned_charge", budget=budget_id, why="a signed board needs the agent's key"
+            )
+            return None
         while True:
-            entry = await self._bucket.get(budget_id)
-            budget = None if entry is None else _parse(budget_id, entry.value)
-            if entry is None or budget is None:
-                log.warning("budget.missing", budget=budget_id)
+            budget, last = await self._read(budget_id)
+            if budget is None or isinstance(budget, str):
+                log.warning("budget.missing", budget=budget_id, why=budget)
                 return None
             if key in budget.charged:
                 return budget
             charged = (*budget.charged[-(CHARGES_KEPT - 1) :], key)
             spent = budget.model_copy(update={"spent": budget.spent + usage, "charged": charged})
             try:
-                await self._bucket.update(budget_id, wire_bytes(spent), last=entry.revision)
+                await self._write(spent, last, signer)
             except Conflict:
                 continue
             if spent.exhausted_because and not budget.exhausted_because:
                 log.info("budget.spent", budget=budget_id, reason=spent.exhausted_because)
             return spent
+
+    async def forged_at(self, budget_id: str, revision: int) -> Forged | None:
+        """The forgery at ``revision`` of ``budget_id`` on a signed board, judged afresh (None:
+        that revision is legal, or no longer kept)."""
+        return await self._tally.forged_at(budget_id, revision, Spending(budget_id))
+
+    async def _read(self, budget_id: str, *, signed: bool | None = None) -> tuple[State, int]:
+        """The budget (on a signed board: its last legal state, restored over forged revisions)
+        and the revision a write goes over."""
+        if not (self.signed if signed is None else signed):
+            msg = await self._bucket.last(budget_id)
+            if msg is None or is_tombstone(msg.headers):
+                return None, 0 if msg is None else int(msg.seq or 0)
+            return _parse(budget_id, msg.data or b""), int(msg.seq or 0)
+        while True:
+            tallied = await self._tally.read(budget_id, Spending(budget_id))
+            top, legal = tallied.top, tallied.legal
+            last = top.seq if top is not None else 0
+            if top is not None and legal is not None and legal.seq != top.seq:
+                try:  # the legal revision written back: it changes nothing, so it stays legal
+                    last = await self._bucket.update(
+                        budget_id, legal.payload, last=top.seq, headers=legal.signature
+                    )
+                except Conflict:
+                    continue
+                restored = Link(last, legal.payload, legal.signature, None, top.seq, False, False)
+                self._tally.wrote(budget_id, restored, tallied.state)
+            if self._witness is not None:
+                for found in tallied.forged:
+                    await self._witness.forged(self._bucket, budget_id, found, legal.seq if legal else None)
+            return tallied.state, last
+
+    async def _write(self, budget: Budget, last: int, signer: Identity | None) -> None:
+        value = wire_bytes(budget)
+        subject = self._bucket.subject(budget.id)
+        headers = sign_revision(signer, subject, last, value) if signer is not None and self.signed else {}
+        seq = await self._bucket.update(budget.id, value, last=last, headers=headers or None)
+        if self.signed:
+            link = Link(seq, value, headers, signer.public_key if signer else None, last, False, False)
+            self._tally.wrote(budget.id, link, budget)
+
+
+class Spending(Rules[State]):
+    """The rules of a signed budget's chain: its owner creates it, signing its limits; anyone
+    charges it, signed, never lowering what was spent nor changing the limits; only its owner
+    deletes it."""
+
+    def __init__(self, budget_id: str) -> None:
+        self._id = budget_id
+
+    def creation(self) -> State:
+        return None
+
+    def erased(self, link: Link) -> State:
+        return f"budget {self._id!r} counts as spent: its history was erased (a rollup or purge)"
+
+    def adopted(self, link: Link) -> State:
+        return None if link.deleted else _parse(self._id, link.payload)
+
+    def step(self, before: State, after: Link) -> State | str:
+        if isinstance(before, str):
+            return before  # erased: nothing written later makes it spendable again
+        budget = None if after.deleted else _parse(self._id, after.payload)
+        if before is None:
+            if budget is None or budget.owner_key is None or after.signer != budget.owner_key:
+                return "creates a budget without its owner's signature"
+            if forged(budget, budget.owner_key) or budget.spent or budget.charged:
+                return "creates a budget with unsigned limits, or already spent"
+            return budget
+        if budget == before:
+            return budget  # changes nothing (a legal revision written back)
+        if after.deleted:
+            return None if after.signer == before.owner_key else "deletes a budget, not its owner"
+        if budget is None:
+            return "not a budget"
+        if after.signer is None:
+            return "unsigned"
+        if budget.limits_bytes() != before.limits_bytes() or (budget.sig, budget.created_at) != (
+            before.sig,
+            before.created_at,
+        ):
+            return "changes the budget's limits or owner"
+        was, now = before.spent, budget.spent
+        if now.tokens_in < was.tokens_in or now.tokens_out < was.tokens_out or now.cost < was.cost:
+            return "lowers what was spent"
+        return budget
 
 
 def forged(budget: Budget, owner_key: str | None) -> str | None:

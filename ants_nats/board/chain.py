@@ -18,9 +18,17 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from nats.js.api import RawStreamMsg
+from pydantic import JsonValue
 
 from .._store import Bucket, is_tombstone
+from ..cards import Directory
 from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
+from ..log import get_logger
+from ..models import TrailEvent
+from ..names import FORGED_RECORD
+from ..trail import Trail
+
+log = get_logger("chain")
 
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
 ROLLUP_HEADER = "Nats-Rollup"
@@ -274,3 +282,37 @@ class Tally(Generic[S]):
             else:
                 legal, state = link, judged
         return Tallied(chain.revisions[0] if chain.revisions else legal, state, legal, forged)
+
+
+class Witness:
+    """Says what a reader found forged: logs it and lays ``corrupt.forged_record`` (``data.bucket``
+    names the bucket, ``ref`` the key), naming the signer by its live card."""
+
+    def __init__(self, trail: Trail, directory: Directory) -> None:
+        self._trail = trail
+        self._directory = directory
+
+    async def agent_of(self, key: str | None) -> str | None:
+        """The live agent whose card announces the public key ``key`` (None: nobody, or unsigned)."""
+        if key is None:
+            return None
+        cards = await self._directory.cards(max_age=30.0)
+        return next((card.id for card in cards if card.public_key == key), None)
+
+    async def forged(self, bucket: Bucket, key: str, found: Forged, restored: int | None) -> None:
+        """Report ``found``, a forged revision of ``key`` in ``bucket`` (``restored``: the legal
+        revision written back over it, if any)."""
+        agent = await self.agent_of(found.link.signer)
+        seq = found.link.seq
+        log.error("record.forged", bucket=bucket.name, key=key, revision=seq, why=found.why, agent=agent)
+        data: JsonValue = {
+            "bucket": bucket.name,
+            "revision": seq,
+            "why": found.why,
+            "key": found.link.signer,
+            "restored": restored,
+        }
+        await self._trail.emit(
+            TrailEvent(kind=FORGED_RECORD, ref=key, agent=agent, data=data),
+            msg_id=f"{FORGED_RECORD}-{bucket.name}-{key}-{seq}",
+        )

@@ -93,7 +93,8 @@ class Settlement:
         if usage and lease.task.budget is not None:
             # Keyed by the attempt: a retry after a lost answer charges nothing again.
             attempt_key = f"{lease.task_id}.{lease.token}.{outcome}"
-            await self._core.budgets.charge(lease.task.budget, usage, attempt_key)
+            signer = self._core.signer(lease.agent_id)
+            await self._core.budgets.charge(lease.task.budget, usage, attempt_key, signer)
         return final
 
     async def complete(
