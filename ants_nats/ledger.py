@@ -20,6 +20,7 @@ from ._store import Bucket, Conflict, ensure_kv, stream_config
 from ._watch import watch_entries, watch_values
 from .board.budget import Budgets
 from .board.chain import Witness
+from .board.rates import Rates
 from .board.seal import SIGNED_HISTORY, Seal, is_signed
 from .cards import Directory
 from .errors import CorruptEntry
@@ -43,6 +44,7 @@ from .names import (
     COUNTED_BUCKET,
     FORGED_RECORD,
     LEDGER_BUCKET,
+    RATES_BUCKET,
     TASKS_BUCKET,
     TRAIL_SUBJECT_PREFIX,
     is_valid_id,
@@ -214,6 +216,7 @@ class Ledger:
         trail, directory = Trail(nc), Directory(nc)
         self._budgets = Budgets(jetstream(nc), replicas=replicas)
         self._seal = Seal(self._tasks, trail, directory, self._budgets, depth=SIGNED_HISTORY)
+        self._rates = Rates(jetstream(nc), replicas=replicas)
         self._witness = Witness(trail, directory)
         self._board_signed: bool | None = None
         self._known: dict[str, tuple[int, AgentLedger]] = {}
@@ -360,6 +363,8 @@ class Ledger:
             return forgery is not None and forgery.agent is not None and forgery.agent == event.agent
         if bucket == BUDGETS_BUCKET:
             found = await self._budgets.forged_at(event.ref, revision)
+        elif bucket == RATES_BUCKET:
+            found = await self._rates.forged_at(event.ref, revision)
         else:
             return False
         agent = await self._witness.agent_of(found.link.signer) if found is not None else None

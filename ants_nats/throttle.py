@@ -141,7 +141,7 @@ class Throttle:
             limit = self._limits.get(cap)
             if limit is None:
                 continue
-            wait, slot = await self._board.rates.reserve(limit)
+            wait, slot = await self._board.rates.reserve(limit, by=self._agent_id)
             if wait > 0:
                 self._hold_locally(cap, time.time() + wait)
                 log.info("limit.full", agent=self._agent_id, capability=cap, retry_after=round(wait, 3))
@@ -153,7 +153,7 @@ class Throttle:
     async def refund(self, reservation: Reservation) -> None:
         """Give up the requests of ``reservation``: its work did not start (the claim lost)."""
         for limit, slot in reservation.reserved:
-            await self._board.rates.refund(limit, slot)
+            await self._board.rates.refund(limit, slot, by=self._agent_id)
         reservation.reserved.clear()
 
     async def charge(self, requires: Iterable[str], tokens: int) -> None:
@@ -161,7 +161,7 @@ class Throttle:
         for cap in _limited_as(requires):
             limit = self._limits.get(cap)
             if limit is not None and limit.tokens is not None and tokens > 0:
-                await self._board.rates.charge(limit, tokens)
+                await self._board.rates.charge(limit, tokens, by=self._agent_id)
 
     async def hold(self, requires: Iterable[str], seconds: float, reason: str) -> None:
         """Hold work requiring ``requires`` back for ``seconds``, here and (by a trail mark)

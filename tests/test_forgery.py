@@ -41,11 +41,11 @@ from ants_nats._store import Bucket, Conflict
 from ants_nats.board.chain import sign_revision
 from ants_nats.cards import Directory
 from ants_nats.ledger import Ledger
-from ants_nats.models import Attempt, TaskRecord, TrailEvent, utcnow, wire_bytes
-from ants_nats.names import BUDGETS_BUCKET, FORGED_RECORD, TASKS_BUCKET, trail_filter
+from ants_nats.models import Attempt, RateWindow, TaskRecord, TrailEvent, utcnow, wire_bytes
+from ants_nats.names import BUDGETS_BUCKET, FORGED_RECORD, RATES_BUCKET, TASKS_BUCKET, trail_filter
 
 from .conftest import AGENT as FORGER
-from .conftest import LEDGER, RIVAL, TEST_CARD_TTL, TEST_LEASE_TTL
+from .conftest import LEDGER, OPERATOR, RIVAL, TEST_CARD_TTL, TEST_LEASE_TTL
 from .helpers import until_event, until_ledger
 from .test_cli import run_cli
 
@@ -395,6 +395,52 @@ async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> 
             async with spender(secured):
                 final = (await owner.wait(["sp3"], timeout=20))["sp3"]
             assert final.status is TaskStatus.FAILED and final.error is not None and "erased" in final.error
+        finally:
+            projector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projector
+
+
+async def test_what_a_rate_window_took_cannot_be_undone(secured: EmbeddedServer) -> None:
+    async with (
+        owner_board(secured) as owner,
+        forger(secured) as (nc, _),
+        TaskBoard.connect(secured.url, SIGNED, seed=OPERATOR.seed) as operator,
+        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+    ):
+        limit = await operator.set_limit("metered", requests=2, per=60)
+        windows = Bucket(nc.jetstream(), RATES_BUCKET)
+        ledger = Ledger(ledger_nc)
+        projector = asyncio.create_task(ledger.project(Trail(ledger_nc)))
+        try:
+            for _ in range(2):
+                wait, _ = await owner.rates.reserve(limit, by="ant-b")
+                assert wait == 0.0
+            assert await owner.rates.room(limit) > 0  # full: both requests of the interval taken
+            # The forger empties the window: its next reader undoes that, and names it.
+            entry = await windows.get("metered")
+            assert entry is not None
+            empty = wire_bytes(RateWindow())
+            await windows.update(
+                "metered",
+                empty,
+                last=entry.revision,
+                headers=signed(windows, "metered", empty, entry.revision),
+            )
+            assert await owner.rates.room(limit) > 0
+            report = await until_event(owner, FORGED_RECORD, "metered")
+            assert report.agent == "ant-a" and isinstance(report.data, dict)
+            assert report.data["bucket"] == RATES_BUCKET and "lowers what was taken" in report.data["why"]
+            restored = await windows.get("metered")
+            assert (
+                restored is not None
+                and sum(s.requests for s in RateWindow.model_validate_json(restored.value).slots) == 2
+            )
+            await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
+
+            # Erasing its history (a rollup) leaves it full for an interval from then.
+            await windows.update("metered", empty, last=restored.revision, rollup=True)
+            assert await owner.rates.room(limit) > limit.per / 2
         finally:
             projector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -60,9 +60,10 @@ class Core:
         self.artifacts = Artifacts(
             js, replicas=config.replicas, ttl=config.artifact_ttl, max_bytes=config.max_artifact_bytes
         )
-        self.rates = Rates(js, replicas=config.replicas)
-        self.budgets = Budgets(js, replicas=config.replicas, witness=Witness(self.trail, self.directory))
         self.identities: dict[str, Identity] = {}
+        witness = Witness(self.trail, self.directory)
+        self.rates = Rates(js, replicas=config.replicas, identities=self.identities, witness=witness)
+        self.budgets = Budgets(js, replicas=config.replicas, witness=witness)
         self._expiring = False
         self.signed = False
         """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
@@ -96,12 +97,12 @@ class Core:
         await self.trail.ensure()
         await self.directory.ensure()
         await ensure_kv(js, LEDGER_BUCKET, replicas=config.replicas, history=1)
-        await self.rates.ensure()
+        await self.rates.ensure(signed=self.signed)
         await self.budgets.ensure(signed=self.signed)
 
     def _signs(self, signed: bool) -> None:
         """Note whether the board is signed (as its tasks stream says), here and in its counters."""
-        self.signed = self.budgets.signed = signed
+        self.signed = self.budgets.signed = self.rates.signed = signed
 
     async def find(self) -> None:
         """Bind to the board as it is, creating nothing (a reader's ``ensure``)."""

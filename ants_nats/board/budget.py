@@ -45,8 +45,7 @@ class Budgets:
         self._js = js
         self._replicas = replicas
         self._bucket = Bucket(js, BUDGETS_BUCKET)
-        self._tally: Tally[State] = Tally(self._bucket, depth=SIGNED_HISTORY)
-        self._witness = witness
+        self._tally: Tally[State] = Tally(self._bucket, depth=SIGNED_HISTORY, witness=witness)
         self.signed = False
         """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
@@ -141,23 +140,7 @@ class Budgets:
             if msg is None or is_tombstone(msg.headers):
                 return None, 0 if msg is None else int(msg.seq or 0)
             return _parse(budget_id, msg.data or b""), int(msg.seq or 0)
-        while True:
-            tallied = await self._tally.read(budget_id, Spending(budget_id))
-            top, legal = tallied.top, tallied.legal
-            last = top.seq if top is not None else 0
-            if top is not None and legal is not None and legal.seq != top.seq:
-                try:  # the legal revision written back: it changes nothing, so it stays legal
-                    last = await self._bucket.update(
-                        budget_id, legal.payload, last=top.seq, headers=legal.signature
-                    )
-                except Conflict:
-                    continue
-                restored = Link(last, legal.payload, legal.signature, None, top.seq, False, False)
-                self._tally.wrote(budget_id, restored, tallied.state)
-            if self._witness is not None:
-                for found in tallied.forged:
-                    await self._witness.forged(self._bucket, budget_id, found, legal.seq if legal else None)
-            return tallied.state, last
+        return await self._tally.settled(budget_id, Spending(budget_id))
 
     async def _write(self, budget: Budget, last: int, signer: Identity | None) -> None:
         value = wire_bytes(budget)

@@ -20,7 +20,7 @@ from typing import Generic, Protocol, TypeVar
 from nats.js.api import RawStreamMsg
 from pydantic import JsonValue
 
-from .._store import Bucket, is_tombstone
+from .._store import Bucket, Conflict, is_tombstone
 from ..cards import Directory
 from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
 from ..log import get_logger
@@ -226,10 +226,36 @@ class Tally(Generic[S]):
     """One reader's judge of a bucket's keys that only count up, by ``Rules``: reads a key's last
     legal state. Remembers what it judged, so a reader pays for what changed since it looked."""
 
-    def __init__(self, bucket: Bucket, *, depth: int) -> None:
+    def __init__(self, bucket: Bucket, *, depth: int, witness: Witness | None = None) -> None:
         self._bucket = bucket
         self._depth = depth
+        self._witness = witness
         self._known: LegalCache[tuple[Link, S]] = LegalCache(1024)
+
+    async def settled(self, key: str, rules: Rules[S]) -> tuple[S, int]:
+        """The state of ``key`` after its last legal revision, written back over forged ones
+        (a copy that changes nothing, so it stays legal), which are reported; and the revision a
+        write goes over next."""
+        while True:
+            tallied = await self.read(key, rules)
+            top, legal = tallied.top, tallied.legal
+            last = top.seq if top is not None else 0
+            if top is not None and legal is not None and legal.seq != top.seq:
+                try:
+                    last = await self._bucket.update(
+                        key, legal.payload, last=top.seq, headers=legal.signature
+                    )
+                except Conflict:
+                    continue  # written meanwhile: judge again
+                self.wrote(
+                    key,
+                    Link(last, legal.payload, legal.signature, None, top.seq, False, False),
+                    tallied.state,
+                )
+            if self._witness is not None:
+                for found in tallied.forged:
+                    await self._witness.forged(self._bucket, key, found, legal.seq if legal else None)
+            return tallied.state, last
 
     async def read(self, key: str, rules: Rules[S]) -> Tallied[S]:
         """The state of ``key`` after its last legal revision, and the forged ones above it."""

@@ -10,6 +10,13 @@ spans makes the window conservative: no interval of ``per`` seconds ever holds m
 (as far as the agents' clocks agree). Tokens are charged after the work, when the handler has said
 what it spent, so a token limit may be overshot by the work in flight; a full window then keeps
 everyone waiting until enough of it has slid past. Capabilities without a limit cost nothing.
+
+On a signed board a window is a chain (see ``chain``): each reservation or charge is signed by its
+agent, and every reader checks each step (``Taking``): nothing taken in a slot still inside the
+interval ever goes down. A forged revision is undone by its next reader and its signer named; a
+window whose history was erased counts as full for one interval from the erasure. Reservations a
+lost claim did not use are not given back there (a refund could not be told from a forgery): the
+window errs towards less work.
 """
 
 from __future__ import annotations
@@ -21,32 +28,51 @@ from contextlib import aclosing
 
 from nats.js import JetStreamContext
 
-from .._store import Bucket, Conflict, ensure_kv
+from .._store import Bucket, Conflict, ensure_kv, is_tombstone
 from .._watch import watch_values
 from ..errors import InvalidTask, LimitNotFound
+from ..identity import Identity
 from ..log import get_logger
-from ..models import Limit, RateSlot, RateWindow, parse_or_none, wire_bytes
+from ..models import Limit, RateSlot, RateWindow, parse_or_none, utcnow, wire_bytes
 from ..names import LIMITS_BUCKET, RATES_BUCKET, is_valid_capability
+from .chain import Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("rates")
 
 SLOTS = 20
 """Slots an interval is cut into: the window is exact to a twentieth of the interval."""
+SIGNED_HISTORY = 32
+"""Revisions a signed board keeps of each window: the chain its readers judge."""
+CLOCK_SKEW_S = 5.0
+"""How far a writer's clock may be from the server's when it lets old slots go."""
 
 
 class Rates:
     """The limits (``ants_limits``) and what was reserved of them (``ants_rates``)."""
 
-    def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        replicas: int,
+        identities: dict[str, Identity] | None = None,
+        witness: Witness | None = None,
+    ) -> None:
         self._js = js
         self._replicas = replicas
         self._limits = Bucket(js, LIMITS_BUCKET)
         self._windows = Bucket(js, RATES_BUCKET)
+        self._identities = identities if identities is not None else {}
+        self._tally: Tally[RateWindow] = Tally(self._windows, depth=SIGNED_HISTORY, witness=witness)
+        self.signed = False
+        """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
-    async def ensure(self) -> None:
-        """Create both buckets unless they exist."""
+    async def ensure(self, *, signed: bool = False) -> None:
+        """Create both buckets unless they exist; a ``signed`` board's windows keep the chain
+        readers judge."""
         await ensure_kv(self._js, LIMITS_BUCKET, replicas=self._replicas, history=1)
-        await ensure_kv(self._js, RATES_BUCKET, replicas=self._replicas, history=1)
+        history = SIGNED_HISTORY if signed else 1
+        await ensure_kv(self._js, RATES_BUCKET, replicas=self._replicas, history=history)
 
     async def set(self, limit: Limit) -> Limit:
         """Set (or replace) the limit on ``limit.capability``."""
@@ -83,10 +109,11 @@ class Rates:
         await self._limits.delete(capability, last=entry.revision)
         log.info("limit.removed", capability=capability)
 
-    async def reserve(self, limit: Limit) -> tuple[float, int]:
-        """Reserve one request of ``limit`` now: ``(0.0, slot)`` if reserved in ``slot``, else
-        ``(seconds until the window has room, slot)`` (nothing reserved)."""
-        return await self._change(limit, lambda window, slot: reserved(limit, window, slot))
+    async def reserve(self, limit: Limit, *, by: str | None = None) -> tuple[float, int]:
+        """Reserve one request of ``limit`` now, for agent ``by`` (who signs it on a signed
+        board): ``(0.0, slot)`` if reserved in ``slot``, else ``(seconds until the window has
+        room, slot)`` (nothing reserved)."""
+        return await self._change(limit, lambda window, slot: reserved(limit, window, slot), by=by)
 
     async def room(self, limit: Limit) -> float:
         """Seconds until the window of ``limit`` has room for one more request (0.0: now),
@@ -99,45 +126,69 @@ class Rates:
         wait, _ = await self._change(limit, look)
         return wait
 
-    async def refund(self, limit: Limit, slot: int) -> None:
-        """Give up a request reserved in ``slot`` that no work used (its claim lost)."""
-        await self._change(limit, lambda window, _: refunded(window, slot))
+    async def refund(self, limit: Limit, slot: int, *, by: str | None = None) -> None:
+        """Give up a request reserved in ``slot`` that no work used (its claim lost); nothing on a
+        signed board, whose windows only count up."""
+        if not self.signed:
+            await self._change(limit, lambda window, _: refunded(window, slot), by=by)
 
-    async def charge(self, limit: Limit, tokens: int) -> None:
-        """Add ``tokens`` that a handler reported to the window of ``limit``."""
-        await self._change(limit, lambda window, slot: added(window, slot, tokens=tokens))
+    async def charge(self, limit: Limit, tokens: int, *, by: str | None = None) -> None:
+        """Add ``tokens`` that a handler reported to the window of ``limit``, for agent ``by``."""
+        await self._change(limit, lambda window, slot: added(window, slot, tokens=tokens), by=by)
+
+    async def forged_at(self, capability: str, revision: int) -> Forged | None:
+        """The forgery at ``revision`` of the window of ``capability`` on a signed board, judged
+        afresh (None: that revision is legal, no longer kept, or there is no limit to judge by)."""
+        limit = await self.get(capability)
+        return None if limit is None else await self._tally.forged_at(capability, revision, Taking(limit))
 
     async def _change(
-        self, limit: Limit, change: Callable[[list[RateSlot], int], float | list[RateSlot]]
+        self,
+        limit: Limit,
+        change: Callable[[list[RateSlot], int], float | list[RateSlot]],
+        *,
+        by: str | None = None,
     ) -> tuple[float, int]:
-        """CAS ``change`` into the window of ``limit`` (re-reading on conflicts). ``change`` gets
-        the live slots and the current slot, and returns new slots, or (a float) how many slot
-        lengths from the start of the current one to wait. Returns the seconds to wait (0.0 once
-        written) and the slot it was judged in."""
+        """CAS ``change`` into the window of ``limit`` (re-reading on conflicts), signed for
+        ``by`` on a signed board. ``change`` gets the live slots and the current slot, and returns
+        new slots, or (a float) how many slot lengths from the start of the current one to wait.
+        Returns the seconds to wait (0.0 once written) and the slot it was judged in."""
         length = limit.per / SLOTS
+        capability = limit.capability
+        signer = self._identities.get(by) if by is not None else None
         while True:
-            entry = await self._windows.get(limit.capability)
+            window, last = await self._read(limit)
             # The time after the read: a reader that waited (a busy process) must not judge, and
             # write back, a window others have moved on meanwhile as of an older time.
             now = time.time()
             slot = math.floor(now / length)
-            window = (
-                None
-                if entry is None
-                else parse_or_none(RateWindow, entry.value, where=f"{RATES_BUCKET}/{limit.capability}")
-            )
             changed = change(live_slots(window, slot), slot)
             if isinstance(changed, float):
                 return max(changed * length - (now - slot * length), 0.0), slot
-            value = wire_bytes(RateWindow(slots=tuple(changed)))
+            new = RateWindow(slots=tuple(changed))
+            value = wire_bytes(new)
+            headers = {}
+            if self.signed and signer is not None:
+                headers = sign_revision(signer, self._windows.subject(capability), last, value)
             try:
-                if entry is None:
-                    await self._windows.create(limit.capability, value)
-                else:
-                    await self._windows.update(limit.capability, value, last=entry.revision)
+                seq = await self._windows.update(capability, value, last=last, headers=headers or None)
             except Conflict:
                 continue
+            if self.signed:
+                key = signer.public_key if signer else None
+                self._tally.wrote(capability, Link(seq, value, headers, key, last, False, False), new)
             return 0.0, slot
+
+    async def _read(self, limit: Limit) -> tuple[RateWindow | None, int]:
+        """The window of ``limit`` (on a signed board its last legal state, restored over forged
+        revisions) and the revision a write goes over."""
+        if self.signed:
+            return await self._tally.settled(limit.capability, Taking(limit))
+        msg = await self._windows.last(limit.capability)
+        if msg is None or is_tombstone(msg.headers):
+            return None, 0 if msg is None else int(msg.seq or 0)
+        where = f"{RATES_BUCKET}/{limit.capability}"
+        return parse_or_none(RateWindow, msg.data or b"", where=where), int(msg.seq or 0)
 
 
 def live_slots(window: RateWindow | None, slot: int) -> list[RateSlot]:
@@ -182,6 +233,50 @@ def added(window: list[RateSlot], slot: int, *, requests: int = 0, tokens: int =
         update={"requests": current.requests + requests, "tokens": current.tokens + tokens}
     )
     return sorted([*(s for s in window if s.n != slot), bumped], key=lambda s: s.n)
+
+
+class Taking(Rules[RateWindow]):
+    """The rules of a signed rate window's chain: anyone takes from it, signed, never lowering
+    what was taken in a slot still inside the interval (by the server's clock, give or take
+    ``CLOCK_SKEW_S``); nobody deletes it."""
+
+    def __init__(self, limit: Limit) -> None:
+        self._limit = limit
+        self._length = limit.per / SLOTS
+
+    def creation(self) -> RateWindow:
+        return RateWindow()
+
+    def erased(self, link: Link) -> RateWindow:
+        # Whatever was taken is unknown: the window counts as full for one interval from then.
+        slot = math.floor((link.time or utcnow()).timestamp() / self._length)
+        full = RateSlot(n=slot, requests=self._limit.requests or 0, tokens=self._limit.tokens or 0)
+        return RateWindow(slots=(full,))
+
+    def adopted(self, link: Link) -> RateWindow | None:
+        return None if link.deleted else self._parse(link.payload)
+
+    def step(self, before: RateWindow, after: Link) -> RateWindow | str:
+        window = None if after.deleted else self._parse(after.payload)
+        if window == before:
+            return before  # changes nothing (a legal revision written back)
+        if window is None:
+            return "deletes a rate window" if after.deleted else "not a rate window"
+        if after.signer is None:
+            return "unsigned"
+        written = (after.time or utcnow()).timestamp()
+        oldest = math.floor((written + CLOCK_SKEW_S) / self._length) - SLOTS
+        newest = math.floor((written - CLOCK_SKEW_S) / self._length) + SLOTS
+        taken = {s.n: s for s in window.slots}
+        for kept in before.slots:
+            now = taken.get(kept.n)
+            live = oldest <= kept.n <= newest
+            if live and (now is None or now.requests < kept.requests or now.tokens < kept.tokens):
+                return f"lowers what was taken in slot {kept.n} of the window"
+        return window
+
+    def _parse(self, value: bytes) -> RateWindow | None:
+        return parse_or_none(RateWindow, value, where=f"{RATES_BUCKET}/{self._limit.capability}")
 
 
 def parse_limit(key: str, value: bytes) -> Limit | None:
