@@ -45,7 +45,7 @@ class Budgets:
         self._js = js
         self._replicas = replicas
         self._bucket = Bucket(js, BUDGETS_BUCKET)
-        self._tally: Tally[State] = Tally(self._bucket, depth=SIGNED_HISTORY, witness=witness)
+        self._tally: Tally[State] = Tally(js, self._bucket, depth=SIGNED_HISTORY, witness=witness)
         self.signed = False
         """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
@@ -135,7 +135,7 @@ class Budgets:
     async def _read(self, budget_id: str, *, signed: bool | None = None) -> tuple[State, int]:
         """The budget (on a signed board: its last legal state, restored over forged revisions)
         and the revision a write goes over."""
-        if not (self.signed if signed is None else signed):
+        if not (self.signed if signed is None else signed) or not await self._tally.chained():
             msg = await self._bucket.last(budget_id)
             if msg is None or is_tombstone(msg.headers):
                 return None, 0 if msg is None else int(msg.seq or 0)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from pydantic import JsonValue
 
-from .._store import Bucket, Conflict, is_tombstone
+from .._store import Bucket, Conflict, is_tombstone, stream_config
 from ..cards import Directory
 from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
 from ..log import get_logger
@@ -226,11 +227,25 @@ class Tally(Generic[S]):
     """One reader's judge of a bucket's keys that only count up, by ``Rules``: reads a key's last
     legal state. Remembers what it judged, so a reader pays for what changed since it looked."""
 
-    def __init__(self, bucket: Bucket, *, depth: int, witness: Witness | None = None) -> None:
+    def __init__(
+        self, js: JetStreamContext, bucket: Bucket, *, depth: int, witness: Witness | None = None
+    ) -> None:
+        self._js = js
         self._bucket = bucket
         self._depth = depth
         self._witness = witness
         self._known: LegalCache[tuple[Link, S]] = LegalCache(1024)
+        self._chained: bool | None = None
+
+    async def chained(self) -> bool:
+        """Whether the bucket keeps the chain (more than one revision a key; asked once). A bucket
+        made before budgets and windows were chains keeps one: its keys are read as they stand."""
+        if self._chained is None:
+            config = await stream_config(self._js, self._bucket.stream)
+            if config is None:
+                return False  # not made yet: ask again later
+            self._chained = (config.max_msgs_per_subject or 0) > 1
+        return self._chained
 
     async def settled(self, key: str, rules: Rules[S]) -> tuple[S, int]:
         """The state of ``key`` after its last legal revision, written back over forged ones

@@ -63,7 +63,7 @@ class Rates:
         self._limits = Bucket(js, LIMITS_BUCKET)
         self._windows = Bucket(js, RATES_BUCKET)
         self._identities = identities if identities is not None else {}
-        self._tally: Tally[RateWindow] = Tally(self._windows, depth=SIGNED_HISTORY, witness=witness)
+        self._tally: Tally[RateWindow] = Tally(js, self._windows, depth=SIGNED_HISTORY, witness=witness)
         self.signed = False
         """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
@@ -182,7 +182,7 @@ class Rates:
     async def _read(self, limit: Limit) -> tuple[RateWindow | None, int]:
         """The window of ``limit`` (on a signed board its last legal state, restored over forged
         revisions) and the revision a write goes over."""
-        if self.signed:
+        if self.signed and await self._tally.chained():
             return await self._tally.settled(limit.capability, Taking(limit))
         msg = await self._windows.last(limit.capability)
         if msg is None or is_tombstone(msg.headers):
