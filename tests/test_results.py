@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from pydantic import JsonValue
@@ -12,6 +13,7 @@ from pydantic import JsonValue
 from ants_nats import (
     Agent,
     EmbeddedServer,
+    Identity,
     InvalidTask,
     Lease,
     NonRetryable,
@@ -21,13 +23,28 @@ from ants_nats import (
     TaskContext,
     TaskFailed,
     TaskNotFound,
+    TaskRecord,
     TaskStatus,
     jetstream,
 )
 from ants_nats.names import TASKS_BUCKET
 
+from .conftest import fresh_board
 from .helpers import Recorder, swarm
 from .test_cli import run_cli
+
+
+def _count_reads(board: TaskBoard, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the records ``board`` reads from now on."""
+    reads: list[str] = []
+    get_entry = board._core.get_entry
+
+    async def counted(task_id: str) -> tuple[TaskRecord, int]:
+        reads.append(task_id)
+        return await get_entry(task_id)
+
+    monkeypatch.setattr(board._core, "get_entry", counted)
+    return reads
 
 
 async def _settle(board: TaskBoard, task_id: str, *, fail: bool = False) -> None:
@@ -60,7 +77,7 @@ async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> No
 
 
 async def test_run_submits_and_hears_the_ending_without_a_consumer(
-    nats_server: EmbeddedServer, board: TaskBoard
+    nats_server: EmbeddedServer, board: TaskBoard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = asyncio.Event()
     started = asyncio.Event()
@@ -71,20 +88,76 @@ async def test_run_submits_and_hears_the_ending_without_a_consumer(
         return {"doubled": 2 * int(str(task.payload))}
 
     async with TaskBoard.connect(nats_server.url, board.config, name="caller") as caller:
+        reads = _count_reads(caller, monkeypatch)
+        monkeypatch.setattr("ants_nats.board.read._FIRST_RECHECK_S", 60.0)  # no reading on a timer
         agent = Agent(board, name="doubler")
         agent.handler("double")(slow)
         async with agent:
             running = asyncio.create_task(caller.run(Task(id="d", kind="double", payload=21), timeout=20))
             await started.wait()
             # Waiting costs the server nothing kept: no consumer on the tasks' stream (a watch
-            # would be one), only a plain subscription to the task's trail events.
+            # would be one), only plain subscriptions to the task's trail events and record.
             info = await jetstream(caller.nc).stream_info(f"KV_{TASKS_BUCKET}")
             assert info.state.consumer_count == 0
             release.set()
             assert await running == {"doubled": 42}
+            # Listening from before the submission, and hearing the write the ending names: no read.
+            assert reads == []
             assert await caller.run(Task(id="d", kind="double", payload=21)) == {
                 "doubled": 42
             }  # done already
+
+
+async def test_a_write_the_store_refused_is_not_taken_for_the_record(
+    nats_server: EmbeddedServer, board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A zombie's completion, refused by the compare-and-set, reaches plain subscribers all the
+    # same; here it is the last write the caller hears before the true holder's ending.
+    async def answer(task: Task, ctx: TaskContext) -> JsonValue:
+        return "true"
+
+    emit = board._core.event
+
+    async def zombie_first(kind: str, task_id: str, **fields: Any) -> None:
+        if kind == "task.completed":
+            record = await board.get(task_id)
+            late = record.attempts[-1].model_copy(update={"agent": "zombie", "token": 1})
+            refused = record.model_copy(update={"result": "stale", "attempts": (*record.attempts[:-1], late)})
+            headers = {"Nats-Expected-Last-Subject-Sequence": "0"}  # the key exists: refused
+            await board.nc.publish(
+                board.tasks.subject(task_id), refused.model_dump_json().encode(), headers=headers
+            )
+        await emit(kind, task_id, **fields)
+
+    monkeypatch.setattr(board._core, "event", zombie_first)
+    async with TaskBoard.connect(nats_server.url, board.config, name="caller") as caller:
+        reads = _count_reads(caller, monkeypatch)
+        agent = Agent(board, name="answerer")
+        agent.handler("ask")(answer)
+        async with agent:
+            assert await caller.run(Task(id="q", kind="ask"), timeout=20) == "true"
+    assert (await board.get("q")).result == "true"
+    assert "q" in reads  # the write heard last names another attempt: the record was read
+
+
+async def test_on_a_signed_board_the_ending_heard_is_only_a_hint(
+    nats_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def answer(task: Task, ctx: TaskContext) -> JsonValue:
+        return "judged"
+
+    async with (
+        fresh_board(nats_server.url, signed=True) as signed,
+        TaskBoard.connect(nats_server.url, signed.config, name="caller") as caller,
+    ):
+        caller.sign_as("owner", Identity.generate())
+        reads = _count_reads(caller, monkeypatch)
+        agent = Agent(signed, name="answerer")
+        agent.handler("ask")(answer)
+        async with agent:
+            assert await caller.run(Task(id="s", kind="ask", created_by="owner"), timeout=20) == "judged"
+    # Every reader judges the record itself: what it heard written is nobody's word.
+    assert "s" in reads
 
 
 async def test_an_ending_whose_event_is_lost_is_found_by_reading_again(

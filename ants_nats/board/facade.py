@@ -36,12 +36,12 @@ from .config import BoardConfig
 from .decline import Declines
 from .lease import Lease, NotTaken
 from .propagate import Propagation
-from .read import Reading
+from .read import Ending, Reading
 from .recover import Recovery
 from .requeue import Requeue
 from .schedule import Schedules
 from .settle import Settlement
-from .submit import Submission
+from .submit import Submission, parse_task
 
 
 class TaskBoard:
@@ -149,20 +149,28 @@ class TaskBoard:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
         if it failed, died or was blocked, ``TaskCancelled`` if it was cancelled, ``TaskNotFound``
         if there is no such task, ``TimeoutError`` after ``timeout`` seconds."""
-        record = await self._reading.final(task_id, timeout)
-        if record.status is TaskStatus.DONE:
-            return await self.result_of(record)
-        if record.status is TaskStatus.CANCELLED:
-            raise TaskCancelled(f"task {task_id!r} was cancelled: {record.error}", record)
-        raise TaskFailed(f"task {task_id!r} is {record.status.value}: {record.error}", record)
+        return await self._outcome(await self._reading.final(task_id, timeout))
 
     async def run(
         self, task: Task | Mapping[str, Any], timeout: float | None = None, *, budget: Budget | None = None
     ) -> JsonValue:
         """Submit ``task`` and return its result once it is done: ``submit`` then ``result``, with
-        their errors. What a caller that wants one answer writes; the wait opens no watch."""
-        record = await self.submit(task, budget=budget)
-        return await self.result(record.task.id, timeout)
+        their errors. What a caller that wants one answer writes: the wait opens no watch, and
+        listens from before the submission, so it need not read the record it wrote."""
+        parsed = parse_task(task)
+        async with Ending(self._reading, parsed.id) as ending:
+            [known] = await self._submission.submit_revisions([parsed], budget)
+            record = await ending.final(known, timeout)
+        return await self._outcome(record)
+
+    async def _outcome(self, record: TaskRecord) -> JsonValue:
+        """What ``result`` makes of a terminal ``record``: its result, or the error it ended with."""
+        task_id = record.task.id
+        if record.status is TaskStatus.DONE:
+            return await self.result_of(record)
+        if record.status is TaskStatus.CANCELLED:
+            raise TaskCancelled(f"task {task_id!r} was cancelled: {record.error}", record)
+        raise TaskFailed(f"task {task_id!r} is {record.status.value}: {record.error}", record)
 
     async def result_of(self, record: TaskRecord) -> JsonValue:
         """The result ``record`` holds, read from the artifact store when it is too big to be inline

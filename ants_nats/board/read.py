@@ -8,9 +8,12 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
+from types import TracebackType
+from typing import Self
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from .._connect import api_prefix
 from .._pull import read_back
@@ -28,6 +31,9 @@ _MIN_WINDOW = 256
 _INFO_TIMEOUT_S = 5.0
 _ENDINGS = frozenset({"completed", "failed", "dead", "cancelled", "blocked"})
 """Events after which a task may be terminal (its record says whether it is)."""
+_OUTCOMES = frozenset({"completed", "failed"})
+"""Endings whose event names the attempt (agent and token) it ends, as the record's last attempt does."""
+_KINDS_AT = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
 _RECHECK_S = 5.0
 """How often a wait for one task reads its record even when it has heard nothing."""
 _FIRST_RECHECK_S = 0.5
@@ -141,49 +147,10 @@ class Reading:
         return final
 
     async def final(self, task_id: str, timeout: float | None = None) -> TaskRecord:
-        """``task_id``'s record once it is terminal; ``TaskNotFound`` if there is none.
-
-        The cheapest wait for one task: a plain subscription to the task's events on the trail (no
-        consumer to create, nothing kept on the server), the record read when an ending is heard;
-        the record decides. It is read again after ``_RECHECK_S`` (first ``_FIRST_RECHECK_S``) as
-        well, in case the event was lost to a fault (an ending's event is repaired later, not
-        always at once). A record that changed while nothing of the task was heard means this
-        connection does not hear its events (they are laid in another account of a bazaar, whose
-        plain subjects do not cross to this one): the wait then watches the record instead."""
+        """``task_id``'s record once it is terminal; ``TaskNotFound`` if there is none (see ``Ending``)."""
         check_id(task_id)
-        core = self._core
-        ending = asyncio.Event()
-        heard_any = False
-        kinds_at = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
-
-        async def heard(msg: Msg) -> None:
-            nonlocal heard_any
-            kind = msg.subject[kinds_at:].split(".", 1)[0]
-            heard_any = heard_any or kind != "submitted"  # (a submitter hears its own, always)
-            if kind in _ENDINGS:
-                ending.set()
-
-        async with translate_errors(f"wait for {task_id}"):
-            subscription = await core.nc.subscribe(trail_filter("task.*", task_id), cb=heard)
-        try:
-            async with asyncio.timeout(timeout):
-                first: int | None = None
-                recheck = _FIRST_RECHECK_S
-                while True:
-                    ending.clear()  # before reading: an ending heard meanwhile is read again
-                    record, revision = await core.get_entry(task_id)
-                    if record.status.terminal:
-                        return record
-                    first = revision if first is None else first
-                    if revision != first and not heard_any:
-                        return await self._watched_final(task_id)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(recheck):
-                            await ending.wait()
-                    recheck = _RECHECK_S
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+        async with Ending(self, task_id) as ending:
+            return await ending.final(timeout=timeout)
 
     async def _watched_final(self, task_id: str) -> TaskRecord:
         """``task_id``'s record once terminal, from a watch of it, read again every ``_RECHECK_S``
@@ -212,6 +179,113 @@ class Reading:
             total = total + record.usage
             todo.extend(record.dependents)
         return total
+
+
+class Ending:
+    """A wait for one task's end, the cheapest there is: plain subscriptions (no consumer to
+    create, nothing kept on the server), opened with ``async with`` before the task can end, so that
+    ``TaskBoard.run`` need not read the record it just submitted.
+
+    It hears the task's events on the trail; after an ending it reads the record, which decides.
+    On an unsigned board it also hears the record's writes as they are published, and an ending
+    heard after its holder's write stands for the read: the outcome's event is laid only once that
+    write is stored (a write whose compare-and-set failed lays none), so the last write heard that
+    ends the very attempt the event names (agent, token, outcome) is the record as stored. Anything
+    else (another write heard last, an ending no attempt names, a signed board, whose readers judge
+    every revision) is read. The record is read again after ``_RECHECK_S`` (first
+    ``_FIRST_RECHECK_S``) as well, in case the event was lost to a fault (an ending's event is
+    repaired later, not always at once). A record that changed while nothing of the task was heard
+    means this connection does not hear its events (they are laid in another account of a bazaar,
+    whose plain subjects do not cross to this one): the wait then watches the record instead."""
+
+    def __init__(self, reading: Reading, task_id: str) -> None:
+        self._reading = reading
+        self._core = reading._core
+        self._task_id = task_id
+        self._ending = asyncio.Event()
+        self._heard_any = False
+        self._written: bytes | None = None
+        """The last value this connection heard written on the task's key (unsigned boards)."""
+        self._heard: TaskRecord | None = None
+        """The record an ending heard stands for, when its write was heard (unsigned boards)."""
+        self._subscriptions: list[Subscription] = []
+
+    async def __aenter__(self) -> Self:
+        core, task_id = self._core, self._task_id
+        wanted = [(trail_filter("task.*", task_id), self._event)]
+        if not core.signed:
+            wanted.append((core.tasks.subject(task_id), self._wrote))
+        try:
+            async with translate_errors(f"wait for {task_id}"):
+                for subject, heard in wanted:
+                    self._subscriptions.append(await core.nc.subscribe(subject, cb=heard))
+        except BaseException:
+            await self.__aexit__(None, None, None)  # those made before the failure
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+    async def _wrote(self, msg: Msg) -> None:
+        self._written = None if is_tombstone(msg.headers) else msg.data
+
+    async def _event(self, msg: Msg) -> None:
+        kind = msg.subject[_KINDS_AT:].split(".", 1)[0]
+        self._heard_any = self._heard_any or kind != "submitted"  # (a submitter hears its own, always)
+        if kind in _ENDINGS:
+            if self._heard is None:
+                self._heard = self._vouched(kind, msg.data)
+            self._ending.set()
+
+    def _vouched(self, kind: str, event: bytes) -> TaskRecord | None:
+        """The last write heard, if the ending ``kind`` (whose event is ``event``) vouches for it."""
+        if self._written is None or kind not in _OUTCOMES:
+            return None
+        try:
+            said = json.loads(event)
+            agent, token = said["agent"], said["token"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        record = _parse_watched(self._task_id, self._written)
+        if record is None or record.task.id != self._task_id or not record.status.terminal:
+            return None
+        last = record.attempts[-1] if record.attempts else None
+        if last is None or (last.agent, last.token, last.outcome) != (agent, token, kind):
+            return None
+        return record
+
+    async def final(
+        self, known: tuple[TaskRecord, int] | None = None, timeout: float | None = None
+    ) -> TaskRecord:
+        """The task's record once it is terminal (``TaskNotFound`` if there is none), within
+        ``timeout`` seconds. ``known``: its record and revision, read or written since this wait
+        was opened (else it is read first)."""
+        core, task_id = self._core, self._task_id
+        async with asyncio.timeout(timeout):
+            first = None if known is None else known[1]
+            recheck = _FIRST_RECHECK_S
+            while self._heard is None:
+                if known is not None:
+                    record, revision = known  # an ending heard since then is still set
+                    known = None
+                else:
+                    self._ending.clear()  # before reading: an ending heard meanwhile is read again
+                    record, revision = await core.get_entry(task_id)
+                if record.status.terminal:
+                    return record
+                first = revision if first is None else first
+                if revision != first and not self._heard_any:
+                    return await self._reading._watched_final(task_id)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(recheck):
+                        await self._ending.wait()
+                recheck = _RECHECK_S
+            return self._heard
 
 
 def _parse_watched(key: str, value: bytes) -> TaskRecord | None:

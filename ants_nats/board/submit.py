@@ -41,12 +41,18 @@ class Submission:
         self, tasks: Sequence[Task | Mapping[str, Any]], budget: Budget | None = None
     ) -> list[TaskRecord]:
         """See ``TaskBoard.submit_many``."""
+        return [record for record, _ in await self.submit_revisions(tasks, budget)]
+
+    async def submit_revisions(
+        self, tasks: Sequence[Task | Mapping[str, Any]], budget: Budget | None = None
+    ) -> list[tuple[TaskRecord, int]]:
+        """``submit_many``, each record with its revision (what a wait for it starts from)."""
         with tracing.submitting() as trace:
             return await self._submit_many(tasks, trace, budget)
 
     async def _submit_many(
         self, tasks: Sequence[Task | Mapping[str, Any]], trace: tracing.Submission, budget: Budget | None
-    ) -> list[TaskRecord]:
+    ) -> list[tuple[TaskRecord, int]]:
         core, propagation = self._core, self._propagation
         validated, large = await self._validated(tasks, trace)
         batch = await self._budgeted(validated, budget)
@@ -117,14 +123,14 @@ class Submission:
             task for task in batch if task.id in written and not task.depends_on and task.id not in failing
         ]
         await propagation.announce_many([(records[t.id], written[t.id]) for t in ready])
-        final = {task.id: records[task.id] for task in ready}
+        final = {task.id: (records[task.id], written[task.id]) for task in ready}
         for task in batch:
             if task.id in final:
                 continue
             record, revision = await core.get_entry(task.id)  # dependencies may have changed it
             if task.id in existing and record.ready:
                 await propagation.announce(record, revision)  # finishes an interrupted submission
-            final[task.id] = record
+            final[task.id] = record, revision
         return [final[task.id] for task in batch]
 
     async def _budgeted(self, batch: list[Task], budget: Budget | None) -> list[Task]:
