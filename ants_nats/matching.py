@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from .models import AgentCard, CapabilitySpec, Task, TaskRecord
 
@@ -49,15 +50,18 @@ def unroutable_because(cards: Iterable[AgentCard], task: Task) -> tuple[tuple[st
     return (), f"no live agent handles kind {task.kind!r}{with_caps}"
 
 
-def declined_by_all(cards: Iterable[AgentCard], record: TaskRecord) -> tuple[tuple[str, ...], str] | None:
+def declined_by_all(
+    cards: Iterable[AgentCard], record: TaskRecord, now: datetime | None = None
+) -> tuple[tuple[str, ...], str] | None:
     """Like ``unroutable_because``, and also when every live agent able to take the task has
-    declined it with the offer it makes now: then the reason names them and why."""
+    declined it with the offer it makes now (as of ``now``: a 'not now' lapses): then the reason
+    names them and why."""
     cards = list(cards)
     because = unroutable_because(cards, record.task)
     if because is not None:
         return because
     able = {card.id for card in cards if card.can_take(record.task)}
-    if not able or not all(record.declined(card) for card in cards if card.id in able):
+    if not able or not all(record.declined(card, now) for card in cards if card.id in able):
         return None  # (nobody able at all is unroutable_because's to say, or any agent's to come)
     notes = [f"{d.agent}: {d.reason}" for d in record.declines if d.agent in able]
     shown = "; ".join(notes[:_DECLINERS_NAMED])

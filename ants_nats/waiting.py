@@ -133,7 +133,7 @@ def _before_lookups(
     if unroutable is not None:
         return Waiting(reason=WaitReason.UNROUTABLE, text=f"unroutable: {unroutable[1]}")
     able = [card for card in cards if card.can_take(task)]
-    declined = matching.declined_by_all(able, record) if able else None
+    declined = matching.declined_by_all(able, record, now) if able else None
     if declined is not None:
         standing = [note for note in record.declines if any(note.stands(card, now) for card in able)]
         lapse = record.declines_lapse(now, able={card.id: card for card in able})
