@@ -24,11 +24,11 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from pydantic import JsonValue
 
-from ._connect import jetstream
+from ._connect import jetstream, on_reconnect
 from ._pull import Puller, fetch_patiently, read_back, replay
 from ._store import ensure_stream, last_message, patiently, publish, publish_nowait, translate_errors
 from ._watch import pushed
-from .errors import InvalidTask
+from .errors import InvalidTask, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
 from .models import PROTOCOL_VERSION, TrailEvent, parse_or_none, utcnow, wire_bytes
@@ -46,6 +46,8 @@ log = get_logger("trail")
 
 _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_TIMEOUT_S = 1.0
+_FOLLOW_BATCH = 256
+"""Events a follow of its own (no durable) asks for at once."""
 _NEWEST_MIN_WINDOW = 256
 """Messages of the trail first read back from its end for ``newest``."""
 
@@ -270,11 +272,11 @@ class Trail:
         the body raises or the process dies, the event is redelivered after ``ack_wait``. Replicas of
         a service passing the same ``durable`` share one consumer, so each event goes to one of them
         (the durable remembers its position across restarts). Without ``durable``, delivery starts at
-        the beginning, at ``since``, or with new events only (``new_only``), to this reader alone.
-        ``in_order`` allows one unacked event at a time across all replicas, for projections that
-        must apply events in order. (Each event is acknowledged on its own: an event sent while the
-        connection was breaking is one this reader never saw, and only an acknowledgement per event
-        tells the server which ones to send again.)
+        the beginning, at ``since``, or with new events only (``new_only``), to this reader alone,
+        in order and each once: nothing is acknowledged (one message an event), and a gap in the
+        consumer's sequence, a reconnection or a consumer the server removed starts a new consumer
+        at the event after the last one handed out. ``in_order`` allows one unacked event at a time
+        across all replicas of a durable, for projections that must apply events in order.
         """
         if durable is not None and not is_valid_id(durable):
             raise InvalidTask(f"invalid durable name {durable!r}")
@@ -284,6 +286,10 @@ class Trail:
         elif new_only:
             policy = DeliverPolicy.NEW
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
+        if durable is None:
+            async for own in self._follow_alone(filters, policy, since):
+                yield own
+            return
         config = ConsumerConfig(
             durable_name=durable,
             filter_subject=filters[0] if len(filters) == 1 else None,
@@ -294,7 +300,6 @@ class Trail:
             ack_wait=ack_wait,
             max_deliver=-1,
             max_ack_pending=1 if in_order else None,
-            inactive_threshold=None if durable else 60.0,
         )
         async with translate_errors(f"follow {subjects}"):
             name = await self._consumer(config)
@@ -314,6 +319,65 @@ class Trail:
                     continue
                 yield event
                 handled = msg
+
+    async def _follow_alone(
+        self, filters: list[str], policy: DeliverPolicy, since: datetime | None
+    ) -> AsyncGenerator[TrailEvent, None]:
+        """``follow`` without a durable: batches, nothing acknowledged, and the consumer's sequence
+        checked. An event the server sent while the connection broke is one this reader never got,
+        so the next one's consumer sequence skips it, or (nothing more coming) the reconnection
+        says so: either way a new consumer starts after the last event handed out."""
+        reconnected = False
+
+        def note_reconnect() -> None:
+            nonlocal reconnected
+            reconnected = True
+
+        stop = on_reconnect(self._nc, note_reconnect)
+        after: int | None = None  # the stream sequence of the last event handed out
+        try:
+            while True:
+                config = ConsumerConfig(
+                    filter_subject=filters[0] if len(filters) == 1 else None,
+                    filter_subjects=filters if len(filters) > 1 else None,
+                    ack_policy=AckPolicy.NONE,
+                    deliver_policy=policy if after is None else DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_time=since if after is None else None,
+                    opt_start_seq=None if after is None else after + 1,
+                    inactive_threshold=60.0,
+                )
+                reconnected = False
+                async with translate_errors(f"follow {filters}"):
+                    info = await self._js.add_consumer(TRAIL_STREAM, config=config)
+                # Where it starts: a reconnection before its first event must not start it anew
+                # at "new events only" and skip what came meanwhile.
+                after = int(info.delivered.stream_seq or 0) if info.delivered else after
+                expected = 1
+                async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_FOLLOW_BATCH) as puller:
+                    while not reconnected:
+                        try:
+                            msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
+                        except ServerUnavailable:
+                            if await puller.exists() is False:
+                                break  # removed while this client was away: start a new one
+                            raise
+                        if msg is None:
+                            continue
+                        sequence = msg.metadata.sequence
+                        if sequence.consumer != expected:
+                            log.info(
+                                "trail.follow_gap", expected=expected, got=sequence.consumer, after=after
+                            )
+                            break
+                        expected += 1
+                        after = sequence.stream
+                        event = _parse(msg)
+                        if event is None:
+                            await self._record_corrupt(msg)
+                            continue
+                        yield event
+        finally:
+            stop()
 
     async def listen(self, kind: str, on_event: Callable[[TrailEvent], None]) -> Subscription:
         """Hear the events of ``kind`` (e.g. ``task.cancelled``) as they are laid: ``on_event``

@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from ants_nats import Agent, InvalidTask, Lease, ServerUnavailable, Task, TaskBoard, TrailEvent
+from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, Trail, TrailEvent, connect
 from ants_nats.models import utcnow
 from ants_nats.names import TRAIL_STREAM, lease_key
+
+from .network import Link
 
 
 def summary(events: list[TrailEvent]) -> list[tuple[str, str | None, int | None]]:
@@ -110,15 +112,52 @@ async def test_a_crashed_follower_gets_the_event_again(board: TaskBoard) -> None
     assert seen == ["j1"]
 
 
-async def test_a_follow_whose_consumer_is_gone_says_so(board: TaskBoard) -> None:
-    # (The server removes a follower's own consumer a minute after its client went away: a follow
-    # must not wait on it forever, taking the silence for a board out of reach.)
+async def test_a_follow_of_its_own_goes_on_when_its_consumer_is_removed(board: TaskBoard) -> None:
+    # (The server removes a follower's own consumer a minute after its client went away: the
+    # follow starts a new one after the last event it handed out, neither repeating nor losing.)
     await board.trail.mark("job", key="j1")
     js = board.nc.jetstream()
-    with pytest.raises(ServerUnavailable, match="no longer exists"):
-        async for _event in board.trail.follow("ants.trail.mark.>"):
+    seen = []
+    async for event in board.trail.follow("ants.trail.mark.>"):
+        seen.append(event.ref)
+        if event.ref == "j1":
             (consumer,) = await js.consumers_info(TRAIL_STREAM)
             await js.delete_consumer(TRAIL_STREAM, consumer.name)
+            await board.trail.mark("job", key="j2")
+        else:
+            break
+    assert seen == ["j1", "j2"]
+
+
+async def test_a_follow_of_its_own_loses_nothing_when_its_connection_breaks(board: TaskBoard) -> None:
+    # Events in flight to the follower when its link breaks were sent by the server and never
+    # arrived: nothing is acknowledged, so the consumer's sequence (or the reconnection) tells.
+    assert board.nc.connected_url is not None and board.nc.connected_url.port is not None
+    port, since = board.nc.connected_url.port, utcnow()
+    async with Link(port, delay=0.2) as link, connect(f"nats://127.0.0.1:{link.port}") as nc:
+        first = asyncio.Event()
+        keys = [f"k{i:02d}" for i in range(40)]
+
+        async def follow() -> list[str]:
+            seen = []
+            async for event in Trail(nc).follow("ants.trail.mark.>", since=since):
+                seen.append(event.ref)
+                first.set()
+                if len(seen) == len(keys):
+                    break
+            return seen
+
+        follower = asyncio.create_task(follow())
+        await board.trail.mark("job", key=keys[0])
+        await asyncio.wait_for(first.wait(), 10)  # the follow is pulling
+        for key in keys[1:20]:
+            await board.trail.mark("job", key=key)
+        link.cut()  # events k01.. are still on their way (0.2 s each way): they are lost
+        for key in keys[20:]:
+            await board.trail.mark("job", key=key)
+        link.heal()
+        seen = await asyncio.wait_for(follower, 20)
+    assert seen == keys
 
 
 async def test_replicas_sharing_a_durable_handle_each_event_once(board: TaskBoard) -> None:
