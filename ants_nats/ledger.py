@@ -124,9 +124,12 @@ def _as_undeferred(event: TrailEvent) -> TrailEvent:
 
 def _count_key(event: TrailEvent) -> str:
     """What makes an event the same one again: the task, claim and outcome (for a bad-result mark,
-    the task and who laid it)."""
+    the task and who laid it; for a forgery, the revision)."""
     if _what(event) == "bad_result":
         return f"{event.ref}.bad.{event.by or ANONYMOUS}"
+    if _what(event) == "forged":  # one forged revision, whoever reports it
+        data = event.data if isinstance(event.data, dict) else {}
+        return f"{event.ref}.forged.{data.get('bucket', TASKS_BUCKET)}.{data.get('revision')}"
     return f"{event.ref}.{event.token}.{_what(event)}"
 
 
@@ -315,31 +318,38 @@ class Ledger:
             if _what(event) == "forged":
                 if not await self._proves_forgery(event):
                     await self._reject(trail, "unbacked", event)
-                    continue
-                await self.record(event)
+                elif await self._first_count(trail, event):  # (every reader that finds it may say so)
+                    await self.record(event)
                 continue
             record = await self._record_of(event.ref)
             if record is None or not backs(record, event):
                 await self._reject(trail, "unbacked", event)
                 continue
-            # The key holds the sequence of the event it counted: the same event again (redelivered
-            # after a crash, or replayed to rebuild the ledger) goes on; another copy does not. It is
-            # written before the event is applied (one request when new, as nearly always): a crash
-            # in between redelivers the event, which then finds its own sequence and goes on.
-            once, seq = _count_key(event), str(event.seq).encode()
-            try:
-                await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
-            except Conflict:
-                counted = await self._counted.get(once)
-                if counted is not None and counted.value != seq:
-                    await self._reject(trail, "replayed", event)
-                    continue
+            if not await self._first_count(trail, event):
+                continue
             counting = event
             if _deferred(event) and await self._counted.get(_claim_key(event)) is not None:
                 # Its claim's event did land after all (its writer could not tell): counted once.
                 counting = _as_undeferred(event)
             if await self.record(_vouched(counting, record)):
                 log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
+
+    async def _first_count(self, trail: Trail, event: TrailEvent) -> bool:
+        """Whether ``event`` is counted the first time (else it is laid aside as replayed).
+
+        The key holds the sequence of the event it counted: the same event again (redelivered
+        after a crash, or replayed to rebuild the ledger) goes on; another copy does not. It is
+        written before the event is applied (one request when new, as nearly always): a crash in
+        between redelivers the event, which then finds its own sequence and goes on."""
+        once, seq = _count_key(event), str(event.seq).encode()
+        try:
+            await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
+        except Conflict:
+            counted = await self._counted.get(once)
+            if counted is not None and counted.value != seq:
+                await self._reject(trail, "replayed", event)
+                return False
+        return True
 
     async def _signed(self) -> bool:
         """Whether the board is signed (its tasks stream says so; asked once)."""

@@ -374,8 +374,18 @@ async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> 
             report = await until_event(owner, FORGED_RECORD, "thin")
             assert report.agent == "ant-a" and isinstance(report.data, dict)
             assert report.data["why"] == "lowers what was spent"
-            # The ledger judges the budget's chain itself and counts the forgery against ant-a.
-            await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
+            # The ledger judges the budget's chain itself and counts the forgery against ant-a, once
+            # however many readers report it.
+            counted = await asyncio.wait_for(
+                until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20
+            )
+            again = TrailEvent(kind=FORGED_RECORD, ref="thin", agent="ant-a", data=report.data)
+            await owner.trail.emit(again)
+            async with aclosing(owner.trail.follow(trail_filter("corrupt.replayed"))) as rejections:
+                async for rejected in rejections:
+                    if isinstance(rejected.data, dict) and rejected.data["task"] == "thin":
+                        break
+            assert (await ledger.get("ant-a")).totals.forged == counted.totals.forged
 
             # Deleting it is undone too; erasing its history (a purge) leaves it spent for good.
             entry = await budgets.get("thin")

@@ -255,21 +255,27 @@ class Tally(Generic[S]):
             tallied = await self.read(key, rules)
             top, legal = tallied.top, tallied.legal
             last = top.seq if top is not None else 0
-            if top is not None and legal is not None and legal.seq != top.seq:
+            forged = bool(tallied.forged) and top is not None and tallied.forged[-1].link.seq == top.seq
+            written_back = False
+            if forged and top is not None and legal is not None:
                 try:
-                    last = await self._bucket.update(
-                        key, legal.payload, last=top.seq, headers=legal.signature
-                    )
+                    if legal.deleted:  # its owner deleted it: deleted it stays
+                        await self._bucket.delete(key, last=top.seq, headers=legal.signature)
+                    else:
+                        last = await self._bucket.update(
+                            key, legal.payload, last=top.seq, headers=legal.signature
+                        )
+                        copy = Link(last, legal.payload, legal.signature, None, top.seq, False, False)
+                        self.wrote(key, copy, tallied.state)
+                        written_back = True
                 except Conflict:
                     continue  # written meanwhile: judge again
-                self.wrote(
-                    key,
-                    Link(last, legal.payload, legal.signature, None, top.seq, False, False),
-                    tallied.state,
-                )
-            if self._witness is not None:
+            # Forgeries under a legal last revision were reported by whoever wrote it.
+            if forged and self._witness is not None:
                 for found in tallied.forged:
                     await self._witness.forged(self._bucket, key, found, legal.seq if legal else None)
+            if forged and legal is not None and not written_back:
+                continue  # a deletion says not its revision: read it back
             return tallied.state, last
 
     async def read(self, key: str, rules: Rules[S]) -> Tallied[S]:
