@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DiscardPolicy, RawStreamMsg, StorageType, StreamConfig
 
@@ -39,6 +41,84 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 _NO_RESPONDERS_RETRY_S = 10.0
 """How long a publish waits for a stream to get a leader (cluster start-up, failover)."""
+
+
+_ACK_TIMEOUT_S = 5.0
+"""How long a publish waits for the stream's ack (nats-py's JetStream default)."""
+
+
+class _Acks:
+    """Stream acks of one connection, on one wildcard subscription of its own.
+
+    ``JetStreamContext.publish`` costs a random token, a ``wait_for`` and a ``PubAck`` per write;
+    the writes of the task path (a CAS, an event) take a counter, a future and a timer instead.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = f"{nc.new_inbox()}."
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._count = 0
+        self._sub: Subscription | None = None
+        self._subscribing: asyncio.Lock | None = None
+
+    async def _ensure(self) -> None:
+        if self._sub is not None:
+            return
+        self._subscribing = self._subscribing or asyncio.Lock()
+        async with self._subscribing:
+            if self._sub is None:
+                self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._answered)
+
+    async def _answered(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject, None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def _expire(self, reply: str) -> None:
+        future = self._waiting.pop(reply, None)
+        if future is not None and not future.done():
+            future.set_exception(nats.errors.TimeoutError())
+
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Msg:
+        """The reply to ``payload`` published on ``subject`` (nats-py's errors: no responders,
+        timeout)."""
+        if self._sub is None:
+            await self._ensure()
+        self._count += 1
+        reply = f"{self._prefix}{self._count}"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[reply] = future
+        timer = loop.call_later(_ACK_TIMEOUT_S, self._expire, reply)
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
+            msg = await future
+        finally:
+            timer.cancel()
+            self._waiting.pop(reply, None)
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise nats.errors.NoRespondersError
+        return msg
+
+
+_acks: WeakKeyDictionary[Client, _Acks] = WeakKeyDictionary()
+
+
+async def _stored(nc: Client, subject: str, payload: bytes, headers: dict[str, str] | None) -> int:
+    """Publish to a stream and return the sequence its ack names (``APIError`` on a refusal,
+    ``NoStreamResponseError`` when no stream answers), as ``JetStreamContext.publish`` would."""
+    acks = _acks.get(nc)
+    if acks is None:
+        acks = _acks[nc] = _Acks(nc)
+    try:
+        msg = await acks.request(subject, payload, headers)
+    except nats.errors.NoRespondersError:
+        raise nats.js.errors.NoStreamResponseError from None
+    answer = json.loads(msg.data)
+    if "error" in answer:
+        nats.js.errors.APIError.from_error(answer["error"])  # raises the matching error
+    return int(answer["seq"])
 
 
 async def publish(
@@ -64,13 +144,12 @@ async def publish(
     while True:
         try:
             # nats-py gives no public handle on a context's connection; refusals are reported on it.
-            ack = await refusable(
+            return await refusable(
                 js._nc,
                 publishing_to(subject),
-                js.publish(subject, payload, headers=headers or None),
+                _stored(js._nc, subject, payload, headers or None),
                 action=f"write {subject}",
             )
-            return int(ack.seq)
         except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
             if loop.time() + delay > give_up:
                 raise
@@ -174,21 +253,40 @@ class Entry:
     time: datetime | None
 
 
-@asynccontextmanager
-async def translate_errors(action: str) -> AsyncGenerator[None, None]:
-    """Turn connection-level NATS failures into ``ServerUnavailable`` naming the action."""
-    try:
-        yield
-    except (
-        nats.errors.TimeoutError,
-        nats.errors.NoRespondersError,
-        nats.errors.ConnectionClosedError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        nats.js.errors.ServiceUnavailableError,
-        nats.js.errors.NoStreamResponseError,
-    ) as exc:
-        raise ServerUnavailable(f"{action}: NATS server did not answer ({type(exc).__name__})") from exc
+_NOT_ANSWERED = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+class _Translating:
+    """``translate_errors``' context manager (a class: every write of the task path enters one,
+    and a generator-based one costs several times as much)."""
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, _NOT_ANSWERED):
+            raise ServerUnavailable(
+                f"{self._action}: NATS server did not answer ({type(exc).__name__})"
+            ) from exc
+
+
+def translate_errors(action: str) -> _Translating:
+    """Turn connection-level NATS failures into ``ServerUnavailable`` naming the action
+    (``async with translate_errors(...)``)."""
+    return _Translating(action)
 
 
 _PATIENCE_S = 30.0
