@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -187,9 +188,21 @@ class Agent:
         self._throttle = Throttle(board, self.id)
         self._declined = Declined()
         self._crew = Crew(
-            board, self.id, self.metrics, self._throttle, handler_timeout, self._offer, self._declined
+            board,
+            self.id,
+            self.metrics,
+            self._throttle,
+            handler_timeout,
+            self._offer,
+            self._declined,
+            self._done_with,
         )
         self._runners: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, Puller] = {}
+        """The lane each ticket in hand came from, by its delivery's reply subject."""
+        self._acks_due: dict[Puller, list[Msg]] = {}
+        """Per lane whose pull loop waits for room: tickets done with, acknowledged with its next
+        pull (``+NXT``: one message for the acknowledgement and the request)."""
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
         self._room.set()
@@ -376,42 +389,94 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             normal = await self._lane(stack, route, express=False)
             express: Puller | None = None
-            while True:
-                await self._room.wait()
-                held = self._throttle.held_for(requires_of(route))
-                if held > 0:
-                    # Rate-limited (swarm-wide, or the window is full): pull none of this work
-                    # until the known time it may start again, rather than take and hand back.
-                    await asyncio.sleep(held)
-                    continue
-                msg = None
-                if self._routes[route].express:
-                    express = express or await self._lane(stack, route, express=True)
-                    # A short look: the server answers at once when the lane holds a ticket.
-                    msg = await fetch_patiently(express, _EXPRESS_LOOK_S, self.reach)
-                if msg is None:
-                    # With an express lane, wait briefly here, so an express ticket arriving
-                    # while we are idle is looked at again soon.
-                    msg = await fetch_patiently(
-                        normal, _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S, self.reach
-                    )
-                if msg is None:
-                    continue
-                if len(self._runners) >= self.capacity:
-                    await msg.nak()  # another route's loop filled the last slot meanwhile
-                    continue
-                self._start_runner(msg)
+            lanes = [normal]
+            try:
+                while True:
+                    await self._wait_for_room(lanes)
+                    held = self._throttle.held_for(requires_of(route))
+                    if held > 0:
+                        # Rate-limited (swarm-wide, or the window is full): pull none of this work
+                        # until the known time it may start again, rather than take and hand back.
+                        await self._ack_due(lanes)
+                        await asyncio.sleep(held)
+                        continue
+                    msg, lane = None, normal
+                    if self._routes[route].express:
+                        if express is None:
+                            express = await self._lane(stack, route, express=True)
+                            lanes.append(express)
+                        # A short look: the server answers at once when the lane holds a ticket.
+                        acking = await self._ack_due(lanes, but=express)
+                        msg = await fetch_patiently(express, _EXPRESS_LOOK_S, self.reach, acking=acking)
+                        lane = express
+                    if msg is None:
+                        lane = normal
+                        # With an express lane, wait briefly here, so an express ticket arriving
+                        # while we are idle is looked at again soon.
+                        acking = await self._ack_due(lanes, but=normal)
+                        msg = await fetch_patiently(
+                            normal,
+                            _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S,
+                            self.reach,
+                            acking=acking,
+                        )
+                    if msg is None:
+                        continue
+                    if len(self._runners) >= self.capacity:
+                        await msg.nak()  # another route's loop filled the last slot meanwhile
+                        continue
+                    self._start_runner(msg, lane)
+            finally:
+                await self._ack_due(lanes)
 
-    def _start_runner(self, msg: Msg) -> None:
+    async def _wait_for_room(self, lanes: list[Puller]) -> None:
+        """Wait until there is room for one more task; meanwhile, tickets done with are kept for
+        the next pull of their lane (see ``_done_with``)."""
+        if self._room.is_set():
+            return
+        for lane in lanes:
+            self._acks_due.setdefault(lane, [])
+        try:
+            await self._room.wait()
+        except BaseException:
+            await self._ack_due(lanes)
+            raise
+
+    async def _ack_due(self, lanes: list[Puller], *, but: Puller | None = None) -> Msg | None:
+        """Stop keeping acknowledgements for ``lanes``: send them now, but for one ticket of lane
+        ``but``, returned for its next pull to carry."""
+        carried = None
+        for lane in lanes:
+            due = self._acks_due.pop(lane, None) or []
+            if lane is but and due:
+                carried = due.pop()
+            for msg in due:
+                with contextlib.suppress(nats.errors.Error):  # redelivered: its record says finished
+                    await msg.ack()
+        return carried
+
+    async def _done_with(self, msg: Msg) -> None:
+        """Acknowledge the ticket of a task done with; when its lane's pull loop waits for room,
+        with that loop's next pull instead (which comes as soon as the runner ends)."""
+        lane = self._lanes.get(msg.reply)
+        due = None if lane is None else self._acks_due.get(lane)
+        if due is None:
+            await msg.ack()
+        else:
+            due.append(msg)
+
+    def _start_runner(self, msg: Msg, lane: Puller) -> None:
         runner = asyncio.create_task(self._work(msg), name=f"{self.id}:work")
         self._runners.add(runner)
-        runner.add_done_callback(self._runner_done)
+        self._lanes[msg.reply] = lane
+        runner.add_done_callback(lambda done: self._runner_done(done, msg.reply))
         self._presence.changed()
         if len(self._runners) >= self.capacity:
             self._room.clear()
 
-    def _runner_done(self, runner: asyncio.Task[None]) -> None:
+    def _runner_done(self, runner: asyncio.Task[None], reply: str) -> None:
         self._runners.discard(runner)
+        self._lanes.pop(reply, None)
         self._room.set()
         self._presence.changed()
         if not runner.cancelled() and runner.exception() is not None:

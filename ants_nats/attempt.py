@@ -92,6 +92,8 @@ class Crew:
     offer: Callable[[], str]
     """The agent's offer now (``AgentCard.offer``): its declines stand while it holds."""
     declined: Declined
+    done_with: Callable[[Msg], Awaitable[None]]
+    """Acknowledge the ticket of a task run to its end: at once, or with the agent's next pull."""
 
 
 def _first_leaf(group: BaseExceptionGroup[AskingForInput]) -> AskingForInput:
@@ -191,12 +193,15 @@ class RunningAttempt:
                     log.warning("task.settle_retrying", **fields)
                 await asyncio.sleep(RETRY_BACKOFF_S)
 
-    async def _answer_ticket(self, delay: float | None) -> None:
+    async def _answer_ticket(self, delay: float | None, *, with_next_pull: bool = False) -> None:
         """Ack the ticket (``delay`` None: the task is done with) or hand it back after ``delay``
-        seconds (0: now). A failure leaves the ticket to be redelivered when its ack wait ends,
-        and whoever gets it reads the record: a warning, not a crash."""
+        seconds (0: now); ``with_next_pull``: the ack may ride on the agent's next pull (the end
+        of a run, the hot path). A failure leaves the ticket to be redelivered when its ack wait
+        ends, and whoever gets it reads the record: a warning, not a crash."""
         try:
-            if delay is None:
+            if delay is None and with_next_pull:
+                await self._crew.done_with(self._msg)
+            elif delay is None:
                 await self._msg.ack()
             else:
                 await self._msg.nak(delay=delay or None)
@@ -379,7 +384,7 @@ class RunningAttempt:
             return
         self._ended("completed" if error is None else "failed", error)
         if record.status.terminal:
-            await self._answer_ticket(None)
+            await self._answer_ticket(None, with_next_pull=True)
         else:
             failures = sum(1 for a in record.attempts if a.outcome == "failed")
             await self._answer_ticket(record.task.retry.delay(failures))

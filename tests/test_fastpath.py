@@ -29,8 +29,9 @@ from ants_nats.server import monitor_json
 
 from .helpers import Recorder, swarm, until_event, until_tasks
 
-MESSAGE_BUDGET = 15.0
-"""Messages through the server per task, submit plus processing."""
+MESSAGE_BUDGET = 10.0
+"""Messages through the server per task, submit plus processing (9.0 with one agent, 9.4 with 16:
+an agent acknowledges a ticket with its next pull)."""
 BYTE_BUDGET = 2 * 1024
 
 
@@ -39,7 +40,7 @@ async def _noop(task: Task, ctx: TaskContext) -> JsonValue:
 
 
 @pytest.mark.parametrize("agents", [1, 16])
-async def test_a_task_costs_at_most_fifteen_messages_and_two_kib(agents: int) -> None:
+async def test_a_task_costs_at_most_ten_messages_and_two_kib(agents: int) -> None:
     tasks = [Task(id=f"b{i:03d}", kind="noop") for i in range(200)]
     config = BoardConfig(lease_ttl=10.0)
     async with (
