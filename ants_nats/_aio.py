@@ -26,6 +26,11 @@ async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int = IN_FLIGHT) ->
 
     The first failure cancels what has not finished and is raised (nothing is left running).
     """
+    aws = list(aws)
+    if len(aws) == 1:
+        # Awaited in place: a task of its own would cost a turn of the loop, whose flush would
+        # send what the caller wrote before apart from what this writes (one send instead of two).
+        return [await aws[0]]
     gate = asyncio.Semaphore(limit)
 
     async def bounded(aw: Awaitable[T]) -> T:
