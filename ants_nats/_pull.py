@@ -111,10 +111,13 @@ class Puller:
         if self._answered is not None and not self._answered.done():
             self._answered.set_result(None)
 
-    async def fetch(self, timeout: float, *, acking: Msg | None = None) -> Msg | None:
+    async def fetch(
+        self, timeout: float, *, acking: Msg | None = None, batch: int | None = None
+    ) -> Msg | None:
         """The next message, or None when none came within ``timeout`` seconds. ``acking``: a
         message of this consumer to acknowledge first, in the same publish when a request is due
         (``+NXT``: the acknowledgement asks for the next message, one message where two were).
+        ``batch``: how many messages a request made now asks for (instead of the puller's own).
 
         ``ServerUnavailable`` when the server refuses the pull (e.g. the consumer was deleted); a
         closed connection raises ``nats.errors.ConnectionClosedError``."""
@@ -130,13 +133,14 @@ class Puller:
             if acking is not None or self._owed <= 0 or loop.time() >= self._open_until:
                 self._request += 1
                 expires = timeout - min(_EXPIRY_MARGIN_S, timeout / 5)
-                request = json.dumps({"batch": self._batch, "expires": int(expires * 1e9)}).encode()
+                size = batch or self._batch
+                request = json.dumps({"batch": size, "expires": int(expires * 1e9)}).encode()
                 reply = f"{self._inbox}.{self._request}"
                 if acking is not None:
                     await self._nc.publish(acking.reply, b"+NXT " + request, reply=reply)
                 else:
                     await self._nc.publish(self._api, request, reply=reply)
-                self._owed, self._open_until = self._batch, loop.time() + expires
+                self._owed, self._open_until = size, loop.time() + expires
             # No answer in time (e.g. the request was lost in a reconnect): the caller asks again.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -169,7 +173,12 @@ _INFO_TIMEOUT_S = 1.0
 
 
 async def fetch_patiently(
-    puller: Puller, timeout: float, reach: Reach | None = None, *, acking: Msg | None = None
+    puller: Puller,
+    timeout: float,
+    reach: Reach | None = None,
+    *,
+    acking: Msg | None = None,
+    batch: int | None = None,
 ) -> Msg | None:
     """``puller.fetch`` for a pull loop that lives as long as its owner: a failed pull (a
     disconnection, a leader election, nobody answering for the board's domain) is told to
@@ -178,7 +187,7 @@ async def fetch_patiently(
     pull the server refuses, ends the loop (to be restarted). ``acking``: see ``Puller.fetch`` (an
     acknowledgement lost with a failed pull is redelivered: at least once)."""
     try:
-        msg = await puller.fetch(timeout, acking=acking)
+        msg = await puller.fetch(timeout, acking=acking, batch=batch)
     except nats.errors.ConnectionClosedError:
         raise
     except (nats.errors.Error, ServerUnavailable) as exc:

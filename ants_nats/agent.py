@@ -419,6 +419,7 @@ class Agent:
                             _EXPRESS_IDLE_S if express else _FETCH_TIMEOUT_S,
                             self.reach,
                             acking=acking,
+                            batch=1 if express else self._free_share(),
                         )
                     if msg is None:
                         continue
@@ -428,6 +429,12 @@ class Agent:
                     self._start_runner(msg, lane)
             finally:
                 await self._ack_due(lanes)
+
+    def _free_share(self) -> int:
+        """Tickets one request may ask for: this route's share of the free capacity (an
+        agent holds no ticket it has no room for, so none waits in it while another is idle)."""
+        free = self.capacity - len(self._runners)
+        return max(1, free // max(1, len(self._pullers)))
 
     async def _wait_for_room(self, lanes: list[Puller]) -> None:
         """Wait until there is room for one more task; meanwhile, tickets done with are kept for

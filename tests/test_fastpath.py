@@ -25,6 +25,7 @@ from ants_nats import (
     TaskStatus,
     Usage,
 )
+from ants_nats.names import WORK_STREAM, route_of, work_consumer
 from ants_nats.server import monitor_json
 
 from .helpers import Recorder, swarm, until_event, until_tasks
@@ -39,15 +40,15 @@ async def _noop(task: Task, ctx: TaskContext) -> JsonValue:
     return None
 
 
-@pytest.mark.parametrize("agents", [1, 16])
-async def test_a_task_costs_at_most_ten_messages_and_two_kib(agents: int) -> None:
+@pytest.mark.parametrize(("agents", "capacity"), [(1, 1), (16, 1), (1, 16)])
+async def test_a_task_costs_at_most_ten_messages_and_two_kib(agents: int, capacity: int) -> None:
     tasks = [Task(id=f"b{i:03d}", kind="noop") for i in range(200)]
     config = BoardConfig(lease_ttl=10.0)
     async with (
         EmbeddedServer() as server,
         TaskBoard.connect(server.url, config) as board,
         TaskBoard.connect(server.url, config, name=WAITER) as waiter,
-        swarm(board, Recorder(), agents, kind="noop"),
+        swarm(board, Recorder(), agents, kind="noop", capacity=capacity),
     ):
         # Warm up: the route, its consumer and every agent's pull are in place before counting.
         await board.submit(Task(id="warm-up", kind="noop"))
@@ -56,6 +57,9 @@ async def test_a_task_costs_at_most_ten_messages_and_two_kib(agents: int) -> Non
         await board.submit_many(tasks)
         final = await waiter.wait([t.id for t in tasks], timeout=120)
         after = await _traffic(server)
+        consumer = await board.nc.jetstream().consumer_info(WORK_STREAM, work_consumer(route_of(())))
+    # Pulls are sized to the room an agent has: it never holds a ticket it must hand back.
+    assert consumer.delivered.consumer_seq == len(tasks) + 1  # each ticket delivered once
     # The waiter's watch is the submitter watching, not coordination: it is left out of the tax.
     messages, volume = ((a - b) / len(tasks) for a, b in zip(after, before, strict=True))
     assert {r.status for r in final.values()} == {TaskStatus.DONE}
