@@ -42,12 +42,12 @@ async def _board(signed: bool = False) -> AsyncIterator[tuple[EmbeddedServer, Ta
 
 
 @asynccontextmanager
-async def _swarm(board: TaskBoard, count: int) -> AsyncIterator[list[Agent]]:
-    """``count`` agents of capacity 1 sharing the board's connection, every one pulling on exit."""
+async def _swarm(board: TaskBoard, count: int, capacity: int = 1) -> AsyncIterator[list[Agent]]:
+    """``count`` agents of ``capacity`` sharing the board's connection, every one pulling on exit."""
     async with AsyncExitStack() as stack:
         agents = []
         for i in range(count):
-            agent = Agent(board, name=f"bench{i}", capacity=1)
+            agent = Agent(board, name=f"bench{i}", capacity=capacity)
             agent.handler(KIND)(_noop)
             agents.append(await stack.enter_async_context(agent))
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -64,12 +64,12 @@ def _batch(tasks: int, prefix: str = "t") -> list[Task]:
     return [Task(id=f"{prefix}{i:06d}", kind=KIND, created_by=SUBMITTER) for i in range(tasks)]
 
 
-async def throughput(agents: int, tasks: int, *, signed: bool = False) -> Rate:
-    """``tasks`` no-op tasks through ``agents`` agents, submission overlapping the work (on a
-    signed board, with ``signed``)."""
+async def throughput(agents: int, tasks: int, *, signed: bool = False, capacity: int = 1) -> Rate:
+    """``tasks`` no-op tasks through ``agents`` agents of ``capacity``, submission overlapping the
+    work (on a signed board, with ``signed``)."""
     batch = _batch(tasks)
     ids = [t.id for t in batch]
-    async with _board(signed) as (server, board), _swarm(board, agents):
+    async with _board(signed) as (server, board), _swarm(board, agents, capacity):
 
         async def submit() -> None:
             for start in range(0, tasks, SUBMIT_CHUNK):

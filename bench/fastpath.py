@@ -3,7 +3,8 @@
 Every measurement runs on its own fresh server (embedded nats-server; redis-server for arq); the
 contender and its baselines alternate, and with ``--repeat R`` the figures are medians of R.
 
-1. throughput: N no-op tasks, A agents of capacity 1 in one process sharing one connection, submission
+1. throughput: N no-op tasks, A agents of capacity 1 in one process sharing one connection, and (for
+   A > 1) one agent of capacity A, the shape of the baselines' single worker; submission
    (``submit_many`` in chunks of 200) overlapping the work; tasks/s, server messages and KiB per task
    (``/varz`` in + out), claims per task (attempts on the board). Baselines: a work-queue stream
    (256 ``js.publish`` acks in flight, one pull consumer fetching 256 and acking each), arq
@@ -59,6 +60,7 @@ BASELINES = ("bare", "arq", "taskiq", "faststream")
 """Every system ants-nats is compared with, as named in the JSON."""
 LABELS = {
     "ants": "ants-nats",
+    "ants_one": "  1 agent",
     "bare": "bare queue",
     "arq": "arq",
     "taskiq": "taskiq",
@@ -83,6 +85,8 @@ class Runs:
     """Everything measured, per repeat."""
 
     ants: dict[int, list[Rate]] = field(default_factory=dict)
+    ants_one: dict[int, list[Rate]] = field(default_factory=dict)
+    """One agent of capacity A (A > 1)."""
     bare: dict[int, list[Rate]] = field(default_factory=dict)
     arq: dict[int, list[Rate]] = field(default_factory=dict)
     taskiq: dict[int, list[Rate]] = field(default_factory=dict)
@@ -153,6 +157,14 @@ def throughput_steps(opts: Options, runs: Runs, agents: int) -> list[Step]:
             f"bare queue (slot {agents})", runs.bare.setdefault(agents, []), partial(_jetstream.throughput, n)
         ),
     ]
+    if agents > 1:
+        steps.append(
+            _rate_step(
+                f"ants-nats, 1 agent of capacity {agents}",
+                runs.ants_one.setdefault(agents, []),
+                partial(_ants.throughput, 1, n, capacity=agents),
+            )
+        )
     if opts.arq:
         steps.append(
             _rate_step(
@@ -266,18 +278,22 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
     for agents in opts.agents:
         measured: dict[str, list[Rate]] = {
             "ants": runs.ants[agents],
+            "ants_one": runs.ants_one.get(agents, []),
             "bare": runs.bare[agents],
             "arq": runs.arq.get(agents, []),
             "taskiq": runs.taskiq.get(agents, []),
             "faststream": runs.faststream.get(agents, []),
         }
         medians = {name: median_rate(found) if found else None for name, found in measured.items()}
-        ants = medians["ants"]
+        ants, one = medians["ants"], medians["ants_one"]
         assert ants is not None
         row: dict[str, Any] = {"agents": agents, **medians}
         for name in BASELINES:
             other = medians[name]
             row[f"ants_over_{name}"] = ratio(ants["tasks_per_s"], other["tasks_per_s"]) if other else None
+            row[f"ants_one_over_{name}"] = (
+                ratio(one["tasks_per_s"], other["tasks_per_s"]) if other and one else None
+            )
         for name in BASELINES:
             other = medians[name]
             row[f"msgs_ants_over_{name}"] = (
@@ -367,22 +383,24 @@ def print_table(summary: dict[str, Any]) -> None:
     )
     print(
         "\nthroughput, submission overlapping the work (bare queue: publish 256 in flight, fetch 256; "
-        "arq, taskiq, faststream: concurrency = agents)"
+        "arq, taskiq, faststream: concurrency = agents; '1 agent': ants-nats, one agent of capacity = agents)"
     )
     print(
-        f"{'agents':>6}  {'system':<11} {'tasks/s':>8} {'ants/this':>9} {'msgs/task':>9} "
-        f"{'KiB/task':>8} {'claims/task':>11}"
+        f"{'agents':>6}  {'system':<11} {'tasks/s':>8} {'ants/this':>9} {'1 agent/this':>12} "
+        f"{'msgs/task':>9} {'KiB/task':>8} {'claims/task':>11}"
     )
     for row in summary["throughput"]:
-        ants = row["ants"]
-        for name in ("ants", *BASELINES):
+        ants, one = row["ants"], row["ants_one"]
+        for name in ("ants", "ants_one", *BASELINES):
             figures = row[name]
             if figures is None:
                 continue
-            vs = ratio(ants["tasks_per_s"], figures["tasks_per_s"]) if name != "ants" else None
+            baseline = name in BASELINES
+            vs = ratio(ants["tasks_per_s"], figures["tasks_per_s"]) if baseline else None
+            vs_one = ratio(one["tasks_per_s"], figures["tasks_per_s"]) if baseline and one else None
             print(
                 f"{row['agents'] if name == 'ants' else '':>6}  {LABELS[name]:<11} "
-                f"{_f(figures['tasks_per_s'], '.0f', 8)} {_f(vs, '.3f', 9)} "
+                f"{_f(figures['tasks_per_s'], '.0f', 8)} {_f(vs, '.3f', 9)} {_f(vs_one, '.3f', 12)} "
                 f"{_f(figures['msgs_per_task'], '.1f', 9)} {_f(figures['kib_per_task'], '.2f', 8)} "
                 f"{_f(figures['claims_per_task'], '.2f', 11)}"
             )
@@ -438,6 +456,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     xs = [row["agents"] for row in rows]
     fig, (rate, msgs) = plt.subplots(1, 2, figsize=(11, 4.2))
     rate.plot(xs, [row["ants"]["tasks_per_s"] for row in rows], "o-", label="ants-nats")
+    one = [(row["agents"], row["ants_one"]["tasks_per_s"]) for row in rows if row["ants_one"]]
+    if one:
+        rate.plot(*zip(*one, strict=True), "o:", label="ants-nats, one agent of capacity = agents")
     for name, marker, label in (
         ("arq", "s-", "arq (max_jobs = agents)"),
         ("taskiq", "D-", "taskiq-nats (max_async_tasks = agents)"),
