@@ -646,10 +646,13 @@ async def ensure_kv(
     marker_ttl: float | None = None,
     atomic: bool = False,
     metadata: dict[str, str] | None = None,
+    erasable: bool = True,
 ) -> StreamConfig:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
     ``atomic`` lets it take atomic batches (see ``Bucket.create_many``); ``metadata`` is set on a
-    bucket this call creates. Returns the stream's configuration."""
+    bucket this call creates. A bucket that is not ``erasable`` refuses rollups (purges) and
+    per-message TTLs but ``marker_ttl``'s: its keys' history ends only by overflowing what it
+    keeps. Returns the stream's configuration."""
 
     async def op() -> StreamConfig:
         try:
@@ -663,8 +666,8 @@ async def ensure_kv(
                 name=f"KV_{bucket}",
                 subjects=[f"$KV.{bucket}.>"],
                 allow_direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
-                allow_rollup_hdrs=True,
-                allow_msg_ttl=True,
+                allow_rollup_hdrs=erasable,
+                allow_msg_ttl=erasable or bool(marker_ttl),
                 allow_atomic=atomic or None,
                 deny_delete=True,
                 discard=DiscardPolicy.NEW,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from pydantic import JsonValue
@@ -39,6 +40,7 @@ from ants_nats import (
 )
 from ants_nats._store import Bucket, Conflict
 from ants_nats.board.chain import sign_revision
+from ants_nats.board.seal import SIGNED_HISTORY
 from ants_nats.cards import Directory
 from ants_nats.ledger import Ledger
 from ants_nats.models import Attempt, RateWindow, TaskRecord, TrailEvent, utcnow, wire_bytes
@@ -98,6 +100,14 @@ async def rewrite(bucket: Bucket, task_id: str, **update: object) -> int:
             return await bucket.update(
                 task_id, value, last=entry.revision, headers=signed(bucket, task_id, value, entry.revision)
             )
+
+
+async def flood(nc: Client, bucket: Bucket, key: str) -> None:
+    """Write ``key`` unconditionally as many times as its bucket keeps revisions of a key."""
+    kept = (await nc.jetstream().stream_info(bucket.stream)).config.max_msgs_per_subject
+    assert kept is not None and kept > 1
+    for _ in range(kept):
+        await bucket.put(key, b"{}")
 
 
 def pwned(token: int) -> dict[str, object]:
@@ -203,18 +213,34 @@ async def test_a_forged_cancel_is_undone(secured: EmbeddedServer) -> None:
         assert (await owner.get("q2")).status is TaskStatus.CANCELLED
 
 
-async def test_a_history_erased_by_a_rollup_is_restored_from_the_trail(secured: EmbeddedServer) -> None:
-    async with owner_board(secured) as owner, forger(secured) as (_, tasks):
+async def test_no_one_erases_a_history_and_one_flooded_is_restored_from_the_trail(
+    secured: EmbeddedServer,
+) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (nc, tasks):
         await owner.submit(Task(id="r1", kind="echo", payload={"n": 1}, created_by="ant-b"))
         entry = await tasks.get("r1")
         assert entry is not None
         record = TaskRecord.model_validate_json(entry.value).model_copy(update=pwned(entry.revision))
         value = wire_bytes(record)
-        await tasks.update(
-            "r1", value, last=entry.revision, rollup=True, headers=signed(tasks, "r1", value, entry.revision)
-        )
-        assert len(await tasks.history("r1")) == 1  # the forger erased every other revision
-
+        # A signed board's buckets refuse rollups (purges) and per-message TTLs (a purge that then
+        # vanishes, leaving the key empty for a replayed creation).
+        with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
+            await tasks.update(
+                "r1",
+                value,
+                last=entry.revision,
+                rollup=True,
+                headers=signed(tasks, "r1", value, entry.revision),
+            )
+        with pytest.raises(nats.js.errors.APIError):
+            await nc.jetstream().publish(tasks.subject("r1"), value, headers={"Nats-TTL": "1s"})
+        # Flooding it with more plain writes than the bucket keeps leaves no revision to trust:
+        # the owner's creation, as the trail carries it, is restored.
+        kept = (await nc.jetstream().stream_info(tasks.stream)).config.max_msgs_per_subject
+        assert kept is not None and kept >= SIGNED_HISTORY
+        for _ in range(kept):
+            await tasks.put("r1", value)
+        assert (await tasks.history("r1"))[0].revision > entry.revision  # the creation is gone
         restored = await owner.get("r1")
         assert (restored.status, restored.task.payload, restored.result) == (
             TaskStatus.PENDING,
@@ -251,7 +277,8 @@ async def test_the_ledger_counts_the_forger_and_no_one_it_frames(secured: Embedd
             )
             async with aclosing(owner.trail.follow(trail_filter("corrupt.unbacked"))) as rejections:
                 async for rejected in rejections:
-                    if isinstance(rejected.data, dict) and rejected.data["kind"] == FORGED_RECORD:
+                    data = rejected.data
+                    if isinstance(data, dict) and (data["kind"], data["task"]) == (FORGED_RECORD, "f1"):
                         assert rejected.data["agent"] == "ant-b"
                         break
             assert (await ledger.get("ant-b")).totals.forged == 0
@@ -395,16 +422,24 @@ async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> 
             )
             assert (await owner.budget("thin")).spent.tokens == 5
             await owner.submit(Task(id="sp3", kind="spend", budget="thin", created_by="ant-b"))
+            # Its history cannot be erased (no rollups); flooded with plain writes past what the
+            # bucket keeps, it is gone, and the budget counts as spent.
             top = await budgets.last("thin")
             assert top is not None
-            await budgets.update("thin", b"{}", last=int(top.seq or 0), rollup=True)
-            with pytest.raises(CorruptEntry, match="history was erased"):
+            with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
+                await budgets.update("thin", b"{}", last=int(top.seq or 0), rollup=True)
+            await flood(nc, budgets, "thin")
+            with pytest.raises(CorruptEntry, match="history is gone"):
                 await owner.budget("thin")
-            with pytest.raises(CorruptEntry, match="history was erased"):
+            with pytest.raises(CorruptEntry, match="history is gone"):
                 await owner.submit(Task(id="sp4", kind="spend", budget="thin", created_by="ant-b"))
             async with spender(secured):
                 final = (await owner.wait(["sp3"], timeout=20))["sp3"]
-            assert final.status is TaskStatus.FAILED and final.error is not None and "erased" in final.error
+            assert (
+                final.status is TaskStatus.FAILED
+                and final.error is not None
+                and "history is gone" in final.error
+            )
         finally:
             projector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -448,8 +483,11 @@ async def test_what_a_rate_window_took_cannot_be_undone(secured: EmbeddedServer)
             )
             await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
 
-            # Erasing its history (a rollup) leaves it full for an interval from then.
-            await windows.update("metered", empty, last=restored.revision, rollup=True)
+            # Its history cannot be erased (no rollups); flooded past what the bucket keeps, the
+            # window counts as full for an interval from then.
+            with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
+                await windows.update("metered", empty, last=restored.revision, rollup=True)
+            await flood(nc, windows, "metered")
             assert await owner.rates.room(limit) > limit.per / 2
         finally:
             projector.cancel()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from ants_nats import Budget, Identity, Limit, Usage
+from ants_nats import BoardConfig, Budget, EmbeddedServer, Identity, Limit, Task, TaskBoard, Usage, connect
+from ants_nats._store import Bucket, ensure_kv
 from ants_nats.board.budget import Spending, State
 from ants_nats.board.chain import Link
 from ants_nats.board.rates import SLOTS, Taking
 from ants_nats.models import RateSlot, RateWindow, utcnow, wire_bytes
+from ants_nats.names import BUDGETS_BUCKET, FORGED_RECORD
 
 OWNER, ANT = Identity.generate(), Identity.generate()
 NOW = utcnow()
@@ -28,6 +30,9 @@ OPENED = _OWNED.model_copy(update={"sig": OWNER.sign(_OWNED.limits_bytes())})
 
 
 def opened(**update: object) -> Budget:
+    if "id" in update:  # (its limits signed under that id)
+        owned = _OWNED.model_copy(update={"id": update["id"]})
+        return owned.model_copy(update={"sig": OWNER.sign(owned.limits_bytes()), **update})
     return OPENED.model_copy(update=update)
 
 
@@ -56,6 +61,7 @@ def test_anyone_signed_charges_a_budget_but_nobody_lowers_or_relimits_it() -> No
     assert budget_step(spent, spent, None) == spent  # a legal revision written back changes nothing
     assert budget_step(spent, None, ANT) == "deletes a budget, not its owner"
     assert budget_step(spent, None, OWNER) is None
+    assert budget_step(None, None, None) is None  # a deletion over nothing changes nothing
     erased = Spending("b").erased(link(None, None))
     assert isinstance(erased, str) and budget_step(erased, opened(), OWNER) == erased
 
@@ -102,3 +108,20 @@ def test_an_erased_window_is_full_for_an_interval() -> None:
     )
     later = LIMIT.per + 2 * LENGTH + 5
     assert window_step(full, window((SLOTS + 3, 1, 0)), ANT, seconds=later) == window((SLOTS + 3, 1, 0))
+
+
+async def test_a_board_made_before_budgets_were_chains_reads_them_as_they_stand() -> None:
+    # Its budgets bucket keeps one revision a key, written unsigned: a signed board opened on it
+    # later (which raises what the bucket keeps) must not take those revisions for forgeries.
+    async with EmbeddedServer() as server, connect(server.url) as nc:
+        js = nc.jetstream()
+        await ensure_kv(js, BUDGETS_BUCKET, replicas=1, history=1)
+        budgets = Bucket(js, BUDGETS_BUCKET)
+        revision = await budgets.create("old", wire_bytes(opened(id="old")))
+        charged = opened(id="old", spent=Usage(tokens_in=7), charged=("t.1.completed",))
+        await budgets.update("old", wire_bytes(charged), last=revision)
+        async with TaskBoard.connect(server.url, BoardConfig(signed=True)) as board:
+            board.sign_as("owner", OWNER)
+            assert (await board.budget("old")).spent.tokens == 7
+            await board.submit(Task(id="t2", kind="later", budget="old", created_by="owner"))
+            assert await board.trail.last(FORGED_RECORD, "old") is None

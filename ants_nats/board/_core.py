@@ -80,6 +80,7 @@ class Core:
             history=history,
             atomic=True,
             metadata={SIGNED_METADATA: "true"} if config.signed else None,
+            erasable=not config.signed,  # a signed record's history is its proof
         )
         self._signs(is_signed(tasks))
         if config.signed and not self.signed:

@@ -24,7 +24,7 @@ from ..identity import Identity, verify
 from ..log import get_logger
 from ..models import Budget, TaskRecord, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
-from .chain import Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import CHAINED_METADATA, Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("budgets")
 
@@ -52,7 +52,14 @@ class Budgets:
     async def ensure(self, *, signed: bool = False) -> None:
         """Create the bucket unless it exists; a ``signed`` board's keeps the chain readers judge."""
         history = SIGNED_HISTORY if signed else 1
-        await ensure_kv(self._js, BUDGETS_BUCKET, replicas=self._replicas, history=history)
+        await ensure_kv(
+            self._js,
+            BUDGETS_BUCKET,
+            replicas=self._replicas,
+            history=history,
+            erasable=not signed,
+            metadata={CHAINED_METADATA: "true"} if signed else None,
+        )
 
     async def open(self, budget: Budget, signer: Identity | None = None) -> Budget:
         """Create ``budget``, or accept the one stored under its id when its limits are the same (a
@@ -164,7 +171,9 @@ class Spending(Rules[State]):
         return None
 
     def erased(self, link: Link) -> State:
-        return f"budget {self._id!r} counts as spent: its history was erased (a rollup or purge)"
+        return (
+            f"budget {self._id!r} counts as spent: its history is gone (erased, or flooded past what is kept)"
+        )
 
     def adopted(self, link: Link) -> State:
         return None if link.deleted else _parse(self._id, link.payload)
@@ -173,14 +182,14 @@ class Spending(Rules[State]):
         if isinstance(before, str):
             return before  # erased: nothing written later makes it spendable again
         budget = None if after.deleted else _parse(self._id, after.payload)
+        if budget == before:
+            return budget  # changes nothing (a legal revision written back, or none over none)
         if before is None:
             if budget is None or budget.owner_key is None or after.signer != budget.owner_key:
                 return "creates a budget without its owner's signature"
             if forged(budget, budget.owner_key) or budget.spent or budget.charged:
                 return "creates a budget with unsigned limits, or already spent"
             return budget
-        if budget == before:
-            return budget  # changes nothing (a legal revision written back)
         if after.deleted:
             return None if after.signer == before.owner_key else "deletes a budget, not its owner"
         if budget is None:

@@ -32,6 +32,10 @@ from ..trail import Trail
 log = get_logger("chain")
 
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+CHAINED_METADATA = "ants_chained"
+"""Metadata of a bucket made on a signed board to keep chains (``"true"``): it keeps
+``depth`` revisions a key and refuses rollups and per-message TTLs, so no writer can erase a
+key's history and start it anew."""
 ROLLUP_HEADER = "Nats-Rollup"
 
 
@@ -238,13 +242,14 @@ class Tally(Generic[S]):
         self._chained: bool | None = None
 
     async def chained(self) -> bool:
-        """Whether the bucket keeps the chain (more than one revision a key; asked once). A bucket
-        made before budgets and windows were chains keeps one: its keys are read as they stand."""
+        """Whether the bucket was made to keep a chain (``CHAINED_METADATA``; asked once). A
+        bucket made before budgets and windows were chains holds unsigned revisions: its keys are
+        read as they stand."""
         if self._chained is None:
             config = await stream_config(self._js, self._bucket.stream)
             if config is None:
                 return False  # not made yet: ask again later
-            self._chained = (config.max_msgs_per_subject or 0) > 1
+            self._chained = (config.metadata or {}).get(CHAINED_METADATA) == "true"
         return self._chained
 
     async def settled(self, key: str, rules: Rules[S]) -> tuple[S, int]:

@@ -35,7 +35,7 @@ from ..identity import Identity
 from ..log import get_logger
 from ..models import Limit, RateSlot, RateWindow, parse_or_none, utcnow, wire_bytes
 from ..names import LIMITS_BUCKET, RATES_BUCKET, is_valid_capability
-from .chain import Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import CHAINED_METADATA, Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("rates")
 
@@ -72,7 +72,14 @@ class Rates:
         readers judge."""
         await ensure_kv(self._js, LIMITS_BUCKET, replicas=self._replicas, history=1)
         history = SIGNED_HISTORY if signed else 1
-        await ensure_kv(self._js, RATES_BUCKET, replicas=self._replicas, history=history)
+        await ensure_kv(
+            self._js,
+            RATES_BUCKET,
+            replicas=self._replicas,
+            history=history,
+            erasable=not signed,
+            metadata={CHAINED_METADATA: "true"} if signed else None,
+        )
 
     async def set(self, limit: Limit) -> Limit:
         """Set (or replace) the limit on ``limit.capability``."""
