@@ -8,7 +8,9 @@ by further deposits of the same mark, and the stream's ``max_age`` drops old eve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import re
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -48,6 +50,8 @@ _MARK_RE = re.compile(MARK_NAME_PATTERN)
 _FETCH_TIMEOUT_S = 1.0
 _FOLLOW_BATCH = 256
 """Events a follow of its own (no durable) asks for at once."""
+_IDLE_CHECK_S = 5.0
+"""How often an idle follow of its own asks whether the server sent it events it never got."""
 _NEWEST_MIN_WINDOW = 256
 """Messages of the trail first read back from its end for ``newest``."""
 
@@ -347,21 +351,34 @@ class Trail:
                     inactive_threshold=60.0,
                 )
                 reconnected = False
-                async with translate_errors(f"follow {filters}"):
-                    info = await self._js.add_consumer(TRAIL_STREAM, config=config)
+                # (Patient: after a failover the stream may be electing a leader for seconds.)
+                create = functools.partial(self._js.add_consumer, TRAIL_STREAM, config=config)
+                info = await patiently(self._js, f"follow {filters}", create)
                 # Where it starts: a reconnection before its first event must not start it anew
                 # at "new events only" and skip what came meanwhile.
                 after = int(info.delivered.stream_seq or 0) if info.delivered else after
                 expected = 1
+                loop = asyncio.get_running_loop()
+                checked = loop.time()
                 async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_FOLLOW_BATCH) as puller:
                     while not reconnected:
                         try:
                             msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
                         except ServerUnavailable:
-                            if await puller.exists() is False:
+                            exists = await puller.exists()
+                            if exists is False:
                                 break  # removed while this client was away: start a new one
+                            if exists is None:
+                                continue  # nobody answers yet (an election): ask again
                             raise
                         if msg is None:
+                            # Idle: events lost on a path that broke while this connection held
+                            # (a route, a leaf link) show only in what the server says it sent.
+                            if loop.time() - checked >= _IDLE_CHECK_S:
+                                checked = loop.time()
+                                if await self._sent_beyond(puller.consumer, expected - 1):
+                                    log.info("trail.follow_gap", expected=expected, after=after)
+                                    break
                             continue
                         sequence = msg.metadata.sequence
                         if sequence.consumer != expected:
@@ -378,6 +395,15 @@ class Trail:
                         yield event
         finally:
             stop()
+
+    async def _sent_beyond(self, consumer: str, received: int) -> bool:
+        """Whether the server says it sent consumer ``consumer`` more than ``received`` events
+        (False when it does not answer)."""
+        try:
+            info = await self._js.consumer_info(TRAIL_STREAM, consumer, timeout=_FETCH_TIMEOUT_S)
+        except (nats.errors.Error, nats.js.errors.Error):
+            return False
+        return info.delivered is not None and int(info.delivered.consumer_seq or 0) > received
 
     async def listen(self, kind: str, on_event: Callable[[TrailEvent], None]) -> Subscription:
         """Hear the events of ``kind`` (e.g. ``task.cancelled``) as they are laid: ``on_event``
