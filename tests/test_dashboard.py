@@ -35,6 +35,8 @@ from ants_nats.dashboard.hub import Hub
 from ants_nats.dashboard.state import task_summary
 from ants_nats.dashboard.tasks import TaskIndex, open_unroutable
 
+from .conftest import ContainerServer, fresh_board
+
 Delta = dict[str, Any]
 LIVE_TIMEOUT_S = 20.0
 
@@ -428,15 +430,23 @@ ATTEMPTS_OF_HELD = "return document.querySelector('[data-task=\"held\"] [data-at
 """A finished task shows the attempts it took (not "0/3" for one done at the first)."""
 
 
+@pytest.fixture
+async def patient_board(nats_server: EmbeddedServer | ContainerServer) -> AsyncIterator[TaskBoard]:
+    """A board whose leases outlast a stall of the test process while a browser starts on a busy
+    machine (the page is under test, not leases: a lapsed lease would make a second attempt)."""
+    async with fresh_board(nats_server.url, lease_ttl=10.0) as board:
+        yield board
+
+
 @pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
-async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_path: Path) -> None:
+async def test_the_page_shows_the_live_run_in_chromium(patient_board: TaskBoard, tmp_path: Path) -> None:
     gate = Gate("held")
     async with (
-        ledger_service(board),
-        agents(board, gate, ["ant0", "ant1"]) as ants,
-        Dashboard(board) as dashboard,
+        ledger_service(patient_board),
+        agents(patient_board, gate, ["ant0", "ant1"]) as ants,
+        Dashboard(patient_board) as dashboard,
     ):
-        await board.submit_many(
+        await patient_board.submit_many(
             [
                 Task(id="warmup", kind="work", requires=("work",)),
                 Task(id="held", kind="work", requires=("work",)),
@@ -444,7 +454,9 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 Task(id="needs-gpu", kind="render", requires=("gpu",)),
             ]
         )
-        await board.trail.mark("artifact.written", key="early", intensity=2.0)  # before the page loads
+        await patient_board.trail.mark(
+            "artifact.written", key="early", intensity=2.0
+        )  # before the page loads
         await gate.started["held"].wait()
         with chromium() as driver:
 
@@ -470,7 +482,7 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
 
             await asyncio.to_thread(before)
             gate.release.set()  # the held task completes now, while the page is open
-            await board.trail.mark("artifact.written", key="late", agent=ants[0].id)
+            await patient_board.trail.mark("artifact.written", key="late", agent=ants[0].id)
 
             def after() -> None:
                 wait_for(driver, '[data-task="held"][data-status="done"]')
@@ -500,7 +512,7 @@ async def test_the_page_shows_the_live_run_in_chromium(board: TaskBoard, tmp_pat
                 assert not severe, severe  # no script error, no blocked (off-site) resource
 
             await asyncio.to_thread(after)
-        final = await board.wait(["held", "after"], timeout=LIVE_TIMEOUT_S)
+        final = await patient_board.wait(["held", "after"], timeout=LIVE_TIMEOUT_S)
         assert all(r.status is TaskStatus.DONE for r in final.values())
     for shot in ("agents.png", "swarm.png", "task.png", "trail.png"):
         assert (tmp_path / shot).stat().st_size > 10_000, shot
