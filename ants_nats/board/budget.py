@@ -18,20 +18,18 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from .._store import Bucket, Conflict, ensure_kv, is_tombstone
+from .._store import Bucket, Conflict, is_tombstone
 from ..errors import CorruptEntry, InvalidTask
 from ..identity import Identity, verify
 from ..log import get_logger
 from ..models import Budget, TaskRecord, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
-from .chain import CHAINED_METADATA, Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("budgets")
 
 CHARGES_KEPT = 256
 """Attempts a budget remembers having charged (a retry comes within seconds, not 256 attempts)."""
-SIGNED_HISTORY = 32
-"""Revisions a signed board keeps of each budget: the chain its readers judge."""
 
 State = Budget | str | None
 """A budget as its readers judge it: the budget, why nothing may be spent of it (its history was
@@ -45,21 +43,13 @@ class Budgets:
         self._js = js
         self._replicas = replicas
         self._bucket = Bucket(js, BUDGETS_BUCKET)
-        self._tally: Tally[State] = Tally(js, self._bucket, depth=SIGNED_HISTORY, witness=witness)
+        self._tally: Tally[State] = Tally(js, self._bucket, depth=TALLY_DEPTH, witness=witness)
         self.signed = False
         """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
     async def ensure(self, *, signed: bool = False) -> None:
         """Create the bucket unless it exists; a ``signed`` board's keeps the chain readers judge."""
-        history = SIGNED_HISTORY if signed else 1
-        await ensure_kv(
-            self._js,
-            BUDGETS_BUCKET,
-            replicas=self._replicas,
-            history=history,
-            erasable=not signed,
-            metadata={CHAINED_METADATA: "true"} if signed else None,
-        )
+        await self._tally.ensure(replicas=self._replicas, signed=signed)
 
     async def open(self, budget: Budget, signer: Identity | None = None) -> Budget:
         """Create ``budget``, or accept the one stored under its id when its limits are the same (a

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from pydantic import JsonValue
 
-from .._store import Bucket, Conflict, is_tombstone, stream_config
+from .._store import Bucket, Conflict, ensure_kv, is_tombstone, stream_config
 from ..cards import Directory
 from ..identity import SIG_HEADER, SIGNER_HEADER, Identity, header, signing_input, verify
 from ..log import get_logger
@@ -32,6 +32,8 @@ from ..trail import Trail
 log = get_logger("chain")
 
 EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+TALLY_DEPTH = 32
+"""Revisions a signed board keeps of each budget and rate window: the chain its readers judge."""
 CHAINED_METADATA = "ants_chained"
 """Metadata of a bucket made on a signed board to keep chains (``"true"``): it keeps
 ``depth`` revisions a key and refuses rollups and per-message TTLs, so no writer can erase a
@@ -240,6 +242,18 @@ class Tally(Generic[S]):
         self._witness = witness
         self._known: LegalCache[tuple[Link, S]] = LegalCache(1024)
         self._chained: bool | None = None
+
+    async def ensure(self, *, replicas: int, signed: bool) -> None:
+        """Create the bucket unless it exists: on a ``signed`` board one that keeps chains
+        (``CHAINED_METADATA``), else one revision a key, trusted as it stands."""
+        await ensure_kv(
+            self._js,
+            self._bucket.name,
+            replicas=replicas,
+            history=self._depth if signed else 1,
+            erasable=not signed,
+            metadata={CHAINED_METADATA: "true"} if signed else None,
+        )
 
     async def chained(self) -> bool:
         """Whether the bucket was made to keep a chain (``CHAINED_METADATA``; asked once). A

@@ -35,14 +35,12 @@ from ..identity import Identity
 from ..log import get_logger
 from ..models import Limit, RateSlot, RateWindow, parse_or_none, utcnow, wire_bytes
 from ..names import LIMITS_BUCKET, RATES_BUCKET, is_valid_capability
-from .chain import CHAINED_METADATA, Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness, sign_revision
 
 log = get_logger("rates")
 
 SLOTS = 20
 """Slots an interval is cut into: the window is exact to a twentieth of the interval."""
-SIGNED_HISTORY = 32
-"""Revisions a signed board keeps of each window: the chain its readers judge."""
 CLOCK_SKEW_S = 5.0
 """How far a writer's clock may be from the server's when it lets old slots go."""
 
@@ -63,7 +61,7 @@ class Rates:
         self._limits = Bucket(js, LIMITS_BUCKET)
         self._windows = Bucket(js, RATES_BUCKET)
         self._identities = identities if identities is not None else {}
-        self._tally: Tally[RateWindow] = Tally(js, self._windows, depth=SIGNED_HISTORY, witness=witness)
+        self._tally: Tally[RateWindow] = Tally(js, self._windows, depth=TALLY_DEPTH, witness=witness)
         self.signed = False
         """Whether the board is signed (its board sets this when it reads its tasks stream)."""
 
@@ -71,15 +69,7 @@ class Rates:
         """Create both buckets unless they exist; a ``signed`` board's windows keep the chain
         readers judge."""
         await ensure_kv(self._js, LIMITS_BUCKET, replicas=self._replicas, history=1)
-        history = SIGNED_HISTORY if signed else 1
-        await ensure_kv(
-            self._js,
-            RATES_BUCKET,
-            replicas=self._replicas,
-            history=history,
-            erasable=not signed,
-            metadata={CHAINED_METADATA: "true"} if signed else None,
-        )
+        await self._tally.ensure(replicas=self._replicas, signed=signed)
 
     async def set(self, limit: Limit) -> Limit:
         """Set (or replace) the limit on ``limit.capability``."""
