@@ -446,6 +446,32 @@ async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> 
                 await projector
 
 
+async def test_a_reader_keeps_what_it_knew_a_budget_spent_past_a_flood(secured: EmbeddedServer) -> None:
+    async with owner_board(secured) as owner, forger(secured) as (nc, _):
+        budgets = Bucket(nc.jetstream(), BUDGETS_BUCKET)
+        async with spender(secured):
+            await owner.submit(
+                Task(id="dp1", kind="spend", created_by="ant-b"), budget=Budget(id="deep", tokens=3)
+            )
+            assert await owner.result("dp1", timeout=20) == "spent"
+        assert (await owner.budget("deep")).spent.tokens == 5  # this reader has judged it so
+        # The forger lowers it, then writes more signed revisions than the bucket keeps: the
+        # lowering leaves the history, and the oldest kept revision is taken as it stands...
+        kept = (await nc.jetstream().stream_info(budgets.stream)).config.max_msgs_per_subject
+        assert kept is not None
+        for _ in range(kept + 1):
+            entry = await budgets.get("deep")
+            assert entry is not None
+            lowered = wire_bytes(
+                Budget.model_validate_json(entry.value).model_copy(update={"spent": Usage()})
+            )
+            await budgets.update(
+                "deep", lowered, last=entry.revision, headers=signed(budgets, "deep", lowered, entry.revision)
+            )
+        # ... but not below what a reader knew it had spent.
+        assert (await owner.budget("deep")).spent.tokens == 5
+
+
 async def test_what_a_rate_window_took_cannot_be_undone(secured: EmbeddedServer) -> None:
     async with (
         owner_board(secured) as owner,

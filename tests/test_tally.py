@@ -125,3 +125,10 @@ async def test_a_board_made_before_budgets_were_chains_reads_them_as_they_stand(
             assert (await board.budget("old")).spent.tokens == 7
             await board.submit(Task(id="t2", kind="later", budget="old", created_by="owner"))
             assert await board.trail.last(FORGED_RECORD, "old") is None
+
+
+def test_a_window_read_past_a_flood_keeps_what_its_reader_knew() -> None:
+    known = window((-1, 2, 0), (0, 3, 5))
+    assert Taking(LIMIT).floor(window((0, 1, 9), (1, 1, 0)), known) == window(
+        (-1, 2, 0), (0, 3, 9), (1, 1, 0)
+    )

@@ -196,6 +196,17 @@ class Spending(Rules[State]):
             return "lowers what was spent"
         return budget
 
+    def floor(self, state: State, known: State) -> State:
+        if not isinstance(state, Budget) or not isinstance(known, Budget):
+            return known if isinstance(known, str) else state
+        was, now = known.spent, state.spent
+        most = Usage(
+            tokens_in=max(was.tokens_in, now.tokens_in),
+            tokens_out=max(was.tokens_out, now.tokens_out),
+            cost=max(was.cost, now.cost),
+        )
+        return state.model_copy(update={"spent": most})
+
 
 def forged(budget: Budget, owner_key: str | None) -> str | None:
     """Why ``budget``'s limits are not those its owner (``owner_key``, the task's) signed, or

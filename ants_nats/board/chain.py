@@ -206,6 +206,11 @@ class Rules(ABC, Generic[S]):
     def step(self, before: S, after: Link) -> S | str:
         """The state ``after`` makes of ``before`` when its signer may write it, else why not."""
 
+    def floor(self, state: S, known: S) -> S:
+        """``state`` (read past a flooded history) raised to what this reader knew legal before
+        (``known``): the key only counts up, so nothing it had counted can be less now."""
+        return state
+
 
 @dataclass(frozen=True)
 class Forged:
@@ -347,6 +352,9 @@ class Tally(Generic[S]):
                 forged.append(Forged(link, judged))
             else:
                 legal, state = link, judged
+        if chain.erased and known is not None:
+            # A flood pushed what this reader last judged out of the history: it still knew that.
+            state = rules.floor(state, known[1])
         return Tallied(chain.revisions[0] if chain.revisions else legal, state, legal, forged)
 
 

@@ -272,6 +272,15 @@ class Taking(Rules[RateWindow]):
                 return f"lowers what was taken in slot {kept.n} of the window"
         return window
 
+    def floor(self, state: RateWindow, known: RateWindow) -> RateWindow:
+        most = {s.n: s for s in state.slots}
+        for slot in known.slots:
+            now = most.get(slot.n, RateSlot(n=slot.n))
+            most[slot.n] = RateSlot(
+                n=slot.n, requests=max(now.requests, slot.requests), tokens=max(now.tokens, slot.tokens)
+            )
+        return state.model_copy(update={"slots": tuple(sorted(most.values(), key=lambda s: s.n))})
+
     def _parse(self, value: bytes) -> RateWindow | None:
         return parse_or_none(RateWindow, value, where=f"{RATES_BUCKET}/{self._limit.capability}")
 
