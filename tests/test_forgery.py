@@ -125,6 +125,21 @@ def pwned(token: int) -> dict[str, object]:
 
 
 @asynccontextmanager
+async def ledger_projecting(server: EmbeddedServer, *, verified: bool = False) -> AsyncIterator[Ledger]:
+    """The ledger service's projection (``verified``: with signature checks), running on its own
+    connection until the block ends."""
+    async with connect(server.url, seed=LEDGER.seed) as nc:
+        ledger = Ledger(nc)
+        verifier = Verifier(Directory(nc)) if verified else None
+        projector = asyncio.create_task(ledger.project(Trail(nc), verifier=verifier))
+        try:
+            yield ledger
+        finally:
+            projector.cancel()
+            await asyncio.gather(projector, return_exceptions=True)
+
+
+@asynccontextmanager
 async def spender(server: EmbeddedServer) -> AsyncIterator[Agent]:
     """``ant-b`` working ``spend`` tasks, each reporting 5 tokens spent."""
     async with TaskBoard.connect(server.url, SIGNED, seed=OWNER.seed) as board:
@@ -255,36 +270,29 @@ async def test_the_ledger_counts_the_forger_and_no_one_it_frames(secured: Embedd
     async with (
         owner_board(secured) as owner,
         forger(secured) as (_, tasks),
-        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+        ledger_projecting(secured, verified=True) as ledger,
     ):
-        ledger = Ledger(ledger_nc)
-        trail = Trail(ledger_nc)
-        projector = asyncio.create_task(ledger.project(trail, verifier=Verifier(Directory(ledger_nc))))
-        try:
-            await owner.submit(Task(id="f1", kind="later", created_by="ant-b"))
-            await rewrite(tasks, "f1", **pwned(0))
-            await owner.get("f1")
-            counted = await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.totals.forged >= 1), 20)
-            assert counted.totals.completed == 0  # its forged completion counts for nothing
-            quarantined = await owner.reputation.quarantined("ant-a", [])
-            assert quarantined == ["any"]  # one forgery is enough
+        await owner.submit(Task(id="f1", kind="later", created_by="ant-b"))
+        await rewrite(tasks, "f1", **pwned(0))
+        await owner.get("f1")
+        counted = await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.totals.forged >= 1), 20)
+        assert counted.totals.completed == 0  # its forged completion counts for nothing
+        quarantined = await owner.reputation.quarantined("ant-a", [])
+        assert quarantined == ["any"]  # one forgery is enough
 
-            # A forgery report against an honest revision frames nobody: the ledger judges it itself.
-            honest = await tasks.get("f1")
-            assert honest is not None
-            await owner.trail.emit(
-                TrailEvent(kind=FORGED_RECORD, ref="f1", agent="ant-b", data={"revision": honest.revision})
-            )
-            async with aclosing(owner.trail.follow(trail_filter("corrupt.unbacked"))) as rejections:
-                async for rejected in rejections:
-                    data = rejected.data
-                    if isinstance(data, dict) and (data["kind"], data["task"]) == (FORGED_RECORD, "f1"):
-                        assert rejected.data["agent"] == "ant-b"
-                        break
-            assert (await ledger.get("ant-b")).totals.forged == 0
-        finally:
-            projector.cancel()
-            await asyncio.gather(projector, return_exceptions=True)
+        # A forgery report against an honest revision frames nobody: the ledger judges it itself.
+        honest = await tasks.get("f1")
+        assert honest is not None
+        await owner.trail.emit(
+            TrailEvent(kind=FORGED_RECORD, ref="f1", agent="ant-b", data={"revision": honest.revision})
+        )
+        async with aclosing(owner.trail.follow(trail_filter("corrupt.unbacked"))) as rejections:
+            async for rejected in rejections:
+                data = rejected.data
+                if isinstance(data, dict) and (data["kind"], data["task"]) == (FORGED_RECORD, "f1"):
+                    assert rejected.data["agent"] == "ant-b"
+                    break
+        assert (await ledger.get("ant-b")).totals.forged == 0
 
 
 async def test_a_board_is_signed_from_its_creation_on(secured: EmbeddedServer) -> None:
@@ -371,79 +379,68 @@ async def test_what_a_budget_spent_cannot_be_undone(secured: EmbeddedServer) -> 
     async with (
         owner_board(secured) as owner,
         forger(secured) as (nc, _),
-        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+        ledger_projecting(secured) as ledger,
     ):
         budgets = Bucket(nc.jetstream(), BUDGETS_BUCKET)
-        ledger = Ledger(ledger_nc)
-        projector = asyncio.create_task(ledger.project(Trail(ledger_nc)))
-        try:
-            async with spender(secured):
-                await owner.submit(
-                    Task(id="sp1", kind="spend", created_by="ant-b"), budget=Budget(id="thin", tokens=3)
-                )
-                assert await owner.result("sp1", timeout=20) == "spent"
-                entry = await budgets.get("thin")
-                assert entry is not None
-                # The forger lowers what was spent: its next reader undoes it, and the budget's
-                # next task fails as spent, legally.
-                spent = Budget.model_validate_json(entry.value)
-                assert spent.spent.tokens == 5
-                lowered = wire_bytes(spent.model_copy(update={"spent": Usage(), "charged": ()}))
-                await budgets.update(
-                    "thin",
-                    lowered,
-                    last=entry.revision,
-                    headers=signed(budgets, "thin", lowered, entry.revision),
-                )
-                await owner.submit(Task(id="sp2", kind="spend", budget="thin", created_by="ant-b"))
-                final = (await owner.wait(["sp2"], timeout=20))["sp2"]
-            assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
-            report = await until_event(owner, FORGED_RECORD, "thin")
-            assert report.agent == "ant-a" and isinstance(report.data, dict)
-            assert report.data["why"] == "lowers what was spent"
-            # The ledger judges the budget's chain itself and counts the forgery against ant-a, once
-            # however many readers report it.
-            counted = await asyncio.wait_for(
-                until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20
+        async with spender(secured):
+            await owner.submit(
+                Task(id="sp1", kind="spend", created_by="ant-b"), budget=Budget(id="thin", tokens=3)
             )
-            again = TrailEvent(kind=FORGED_RECORD, ref="thin", agent="ant-a", data=report.data)
-            await owner.trail.emit(again)
-            async with aclosing(owner.trail.follow(trail_filter("corrupt.replayed"))) as rejections:
-                async for rejected in rejections:
-                    if isinstance(rejected.data, dict) and rejected.data["task"] == "thin":
-                        break
-            assert (await ledger.get("ant-a")).totals.forged == counted.totals.forged
-
-            # Deleting it is undone too; erasing its history (a purge) leaves it spent for good.
+            assert await owner.result("sp1", timeout=20) == "spent"
             entry = await budgets.get("thin")
             assert entry is not None
-            await budgets.delete(
-                "thin", last=entry.revision, headers=signed(budgets, "thin", b"", entry.revision)
+            # The forger lowers what was spent: its next reader undoes it, and the budget's
+            # next task fails as spent, legally.
+            spent = Budget.model_validate_json(entry.value)
+            assert spent.spent.tokens == 5
+            lowered = wire_bytes(spent.model_copy(update={"spent": Usage(), "charged": ()}))
+            await budgets.update(
+                "thin",
+                lowered,
+                last=entry.revision,
+                headers=signed(budgets, "thin", lowered, entry.revision),
             )
-            assert (await owner.budget("thin")).spent.tokens == 5
-            await owner.submit(Task(id="sp3", kind="spend", budget="thin", created_by="ant-b"))
-            # Its history cannot be erased (no rollups); flooded with plain writes past what the
-            # bucket keeps, it is gone, and the budget counts as spent.
-            top = await budgets.last("thin")
-            assert top is not None
-            with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
-                await budgets.update("thin", b"{}", last=int(top.seq or 0), rollup=True)
-            await flood(nc, budgets, "thin")
-            with pytest.raises(CorruptEntry, match="history is gone"):
-                await owner.budget("thin")
-            with pytest.raises(CorruptEntry, match="history is gone"):
-                await owner.submit(Task(id="sp4", kind="spend", budget="thin", created_by="ant-b"))
-            async with spender(secured):
-                final = (await owner.wait(["sp3"], timeout=20))["sp3"]
-            assert (
-                final.status is TaskStatus.FAILED
-                and final.error is not None
-                and "history is gone" in final.error
-            )
-        finally:
-            projector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await projector
+            await owner.submit(Task(id="sp2", kind="spend", budget="thin", created_by="ant-b"))
+            final = (await owner.wait(["sp2"], timeout=20))["sp2"]
+        assert final.status is TaskStatus.FAILED and final.error is not None and "is spent" in final.error
+        report = await until_event(owner, FORGED_RECORD, "thin")
+        assert report.agent == "ant-a" and isinstance(report.data, dict)
+        assert report.data["why"] == "lowers what was spent"
+        # The ledger judges the budget's chain itself and counts the forgery against ant-a, once
+        # however many readers report it.
+        counted = await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
+        again = TrailEvent(kind=FORGED_RECORD, ref="thin", agent="ant-a", data=report.data)
+        await owner.trail.emit(again)
+        async with aclosing(owner.trail.follow(trail_filter("corrupt.replayed"))) as rejections:
+            async for rejected in rejections:
+                if isinstance(rejected.data, dict) and rejected.data["task"] == "thin":
+                    break
+        assert (await ledger.get("ant-a")).totals.forged == counted.totals.forged
+
+        # Deleting it is undone too; erasing its history (a purge) leaves it spent for good.
+        entry = await budgets.get("thin")
+        assert entry is not None
+        await budgets.delete(
+            "thin", last=entry.revision, headers=signed(budgets, "thin", b"", entry.revision)
+        )
+        assert (await owner.budget("thin")).spent.tokens == 5
+        await owner.submit(Task(id="sp3", kind="spend", budget="thin", created_by="ant-b"))
+        # Its history cannot be erased (no rollups); flooded with plain writes past what the
+        # bucket keeps, it is gone, and the budget counts as spent.
+        top = await budgets.last("thin")
+        assert top is not None
+        with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
+            await budgets.update("thin", b"{}", last=int(top.seq or 0), rollup=True)
+        await flood(nc, budgets, "thin")
+        with pytest.raises(CorruptEntry, match="history is gone"):
+            await owner.budget("thin")
+        with pytest.raises(CorruptEntry, match="history is gone"):
+            await owner.submit(Task(id="sp4", kind="spend", budget="thin", created_by="ant-b"))
+        async with spender(secured):
+            final = (await owner.wait(["sp3"], timeout=20))["sp3"]
+        assert (
+            final.status is TaskStatus.FAILED and final.error is not None and "history is gone" in final.error
+        )
 
 
 async def test_a_reader_keeps_what_it_knew_a_budget_spent_past_a_flood(secured: EmbeddedServer) -> None:
@@ -477,48 +474,41 @@ async def test_what_a_rate_window_took_cannot_be_undone(secured: EmbeddedServer)
         owner_board(secured) as owner,
         forger(secured) as (nc, _),
         TaskBoard.connect(secured.url, SIGNED, seed=OPERATOR.seed) as operator,
-        connect(secured.url, seed=LEDGER.seed) as ledger_nc,
+        ledger_projecting(secured),
     ):
         limit = await operator.set_limit("metered", requests=2, per=60)
         windows = Bucket(nc.jetstream(), RATES_BUCKET)
-        ledger = Ledger(ledger_nc)
-        projector = asyncio.create_task(ledger.project(Trail(ledger_nc)))
-        try:
-            for _ in range(2):
-                wait, _ = await owner.rates.reserve(limit, by="ant-b")
-                assert wait == 0.0
-            assert await owner.rates.room(limit) > 0  # full: both requests of the interval taken
-            # The forger empties the window: its next reader undoes that, and names it.
-            entry = await windows.get("metered")
-            assert entry is not None
-            empty = wire_bytes(RateWindow())
-            await windows.update(
-                "metered",
-                empty,
-                last=entry.revision,
-                headers=signed(windows, "metered", empty, entry.revision),
-            )
-            assert await owner.rates.room(limit) > 0
-            report = await until_event(owner, FORGED_RECORD, "metered")
-            assert report.agent == "ant-a" and isinstance(report.data, dict)
-            assert report.data["bucket"] == RATES_BUCKET and "lowers what was taken" in report.data["why"]
-            restored = await windows.get("metered")
-            assert (
-                restored is not None
-                and sum(s.requests for s in RateWindow.model_validate_json(restored.value).slots) == 2
-            )
-            await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
+        for _ in range(2):
+            wait, _ = await owner.rates.reserve(limit, by="ant-b")
+            assert wait == 0.0
+        assert await owner.rates.room(limit) > 0  # full: both requests of the interval taken
+        # The forger empties the window: its next reader undoes that, and names it.
+        entry = await windows.get("metered")
+        assert entry is not None
+        empty = wire_bytes(RateWindow())
+        await windows.update(
+            "metered",
+            empty,
+            last=entry.revision,
+            headers=signed(windows, "metered", empty, entry.revision),
+        )
+        assert await owner.rates.room(limit) > 0
+        report = await until_event(owner, FORGED_RECORD, "metered")
+        assert report.agent == "ant-a" and isinstance(report.data, dict)
+        assert report.data["bucket"] == RATES_BUCKET and "lowers what was taken" in report.data["why"]
+        restored = await windows.get("metered")
+        assert (
+            restored is not None
+            and sum(s.requests for s in RateWindow.model_validate_json(restored.value).slots) == 2
+        )
+        await asyncio.wait_for(until_ledger(owner, "ant-a", lambda e: e.last_seq == report.seq), 20)
 
-            # Its history cannot be erased (no rollups); flooded past what the bucket keeps, the
-            # window counts as full for an interval from then.
-            with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
-                await windows.update("metered", empty, last=restored.revision, rollup=True)
-            await flood(nc, windows, "metered")
-            assert await owner.rates.room(limit) > limit.per / 2
-        finally:
-            projector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await projector
+        # Its history cannot be erased (no rollups); flooded past what the bucket keeps, the
+        # window counts as full for an interval from then.
+        with pytest.raises(nats.js.errors.APIError, match="rollup not permitted"):
+            await windows.update("metered", empty, last=restored.revision, rollup=True)
+        await flood(nc, windows, "metered")
+        assert await owner.rates.room(limit) > limit.per / 2
 
 
 async def test_a_task_created_in_another_owners_name_is_taken_back(secured: EmbeddedServer) -> None:
