@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from .._store import Bucket, Conflict, is_tombstone
+from .._store import Bucket, Conflict
 from ..errors import CorruptEntry, InvalidTask
 from ..identity import Identity, verify
 from ..log import get_logger
 from ..models import Budget, TaskRecord, Usage, parse_or_none, wire_bytes
 from ..names import BUDGETS_BUCKET
-from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness
 
 log = get_logger("budgets")
 
@@ -132,21 +132,12 @@ class Budgets:
     async def _read(self, budget_id: str, *, signed: bool | None = None) -> tuple[State, int]:
         """The budget (on a signed board: its last legal state, restored over forged revisions)
         and the revision a write goes over."""
-        if not (self.signed if signed is None else signed) or not await self._tally.chained():
-            msg = await self._bucket.last(budget_id)
-            if msg is None or is_tombstone(msg.headers):
-                return None, 0 if msg is None else int(msg.seq or 0)
-            return _parse(budget_id, msg.data or b""), int(msg.seq or 0)
-        return await self._tally.settled(budget_id, Spending(budget_id))
+        judged = self.signed if signed is None else signed
+        return await self._tally.current(budget_id, Spending(budget_id), judged=judged)
 
     async def _write(self, budget: Budget, last: int, signer: Identity | None) -> None:
         value = wire_bytes(budget)
-        subject = self._bucket.subject(budget.id)
-        headers = sign_revision(signer, subject, last, value) if signer is not None and self.signed else {}
-        seq = await self._bucket.update(budget.id, value, last=last, headers=headers or None)
-        if self.signed:
-            link = Link(seq, value, headers, signer.public_key if signer else None, last, False, False)
-            self._tally.wrote(budget.id, link, budget)
+        await self._tally.write(budget.id, budget, value, last=last, signer=signer, signed=self.signed)
 
 
 class Spending(Rules[State]):

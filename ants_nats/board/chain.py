@@ -271,6 +271,27 @@ class Tally(Generic[S]):
             self._chained = (config.metadata or {}).get(CHAINED_METADATA) == "true"
         return self._chained
 
+    async def current(self, key: str, rules: Rules[S], *, judged: bool) -> tuple[S, int]:
+        """The state of ``key`` and the revision a write goes over: ``judged`` (a signed board)
+        and the bucket keeps chains, as ``settled``; else as it stands."""
+        if judged and await self.chained():
+            return await self.settled(key, rules)
+        msg = await self._bucket.last(key)
+        found = None if msg is None else rules.adopted(read_link(msg, self._bucket.subject(key)))
+        return (rules.creation() if found is None else found), 0 if msg is None else int(msg.seq or 0)
+
+    async def write(
+        self, key: str, state: S, value: bytes, *, last: int, signer: Identity | None, signed: bool
+    ) -> int:
+        """CAS ``value`` (``state``'s bytes) over revision ``last``, signed by ``signer`` on a
+        ``signed`` board (and remembered as judged); its new revision, or ``Conflict``."""
+        headers = sign_revision(signer, self._bucket.subject(key), last, value) if signed and signer else {}
+        seq = await self._bucket.update(key, value, last=last, headers=headers or None)
+        if signed:
+            key_of = signer.public_key if signer else None
+            self.wrote(key, Link(seq, value, headers, key_of, last, False, False), state)
+        return seq
+
     async def settled(self, key: str, rules: Rules[S]) -> tuple[S, int]:
         """The state of ``key`` after its last legal revision, written back over forged ones
         (a copy that changes nothing, so it stays legal), which are reported; and the revision a
@@ -279,9 +300,10 @@ class Tally(Generic[S]):
             tallied = await self.read(key, rules)
             top, legal = tallied.top, tallied.legal
             last = top.seq if top is not None else 0
-            forged = bool(tallied.forged) and top is not None and tallied.forged[-1].link.seq == top.seq
-            written_back = False
-            if forged and top is not None and legal is not None:
+            if not tallied.forged or top is None or tallied.forged[-1].link.seq != top.seq:
+                # Forgeries under a legal last revision were reported by whoever wrote it.
+                return tallied.state, last
+            if legal is not None:
                 try:
                     if legal.deleted:  # its owner deleted it: deleted it stays
                         await self._bucket.delete(key, last=top.seq, headers=legal.signature)
@@ -291,14 +313,12 @@ class Tally(Generic[S]):
                         )
                         copy = Link(last, legal.payload, legal.signature, None, top.seq, False, False)
                         self.wrote(key, copy, tallied.state)
-                        written_back = True
                 except Conflict:
                     continue  # written meanwhile: judge again
-            # Forgeries under a legal last revision were reported by whoever wrote it.
-            if forged and self._witness is not None:
+            if self._witness is not None:
                 for found in tallied.forged:
                     await self._witness.forged(self._bucket, key, found, legal.seq if legal else None)
-            if forged and legal is not None and not written_back:
+            if legal is not None and legal.deleted:
                 continue  # a deletion says not its revision: read it back
             return tallied.state, last
 

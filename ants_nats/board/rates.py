@@ -28,14 +28,14 @@ from contextlib import aclosing
 
 from nats.js import JetStreamContext
 
-from .._store import Bucket, Conflict, ensure_kv, is_tombstone
+from .._store import Bucket, Conflict, ensure_kv
 from .._watch import watch_values
 from ..errors import InvalidTask, LimitNotFound
 from ..identity import Identity
 from ..log import get_logger
 from ..models import Limit, RateSlot, RateWindow, parse_or_none, utcnow, wire_bytes
 from ..names import LIMITS_BUCKET, RATES_BUCKET, is_valid_capability
-from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness, sign_revision
+from .chain import TALLY_DEPTH, Forged, Link, Rules, Tally, Witness
 
 log = get_logger("rates")
 
@@ -163,29 +163,18 @@ class Rates:
             if isinstance(changed, float):
                 return max(changed * length - (now - slot * length), 0.0), slot
             new = RateWindow(slots=tuple(changed))
-            value = wire_bytes(new)
-            headers = {}
-            if self.signed and signer is not None:
-                headers = sign_revision(signer, self._windows.subject(capability), last, value)
             try:
-                seq = await self._windows.update(capability, value, last=last, headers=headers or None)
+                await self._tally.write(
+                    capability, new, wire_bytes(new), last=last, signer=signer, signed=self.signed
+                )
             except Conflict:
                 continue
-            if self.signed:
-                key = signer.public_key if signer else None
-                self._tally.wrote(capability, Link(seq, value, headers, key, last, False, False), new)
             return 0.0, slot
 
-    async def _read(self, limit: Limit) -> tuple[RateWindow | None, int]:
+    async def _read(self, limit: Limit) -> tuple[RateWindow, int]:
         """The window of ``limit`` (on a signed board its last legal state, restored over forged
         revisions) and the revision a write goes over."""
-        if self.signed and await self._tally.chained():
-            return await self._tally.settled(limit.capability, Taking(limit))
-        msg = await self._windows.last(limit.capability)
-        if msg is None or is_tombstone(msg.headers):
-            return None, 0 if msg is None else int(msg.seq or 0)
-        where = f"{RATES_BUCKET}/{limit.capability}"
-        return parse_or_none(RateWindow, msg.data or b"", where=where), int(msg.seq or 0)
+        return await self._tally.current(limit.capability, Taking(limit), judged=self.signed)
 
 
 def live_slots(window: RateWindow | None, slot: int) -> list[RateSlot]:
