@@ -98,6 +98,12 @@ class Directory:
         reading.set_result(self._snapshot[1])
         return found
 
+    async def announcing(self, public_key: str, *, max_age: float = 30.0) -> str | None:
+        """The live agent whose card announces ``public_key`` (None: nobody), from a pass over the
+        cards at most ``max_age`` seconds old."""
+        cards = await self.cards(max_age=max_age)
+        return next((card.id for card in cards if card.public_key == public_key), None)
+
     async def who_can(self, requires: Iterable[str], kind: str | None = None) -> list[AgentCard]:
         """Live agents having every capability in ``requires`` (and a handler for ``kind``, if
         given), least loaded first."""

@@ -388,10 +388,7 @@ class Witness:
 
     async def agent_of(self, key: str | None) -> str | None:
         """The live agent whose card announces the public key ``key`` (None: nobody, or unsigned)."""
-        if key is None:
-            return None
-        cards = await self._directory.cards(max_age=30.0)
-        return next((card.id for card in cards if card.public_key == key), None)
+        return None if key is None else await self._directory.announcing(key)
 
     async def forged(self, bucket: Bucket, key: str, found: Forged, restored: int | None) -> None:
         """Report ``found``, a forged revision of ``key`` in ``bucket`` (``restored``: the legal

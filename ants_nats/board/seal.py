@@ -504,8 +504,7 @@ class Seal:
         agent = None
         if key is not None:
             agent = _keys_named(legal.record).get(key) if legal is not None and legal.record else None
-            cards = await self._directory.cards(max_age=30.0) if agent is None else []
-            agent = agent or next((card.id for card in cards if card.public_key == key), None)
+            agent = agent or await self._directory.announcing(key)
         return Forgery(revision, why, key, agent)
 
     async def _creation(self, task_id: str) -> Revision | None:
