@@ -5,13 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal
 
 from _results import Latency, Rate, Traffic, traffic
 from pydantic import JsonValue
 
-from ants_nats import Agent, BoardConfig, EmbeddedServer, Identity, Task, TaskBoard, TaskContext, TaskRecord
+from ants_nats import (
+    Agent,
+    BoardConfig,
+    EmbeddedServer,
+    Handler,
+    Identity,
+    Task,
+    TaskBoard,
+    TaskContext,
+    TaskRecord,
+)
+from ants_nats.attempt import RunningAttempt
 
 KIND = "noop"
 SUBMIT_CHUNK = 200
@@ -41,13 +53,39 @@ async def _board(signed: bool = False) -> AsyncIterator[tuple[EmbeddedServer, Ta
         yield server, board
 
 
+Counting = Literal["done", "wait"]
+"""How ``throughput`` sees a task finished: ``done``, in the agents' process, when the agent that
+ran it has its completion stored (the record's compare-and-set and its ``task.completed`` event,
+both acknowledged by the server), as taskiq's ``post_save`` hook and FastStream's handler return
+are seen in their worker's process; ``wait``, by the submitter's ``board.wait()`` (a watch of the
+task records: one more delivery per revision, each parsed)."""
+
+
+def _counting(done: Callable[[str], None]) -> type[RunningAttempt]:
+    """An attempt class that calls ``done(task id)`` once its attempt has completed the task (the
+    record's compare-and-set and its event are stored, the ticket is done with)."""
+
+    class Counted(RunningAttempt):
+        async def run(self, handler: Handler) -> None:
+            await super().run(handler)
+            if self.ending == "completed":
+                done(self.task_id)
+
+    return Counted
+
+
 @asynccontextmanager
-async def _swarm(board: TaskBoard, count: int, capacity: int = 1) -> AsyncIterator[list[Agent]]:
-    """``count`` agents of ``capacity`` sharing the board's connection, every one pulling on exit."""
+async def _swarm(
+    board: TaskBoard, count: int, capacity: int = 1, attempts: type[RunningAttempt] | None = None
+) -> AsyncIterator[list[Agent]]:
+    """``count`` agents of ``capacity`` sharing the board's connection, every one pulling on exit
+    (running ``attempts``, if given, instead of the agent's own attempt class)."""
     async with AsyncExitStack() as stack:
         agents = []
         for i in range(count):
             agent = Agent(board, name=f"bench{i}", capacity=capacity)
+            if attempts is not None:
+                agent.attempt_class = attempts
             agent.handler(KIND)(_noop)
             agents.append(await stack.enter_async_context(agent))
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -64,20 +102,38 @@ def _batch(tasks: int, prefix: str = "t") -> list[Task]:
     return [Task(id=f"{prefix}{i:06d}", kind=KIND, created_by=SUBMITTER) for i in range(tasks)]
 
 
-async def throughput(agents: int, tasks: int, *, signed: bool = False, capacity: int = 1) -> Rate:
+async def throughput(
+    agents: int, tasks: int, *, signed: bool = False, capacity: int = 1, count: Counting = "wait"
+) -> Rate:
     """``tasks`` no-op tasks through ``agents`` agents of ``capacity``, submission overlapping the
-    work (on a signed board, with ``signed``)."""
+    work (on a signed board, with ``signed``), until every task is seen finished as ``count`` says."""
     batch = _batch(tasks)
     ids = [t.id for t in batch]
-    async with _board(signed) as (server, board), _swarm(board, agents, capacity):
+    unfinished = set(ids)
+    finished = asyncio.Event()
+
+    def done(task_id: str) -> None:
+        unfinished.discard(task_id)
+        if not unfinished:
+            finished.set()
+
+    attempts = _counting(done) if count == "done" else None
+    async with _board(signed) as (server, board), _swarm(board, agents, capacity, attempts):
 
         async def submit() -> None:
             for start in range(0, tasks, SUBMIT_CHUNK):
                 await board.submit_many(batch[start : start + SUBMIT_CHUNK])
 
+        async def all_done() -> None:
+            if count == "wait":
+                await board.wait(ids)
+            else:
+                await finished.wait()
+
         before = await traffic(server.monitor_port)
         started = time.perf_counter()
-        await asyncio.gather(board.wait(ids, timeout=60 + tasks / 10), submit())
+        async with asyncio.timeout(60 + tasks / 10):
+            await asyncio.gather(all_done(), submit())
         seconds = time.perf_counter() - started
         after = await traffic(server.monitor_port)
         wanted = set(ids)
