@@ -8,6 +8,7 @@ reads and writes the KV stream directly, following ADR-8, and treats markers as 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,13 +52,18 @@ class _Acks:
     """Stream acks of one connection, on one wildcard subscription of its own.
 
     ``JetStreamContext.publish`` costs a random token, a ``wait_for`` and a ``PubAck`` per write;
-    the writes of the task path (a CAS, an event) take a counter, a future and a timer instead.
+    the writes of the task path (a CAS, an event) take a counter and a future instead, and their
+    deadlines are kept in the order they were made (all wait as long), checked by one timer at the
+    earliest deadline still waiting rather than by a timer each.
     """
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._prefix = f"{nc.new_inbox()}."
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
+        self._sweeping: asyncio.TimerHandle | None = None
+        self._sweeping_loop: asyncio.AbstractEventLoop | None = None
         self._count = 0
         self._sub: Subscription | None = None
         self._subscribing: asyncio.Lock | None = None
@@ -75,10 +81,21 @@ class _Acks:
         if future is not None and not future.done():
             future.set_result(msg)
 
-    def _expire(self, reply: str) -> None:
-        future = self._waiting.pop(reply, None)
-        if future is not None and not future.done():
-            future.set_exception(nats.errors.TimeoutError())
+    def _sweep(self) -> None:
+        """Time out the requests whose deadline has passed (those answered are only forgotten),
+        and come back at the earliest deadline of those still waiting."""
+        self._sweeping = None
+        loop, deadlines, waiting = self._sweeping_loop, self._deadlines, self._waiting
+        if loop is None:
+            return
+        now = loop.time()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1] not in waiting):
+            _, reply = deadlines.popleft()
+            future = waiting.pop(reply, None)
+            if future is not None and not future.done():
+                future.set_exception(nats.errors.TimeoutError())
+        if deadlines:
+            self._sweeping = loop.call_at(deadlines[0][0], self._sweep)
 
     async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Msg:
         """The reply to ``payload`` published on ``subject`` (nats-py's errors: no responders,
@@ -90,13 +107,19 @@ class _Acks:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
         self._waiting[reply] = future
-        timer = loop.call_later(_ACK_TIMEOUT_S, self._expire, reply)
+        deadline = loop.time() + _ACK_TIMEOUT_S
+        self._deadlines.append((deadline, reply))
+        if self._sweeping is None or self._sweeping_loop is not loop:
+            self._sweeping_loop = loop
+            self._sweeping = loop.call_at(deadline, self._sweep)
         try:
             await self._nc.publish(subject, payload, reply=reply, headers=headers)
             msg = await future
         finally:
-            timer.cancel()
-            self._waiting.pop(reply, None)
+            waiting, deadlines = self._waiting, self._deadlines
+            waiting.pop(reply, None)
+            while deadlines and deadlines[0][1] not in waiting:
+                deadlines.popleft()  # answered: only the oldest still waiting is kept at the front
         if msg.headers and msg.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
@@ -119,6 +142,19 @@ async def _stored(nc: Client, subject: str, payload: bytes, headers: dict[str, s
     if "error" in answer:
         nats.js.errors.APIError.from_error(answer["error"])  # raises the matching error
     return int(answer["seq"])
+
+
+class _PublishingTo:
+    """``publishing_to(subject)``, made only when a violation is reported (a write's matcher is
+    built for every write of the task path, and nearly never asked)."""
+
+    __slots__ = ("_subject",)
+
+    def __init__(self, subject: str) -> None:
+        self._subject = subject
+
+    def __call__(self, text: str) -> bool:
+        return publishing_to(self._subject)(text)
 
 
 async def publish(
@@ -146,7 +182,7 @@ async def publish(
             # nats-py gives no public handle on a context's connection; refusals are reported on it.
             return await refusable(
                 js._nc,
-                publishing_to(subject),
+                _PublishingTo(subject),
                 _stored(js._nc, subject, payload, headers or None),
                 action=f"write {subject}",
             )
