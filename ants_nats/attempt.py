@@ -228,12 +228,20 @@ class RunningAttempt:
             self._call(handler, lease.task), name=f"{lease.agent_id}:{lease.task_id}"
         )
         keeping: asyncio.Task[None] | None = None
-        try:
-            if not lease.claimed:
-                # A handler done within ``claim_after`` costs no claim write and no keeping task.
-                await asyncio.wait({work}, timeout=crew.board.config.claim_after)
+        later: asyncio.TimerHandle | None = None
+
+        def keep() -> None:
+            nonlocal keeping
             if not work.done():
                 keeping = asyncio.create_task(self._keep_claim(), name=f"{lease.agent_id}:keep")
+
+        try:
+            if lease.claimed:
+                keep()
+            else:
+                # A handler done within ``claim_after`` costs no claim write and no keeping task
+                # (a timer, not a wait: the handler's end wakes this task directly).
+                later = asyncio.get_running_loop().call_later(crew.board.config.claim_after, keep)
             result = await work
         except asyncio.CancelledError:
             if ctx.cancelled.is_set():
@@ -262,6 +270,8 @@ class RunningAttempt:
             await self._finish(error=f"{type(exc).__name__}: {exc}")
             return
         finally:
+            if later is not None:
+                later.cancel()
             await cancel_and_wait([work] if keeping is None else [keeping, work])
             current = asyncio.current_task()
             if ctx.spent.tokens and not (current is not None and current.cancelling()):
