@@ -136,7 +136,13 @@ class Core:
         emitter = by or agent
         signer = self.identities.get(emitter) if emitter else None
         event = TrailEvent(
-            kind=kind, ref=task_id, agent=agent, token=token, data=data, by=emitter if signer else None
+            kind=kind,
+            ref=task_id,
+            agent=agent,
+            token=token,
+            data=data,
+            by=emitter if signer else None,
+            v=PROTOCOL_VERSION,  # as the trail would set it, without a copy there
         )
         msg_id = None
         if kind in _ONCE_PER_LEASE:
@@ -307,7 +313,8 @@ class Core:
 
         A finished record that no unfinished dependent needs replaces the key's history and
         expires after ``finished_ttl`` (storage must not grow forever)."""
-        record = record.model_copy(update={"v": PROTOCOL_VERSION})
+        if record.v != PROTOCOL_VERSION:
+            record = record.model_copy(update={"v": PROTOCOL_VERSION})
         task_id, value = record.task.id, wire_bytes(record)
         if not self.signed:
             if (
