@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from types import TracebackType
@@ -20,7 +21,7 @@ from .._pull import read_back
 from .._store import is_tombstone, patiently, translate_errors
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
-from ..models import TaskRecord, Usage, parse_or_none
+from ..models import TaskRecord, TaskStatus, Usage, parse_or_none
 from ..names import TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import Core, check_id
 from .seal import stored_revision
@@ -38,6 +39,8 @@ _RECHECK_S = 5.0
 """How often a wait for one task reads its record even when it has heard nothing."""
 _FIRST_RECHECK_S = 0.5
 """The first time, sooner: a wait that hears nothing of a task that moves switches to a watch."""
+_STATUS = re.compile(rb'"status"\s*:\s*"([^"\\]*)"')
+_UNFINISHED = frozenset(s.value.encode() for s in TaskStatus if not s.terminal)
 
 
 class Reading:
@@ -96,8 +99,11 @@ class Reading:
                             return found, keys
         return found, keys  # fewer match than asked for on the whole board
 
-    async def watch(self, task_ids: Iterable[str] | None = None) -> AsyncGenerator[TaskRecord, None]:
-        """See ``TaskBoard.watch``."""
+    async def watch(
+        self, task_ids: Iterable[str] | None = None, *, finished_only: bool = False
+    ) -> AsyncGenerator[TaskRecord, None]:
+        """See ``TaskBoard.watch``. ``finished_only``: skip, unparsed, the revisions of an unsigned
+        board that plainly do not finish their task (``_unfinished``); some others may come too."""
         keys = None if task_ids is None else set(task_ids)
         for task_id in keys or ():
             check_id(task_id)
@@ -106,6 +112,8 @@ class Reading:
                 continue
             if self._core.signed:
                 record = await self._judged(key, msg)
+            elif finished_only and _unfinished(msg.data):
+                continue
             else:
                 record = _parse_watched(key, msg.data or b"")
             if record is not None:
@@ -134,7 +142,7 @@ class Reading:
         final: dict[str, TaskRecord] = {}
 
         async def consume() -> None:
-            async with aclosing(self.watch(wanted)) as records:
+            async with aclosing(self.watch(wanted, finished_only=True)) as records:
                 async for record in records:
                     if record.task.id in wanted and record.status.terminal:
                         final[record.task.id] = record
@@ -290,3 +298,12 @@ class Ending:
 
 def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
     return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")
+
+
+def _unfinished(value: bytes | None) -> bool:
+    """Whether a record's JSON plainly says its task is not finished, without parsing it: every
+    ``"status"`` member in it (the record's own, and any a payload or result holds) names a status
+    that is not terminal. A finished record always names its own terminal status, so it is never
+    taken for unfinished; a value this cannot tell (no plain ``"status"`` member) is parsed."""
+    found = _STATUS.findall(value or b"")
+    return bool(found) and all(status in _UNFINISHED for status in found)
