@@ -124,6 +124,9 @@ class Submission:
         ]
         await propagation.announce_many([(records[t.id], written[t.id]) for t in ready])
         final = {task.id: (records[task.id], written[task.id]) for task in ready}
+        # The others are returned as written, without a round trip a task to read them again.
+        for task_id in _as_written(batch, written, dependents, failing):
+            final.setdefault(task_id, (records[task_id], written[task_id]))
         for task in batch:
             if task.id in final:
                 continue
@@ -267,6 +270,25 @@ class Submission:
             data["record"] = json.loads(value)
             data["sig"] = sign_revision(signer, self._core.tasks.subject(task.id), 0, value)[SIG_HEADER]
         await self._core.event("task.submitted", task.id, agent=task.created_by, data=data)
+
+
+def _as_written(
+    batch: Sequence[Task], written: Mapping[str, int], dependents: Mapping[str, list[str]], failing: list[str]
+) -> set[str]:
+    """The tasks of ``batch`` whose records nobody changed in this submission after writing them:
+    those written, unless they or one they wait on in the batch were linked to a task outside it
+    or failed at once. As written, such a record is a true state (agents may have moved it on
+    since, as they may a record read)."""
+    touched = {
+        task.id for task in batch if task.id not in written or not set(task.depends_on) <= written.keys()
+    } | set(failing)
+    below = list(touched)
+    while below:
+        for dependent in dependents[below.pop()]:
+            if dependent not in touched:
+                touched.add(dependent)
+                below.append(dependent)
+    return {task.id for task in batch} - touched
 
 
 def parse_task(task: Task | Mapping[str, Any]) -> Task:
