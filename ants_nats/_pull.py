@@ -74,6 +74,11 @@ class Puller:
         self.answered = False
         """Whether the server answered the last ``fetch`` (a message, or none to give)."""
 
+    @property
+    def buffered(self) -> int:
+        """Messages arrived and not handed out yet (the next ``fetch`` returns one at once)."""
+        return len(self._ready)
+
     async def __aenter__(self) -> Self:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
         return self

@@ -7,10 +7,15 @@ the follower runs ``in_order``, so a redelivered event is recognised and skipped
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+import functools
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from datetime import datetime, timedelta
 
+import nats.errors
+import nats.js.errors
 import pydantic
 from nats.aio.client import Client
 from pydantic import JsonValue
@@ -18,9 +23,10 @@ from pydantic import JsonValue
 from ._connect import jetstream
 from ._store import Bucket, Conflict, ensure_kv, stream_config
 from ._watch import watch_entries, watch_values
+from .access import LEDGER_CONSUMER
 from .board.budget import Budgets
 from .board.chain import Witness
-from .board.rates import Rates
+from .board.rates import CLOCK_SKEW_S, Rates
 from .board.seal import SIGNED_HISTORY, Seal, is_signed
 from .cards import Directory
 from .errors import CorruptEntry
@@ -46,6 +52,7 @@ from .names import (
     LEDGER_BUCKET,
     RATES_BUCKET,
     TASKS_BUCKET,
+    TRAIL_STREAM,
     TRAIL_SUBJECT_PREFIX,
     is_valid_id,
 )
@@ -206,6 +213,59 @@ def apply(ledger: AgentLedger, event: TrailEvent, *, half_life: float) -> AgentL
     )
 
 
+def fold(events: Sequence[TrailEvent], ledger: AgentLedger, *, half_life: float) -> AgentLedger | None:
+    """``apply`` each of ``events`` in turn; None when none changes anything."""
+    changed = None
+    for event in events:
+        changed = apply(changed or ledger, event, half_life=half_life) or changed
+    return changed
+
+
+_ENDINGS = frozenset({"completed", "failed", "expired", "released"})
+"""What ends a claim (its attempt's outcome)."""
+
+
+class _Claims:
+    """The ``task.claimed`` events a projection counted whose outcome it has not read yet: an
+    outcome whose claim was deferred (no ``task.claimed`` event, as nearly always on the fast path)
+    asks ``ants_counted`` whether its claim was counted after all only when that claim may predate
+    the projection (``unsure_before``), not once per outcome."""
+
+    LIMIT = 65536
+    """Claims remembered at most (beyond them, the oldest are forgotten and the projection is as
+    unsure of earlier claims as when it started)."""
+
+    def __init__(self, *, unsure_before: datetime | None) -> None:
+        self.unsure_before = unsure_before
+        """Attempts begun before this (give or take the clock skew) may have had a claim counted
+        by an earlier projection; None when this one read the trail from its start."""
+        self._open: dict[str, None] = {}
+
+    def saw(self, claim: TrailEvent) -> None:
+        self._open[_count_key(claim)] = None
+        if len(self._open) > self.LIMIT:
+            del self._open[next(iter(self._open))]
+            self.unsure_before = utcnow()
+
+    def ended(self, outcome: TrailEvent) -> bool:
+        """Whether this projection counted the claim ``outcome`` ends (forgotten from here on)."""
+        key = _claim_key(outcome)
+        if key not in self._open:
+            return False
+        del self._open[key]
+        return True
+
+
+_POSITION_EVERY_S = 1.0
+"""How often a projection writes its position down (a restart counts what came since again, which
+changes nothing: each entry knows the last sequence it applied)."""
+
+
+def _position_key(name: str) -> str:
+    """Where projection ``name`` keeps its position in ``ants_counted`` (two tokens: no count key)."""
+    return f"position.{name}"
+
+
 class Ledger:
     """Read and update the per-agent ledger."""
 
@@ -262,7 +322,7 @@ class Ledger:
         agent = accountable(event)
         if agent is None:
             return False
-        return await self._update(agent, lambda ledger: apply(ledger, event, half_life=self._half_life))
+        return await self._update(agent, functools.partial(fold, [event], half_life=self._half_life))
 
     async def _update(self, agent: str, change: Callable[[AgentLedger], AgentLedger | None]) -> bool:
         known = self._known.pop(agent, None)
@@ -292,7 +352,7 @@ class Ledger:
             return True
 
     async def project(
-        self, trail: Trail, *, durable: str = "ledger", verifier: Verifier | None = None
+        self, trail: Trail, *, durable: str = LEDGER_CONSUMER, verifier: Verifier | None = None
     ) -> None:
         """Follow the trail's task events forever, folding them into the ledger in order.
 
@@ -304,35 +364,94 @@ class Ledger:
         and change no score, so nobody can frame an agent, or credit one, by writing events. With a
         ``verifier``, events whose signature does not match their author's announced key are left
         out as well (``corrupt.forged``): each event comes with the message it was read from, and
-        its header signature is checked over those bytes, as any client laid them. This costs one
-        read of the task's record and one write per counted event, here in the ledger, off the
-        agents' path.
+        its header signature is checked over those bytes, as any client laid them.
+
+        Events come in batches of what has arrived, to this projection alone (one message an
+        event, nothing acknowledged), and each agent's entry is written once a batch. The
+        projection keeps its position in ``ants_counted`` (key ``position.<durable>``, at most a
+        second behind; a projection that earlier versions ran on a durable consumer of that name
+        goes on from that consumer's position). Replicas each follow the whole trail: applying an
+        event is idempotent (each entry remembers the last sequence it applied, and is written
+        with compare-and-set), so whichever replica counts an event first counts it once. This
+        costs one read of the task's record and one count mark per counted event, here in the
+        ledger, off the agents' path.
         """
         await self.ensure()
-        async for event in trail.follow(WATCHED, durable=durable, in_order=True):
-            if verifier is not None and await verifier.check(event) == "forged":
-                await self._reject(trail, "forged", event)
-                continue
-            if _what(event) not in COUNTED:
-                continue
-            if _what(event) == "forged":
-                if not await self._proves_forgery(event):
-                    await self._reject(trail, "unbacked", event)
-                elif await self._first_count(trail, event):  # (every reader that finds it may say so)
-                    await self.record(event)
-                continue
-            record = await self._record_of(event.ref)
-            if record is None or not backs(record, event):
+        loop = asyncio.get_running_loop()
+        position = await self._position(durable)
+        saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
+        claims = _Claims(unsure_before=None if position is None else utcnow())
+        async for events in trail.follow_batches(WATCHED, after=position):
+            counting: dict[str, list[TrailEvent]] = {}
+            for event in events:
+                counted = await self._judged(trail, event, verifier, claims)
+                agent = accountable(counted) if counted is not None else None
+                if counted is not None and agent is not None:
+                    counting.setdefault(agent, []).append(counted)
+            for agent, mine in counting.items():
+                if await self._update(agent, functools.partial(fold, mine, half_life=self._half_life)):
+                    log.debug("ledger.applied", agent=agent, events=len(mine), seq=mine[-1].seq)
+            position = events[-1].seq
+            if position != saved and loop.time() - saved_at >= _POSITION_EVERY_S:
+                await self._counted.put(_position_key(durable), str(position).encode())
+                saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
+
+    async def _position(self, name: str) -> int | None:
+        """The stream sequence projection ``name`` counted up to (None: from the start)."""
+        entry = await self._counted.get(_position_key(name))
+        if entry is not None:
+            with contextlib.suppress(ValueError):
+                return int(entry.value)
+        # Earlier versions followed through a durable consumer of that name: go on from it.
+        try:
+            info = await jetstream(self._nc).consumer_info(TRAIL_STREAM, name)
+        except (nats.errors.Error, nats.js.errors.Error):
+            return None
+        return int(info.ack_floor.stream_seq or 0) if info.ack_floor else None
+
+    async def _judged(
+        self, trail: Trail, event: TrailEvent, verifier: Verifier | None, claims: _Claims
+    ) -> TrailEvent | None:
+        """``event`` as it counts (``_vouched``), or None when it does not (laid aside as
+        forged, unbacked or replayed, or not counted at all)."""
+        if verifier is not None and await verifier.check(event) == "forged":
+            await self._reject(trail, "forged", event)
+            return None
+        if _what(event) not in COUNTED:
+            return None
+        if _what(event) == "forged":
+            if not await self._proves_forgery(event):
                 await self._reject(trail, "unbacked", event)
-                continue
-            if not await self._first_count(trail, event):
-                continue
-            counting = event
-            if _deferred(event) and await self._counted.get(_claim_key(event)) is not None:
-                # Its claim's event did land after all (its writer could not tell): counted once.
-                counting = _as_undeferred(event)
-            if await self.record(_vouched(counting, record)):
-                log.debug("ledger.applied", agent=event.agent, kind=event.kind, seq=event.seq)
+                return None
+            # (every reader that finds it may say so: counted once)
+            return event if await self._first_count(trail, event) else None
+        record = await self._record_of(event.ref)
+        if record is None or not backs(record, event):
+            await self._reject(trail, "unbacked", event)
+            return None
+        if not await self._first_count(trail, event):
+            return None
+        counting = event
+        if _what(event) == "claimed":
+            claims.saw(event)
+        elif (_what(event) in _ENDINGS and claims.ended(event)) or (
+            _deferred(event) and await self._claim_counted(claims, event, record)
+        ):
+            # Its claim's event did land after all (its writer could not tell): counted once.
+            counting = _as_undeferred(event)
+        return _vouched(counting, record)
+
+    async def _claim_counted(self, claims: _Claims, event: TrailEvent, record: TaskRecord) -> bool:
+        """Whether the claim a deferred outcome ends was counted from a ``task.claimed`` event
+        this projection may not have read: one laid before it started."""
+        started = next(
+            (a.started_at for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)), None
+        )
+        if claims.unsure_before is None or (
+            started is not None and started > claims.unsure_before + timedelta(seconds=CLOCK_SKEW_S)
+        ):
+            return False  # begun after this projection started: its claim's event would be known
+        return await self._counted.get(_claim_key(event)) is not None
 
     async def _first_count(self, trail: Trail, event: TrailEvent) -> bool:
         """Whether ``event`` is counted the first time (else it is laid aside as replayed).

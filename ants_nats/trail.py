@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -23,7 +24,15 @@ import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
 from pydantic import JsonValue
 
 from ._connect import jetstream, on_reconnect
@@ -97,6 +106,12 @@ def _read(subject: str, data: bytes, seq: int, headers: dict[str, str] | None) -
         log.warning("trail.misplaced_event", subject=subject, kind=event.kind, by=event.by)
         return None
     return event.model_copy(update={"seq": seq}).stored_as(subject, data, headers)
+
+
+def _start_policy(since: datetime | None, new_only: bool) -> DeliverPolicy:
+    if since is not None:
+        return DeliverPolicy.BY_START_TIME
+    return DeliverPolicy.NEW if new_only else DeliverPolicy.ALL
 
 
 def _parse(msg: Msg) -> TrailEvent | None:
@@ -284,15 +299,12 @@ class Trail:
         """
         if durable is not None and not is_valid_id(durable):
             raise InvalidTask(f"invalid durable name {durable!r}")
-        policy = DeliverPolicy.ALL
-        if since is not None:
-            policy = DeliverPolicy.BY_START_TIME
-        elif new_only:
-            policy = DeliverPolicy.NEW
+        policy = _start_policy(since, new_only)
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
         if durable is None:
-            async for own in self._follow_alone(filters, policy, since):
-                yield own
+            async for batch in self._follow_alone(filters, policy, since):
+                for own in batch:
+                    yield own
             return
         config = ConsumerConfig(
             durable_name=durable,
@@ -324,13 +336,30 @@ class Trail:
                 yield event
                 handled = msg
 
+    async def follow_batches(
+        self,
+        subjects: str | Sequence[str],
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        new_only: bool = False,
+    ) -> AsyncGenerator[list[TrailEvent], None]:
+        """Events under ``subjects`` to this reader alone, in order and each once, in batches of
+        what has arrived: for a reader that handles several events at once (the ledger writes
+        each agent's entry once per batch). Delivery starts after stream sequence ``after``, else
+        as ``follow`` without a durable does; nothing is acknowledged (one message an event)."""
+        filters = [subjects] if isinstance(subjects, str) else list(subjects)
+        async for batch in self._follow_alone(filters, _start_policy(since, new_only), since, after):
+            yield batch
+
     async def _follow_alone(
-        self, filters: list[str], policy: DeliverPolicy, since: datetime | None
-    ) -> AsyncGenerator[TrailEvent, None]:
-        """``follow`` without a durable: batches, nothing acknowledged, and the consumer's sequence
-        checked. An event the server sent while the connection broke is one this reader never got,
-        so the next one's consumer sequence skips it, or (nothing more coming) the reconnection
-        says so: either way a new consumer starts after the last event handed out."""
+        self, filters: list[str], policy: DeliverPolicy, since: datetime | None, after: int | None = None
+    ) -> AsyncGenerator[list[TrailEvent], None]:
+        """``follow`` without a durable, in batches of what has arrived: nothing acknowledged, and
+        the consumer's sequence checked. An event the server sent while the connection broke is
+        one this reader never got, so the next one's consumer sequence skips it, or (nothing more
+        coming) the reconnection says so: either way a new consumer starts after the last event
+        handed out (``after``: its stream sequence)."""
         reconnected = False
 
         def note_reconnect() -> None:
@@ -338,39 +367,22 @@ class Trail:
             reconnected = True
 
         stop = on_reconnect(self._nc, note_reconnect)
-        after: int | None = None  # the stream sequence of the last event handed out
         try:
             while True:
-                config = ConsumerConfig(
-                    filter_subject=filters[0] if len(filters) == 1 else None,
-                    filter_subjects=filters if len(filters) > 1 else None,
-                    ack_policy=AckPolicy.NONE,
-                    deliver_policy=policy if after is None else DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_time=since if after is None else None,
-                    opt_start_seq=None if after is None else after + 1,
-                    inactive_threshold=60.0,
-                )
                 reconnected = False
-                # (Patient: after a failover the stream may be electing a leader for seconds.)
-                create = functools.partial(self._js.add_consumer, TRAIL_STREAM, config=config)
-                info = await patiently(self._js, f"follow {filters}", create)
+                info = await self._own_consumer(filters, policy, since, after)
                 # Where it starts: a reconnection before its first event must not start it anew
                 # at "new events only" and skip what came meanwhile.
                 after = int(info.delivered.stream_seq or 0) if info.delivered else after
                 expected = 1
                 loop = asyncio.get_running_loop()
                 checked = loop.time()
+                batch: list[TrailEvent] = []
                 async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_FOLLOW_BATCH) as puller:
                     while not reconnected:
-                        try:
-                            msg = await fetch_patiently(puller, _FETCH_TIMEOUT_S)
-                        except ServerUnavailable:
-                            exists = await puller.exists()
-                            if exists is False:
-                                break  # removed while this client was away: start a new one
-                            if exists is None:
-                                continue  # nobody answers yet (an election): ask again
-                            raise
+                        msg = await self._fetch_own(puller)
+                        if msg is False:
+                            break  # removed while this client was away: start a new one
                         if msg is None:
                             # Idle: events lost on a path that broke while this connection held
                             # (a route, a leaf link) show only in what the server says it sent.
@@ -387,14 +399,54 @@ class Trail:
                             )
                             break
                         expected += 1
-                        after = sequence.stream
+                        seen = sequence.stream
                         event = _parse(msg)
                         if event is None:
                             await self._record_corrupt(msg)
-                            continue
-                        yield event
+                        else:
+                            batch.append(event)
+                        if not puller.buffered:
+                            after = seen
+                            if batch:
+                                handed, batch = batch, []
+                                yield handed
+                    if batch:  # what arrived before the gap, in order
+                        after = seen
+                        yield batch
         finally:
             stop()
+
+    @staticmethod
+    async def _fetch_own(puller: Puller) -> Msg | Literal[False] | None:
+        """The next event of a follow of its own; None when none came or nobody answers yet (an
+        election); False when the server removed the consumer."""
+        try:
+            return await fetch_patiently(puller, _FETCH_TIMEOUT_S)
+        except ServerUnavailable:
+            exists = await puller.exists()
+            if exists is None:
+                return None
+            if exists is False:
+                return False
+            raise
+
+    async def _own_consumer(
+        self, filters: list[str], policy: DeliverPolicy, since: datetime | None, after: int | None
+    ) -> ConsumerInfo:
+        """A new consumer acknowledging nothing, from the event after stream sequence ``after``
+        (else as ``policy`` and ``since`` say)."""
+        config = ConsumerConfig(
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=policy if after is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_time=since if after is None else None,
+            opt_start_seq=None if after is None else after + 1,
+            inactive_threshold=60.0,
+        )
+        # (Patient: after a failover the stream may be electing a leader for seconds.)
+        create = functools.partial(self._js.add_consumer, TRAIL_STREAM, config=config)
+        return await patiently(self._js, f"follow {filters}", create)
 
     async def _sent_beyond(self, consumer: str, received: int) -> bool:
         """Whether the server says it sent consumer ``consumer`` more than ``received`` events

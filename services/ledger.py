@@ -1,7 +1,8 @@
 """Ledger: projects the trail into per-agent history and reputation (bucket ``ants_ledger``),
 leaving out events whose signature does not match their author's announced key.
 
-Run several replicas if you like: they share one durable consumer and apply events in order.
+Run several replicas if you like: each reads the whole trail in order, and whichever counts an event
+first counts it once (entries are written by compare-and-set and remember the last event applied).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ async def _main(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ants-ledger``."""
     p = _common.parser("ants-ledger", __doc__ or "")
-    p.add_argument("--durable", default="ledger", help="durable consumer name (a new one replays all)")
+    p.add_argument(
+        "--durable",
+        default="ledger",
+        help="the projection's name, under which it keeps its position (a new one replays all)",
+    )
     return _common.run(p.parse_args(argv), _main)
 
 
