@@ -68,6 +68,9 @@ class Core:
         self.signed = False
         """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
         self.seal = Seal(self.tasks, self.trail, self.directory, self.budgets, depth=SIGNED_HISTORY)
+        self._wrote: dict[str, tuple[bytes, TaskRecord]] = {}
+        """The value this board last wrote on each of the latest ``_WROTE_KEPT`` keys, and the
+        record it serialised (``written``)."""
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
@@ -322,16 +325,34 @@ class Core:
                 and record.status.terminal
                 and set(record.dependents) <= set(record.finished_dependents)
             ):
-                return await self.tasks.update(
+                revision = await self.tasks.update(
                     task_id, value, last=last, ttl=self.config.finished_ttl, rollup=True
                 )
-            return await self.tasks.update(task_id, value, last=last)
+            else:
+                revision = await self.tasks.update(task_id, value, last=last)
+            self._note_written(task_id, value, record)
+            return revision
         identity = self.signer(by, record)
         self._check_legal(record, last, identity)
         headers = sign_revision(identity, self.tasks.subject(task_id), last, value) if identity else {}
         revision = await self.tasks.update(task_id, value, last=last, headers=headers)
         self.remember(record, value, revision, headers, last=last)
         return revision
+
+    def _note_written(self, task_id: str, value: bytes, record: TaskRecord) -> None:
+        wrote = self._wrote
+        wrote.pop(task_id, None)
+        if _plain_json(record.result):  # (else parsing it back would not give the same record)
+            wrote[task_id] = (value, record)
+            if len(wrote) > _WROTE_KEPT:
+                del wrote[next(iter(wrote))]
+
+    def written(self, task_id: str, value: bytes) -> TaskRecord | None:
+        """The record this board wrote as ``value`` on ``task_id`` lately (what parsing ``value``
+        gives, without parsing it again: a reader of its own writes, such as a ``wait`` beside
+        the agents on one connection), else None."""
+        wrote = self._wrote.get(task_id)
+        return wrote[1] if wrote is not None and wrote[0] == value else None
 
     def _check_legal(self, record: TaskRecord, last: int, identity: Identity | None) -> None:
         """``NotYours`` unless ``identity`` may write ``record`` over the legal revision ``last``
@@ -366,6 +387,24 @@ class Core:
                 erases=False,
             ),
         )
+
+
+_WROTE_KEPT = 4096
+"""Records a board keeps of those it wrote (``Core.written``)."""
+
+
+_PLAIN_SCALARS = (str, int, float, bool)
+
+
+def _plain_json(value: JsonValue) -> bool:
+    """Whether ``value`` reads back from its JSON as it is (no tuples, no keys but strings)."""
+    if value is None or type(value) in _PLAIN_SCALARS:
+        return True
+    if type(value) is list:
+        return all(_plain_json(item) for item in value)
+    if type(value) is dict:
+        return all(isinstance(key, str) and _plain_json(item) for key, item in value.items())
+    return False
 
 
 def check_id(value: str, *, what: str = "task id") -> None:

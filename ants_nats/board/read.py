@@ -115,7 +115,8 @@ class Reading:
             elif finished_only and _unfinished(msg.data):
                 continue
             else:
-                record = _parse_watched(key, msg.data or b"")
+                data = msg.data or b""
+                record = self._core.written(key, data) or _parse_watched(key, data)
             if record is not None:
                 yield record
 
@@ -259,7 +260,9 @@ class Ending:
             agent, token = said["agent"], said["token"]
         except (ValueError, TypeError, KeyError):
             return None
-        record = _parse_watched(self._task_id, self._written)
+        record = self._core.written(self._task_id, self._written) or _parse_watched(
+            self._task_id, self._written
+        )
         if record is None or record.task.id != self._task_id or not record.status.terminal:
             return None
         last = record.attempts[-1] if record.attempts else None
