@@ -131,14 +131,14 @@ async def throughput(
                 await finished.wait()
 
         before = await traffic(server.monitor_port)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with asyncio.timeout(60 + tasks / 10):
             await asyncio.gather(all_done(), submit())
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         after = await traffic(server.monitor_port)
         wanted = set(ids)
         attempts = [len(r.attempts) for r in await board.all_tasks() if r.task.id in wanted]
-    return Rate(tasks, seconds, after - before, sum(attempts) / len(attempts))
+    return Rate(tasks, seconds, after - before, sum(attempts) / len(attempts), cpu)
 
 
 async def submit_rate(tasks: int) -> Rate:

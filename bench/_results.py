@@ -60,6 +60,9 @@ class Rate:
     seconds: float
     traffic: Traffic | None = None
     claims_per_task: float | None = None
+    cpu_s: float | None = None
+    """CPU time of the benchmark's process over the run (user + system), when it was taken: the
+    client's share only (the embedded nats-server is a process of its own)."""
 
     @property
     def per_s(self) -> float:
@@ -73,6 +76,10 @@ class Rate:
     def kib_per_task(self) -> float | None:
         return None if self.traffic is None else self.traffic.bytes / self.tasks / 1024
 
+    @property
+    def cpu_us_per_task(self) -> float | None:
+        return None if self.cpu_s is None else self.cpu_s / self.tasks * 1e6
+
     def as_json(self) -> dict[str, Any]:
         return {
             "tasks": self.tasks,
@@ -81,6 +88,7 @@ class Rate:
             "msgs_per_task": _round(self.msgs_per_task, 2),
             "kib_per_task": _round(self.kib_per_task, 3),
             "claims_per_task": _round(self.claims_per_task, 3),
+            "cpu_us_per_task": _round(self.cpu_us_per_task, 1),
         }
 
 
@@ -125,6 +133,7 @@ def median_rate(runs: list[Rate]) -> dict[str, float | None]:
         "msgs_per_task": median([r.msgs_per_task for r in runs]),
         "kib_per_task": median([r.kib_per_task for r in runs]),
         "claims_per_task": median([r.claims_per_task for r in runs]),
+        "cpu_us_per_task": median([r.cpu_us_per_task for r in runs]),
     }
 
 

@@ -414,7 +414,7 @@ def print_table(summary: dict[str, Any]) -> None:
     )
     print(
         f"{'agents':>6}  {'system':<11} {'tasks/s':>8} {'ants/this':>9} {'1 agent/this':>12} "
-        f"{'wait/this':>9} {'msgs/task':>9} {'KiB/task':>8} {'claims/task':>11}"
+        f"{'wait/this':>9} {'msgs/task':>9} {'KiB/task':>8} {'claims/task':>11} {'CPU us/task':>11}"
     )
     for row in summary["throughput"]:
         for name in ("ants", "ants_one", "ants_wait", "ants_one_wait", *BASELINES):
@@ -430,7 +430,7 @@ def print_table(summary: dict[str, Any]) -> None:
                 f"{_f(figures['tasks_per_s'], '.0f', 8)} {_f(vs, '.3f', 9)} {_f(vs_one, '.3f', 12)} "
                 f"{_f(vs_wait, '.3f', 9)} "
                 f"{_f(figures['msgs_per_task'], '.1f', 9)} {_f(figures['kib_per_task'], '.2f', 8)} "
-                f"{_f(figures['claims_per_task'], '.2f', 11)}"
+                f"{_f(figures['claims_per_task'], '.2f', 11)} {_f(figures.get('cpu_us_per_task'), '.0f', 11)}"
             )
     sub, idle = summary["submit"], summary["idle_latency"]
     print(f"\n{'no agents':<34} {'ants-nats':>16} {'bare queue':>16} {'ratio a/b':>12}")
