@@ -5,7 +5,7 @@ the ledger service projecting the trail into reputation (with signature checks, 
 a submitter. Messages and bytes through the server per task, in total (``/varz``) and per role
 (each connection's own counters in ``/connz``), until the ledger has counted every completion.
 
-    .venv/bin/python bench/swarm.py --documents 100
+    .venv/bin/python bench/swarm.py --documents 100 [--wait records]
 """
 
 from __future__ import annotations
@@ -59,7 +59,19 @@ async def _by_role(monitor_port: int) -> dict[str, Traffic]:
     return await traffic_by_name(monitor_port, lambda name: name.split(":")[0])
 
 
-async def main(documents: int) -> None:
+async def _submit_and_wait(submitter: TaskBoard, tasks: list[Task], wait: str) -> None:
+    """Submit ``tasks`` and wait until all have ended: hearing their endings (``endings``, listening
+    from before the submission) or watching their records (``records``: ``TaskBoard.wait``)."""
+    if wait == "records":
+        await submitter.submit_many(tasks)
+        await submitter.wait([t.id for t in tasks], timeout=120)
+        return
+    async with submitter.endings(t.id for t in tasks) as endings:
+        records = await submitter.submit_many(tasks)
+        await endings.wait(120, known=records)
+
+
+async def main(documents: int, wait: str = "endings") -> None:
     tasks = _pipeline(documents)
     async with EmbeddedServer() as server, AsyncExitStack() as stack:
         submitter = await stack.enter_async_context(TaskBoard.connect(server.url, name="submitter"))
@@ -102,8 +114,7 @@ async def main(documents: int) -> None:
         try:
             before, roles_before = await traffic(server.monitor_port), await _by_role(server.monitor_port)
             started = time.perf_counter()
-            await submitter.submit_many(tasks)
-            await submitter.wait([t.id for t in tasks], timeout=120)
+            await _submit_and_wait(submitter, tasks, wait)
             took = time.perf_counter() - started
             async with asyncio.timeout(120):
                 await counted.wait()
@@ -134,5 +145,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--documents", type=int, default=100)
+    parser.add_argument(
+        "--wait",
+        choices=("endings", "records"),
+        default="endings",
+        help="how the submitter waits: hearing endings (board.endings) or watching records (board.wait)",
+    )
     opts = parser.parse_args()
-    asyncio.run(main(opts.documents))
+    asyncio.run(main(opts.documents, opts.wait))

@@ -34,6 +34,7 @@ from .cancel import Cancellation
 from .claim import Claims
 from .config import BoardConfig
 from .decline import Declines
+from .endings import Endings
 from .lease import Lease, NotTaken
 from .propagate import Propagation
 from .read import Ending, Reading
@@ -144,6 +145,17 @@ class TaskBoard:
         """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s.
         Only those tasks are watched, so the wait costs the same on a small board as on a big one."""
         return await self._reading.wait(task_ids, timeout)
+
+    def endings(self, task_ids: Iterable[str]) -> Endings:
+        """A wait for ``task_ids`` to end that hears their ending events, listening from the moment
+        it is entered: enter it before submitting (``async with board.endings(ids) as endings``,
+        then ``records = await board.submit_many(tasks)``), then ``await endings.wait(timeout,
+        known=records)`` returns how each ended (``TaskStatus``), not its record. One message a
+        task where ``wait`` gets every revision of every record (3 or so a task in a pipeline);
+        more than 8 tasks are listened to through the endings of every task on the board. On a
+        signed board, or when nothing of the tasks is heard for 5 s, it watches their records as
+        ``wait`` does."""
+        return Endings(self, task_ids)
 
     async def result(self, task_id: str, timeout: float | None = None) -> JsonValue:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``

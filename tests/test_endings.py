@@ -1,0 +1,85 @@
+"""``TaskBoard.endings``: a wait for many tasks that hears their ending events (one message a task)
+instead of watching every revision of their records, and reads a record only when its ending may
+be undone (a failure)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ants_nats import Lease, Task, TaskBoard, TaskRecord, TaskStatus
+from ants_nats.board import endings as endings_module
+
+
+async def _claim(board: TaskBoard, task_id: str) -> Lease:
+    lease = await board.claim(task_id, "worker")
+    assert isinstance(lease, Lease)
+    return lease
+
+
+async def _no_watch(task_ids: object, timeout: float | None = None) -> dict[str, TaskRecord]:
+    raise AssertionError("the wait watched the records")
+
+
+@pytest.mark.parametrize("extra", [0, endings_module.PER_TASK_UP_TO], ids=["own-subjects", "every-task"])
+async def test_a_wait_hears_each_ending_and_reads_only_the_failures(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch, extra: int
+) -> None:
+    tasks = [
+        Task(id="ok", kind="work"),
+        Task(id="flaky", kind="work"),
+        Task(id="broken", kind="work"),
+        Task(id="after", kind="work", depends_on=["broken"]),
+        *(Task(id=f"more{i}", kind="work") for i in range(extra)),
+    ]
+    read: list[str] = []
+    get = board.get
+
+    async def counted(task_id: str) -> TaskRecord:
+        read.append(task_id)
+        return await get(task_id)
+
+    monkeypatch.setattr(board, "wait", _no_watch)
+    async with board.endings(t.id for t in tasks) as endings:
+        records = await board.submit_many(tasks)
+        monkeypatch.setattr(board, "get", counted)
+        waiting = asyncio.create_task(endings.wait(30, known=records))
+        await board.complete(await _claim(board, "ok"))
+        await board.fail(await _claim(board, "flaky"), "try again")  # pending again: not an end
+        await board.fail(await _claim(board, "broken"), "no", retry=False)  # blocks "after"
+        for i in range(extra):
+            await board.complete(await _claim(board, f"more{i}"))
+        assert not waiting.done()
+        await board.complete(await _claim(board, "flaky"))
+        ended = await waiting
+    assert ended == {
+        "ok": TaskStatus.DONE,
+        "flaky": TaskStatus.DONE,
+        "broken": TaskStatus.FAILED,
+        "after": TaskStatus.FAILED,
+        **{f"more{i}": TaskStatus.DONE for i in range(extra)},
+    }
+    assert set(read) <= {"flaky", "broken", "after"}  # a completion is final as heard; a failure is read
+
+
+async def test_a_task_ended_before_the_listening_is_known_from_its_record(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [done] = await board.submit_many([Task(id="early", kind="work")])
+    done = await board.complete(await _claim(board, "early"))
+    monkeypatch.setattr(board, "wait", _no_watch)
+    async with board.endings(["early"]) as endings:
+        assert await endings.wait(5, known=[done]) == {"early": TaskStatus.DONE}
+
+
+async def test_a_wait_that_hears_nothing_watches_the_records(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await board.submit_many([Task(id="early", kind="work"), Task(id="late", kind="work")])
+    await board.complete(await _claim(board, "early"))  # before the listening, and not made known
+    monkeypatch.setattr(endings_module, "QUIET_S", 0.05)
+    async with board.endings(["early", "late"]) as endings:
+        waiting = asyncio.create_task(endings.wait(30))
+        await board.complete(await _claim(board, "late"))
+        assert await waiting == {"early": TaskStatus.DONE, "late": TaskStatus.DONE}
