@@ -66,7 +66,7 @@ async def _submit_and_wait(submitter: TaskBoard, tasks: list[Task], wait: str) -
         await submitter.submit_many(tasks)
         await submitter.wait([t.id for t in tasks], timeout=120)
         return
-    async with submitter.endings(t.id for t in tasks) as endings:
+    async with submitter.endings(tasks) as endings:
         records = await submitter.submit_many(tasks)
         await endings.wait(120, known=records)
 

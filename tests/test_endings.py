@@ -5,8 +5,10 @@ be undone (a failure)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from nats.aio.subscription import Subscription
 
 from ants_nats import Lease, Task, TaskBoard, TaskRecord, TaskStatus
 from ants_nats.board import endings as endings_module
@@ -83,3 +85,54 @@ async def test_a_wait_that_hears_nothing_watches_the_records(
         waiting = asyncio.create_task(endings.wait(30))
         await board.complete(await _claim(board, "late"))
         assert await waiting == {"early": TaskStatus.DONE, "late": TaskStatus.DONE}
+
+
+async def test_a_completion_vouches_for_what_its_task_depended_on(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = [
+        Task(id="fetch", kind="work"),
+        Task(id="parse", kind="work", depends_on=["fetch"]),
+        Task(id="sum", kind="work", depends_on=["parse"]),
+    ]
+    heard: list[str] = []
+    subscribe = board.nc.subscribe
+
+    async def noted(subject: str, **kwargs: Any) -> Subscription:
+        heard.append(subject)
+        return await subscribe(subject, **kwargs)
+
+    monkeypatch.setattr(board, "wait", _no_watch)
+    monkeypatch.setattr(board.nc, "subscribe", noted)
+    async with board.endings(chain) as endings:
+        monkeypatch.undo()
+        monkeypatch.setattr(board, "wait", _no_watch)
+        records = await board.submit_many(chain)
+        waiting = asyncio.create_task(endings.wait(30, known=records))
+        for task in chain:
+            await board.complete(await _claim(board, task.id))
+        assert await waiting == dict.fromkeys(("fetch", "parse", "sum"), TaskStatus.DONE)
+    assert {subject.split(".")[4] for subject in heard} == {"sum"}  # the one nothing depends on
+
+
+async def test_a_dependent_that_failed_has_what_it_depended_on_listened_to(
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = [
+        Task(id="broken", kind="work"),
+        Task(id="slow", kind="work"),
+        Task(id="both", kind="work", depends_on=["broken", "slow"]),
+    ]
+    monkeypatch.setattr(board, "wait", _no_watch)
+    async with board.endings(tasks) as endings:
+        records = await board.submit_many(tasks)
+        waiting = asyncio.create_task(endings.wait(30, known=records))
+        await board.fail(await _claim(board, "broken"), "no", retry=False)  # blocks "both"
+        assert (await board.get("both")).status is TaskStatus.FAILED
+        assert not waiting.done()  # "slow" has not ended
+        await board.complete(await _claim(board, "slow"))
+        assert await waiting == {
+            "broken": TaskStatus.FAILED,
+            "slow": TaskStatus.DONE,
+            "both": TaskStatus.FAILED,
+        }

@@ -1,10 +1,13 @@
-"""Waiting for many tasks to end by hearing their ending events: one message a task.
+"""Waiting for many tasks to end by hearing their ending events: a message a task at most.
 
 ``TaskBoard.wait`` watches every revision of every record it waits for (3 or so a task in a
 pipeline: created, a dependency done, finished, its own dependent finished) and returns the final
 records. A caller that only needs to know that (and how) its tasks ended can listen instead to the
 ending events the trail carries anyway: plain subscriptions, nothing kept on the server, opened
-before the tasks are submitted (as ``TaskBoard.run`` does for one task).
+before the tasks are submitted (as ``TaskBoard.run`` does for one task). Given the tasks
+themselves, the wait knows their graph and listens only to those no other waits on: a task is
+ready only once all its dependencies are done, and nothing takes a done task back, so a
+dependent's completion says that everything it depended on is done.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .._store import translate_errors
-from ..models import TaskRecord, TaskStatus
+from ..models import Task, TaskRecord, TaskStatus
 from ..names import TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import check_id
 
@@ -29,8 +32,8 @@ if TYPE_CHECKING:
 
 ENDING_KINDS = ("completed", "failed", "dead", "cancelled", "blocked")
 """Events after which a task may be terminal."""
-PER_TASK_UP_TO = 8
-"""Tasks up to which each is listened to on subjects of its own (five a task); beyond, one
+PER_TASK_UP_TO = 256
+"""Tasks up to which each one listened to has subjects of its own (five a task); beyond, one
 subscription a kind hears that kind's events of every task on the board."""
 QUIET_S = 5.0
 """How long a wait goes without hearing an ending of its tasks before it watches their records."""
@@ -38,39 +41,50 @@ _KIND_AT = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
 
 
 class Endings:
-    """A wait for ``task_ids`` to end, listening from the moment it is entered.
+    """A wait for ``tasks`` (tasks, or ids) to end, listening from the moment it is entered.
 
-    A ``task.completed`` is final (only a done record has one laid: the event follows the write,
-    and nothing takes a done task back); any other ending is checked on the record, which decides
-    (a failure may be retried, or its event laid late, after a retry). A task that ended before the
-    listening began is not heard: pass its record to ``wait`` as ``known``. Events are plain
-    messages, so one lost while the connection broke is not heard again either: when nothing of
-    the tasks is heard for ``QUIET_S`` seconds, the wait watches their records instead
-    (``TaskBoard.wait``), as it always does on a signed board, whose events are nobody's word until
-    judged."""
+    A ``task.completed`` is final, for its task and for every task it depended on (only a done
+    record has one laid: the event follows the write; a task ran only once its dependencies were
+    done; nothing takes a done task back). Any other ending is checked on the record, which decides
+    (a failure may be retried, or its event laid late, after a retry); a dependent that ended
+    without success is no word on what it depended on, whose own endings are then listened to
+    (and their records read once). A task that ended before the listening began is not heard: pass
+    its record to ``wait`` as ``known``. Events are plain messages, so one lost while the
+    connection broke is not heard again either: when nothing of the tasks is heard for ``QUIET_S``
+    seconds, the wait watches the records of those left (``TaskBoard.wait``), as it always does on
+    a signed board, whose events are nobody's word until judged."""
 
-    def __init__(self, board: TaskBoard, task_ids: Iterable[str]) -> None:
+    def __init__(self, board: TaskBoard, tasks: Iterable[str | Task]) -> None:
         self._board = board
-        self._wanted = set(task_ids)
-        for task_id in self._wanted:
-            check_id(task_id)
+        self._deps: dict[str, tuple[str, ...]] = {}
+        """What each task waits on, where the caller said (a ``Task``, a known record)."""
+        self._wanted: set[str] = set()
+        for task in tasks:
+            if isinstance(task, Task):
+                self._wanted.add(task.id)
+                self._deps[task.id] = task.depends_on
+            else:
+                check_id(task)
+                self._wanted.add(task)
         self._ended: dict[str, TaskStatus] = {}
         self._unsure: set[str] = set()
         """Tasks whose ending event was heard but whose record must say whether they ended."""
         self._heard = asyncio.Event()
         self._subscriptions: list[Subscription] = []
+        self._listened: set[str] | None = None
+        """The tasks listened to on their own subjects (None: every task on the board)."""
 
     async def __aenter__(self) -> Self:
-        core = self._board._core
-        if core.signed or not self._wanted:
+        if self._board._core.signed or not self._wanted:
             return self
-        refs = sorted(self._wanted) if len(self._wanted) <= PER_TASK_UP_TO else ["*"]
+        awaited = {dep for deps in self._deps.values() for dep in deps}
+        sinks = self._wanted - awaited
         try:
-            async with translate_errors("wait for tasks"):
-                for kind in ENDING_KINDS:
-                    for ref in refs:
-                        subject = trail_filter(f"task.{kind}", ref)
-                        self._subscriptions.append(await core.nc.subscribe(subject, cb=self._event))
+            if len(sinks) <= PER_TASK_UP_TO:
+                self._listened = set()
+                await self._listen(sinks)
+            else:
+                await self._subscribe(["*"])
         except BaseException:
             await self.__aexit__(None, None, None)  # those made before the failure
             raise
@@ -84,16 +98,41 @@ class Endings:
                 await subscription.unsubscribe()
         self._subscriptions = []
 
+    async def _listen(self, task_ids: Iterable[str]) -> None:
+        """Listen to the endings of ``task_ids`` too, where not every task's are heard already."""
+        if self._listened is None:
+            return
+        fresh = sorted(set(task_ids) - self._listened)
+        self._listened.update(fresh)
+        await self._subscribe(fresh)
+
+    async def _subscribe(self, refs: list[str]) -> None:
+        nc = self._board._core.nc
+        async with translate_errors("wait for tasks"):
+            for ref in refs:
+                for kind in ENDING_KINDS:
+                    subject = trail_filter(f"task.{kind}", ref)
+                    self._subscriptions.append(await nc.subscribe(subject, cb=self._event))
+
     async def _event(self, msg: Msg) -> None:
         kind, _, rest = msg.subject[_KIND_AT:].partition(".")
         task_id = rest.rpartition(".")[0]
         if task_id not in self._wanted or task_id in self._ended:
             return
         if kind == "completed":
-            self._ended[task_id] = TaskStatus.DONE
+            self._done(task_id)
         else:
             self._unsure.add(task_id)
         self._heard.set()
+
+    def _done(self, task_id: str) -> None:
+        """``task_id`` is done, and so is everything it depended on."""
+        below = [task_id]
+        while below:
+            done = below.pop()
+            if done in self._wanted and self._ended.get(done) is not TaskStatus.DONE:
+                self._ended[done] = TaskStatus.DONE
+                below.extend(self._deps.get(done, ()))
 
     async def wait(
         self, timeout: float | None = None, *, known: Iterable[TaskRecord] = ()
@@ -102,8 +141,13 @@ class Endings:
         ``known``: records read or written since the listening began (a task already terminal
         there has ended)."""
         for record in known:
-            if record.task.id in self._wanted and record.status.terminal:
-                self._ended.setdefault(record.task.id, record.status)
+            task_id = record.task.id
+            if task_id in self._wanted:
+                self._deps.setdefault(task_id, record.task.depends_on)
+                if record.status is TaskStatus.DONE:
+                    self._done(task_id)
+                elif record.status.terminal:
+                    self._unsure.add(task_id)  # (what it depended on is looked at)
         async with asyncio.timeout(timeout):
             while True:
                 self._heard.clear()  # before looking: an ending heard meanwhile is looked at again
@@ -123,14 +167,33 @@ class Endings:
         return {task_id: self._ended[task_id] for task_id in self._wanted}
 
     async def _check(self) -> None:
-        """Read the records of the tasks whose ending was heard but not vouched for."""
+        """Read the records of the tasks whose ending was heard but not vouched for; listen to
+        what a task that ended without success depended on (and read it once, in case it ended
+        before)."""
         while self._unsure:
             task_id = self._unsure.pop()
             if task_id in self._ended:
                 continue
             record = await self._board.get(task_id)
-            if record.status.terminal:
+            self._deps.setdefault(task_id, record.task.depends_on)
+            if record.status is TaskStatus.DONE:
+                self._done(task_id)
+            elif record.status.terminal:
                 self._ended[task_id] = record.status
+                above = self._above(task_id)
+                await self._listen(above)
+                self._unsure.update(above)
+
+    def _above(self, task_id: str) -> set[str]:
+        """The wanted tasks ``task_id`` depends on, directly or not, that have not ended."""
+        found: set[str] = set()
+        todo = list(self._deps.get(task_id, ()))
+        while todo:
+            dep = todo.pop()
+            if dep in self._wanted and dep not in found:
+                found.add(dep)
+                todo.extend(self._deps.get(dep, ()))
+        return found - self._ended.keys()
 
     async def _watch(self, remaining: set[str]) -> None:
         """Wait for ``remaining`` as ``TaskBoard.wait`` does, on their records."""

@@ -146,16 +146,17 @@ class TaskBoard:
         Only those tasks are watched, so the wait costs the same on a small board as on a big one."""
         return await self._reading.wait(task_ids, timeout)
 
-    def endings(self, task_ids: Iterable[str]) -> Endings:
-        """A wait for ``task_ids`` to end that hears their ending events, listening from the moment
-        it is entered: enter it before submitting (``async with board.endings(ids) as endings``,
-        then ``records = await board.submit_many(tasks)``), then ``await endings.wait(timeout,
-        known=records)`` returns how each ended (``TaskStatus``), not its record. One message a
-        task where ``wait`` gets every revision of every record (3 or so a task in a pipeline);
-        more than 8 tasks are listened to through the endings of every task on the board. On a
-        signed board, or when nothing of the tasks is heard for 5 s, it watches their records as
-        ``wait`` does."""
-        return Endings(self, task_ids)
+    def endings(self, tasks: Iterable[str | Task]) -> Endings:
+        """A wait for ``tasks`` (tasks, or their ids) to end that hears their ending events,
+        listening from the moment it is entered: enter it before submitting (``async with
+        board.endings(tasks) as endings``, then ``records = await board.submit_many(tasks)``), then
+        ``await endings.wait(timeout, known=records)`` returns how each ended (``TaskStatus``), not
+        its record. A message a task at most, where ``wait`` gets every revision of every record
+        (3 or so a task in a pipeline): given tasks, it hears only those no other of them depends
+        on (a completion says that what it depended on is done), as long as they are 256 at most;
+        more are listened to through the endings of every task on the board. On a signed board, or
+        when nothing of the tasks is heard for 5 s, it watches their records as ``wait`` does."""
+        return Endings(self, tasks)
 
     async def result(self, task_id: str, timeout: float | None = None) -> JsonValue:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
