@@ -171,9 +171,7 @@ async def publish(
     the stream has no leader right now (a new or failing-over replica set): nothing was stored, so
     retrying is safe, and we do, briefly. Timeouts are not retried: the write may have landed.
     """
-    headers = dict(headers or {})
-    if ttl is not None:
-        headers["Nats-TTL"] = f"{round(ttl * 1000)}ms"
+    headers = {**(headers or {}), **_ttl_header(ttl)}
     loop = asyncio.get_running_loop()
     give_up = loop.time() + _NO_RESPONDERS_RETRY_S
     delay = 0.05
@@ -191,6 +189,11 @@ async def publish(
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _ttl_header(ttl: float | None) -> dict[str, str]:
+    """``ttl`` as a message's time to live, exactly (nats-py would truncate it to whole seconds)."""
+    return {} if ttl is None else {"Nats-TTL": f"{round(ttl * 1000)}ms"}
 
 
 async def publish_nowait(
@@ -218,20 +221,24 @@ _no_atomic: WeakKeyDictionary[Client, set[str]] = WeakKeyDictionary()
 
 
 async def publish_batches(
-    js: JetStreamContext, stream: str, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    js: JetStreamContext,
+    stream: str,
+    messages: Sequence[tuple[str, bytes, dict[str, str]]],
+    *,
+    least: int = ATOMIC_BATCH_MIN,
 ) -> list[int | None]:
     """Store ``messages`` (subject, payload, headers) in ``stream`` as atomic batches of up to
     ``ATOMIC_BATCH_MAX`` (ADR-50): each is stored whole or not at all, for two round trips instead
     of one per message. Returns each message's stream sequence, or None for every message of a
     batch the stream refused (a failed expectation such as a create of an existing key, or a
-    stream without atomic batches) or not worth batching (``ATOMIC_BATCH_MIN``): the caller
+    stream without atomic batches) or not worth batching (fewer than ``least``): the caller
     writes those one by one (and learns why a refused one failed)."""
     nc = js._nc
     refusing = _no_atomic.setdefault(nc, set())
     found: list[int | None] = []
     for start in range(0, len(messages), ATOMIC_BATCH_MAX):
         chunk = messages[start : start + ATOMIC_BATCH_MAX]
-        small = len(chunk) < ATOMIC_BATCH_MIN
+        small = len(chunk) < max(least, 2)
         seqs = None if small or stream in refusing else await _publish_batch(nc, stream, chunk, refusing)
         found.extend(seqs if seqs is not None else [None] * len(chunk))
     return found
@@ -526,12 +533,19 @@ class Bucket:
             return await self._publish(key, value, last=last, ttl=ttl, op=None, headers=signed(last))
 
     async def create_many(
-        self, items: Sequence[tuple[str, bytes]], *, sign: Signing | None = None
+        self,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        sign: Signing | None = None,
+        ttl: float | None = None,
+        least: int = ATOMIC_BATCH_MIN,
     ) -> list[int | None]:
         """Create many keys; each one's revision, or None where the key is taken. Written as
-        atomic batches where the stream allows them; a batch refused because some key is taken
-        (or the stream takes no batches) is written one create at a time, pipelined. ``sign``
-        gives each value's signature headers (see ``Signing``)."""
+        atomic batches (of at least ``least`` keys) where the stream allows them; a batch refused
+        because some key is taken (or the stream takes no batches) is written one create at a
+        time, pipelined. ``sign`` gives each value's signature headers (see ``Signing``); ``ttl``
+        each key's time to live."""
+        expect = {_EXPECTED_LAST_SUBJECT_SEQ: "0", **_ttl_header(ttl)}
         revisions = await publish_batches(
             self._js,
             self.stream,
@@ -539,20 +553,23 @@ class Bucket:
                 (
                     self._write_prefix + key,
                     value,
-                    {**(sign(self._prefix + key, 0, value) if sign else {}), _EXPECTED_LAST_SUBJECT_SEQ: "0"},
+                    {**(sign(self._prefix + key, 0, value) if sign else {}), **expect},
                 )
                 for key, value in items
             ],
+            least=least,
         )
         redo = [i for i, revision in enumerate(revisions) if revision is None]
-        one_by_one = await gather_bounded(self._create_or_none(*items[i], sign) for i in redo)
+        one_by_one = await gather_bounded(self._create_or_none(*items[i], sign, ttl) for i in redo)
         for i, revision in zip(redo, one_by_one, strict=True):
             revisions[i] = revision
         return revisions
 
-    async def _create_or_none(self, key: str, value: bytes, sign: Signing | None) -> int | None:
+    async def _create_or_none(
+        self, key: str, value: bytes, sign: Signing | None, ttl: float | None
+    ) -> int | None:
         try:
-            return await self.create(key, value, sign=sign)
+            return await self.create(key, value, sign=sign, ttl=ttl)
         except Conflict:
             return None
 

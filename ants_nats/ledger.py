@@ -290,7 +290,7 @@ class Ledger:
         """Create the buckets unless they exist."""
         js = jetstream(self._nc)
         await ensure_kv(js, LEDGER_BUCKET, replicas=self._replicas, history=1)
-        await ensure_kv(js, COUNTED_BUCKET, replicas=self._replicas, history=1, marker_ttl=60.0)
+        await ensure_kv(js, COUNTED_BUCKET, replicas=self._replicas, history=1, marker_ttl=60.0, atomic=True)
 
     async def get(self, agent: str) -> AgentLedger:
         """The ledger of ``agent`` (empty if it never did anything)."""
@@ -382,19 +382,26 @@ class Ledger:
         saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
         claims = _Claims(unsure_before=None if position is None else utcnow())
         async for events in trail.follow_batches(WATCHED, after=position):
-            counting: dict[str, list[TrailEvent]] = {}
-            for event in events:
-                counted = await self._judged(trail, event, verifier, claims)
-                agent = accountable(counted) if counted is not None else None
-                if counted is not None and agent is not None:
-                    counting.setdefault(agent, []).append(counted)
-            for agent, mine in counting.items():
-                if await self._update(agent, functools.partial(fold, mine, half_life=self._half_life)):
-                    log.debug("ledger.applied", agent=agent, events=len(mine), seq=mine[-1].seq)
-            position = events[-1].seq
-            if position != saved and loop.time() - saved_at >= _POSITION_EVERY_S:
+            if events:
+                await self._count(trail, events, verifier, claims)
+                position = events[-1].seq
+            # Written when a second has passed, or when idle (an empty batch): never far behind.
+            if position != saved and (not events or loop.time() - saved_at >= _POSITION_EVERY_S):
                 await self._counted.put(_position_key(durable), str(position).encode())
-                saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
+                saved, saved_at = position, loop.time()
+
+    async def _count(
+        self, trail: Trail, events: Sequence[TrailEvent], verifier: Verifier | None, claims: _Claims
+    ) -> None:
+        """Count ``events`` (in order): each agent's entry written once."""
+        counting: dict[str, list[TrailEvent]] = {}
+        for counted in await self._counting(trail, events, verifier, claims):
+            agent = accountable(counted)
+            if agent is not None:
+                counting.setdefault(agent, []).append(counted)
+        for agent, mine in counting.items():
+            if await self._update(agent, functools.partial(fold, mine, half_life=self._half_life)):
+                log.debug("ledger.applied", agent=agent, events=len(mine), seq=mine[-1].seq)
 
     async def _position(self, name: str) -> int | None:
         """The stream sequence projection ``name`` counted up to (None: from the start)."""
@@ -409,37 +416,44 @@ class Ledger:
             return None
         return int(info.ack_floor.stream_seq or 0) if info.ack_floor else None
 
-    async def _judged(
-        self, trail: Trail, event: TrailEvent, verifier: Verifier | None, claims: _Claims
-    ) -> TrailEvent | None:
-        """``event`` as it counts (``_vouched``), or None when it does not (laid aside as
-        forged, unbacked or replayed, or not counted at all)."""
-        if verifier is not None and await verifier.check(event) == "forged":
-            await self._reject(trail, "forged", event)
-            return None
-        if _what(event) not in COUNTED:
-            return None
-        if _what(event) == "forged":
-            if not await self._proves_forgery(event):
-                await self._reject(trail, "unbacked", event)
-                return None
-            # (every reader that finds it may say so: counted once)
-            return event if await self._first_count(trail, event) else None
-        record = await self._record_of(event.ref)
-        if record is None or not backs(record, event):
-            await self._reject(trail, "unbacked", event)
-            return None
-        if not await self._first_count(trail, event):
-            return None
-        counting = event
+    async def _counting(
+        self, trail: Trail, events: Sequence[TrailEvent], verifier: Verifier | None, claims: _Claims
+    ) -> list[TrailEvent]:
+        """Of ``events``, in order, those that count, as they count (``_vouched``); the others are
+        laid aside as forged, unbacked or replayed (or not counted at all). Each is marked counted
+        in ``ants_counted`` (in one atomic batch when it can be) before any entry is written."""
+        backed: list[tuple[TrailEvent, TaskRecord | None]] = []
+        for event in events:
+            if verifier is not None and await verifier.check(event) == "forged":
+                await self._reject(trail, "forged", event)
+            elif _what(event) == "forged":
+                if await self._proves_forgery(event):
+                    backed.append((event, None))  # (every reader that finds it may say so: counted once)
+                else:
+                    await self._reject(trail, "unbacked", event)
+            elif _what(event) in COUNTED:
+                record = await self._record_of(event.ref)
+                if record is not None and backs(record, event):
+                    backed.append((event, record))
+                else:
+                    await self._reject(trail, "unbacked", event)
+        firsts = await self._first_counts(trail, [event for event, _ in backed])
+        counted = []
+        for (event, record), first in zip(backed, firsts, strict=True):
+            if first:
+                counted.append(event if record is None else await self._vouching(event, record, claims))
+        return counted
+
+    async def _vouching(self, event: TrailEvent, record: TaskRecord, claims: _Claims) -> TrailEvent:
+        """``event`` as it counts: a deferred outcome whose claim's event was counted after all
+        (its writer could not tell that it landed) counts for the outcome alone."""
         if _what(event) == "claimed":
             claims.saw(event)
         elif (_what(event) in _ENDINGS and claims.ended(event)) or (
             _deferred(event) and await self._claim_counted(claims, event, record)
         ):
-            # Its claim's event did land after all (its writer could not tell): counted once.
-            counting = _as_undeferred(event)
-        return _vouched(counting, record)
+            event = _as_undeferred(event)
+        return _vouched(event, record)
 
     async def _claim_counted(self, claims: _Claims, event: TrailEvent, record: TaskRecord) -> bool:
         """Whether the claim a deferred outcome ends was counted from a ``task.claimed`` event
@@ -453,22 +467,23 @@ class Ledger:
             return False  # begun after this projection started: its claim's event would be known
         return await self._counted.get(_claim_key(event)) is not None
 
-    async def _first_count(self, trail: Trail, event: TrailEvent) -> bool:
-        """Whether ``event`` is counted the first time (else it is laid aside as replayed).
+    async def _first_counts(self, trail: Trail, events: Sequence[TrailEvent]) -> list[bool]:
+        """For each of ``events``, whether it is counted the first time (else it is laid aside as
+        replayed).
 
-        The key holds the sequence of the event it counted: the same event again (redelivered
-        after a crash, or replayed to rebuild the ledger) goes on; another copy does not. It is
-        written before the event is applied (one request when new, as nearly always): a crash in
-        between redelivers the event, which then finds its own sequence and goes on."""
-        once, seq = _count_key(event), str(event.seq).encode()
-        try:
-            await self._counted.create(once, seq, ttl=COUNTED_FOR_S)
-        except Conflict:
-            counted = await self._counted.get(once)
+        Its key holds the sequence of the event it counted: the same event again (redelivered
+        after a crash, or replayed to rebuild the ledger) goes on; another copy does not. Keys are
+        written before the events are applied (all new, as nearly always: one atomic batch): a
+        crash in between reads the events again, which then find their own sequences and go on."""
+        keys = [(_count_key(event), str(event.seq).encode()) for event in events]
+        written = await self._counted.create_many(keys, ttl=COUNTED_FOR_S, least=2)
+        firsts = []
+        for event, (once, seq), revision in zip(events, keys, written, strict=True):
+            counted = None if revision is not None else await self._counted.get(once)
             if counted is not None and counted.value != seq:
                 await self._reject(trail, "replayed", event)
-                return False
-        return True
+            firsts.append(counted is None or counted.value == seq)
+        return firsts
 
     async def _signed(self) -> bool:
         """Whether the board is signed (its tasks stream says so; asked once)."""

@@ -346,8 +346,9 @@ class Trail:
     ) -> AsyncGenerator[list[TrailEvent], None]:
         """Events under ``subjects`` to this reader alone, in order and each once, in batches of
         what has arrived: for a reader that handles several events at once (the ledger writes
-        each agent's entry once per batch). Delivery starts after stream sequence ``after``, else
-        as ``follow`` without a durable does; nothing is acknowledged (one message an event)."""
+        each agent's entry once per batch), and an empty batch when none came for a second.
+        Delivery starts after stream sequence ``after``, else as ``follow`` without a durable
+        does; nothing is acknowledged (one message an event)."""
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
         async for batch in self._follow_alone(filters, _start_policy(since, new_only), since, after):
             yield batch
@@ -384,8 +385,9 @@ class Trail:
                         if msg is False:
                             break  # removed while this client was away: start a new one
                         if msg is None:
-                            # Idle: events lost on a path that broke while this connection held
-                            # (a route, a leaf link) show only in what the server says it sent.
+                            yield []  # idle: the reader may catch up with its own work
+                            # Events lost on a path that broke while this connection held (a
+                            # route, a leaf link) show only in what the server says it sent.
                             if loop.time() - checked >= _IDLE_CHECK_S:
                                 checked = loop.time()
                                 if await self._sent_beyond(puller.consumer, expected - 1):
