@@ -69,8 +69,8 @@ class Core:
         """Whether the board is signed (see ``seal``): read from its tasks stream on ``ensure``."""
         self.seal = Seal(self.tasks, self.trail, self.directory, self.budgets, depth=SIGNED_HISTORY)
         self._wrote: dict[str, tuple[bytes, TaskRecord]] = {}
-        """The value this board last wrote on each of the latest ``_WROTE_KEPT`` keys, and the
-        record it serialised (``written``)."""
+        """The value this board last wrote on each of the latest ``_WROTE_KEPT`` keys it finished,
+        and the record it serialised (``written``)."""
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
@@ -286,13 +286,15 @@ class Core:
         *,
         known: tuple[TaskRecord, int] | None = None,
         by: str | None = None,
+        stamped: bool = False,
     ) -> tuple[TaskRecord, int]:
         """Apply ``change`` to the record with CAS, re-reading and retrying when someone else wrote;
         returns the record and its revision.
 
         ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
         ``known`` is a (record, revision) the caller just read or wrote: the first attempt writes
-        on it without reading again (a conflict means a fresh read, as always).
+        on it without reading again (a conflict means a fresh read, as always). ``stamped``:
+        ``change`` sets ``updated_at`` itself (to now), sparing a copy of the record to set it.
         """
         while True:
             guessed = known is not None
@@ -303,7 +305,8 @@ class Core:
                 if guessed:
                     continue  # "nothing to do" is decided on a fresh read only
                 return record, revision
-            new = new.model_copy(update={"updated_at": utcnow()})
+            if not stamped:
+                new = new.model_copy(update={"updated_at": utcnow()})
             try:
                 revision = await self.write(new, last=revision, by=by)
             except Conflict:
@@ -342,15 +345,16 @@ class Core:
     def _note_written(self, task_id: str, value: bytes, record: TaskRecord) -> None:
         wrote = self._wrote
         wrote.pop(task_id, None)
-        if _plain_json(record.result):  # (else parsing it back would not give the same record)
+        # Finished records only (what a wait reads), and only those that read back as they are.
+        if record.status.terminal and _plain_json(record.result):
             wrote[task_id] = (value, record)
             if len(wrote) > _WROTE_KEPT:
                 del wrote[next(iter(wrote))]
 
     def written(self, task_id: str, value: bytes) -> TaskRecord | None:
-        """The record this board wrote as ``value`` on ``task_id`` lately (what parsing ``value``
-        gives, without parsing it again: a reader of its own writes, such as a ``wait`` beside
-        the agents on one connection), else None."""
+        """The finished record this board wrote as ``value`` on ``task_id`` lately (what parsing
+        ``value`` gives, without parsing it again: a reader of its own writes, such as a ``wait``
+        beside the agents on one connection), else None."""
         wrote = self._wrote.get(task_id)
         return wrote[1] if wrote is not None and wrote[0] == value else None
 
@@ -389,8 +393,10 @@ class Core:
         )
 
 
-_WROTE_KEPT = 4096
-"""Records a board keeps of those it wrote (``Core.written``)."""
+_WROTE_KEPT = 256
+"""Records a board keeps of those it wrote (``Core.written``): the last few hundred, what a reader
+beside the writers is sent within a moment (more would only weigh on the garbage collector, which
+walks every object the process keeps)."""
 
 
 _PLAIN_SCALARS = (str, int, float, bool)
