@@ -32,7 +32,7 @@ class Settlement:
         self,
         lease: Lease,
         outcome: Outcome,
-        change: Callable[[TaskRecord], dict[str, Any]],
+        change: Callable[[TaskRecord], dict[str, Any]] | dict[str, Any],
         *,
         error: str | None = None,
         result: JsonValue = None,
@@ -43,7 +43,8 @@ class Settlement:
         ``usage`` is what the attempt spent (an empty one is the same as none: kept nowhere).
 
         Every ending lets go of the task and appends the attempt; ``change`` adds what this ending
-        sets (status, result, error), given the record with that attempt. The CAS is on the revision the
+        sets (status, result, error), given the record with that attempt (or the same whatever
+        the record: a dict, made in one copy of the record). The CAS is on the revision the
         holder last wrote, so it succeeds at once unless someone else wrote since; then the fresh
         record must still name this holder and token, or already end with this very attempt (a
         retry after a write whose answer was lost: it changes nothing and succeeds)."""
@@ -71,22 +72,24 @@ class Settlement:
             # A deferred claim's outcome is its first write: it records the claim's token too.
             # A decline is no attempt: ``change`` notes it among the record's declines instead.
             attempts = record.attempts if outcome == "declined" else (*record.attempts, attempt)
-            let_go = record.model_copy(
-                update={
-                    "holder": None,
-                    "holder_key": None,
-                    "ticket": None,
-                    "token": lease.token,
-                    "claimed_at": lease.started_at,
-                    "unroutable": None,
-                    "unroutable_reason": None,
-                    "attempts": attempts,
-                }
-            )
+            update = {
+                "holder": None,
+                "holder_key": None,
+                "ticket": None,
+                "token": lease.token,
+                "claimed_at": lease.started_at,
+                "unroutable": None,
+                "unroutable_reason": None,
+                "attempts": attempts,
+                "updated_at": utcnow(),
+            }
+            if isinstance(change, dict):
+                return record.model_copy(update={**update, **change})
+            let_go = record.model_copy(update=update)
             return let_go.model_copy(update=change(let_go))
 
         final, _ = await self._core.mutate(
-            lease.task_id, ended, known=(lease._record, lease._revision), by=lease.agent_id
+            lease.task_id, ended, known=(lease._record, lease._revision), by=lease.agent_id, stamped=True
         )
         if lease._ticket is None and lease._lease_revision:
             await self._claims.drop_lease(lease.task_id, lease.agent_id, lease._lease_revision)
@@ -114,7 +117,7 @@ class Settlement:
         final = await self.end(
             lease,
             "completed",
-            lambda _: {"status": TaskStatus.DONE, "result": result, "result_ref": ref, "error": None},
+            {"status": TaskStatus.DONE, "result": result, "result_ref": ref, "error": None},
             result=result,
             result_ref=ref,
             usage=usage,
@@ -162,9 +165,7 @@ class Settlement:
         self, lease: Lease, *, reason: str | None = None, usage: Usage | None = None
     ) -> TaskRecord:
         """See ``TaskBoard.release``."""
-        final = await self.end(
-            lease, "released", lambda _: {"status": TaskStatus.PENDING}, error=reason, usage=usage
-        )
+        final = await self.end(lease, "released", {"status": TaskStatus.PENDING}, error=reason, usage=usage)
         await self._core.event(
             "task.released",
             lease.task_id,
