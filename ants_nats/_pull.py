@@ -16,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -252,6 +252,38 @@ async def replay(
                 if msg is None:
                     raise AntsError(f"{action} stalled with {pending} messages left")
                 found.append(msg)
+                pending = msg.metadata.num_pending
+    return found
+
+
+_LAST_TIMEOUT_S = 1.0
+
+
+async def last_of_each(
+    js: JetStreamContext, stream: str, subjects: Sequence[str], *, action: str
+) -> dict[str, Msg]:
+    """The last message ``stream`` holds on each of ``subjects`` (a subject with none is left
+    out), read together through one unnamed consumer: one message each instead of a request and
+    its reply. It ends when every subject has answered, the server says nothing is pending, or
+    nothing more comes for a second (the caller may read what is missing one by one)."""
+    config = ConsumerConfig(
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=list(subjects) if len(subjects) > 1 else None,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    found: dict[str, Msg] = {}
+    async with translate_errors(action):
+        info = await js.add_consumer(stream, config=config)
+        pending = info.num_pending or 0
+        async with Puller(js._nc, stream, str(info.name), batch=len(subjects)) as puller:
+            while pending and len(found) < len(subjects):
+                msg = await puller.fetch(_LAST_TIMEOUT_S)
+                if msg is None:
+                    break
+                found[msg.subject] = msg
                 pending = msg.metadata.num_pending
     return found
 

@@ -21,7 +21,8 @@ from nats.aio.client import Client
 from pydantic import JsonValue
 
 from ._connect import jetstream
-from ._store import Bucket, Conflict, ensure_kv, stream_config
+from ._pull import last_of_each
+from ._store import Bucket, Conflict, ensure_kv, is_tombstone, stream_config
 from ._watch import watch_entries, watch_values
 from .access import LEDGER_CONSUMER
 from .board.budget import Budgets
@@ -256,6 +257,9 @@ class _Claims:
         return True
 
 
+_READ_TOGETHER = 128
+"""Task records a projection reads through one consumer at most (its filter lists each)."""
+
 _POSITION_EVERY_S = 1.0
 """How often a projection writes its position down (a restart counts what came since again, which
 changes nothing: each entry knows the last sequence it applied)."""
@@ -422,21 +426,24 @@ class Ledger:
         """Of ``events``, in order, those that count, as they count (``_vouched``); the others are
         laid aside as forged, unbacked or replayed (or not counted at all). Each is marked counted
         in ``ants_counted`` (in one atomic batch when it can be) before any entry is written."""
-        backed: list[tuple[TrailEvent, TaskRecord | None]] = []
+        heard = []
         for event in events:
             if verifier is not None and await verifier.check(event) == "forged":
                 await self._reject(trail, "forged", event)
-            elif _what(event) == "forged":
+            elif _what(event) in COUNTED:
+                heard.append(event)
+        records = await self._records_of([e.ref for e in heard if _what(e) != "forged"])
+        backed: list[tuple[TrailEvent, TaskRecord | None]] = []
+        for event in heard:
+            if _what(event) == "forged":
                 if await self._proves_forgery(event):
                     backed.append((event, None))  # (every reader that finds it may say so: counted once)
                 else:
                     await self._reject(trail, "unbacked", event)
-            elif _what(event) in COUNTED:
-                record = await self._record_of(event.ref)
-                if record is not None and backs(record, event):
-                    backed.append((event, record))
-                else:
-                    await self._reject(trail, "unbacked", event)
+            elif (record := records.get(event.ref)) is not None and backs(record, event):
+                backed.append((event, record))
+            else:
+                await self._reject(trail, "unbacked", event)
         firsts = await self._first_counts(trail, [event for event, _ in backed])
         counted = []
         for (event, record), first in zip(backed, firsts, strict=True):
@@ -513,6 +520,27 @@ class Ledger:
             return False
         agent = await self._witness.agent_of(found.link.signer) if found is not None else None
         return agent is not None and agent == event.agent
+
+    async def _records_of(self, task_ids: Sequence[str]) -> dict[str, TaskRecord | None]:
+        """The records of ``task_ids`` (None: none, or not one): on an unsigned board the last
+        revision of each, read together through one consumer (one message a record); on a
+        signed board each judged as its chain says."""
+        wanted = sorted({task_id for task_id in task_ids if is_valid_id(task_id)})
+        if len(wanted) < 2 or await self._signed():
+            return {task_id: await self._record_of(task_id) for task_id in wanted}
+        found: dict[str, TaskRecord | None] = {}
+        js = jetstream(self._nc)
+        for start in range(0, len(wanted), _READ_TOGETHER):
+            chunk = wanted[start : start + _READ_TOGETHER]
+            subjects = [self._tasks.subject(task_id) for task_id in chunk]
+            last = await last_of_each(js, self._tasks.stream, subjects, action="read task records")
+            for task_id, subject in zip(chunk, subjects, strict=True):
+                msg = last.get(subject)
+                if msg is None:  # (none, or it did not come in time: asked alone)
+                    found[task_id] = await self._record_of(task_id)
+                elif not is_tombstone(msg.headers):
+                    found[task_id] = parse_or_none(TaskRecord, msg.data, where=f"{TASKS_BUCKET}/{task_id}")
+        return found
 
     async def _record_of(self, task_id: str) -> TaskRecord | None:
         if not is_valid_id(task_id):
