@@ -54,7 +54,10 @@ class Propagation:
         self, task_id: str, dependent: str, *, finished: bool = True, by: str | None = None
     ) -> None:
         """Note on ``task_id`` that ``dependent`` has finished (or, put back, has not): once all
-        have, a finished ``task_id`` may expire (``Core.write``)."""
+        have, a finished ``task_id`` may expire (``Core.write``). A signed board keeps finished
+        records whole, never expiring them: there is nothing to note."""
+        if self._core.signed:
+            return
 
         def note(record: TaskRecord) -> TaskRecord | None:
             if (dependent in record.finished_dependents) == finished:
