@@ -53,12 +53,13 @@ async def _board(signed: bool = False) -> AsyncIterator[tuple[EmbeddedServer, Ta
         yield server, board
 
 
-Counting = Literal["done", "wait"]
+Counting = Literal["done", "wait", "endings"]
 """How ``throughput`` sees a task finished: ``done``, in the agents' process, when the agent that
 ran it has its completion stored (the record's compare-and-set and its ``task.completed`` event,
 both acknowledged by the server), as taskiq's ``post_save`` hook and FastStream's handler return
 are seen in their worker's process; ``wait``, by the submitter's ``board.wait()`` (a watch of the
-task records: one more delivery per revision, each parsed)."""
+task records: one more delivery per revision); ``endings``, by the submitter's
+``board.endings()`` (hearing each task's ``task.completed``: one more delivery a task)."""
 
 
 def _counting(done: Callable[[str], None]) -> type[RunningAttempt]:
@@ -133,7 +134,12 @@ async def throughput(
         before = await traffic(server.monitor_port)
         started, cpu = time.perf_counter(), time.process_time()
         async with asyncio.timeout(60 + tasks / 10):
-            await asyncio.gather(all_done(), submit())
+            if count == "endings":
+                async with board.endings(batch) as endings:  # listening before the submission
+                    await submit()
+                    await endings.wait()
+            else:
+                await asyncio.gather(all_done(), submit())
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         after = await traffic(server.monitor_port)
         wanted = set(ids)

@@ -9,9 +9,11 @@ contender and its baselines alternate, and with ``--repeat R`` the figures are m
    (``/varz`` in + out), claims per task (attempts on the board). A task counts as done, as the
    baselines count theirs, in the workers' process: when the agent that ran it has its completion
    stored (the record's compare-and-set and its ``task.completed`` event, both acknowledged by the
-   server). The same runs counted by the submitter's ``board.wait()`` (a watch of every record
-   revision) are measured too, as second rows. Baselines: a work-queue stream
-   (256 ``js.publish`` acks in flight, one pull consumer fetching 256 and acking each), arq
+   server). Also measured, as further rows: the same runs seen done by the submitter, through
+   ``board.wait()`` (a watch of every record revision) and, for A agents, ``board.endings()``
+   (each task's ending event); and the process's CPU time per task of every ants-nats run.
+   Baselines: a work-queue stream (256 ``js.publish`` acks in flight, one pull consumer fetching
+   256 and acking each), arq
    (``max_jobs`` = A, ``poll_delay`` 1 ms), taskiq + taskiq-nats (``PullBasedJetStreamBroker`` defaults,
    ``max_async_tasks`` = A) and FastStream (``NatsBroker``, JetStream ``PullSub(batch_size=64,
    timeout=1.0)``, ``max_workers`` = A); the last three run their worker in this process and loop.
@@ -66,6 +68,7 @@ LABELS = {
     "ants": "ants-nats",
     "ants_one": "  1 agent",
     "ants_wait": "  by wait()",
+    "ants_endings": "  endings()",
     "ants_one_wait": "  1, wait()",
     "bare": "bare queue",
     "arq": "arq",
@@ -97,6 +100,8 @@ class Runs:
     """As ``ants``, each task seen done by the submitter's ``board.wait()`` instead."""
     ants_one_wait: dict[int, list[Rate]] = field(default_factory=dict)
     """As ``ants_one``, seen done by ``board.wait()``."""
+    ants_endings: dict[int, list[Rate]] = field(default_factory=dict)
+    """As ``ants``, seen done by the submitter's ``board.endings()`` (each task's ending event)."""
     bare: dict[int, list[Rate]] = field(default_factory=dict)
     arq: dict[int, list[Rate]] = field(default_factory=dict)
     taskiq: dict[int, list[Rate]] = field(default_factory=dict)
@@ -167,6 +172,11 @@ def throughput_steps(opts: Options, runs: Runs, agents: int) -> list[Step]:
             f"ants-nats, {agents} agents, board.wait()",
             runs.ants_wait.setdefault(agents, []),
             partial(_ants.throughput, agents, n, count="wait"),
+        ),
+        _rate_step(
+            f"ants-nats, {agents} agents, board.endings()",
+            runs.ants_endings.setdefault(agents, []),
+            partial(_ants.throughput, agents, n, count="endings"),
         ),
         _rate_step(
             f"bare queue (slot {agents})", runs.bare.setdefault(agents, []), partial(_jetstream.throughput, n)
@@ -303,6 +313,7 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
             "ants_one": runs.ants_one.get(agents, []),
             "ants_wait": runs.ants_wait[agents],
             "ants_one_wait": runs.ants_one_wait.get(agents, []),
+            "ants_endings": runs.ants_endings[agents],
             "bare": runs.bare[agents],
             "arq": runs.arq.get(agents, []),
             "taskiq": runs.taskiq.get(agents, []),
@@ -314,7 +325,7 @@ def summarise(opts: Options, runs: Runs, env: dict[str, Any], calib: dict[str, f
         row: dict[str, Any] = {"agents": agents, **medians}
         for name in BASELINES:
             other = medians[name]
-            for contender in ("ants", "ants_one", "ants_wait", "ants_one_wait"):
+            for contender in ("ants", "ants_one", "ants_wait", "ants_one_wait", "ants_endings"):
                 mine = medians[contender]
                 row[f"{contender}_over_{name}"] = (
                     ratio(mine["tasks_per_s"], other["tasks_per_s"]) if other and mine else None
@@ -410,14 +421,15 @@ def print_table(summary: dict[str, Any]) -> None:
         "\nthroughput, submission overlapping the work (bare queue: publish 256 in flight, fetch 256; "
         "arq, taskiq, faststream: concurrency = agents; '1 agent': ants-nats, one agent of capacity = agents;"
         "\nants-nats counts a task done when its agent's completion is stored, as the baselines count in"
-        " their worker; 'by wait()', '1, wait()': the same, seen done by the submitter's board.wait())"
+        " their worker; 'by wait()', '1, wait()': the same, seen done by the submitter's board.wait();"
+        "\n'endings()': by the submitter's board.endings(); CPU us/task: the benchmark process's CPU time)"
     )
     print(
         f"{'agents':>6}  {'system':<11} {'tasks/s':>8} {'ants/this':>9} {'1 agent/this':>12} "
         f"{'wait/this':>9} {'msgs/task':>9} {'KiB/task':>8} {'claims/task':>11} {'CPU us/task':>11}"
     )
     for row in summary["throughput"]:
-        for name in ("ants", "ants_one", "ants_wait", "ants_one_wait", *BASELINES):
+        for name in ("ants", "ants_one", "ants_wait", "ants_one_wait", "ants_endings", *BASELINES):
             figures = row[name]
             if figures is None:
                 continue
