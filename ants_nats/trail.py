@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import re
+import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,50 @@ def _read(subject: str, data: bytes, seq: int, headers: dict[str, str] | None) -
         log.warning("trail.misplaced_event", subject=subject, kind=event.kind, by=event.by)
         return None
     return event.model_copy(update={"seq": seq}).stored_as(subject, data, headers)
+
+
+class _Batch:
+    """The events a follow of its own has not handed out yet, and when they are due."""
+
+    def __init__(self, linger: float) -> None:
+        self.events: list[TrailEvent] = []
+        self.due: float | None = None
+        self.seen: int | None = None
+        """The stream sequence of the last message taken in (an event or not)."""
+        self._linger = linger
+
+    def add(self, seq: int, event: TrailEvent | None, now: float) -> None:
+        self.seen = seq
+        if event is not None:
+            self.events.append(event)
+        if self.due is None:
+            self.due = now + self._linger
+
+    def wait(self, now: float) -> float:
+        """How long the next fetch may wait."""
+        return _FETCH_TIMEOUT_S if self.due is None else max(self.due - now, 0.001)
+
+    def ripe(self, now: float) -> bool:
+        return self.due is not None and now >= self.due
+
+    def take(self) -> list[TrailEvent]:
+        events, self.events, self.due = self.events, [], None
+        return events
+
+
+class _Every:
+    """Says ``due`` at most once every ``seconds`` (a loop's occasional work)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
 
 
 def _start_policy(since: datetime | None, new_only: bool) -> DeliverPolicy:
@@ -343,21 +388,30 @@ class Trail:
         after: int | None = None,
         since: datetime | None = None,
         new_only: bool = False,
+        linger: float = 0.0,
     ) -> AsyncGenerator[list[TrailEvent], None]:
         """Events under ``subjects`` to this reader alone, in order and each once, in batches of
-        what has arrived: for a reader that handles several events at once (the ledger writes
-        each agent's entry once per batch), and an empty batch when none came for a second.
-        Delivery starts after stream sequence ``after``, else as ``follow`` without a durable
-        does; nothing is acknowledged (one message an event)."""
+        what has arrived (waiting up to ``linger`` seconds after a batch's first event for more):
+        for a reader that handles several events at once (the ledger writes each agent's entry
+        once per batch), and an empty batch when none came for a second. Delivery starts after
+        stream sequence ``after``, else as ``follow`` without a durable does; nothing is
+        acknowledged (one message an event)."""
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
-        async for batch in self._follow_alone(filters, _start_policy(since, new_only), since, after):
+        start = _start_policy(since, new_only)
+        async for batch in self._follow_alone(filters, start, since, after, linger):
             yield batch
 
     async def _follow_alone(
-        self, filters: list[str], policy: DeliverPolicy, since: datetime | None, after: int | None = None
+        self,
+        filters: list[str],
+        policy: DeliverPolicy,
+        since: datetime | None,
+        after: int | None = None,
+        linger: float = 0.0,
     ) -> AsyncGenerator[list[TrailEvent], None]:
-        """``follow`` without a durable, in batches of what has arrived: nothing acknowledged, and
-        the consumer's sequence checked. An event the server sent while the connection broke is
+        """``follow`` without a durable, in batches of what has arrived (or of what arrived within
+        ``linger`` seconds of a batch's first event): nothing acknowledged, and the consumer's
+        sequence checked. An event the server sent while the connection broke is
         one this reader never got, so the next one's consumer sequence skips it, or (nothing more
         coming) the reconnection says so: either way a new consumer starts after the last event
         handed out (``after``: its stream sequence)."""
@@ -377,22 +431,24 @@ class Trail:
                 after = int(info.delivered.stream_seq or 0) if info.delivered else after
                 expected = 1
                 loop = asyncio.get_running_loop()
-                checked = loop.time()
-                batch: list[TrailEvent] = []
+                idle_check = _Every(_IDLE_CHECK_S)
+                batch = _Batch(linger)
                 async with Puller(self._nc, TRAIL_STREAM, str(info.name), batch=_FOLLOW_BATCH) as puller:
                     while not reconnected:
-                        msg = await self._fetch_own(puller)
+                        msg = await self._fetch_own(puller, batch.wait(loop.time()))
                         if msg is False:
                             break  # removed while this client was away: start a new one
+                        if msg is None and batch.due is not None:
+                            after = batch.seen
+                            yield batch.take()  # (lingered for more: none came)
+                            continue
                         if msg is None:
                             yield []  # idle: the reader may catch up with its own work
                             # Events lost on a path that broke while this connection held (a
                             # route, a leaf link) show only in what the server says it sent.
-                            if loop.time() - checked >= _IDLE_CHECK_S:
-                                checked = loop.time()
-                                if await self._sent_beyond(puller.consumer, expected - 1):
-                                    log.info("trail.follow_gap", expected=expected, after=after)
-                                    break
+                            if idle_check.due() and await self._sent_beyond(puller.consumer, expected - 1):
+                                log.info("trail.follow_gap", expected=expected, after=after)
+                                break
                             continue
                         sequence = msg.metadata.sequence
                         if sequence.consumer != expected:
@@ -401,29 +457,25 @@ class Trail:
                             )
                             break
                         expected += 1
-                        seen = sequence.stream
                         event = _parse(msg)
                         if event is None:
                             await self._record_corrupt(msg)
-                        else:
-                            batch.append(event)
-                        if not puller.buffered:
-                            after = seen
-                            if batch:
-                                handed, batch = batch, []
-                                yield handed
-                    if batch:  # what arrived before the gap, in order
-                        after = seen
-                        yield batch
+                        batch.add(sequence.stream, event, loop.time())
+                        if not puller.buffered and batch.ripe(loop.time()):
+                            after = batch.seen
+                            yield batch.take()
+                    if batch.events:  # what arrived before the gap, in order
+                        after = batch.seen
+                        yield batch.take()
         finally:
             stop()
 
     @staticmethod
-    async def _fetch_own(puller: Puller) -> Msg | Literal[False] | None:
-        """The next event of a follow of its own; None when none came or nobody answers yet (an
-        election); False when the server removed the consumer."""
+    async def _fetch_own(puller: Puller, timeout: float) -> Msg | Literal[False] | None:
+        """The next event of a follow of its own; None when none came within ``timeout`` seconds
+        or nobody answers yet (an election); False when the server removed the consumer."""
         try:
-            return await fetch_patiently(puller, _FETCH_TIMEOUT_S)
+            return await fetch_patiently(puller, timeout)
         except ServerUnavailable:
             exists = await puller.exists()
             if exists is None:
