@@ -24,10 +24,12 @@ async def _no_watch(task_ids: object, timeout: float | None = None) -> dict[str,
     raise AssertionError("the wait watched the records")
 
 
-@pytest.mark.parametrize("extra", [0, endings_module.PER_TASK_UP_TO], ids=["own-subjects", "every-task"])
+@pytest.mark.parametrize("up_to", [endings_module.PER_TASK_UP_TO, 1], ids=["own-subjects", "every-task"])
 async def test_a_wait_hears_each_ending_and_reads_only_the_failures(
-    board: TaskBoard, monkeypatch: pytest.MonkeyPatch, extra: int
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch, up_to: int
 ) -> None:
+    monkeypatch.setattr(endings_module, "PER_TASK_UP_TO", up_to)
+    extra = 2
     tasks = [
         Task(id="ok", kind="work"),
         Task(id="flaky", kind="work"),
@@ -115,9 +117,11 @@ async def test_a_completion_vouches_for_what_its_task_depended_on(
     assert {subject.split(".")[4] for subject in heard} == {"sum"}  # the one nothing depends on
 
 
+@pytest.mark.parametrize("up_to", [endings_module.PER_TASK_UP_TO, 0], ids=["own-subjects", "every-task"])
 async def test_a_dependent_that_failed_has_what_it_depended_on_listened_to(
-    board: TaskBoard, monkeypatch: pytest.MonkeyPatch
+    board: TaskBoard, monkeypatch: pytest.MonkeyPatch, up_to: int
 ) -> None:
+    monkeypatch.setattr(endings_module, "PER_TASK_UP_TO", up_to)
     tasks = [
         Task(id="broken", kind="work"),
         Task(id="slow", kind="work"),

@@ -168,8 +168,8 @@ class Endings:
 
     async def _check(self) -> None:
         """Read the records of the tasks whose ending was heard but not vouched for; listen to
-        what a task that ended without success depended on (and read it once, in case it ended
-        before)."""
+        what a task that ended without success depended on, unless every task's endings are
+        heard (and read it once, in case it ended before)."""
         while self._unsure:
             task_id = self._unsure.pop()
             if task_id in self._ended:
@@ -180,9 +180,10 @@ class Endings:
                 self._done(task_id)
             elif record.status.terminal:
                 self._ended[task_id] = record.status
-                above = self._above(task_id)
-                await self._listen(above)
-                self._unsure.update(above)
+                if self._listened is not None:  # (else every task's endings are heard already)
+                    above = self._above(task_id)
+                    await self._listen(above)
+                    self._unsure.update(above)
 
     def _above(self, task_id: str) -> set[str]:
         """The wanted tasks ``task_id`` depends on, directly or not, that have not ended."""
