@@ -30,7 +30,7 @@ from .board.chain import Witness
 from .board.rates import CLOCK_SKEW_S, Rates
 from .board.seal import SIGNED_HISTORY, Seal, is_signed
 from .cards import Directory
-from .errors import CorruptEntry
+from .errors import AntsError, CorruptEntry
 from .log import get_logger
 from .models import (
     ANY_CAPABILITY,
@@ -91,8 +91,9 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
     """Whether the task's record shows what ``event`` says its agent did (the board backs it).
 
     An outcome needs an attempt with that agent, token and outcome; a claim, the agent holding the
-    task with that token (or an attempt of that claim); a bad-result mark, a done task that agent
-    completed. Anyone can write an event; only the board's compare-and-set writes make a record."""
+    task with that token (or an attempt of that claim, or the note of its decline); a bad-result
+    mark, a done task that agent completed. Anyone can write an event; only the board's
+    compare-and-set writes make a record."""
     if record is None:
         return False
     what = _what(event)
@@ -101,11 +102,13 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
         return record.status is TaskStatus.DONE and completer is not None and completer == accountable(event)
     if event.agent is None or event.token is None:
         return False
-    if what == "declined":  # a decline is no attempt: the record keeps a note of the latest one
-        return any((d.agent, d.token) == (event.agent, event.token) for d in record.declines)
+    # A decline is no attempt: the record keeps a note of each agent's latest one.
+    declined = any((d.agent, d.token) == (event.agent, event.token) for d in record.declines)
+    if what == "declined":
+        return declined
     mine = [a for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)]
     if what == "claimed":
-        return bool(mine) or (record.holder, record.token) == (event.agent, event.token)
+        return bool(mine) or declined or (record.holder, record.token) == (event.agent, event.token)
     return any(a.outcome == what for a in mine)
 
 
@@ -222,8 +225,8 @@ def fold(events: Sequence[TrailEvent], ledger: AgentLedger, *, half_life: float)
     return changed
 
 
-_ENDINGS = frozenset({"completed", "failed", "expired", "released"})
-"""What ends a claim (its attempt's outcome)."""
+_ENDINGS = frozenset(COUNTED) - {"claimed", "bad_result", "forged"}
+"""What ends a claim: its attempt's outcome, a decline or a question."""
 
 
 class _Claims:
@@ -388,7 +391,7 @@ class Ledger:
         loop = asyncio.get_running_loop()
         position = await self._position(durable)
         saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
-        claims = _Claims(unsure_before=None if position is None else utcnow())
+        claims = _Claims(unsure_before=await self._unsure_before(position))
         async for events in trail.follow_batches(WATCHED, after=position, linger=_LINGER_S):
             if events:
                 await self._count(trail, events, verifier, claims)
@@ -410,6 +413,16 @@ class Ledger:
         for agent, mine in counting.items():
             if await self._update(agent, functools.partial(fold, mine, half_life=self._half_life)):
                 log.debug("ledger.applied", agent=agent, events=len(mine), seq=mine[-1].seq)
+
+    async def _unsure_before(self, position: int | None) -> datetime | None:
+        """Now, unless a projection starting at ``position`` reads every claim's event there ever
+        was (it starts at the trail's start, and the trail has dropped nothing yet)."""
+        if position is None:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                info = await jetstream(self._nc).stream_info(TRAIL_STREAM)
+                if int(info.state.first_seq or 0) <= 1:
+                    return None
+        return utcnow()
 
     async def _position(self, name: str) -> int | None:
         """The stream sequence projection ``name`` counted up to (None: from the start)."""
@@ -537,7 +550,11 @@ class Ledger:
         for start in range(0, len(wanted), _READ_TOGETHER):
             chunk = wanted[start : start + _READ_TOGETHER]
             subjects = [self._tasks.subject(task_id) for task_id in chunk]
-            last = await last_of_each(js, self._tasks.stream, subjects, action="read task records")
+            try:
+                last = await last_of_each(js, self._tasks.stream, subjects, action="read task records")
+            except AntsError as exc:  # (e.g. no quorum for a moment: the reads one by one are patient)
+                log.info("ledger.read_together_failed", error=str(exc))
+                last = {}
             for task_id, subject in zip(chunk, subjects, strict=True):
                 msg = last.get(subject)
                 if msg is None:  # (none, or it did not come in time: asked alone)
@@ -567,7 +584,9 @@ class Ledger:
             f"ledger.{why}_event", kind=event.kind, agent=accountable(event), by=event.by, seq=event.seq
         )
         data: JsonValue = {"kind": event.kind, "task": event.ref, "agent": accountable(event), "by": event.by}
-        await trail.emit(TrailEvent(kind=f"corrupt.{why}", ref=str(event.seq), data=data))
+        # (replicas each read the trail: the same report from each is stored once)
+        report = TrailEvent(kind=f"corrupt.{why}", ref=str(event.seq), data=data)
+        await trail.emit(report, msg_id=f"corrupt.{why}-{event.seq}")
 
 
 __all__ = ["Ledger", "accountable", "apply"]

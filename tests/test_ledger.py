@@ -136,3 +136,39 @@ async def test_a_deferred_outcome_whose_claim_was_counted_before_a_restart_count
     async with projecting(board):
         entry: AgentLedger = await until_ledger(board, "w1", lambda ledger: ledger.totals.completed == 1)
     assert (entry.totals.claimed, entry.totals.completed) == (1, 1)
+
+
+async def corrupt_reports(board: TaskBoard) -> list[str]:
+    return [event.kind for event in await board.trail.replay("ants.trail.corrupt.>")]
+
+
+async def test_deferred_questions_and_declines_end_a_counted_claim_without_counting_it_again(
+    board: TaskBoard,
+) -> None:
+    async with projecting(board):
+        for how in ("declined", "asked"):
+            await board.submit(Task(id=f"t-{how}", kind="work", requires=("fetch",)))
+            lease = await board.claim(f"t-{how}", "w1")
+            assert isinstance(lease, Lease)
+            lease.announced = False  # its writer could not tell that the claim's event landed
+            if how == "declined":
+                await board.decline(lease, "not mine")
+            else:
+                await board.ask(lease, "which one?", timeout=60)
+        await until_position(board, "ledger", await last_seq(board, "task.asked.>"))
+        entry = await Ledger(board.nc).get("w1")
+    assert (entry.totals.claimed, entry.totals.declined, entry.totals.asked) == (2, 1, 1)
+    assert await corrupt_reports(board) == []
+
+
+async def test_a_claim_declined_before_the_ledger_reads_its_record_still_counts(board: TaskBoard) -> None:
+    async with projecting(board):
+        for i in range(3):
+            await board.submit(Task(id=f"d{i}", kind="work", requires=("fetch",)))
+            lease = await board.claim(f"d{i}", "w1")
+            assert isinstance(lease, Lease) and lease.announced
+            await board.decline(lease, "not mine")  # (the record has no holder of that claim now)
+        await until_position(board, "ledger", await last_seq(board, "task.declined.>"))
+        entry = await Ledger(board.nc).get("w1")
+    assert (entry.totals.claimed, entry.totals.declined) == (3, 3)
+    assert await corrupt_reports(board) == []
