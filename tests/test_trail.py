@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from datetime import timedelta
 
 import pytest
@@ -127,6 +128,18 @@ async def test_a_follow_of_its_own_goes_on_when_its_consumer_is_removed(board: T
         else:
             break
     assert seen == ["j1", "j2"]
+
+
+async def test_batches_start_after_the_sequence_given_in_order_and_say_when_idle(board: TaskBoard) -> None:
+    laid = [await board.trail.mark("job", key=f"j{i}") for i in range(5)]
+    got: list[list[str]] = []
+    async with aclosing(board.trail.follow_batches("ants.trail.mark.>", after=laid[1].seq)) as batches:
+        async for batch in batches:
+            got.append([event.ref for event in batch])
+            if not batch:
+                break  # nothing more came for a second: all that was laid after it is handed over
+    assert [ref for batch in got for ref in batch] == ["j2", "j3", "j4"]
+    assert got[-1] == []
 
 
 async def test_a_follow_of_its_own_loses_nothing_when_its_connection_breaks(board: TaskBoard) -> None:
