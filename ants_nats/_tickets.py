@@ -147,7 +147,12 @@ class Routes:
 def _ticket(record: TaskRecord, revision: int) -> tuple[str, bytes, dict[str, str]]:
     """Subject, payload and headers of the ticket of ``record`` at ``revision``."""
     task = record.task
-    ticket = Ticket(task_id=task.id, route=task.route, revision=revision, record=record)
+    # As read (the wire's context): a record a newer version wrote keeps the fields this one does
+    # not know, and the ticket carries them on, as a rewrite of the record does.
+    ticket = Ticket.model_validate(
+        {"task_id": task.id, "route": task.route, "revision": revision, "record": record},
+        context={"wire": True},
+    )
     subject = work_subject(task.route, express=task.express)
     return subject, wire_bytes(ticket), {"Nats-Msg-Id": f"ticket-{task.id}"}
 

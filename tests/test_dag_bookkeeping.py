@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from contextlib import AsyncExitStack
 
-import pytest
 from pydantic import JsonValue
 
 from ants_nats import Agent, EmbeddedServer, Identity, Lease, Task, TaskBoard, TaskContext, TaskStatus
@@ -40,11 +39,6 @@ async def test_a_signed_board_notes_no_finished_dependent(nats_server: EmbeddedS
         assert await owner.result("d2") == {"task": "d2", "inputs": {"d1": {"task": "d1", "inputs": {}}}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ticket(record=...) refuses a record holding a field a newer version wrote (models/_tickets: "
-    "the ticket should carry it as read, as records keep unknown fields)",
-)
 async def test_a_dependent_written_by_a_newer_version_is_announced(board: TaskBoard) -> None:
     await board.submit_many(
         [Task(id="first", kind="work"), Task(id="then", kind="work", depends_on=["first"])]
