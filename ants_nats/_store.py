@@ -441,6 +441,8 @@ class Bucket:
         # prefix; the stream stores them under ``$KV.<name>.<key>`` all the same (nats.py #1010).
         api = js._prefix
         self._write_prefix = self._prefix if api == "$JS.API" else f"{api}.{self._prefix}"
+        self.direct = False
+        """Whether the bucket's stream takes direct gets (``guess``)."""
 
     async def _last(self, key: str) -> tuple[Entry | None, int, datetime | None]:
         """The live entry (None if absent or deleted), the key's last revision (0 if none), and
@@ -453,6 +455,23 @@ class Bucket:
         if is_tombstone(msg.headers):
             return None, revision, msg.time
         return Entry(key=key, value=msg.data or b"", revision=revision, time=msg.time), revision, None
+
+    async def guess(self, key: str) -> Entry | None:
+        """The live entry for ``key`` as any replica has it (a direct get: the raw value, no
+        base64), perhaps not the last: for a compare-and-set that will find out. None when there
+        is none there, or the bucket takes no direct gets (``direct``), or the read failed."""
+        if not self.direct:
+            return None
+        try:
+            msg = await self._js.get_msg(self.stream, subject=self._prefix + key, direct=True)
+        except nats.errors.NoRespondersError:
+            self.direct = False  # (a bucket made before direct gets, that this client may not open up)
+            return None
+        except (nats.errors.Error, nats.js.errors.Error):
+            return None
+        if is_tombstone(msg.headers):
+            return None
+        return Entry(key=key, value=msg.data or b"", revision=int(msg.seq or 0), time=msg.time)
 
     async def get(self, key: str) -> Entry | None:
         """The live entry for ``key``, or None when absent, deleted or expired."""
@@ -698,11 +717,13 @@ async def ensure_kv(
     max_value_size: int = -1,
     marker_ttl: float | None = None,
     atomic: bool = False,
+    direct: bool = False,
     metadata: dict[str, str] | None = None,
     erasable: bool = True,
 ) -> StreamConfig:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
-    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``); ``metadata`` is set on a
+    ``atomic`` lets it take atomic batches (see ``Bucket.create_many``), ``direct`` direct gets
+    (see ``Bucket.guess``); ``metadata`` is set on a
     bucket this call creates. A bucket that is not ``erasable`` refuses rollups (purges) and
     per-message TTLs but ``marker_ttl``'s: its keys' history ends only by overflowing what it
     keeps. Returns the stream's configuration."""
@@ -718,7 +739,8 @@ async def ensure_kv(
             StreamConfig(
                 name=f"KV_{bucket}",
                 subjects=[f"$KV.{bucket}.>"],
-                allow_direct=False,  # reads go to the stream leader: a CAS-retry loop sees its own writes
+                # Reads go to the stream leader (a reader sees its own writes), guesses may not.
+                allow_direct=direct,
                 allow_rollup_hdrs=erasable,
                 allow_msg_ttl=erasable or bool(marker_ttl),
                 allow_atomic=atomic or None,
@@ -738,5 +760,5 @@ async def ensure_kv(
         return (await js.stream_info(f"KV_{bucket}")).config
 
     config = await patiently(js, f"open bucket {bucket}", op)
-    await _open_up(js, config, atomic=atomic, direct=False, history=history)
+    await _open_up(js, config, atomic=atomic, direct=direct, history=history)
     return config

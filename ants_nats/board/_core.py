@@ -82,10 +82,12 @@ class Core:
             replicas=config.replicas,
             history=history,
             atomic=True,
+            direct=not config.signed,  # (a signed record is judged on its history, read from the leader)
             metadata={SIGNED_METADATA: "true"} if config.signed else None,
             erasable=not config.signed,  # a signed record's history is its proof
         )
         self._signs(is_signed(tasks))
+        self.tasks.direct = bool(tasks.allow_direct) and not self.signed
         if config.signed and not self.signed:
             raise AntsError(
                 f"BoardConfig.signed: the board's bucket {TASKS_BUCKET} was created unsigned; a board is "
@@ -293,9 +295,12 @@ class Core:
 
         ``change`` returns the new record, or None to leave it as it is; it may raise to abort.
         ``known`` is a (record, revision) the caller just read or wrote: the first attempt writes
-        on it without reading again (a conflict means a fresh read, as always). ``stamped``:
-        ``change`` sets ``updated_at`` itself (to now), sparing a copy of the record to set it.
+        on it without reading again (a conflict means a fresh read, as always); without it, the
+        first attempt writes on a direct get of the record (``Bucket.guess``: the raw value from
+        any replica, perhaps behind), a guess as well. ``stamped``: ``change`` sets ``updated_at``
+        itself (to now), sparing a copy of the record to set it.
         """
+        known = known or await self._guess(task_id)
         while True:
             guessed = known is not None
             record, revision = known if known is not None else await self.get_entry(task_id)
@@ -312,6 +317,19 @@ class Core:
             except Conflict:
                 continue
             return new, revision
+
+    async def _guess(self, task_id: str) -> tuple[TaskRecord, int] | None:
+        """The record of ``task_id`` as a direct get finds it (None: none there, or not valid: the
+        fresh read decides what that means)."""
+        entry = await self.tasks.guess(task_id)
+        record = (
+            None
+            if entry is None
+            else parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
+        )
+        return (
+            None if entry is None or record is None or record.task.id != task_id else (record, entry.revision)
+        )
 
     async def write(self, record: TaskRecord, *, last: int, by: str | None = None) -> int:
         """CAS ``record`` over revision ``last``, signed on a signed board for ``by`` (see
