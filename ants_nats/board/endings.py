@@ -13,16 +13,13 @@ dependent's completion says that everything it depended on is done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-import nats.errors
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from .._store import translate_errors
+from .._subscriptions import Subscriptions
 from ..models import Task, TaskRecord, TaskStatus
 from ..names import TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import check_id
@@ -70,7 +67,7 @@ class Endings:
         self._unsure: set[str] = set()
         """Tasks whose ending event was heard but whose record must say whether they ended."""
         self._heard = asyncio.Event()
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions = Subscriptions(board._core.nc, "wait for tasks")
         self._listened: set[str] | None = None
         """The tasks listened to on their own subjects (None: every task on the board)."""
 
@@ -86,17 +83,14 @@ class Endings:
             else:
                 await self._subscribe(["*"])
         except BaseException:
-            await self.__aexit__(None, None, None)  # those made before the failure
+            await self._subscriptions.close()  # those made before the failure
             raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for subscription in self._subscriptions:
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
-        self._subscriptions = []
+        await self._subscriptions.close()
 
     async def _listen(self, task_ids: Iterable[str]) -> None:
         """Listen to the endings of ``task_ids`` too, where not every task's are heard already."""
@@ -107,12 +101,9 @@ class Endings:
         await self._subscribe(fresh)
 
     async def _subscribe(self, refs: list[str]) -> None:
-        nc = self._board._core.nc
-        async with translate_errors("wait for tasks"):
-            for ref in refs:
-                for kind in ENDING_KINDS:
-                    subject = trail_filter(f"task.{kind}", ref)
-                    self._subscriptions.append(await nc.subscribe(subject, cb=self._event))
+        for ref in refs:
+            for kind in ENDING_KINDS:
+                await self._subscriptions.add(trail_filter(f"task.{kind}", ref), self._event)
 
     async def _event(self, msg: Msg) -> None:
         kind, _, rest = msg.subject[_KIND_AT:].partition(".")

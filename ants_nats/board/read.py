@@ -12,13 +12,12 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Self
 
-import nats.errors
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from .._connect import api_prefix
 from .._pull import read_back
-from .._store import is_tombstone, patiently, translate_errors
+from .._store import is_tombstone, patiently
+from .._subscriptions import Subscriptions
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
 from ..models import TaskRecord, TaskStatus, Usage, parse_or_none
@@ -217,28 +216,23 @@ class Ending:
         """The last value this connection heard written on the task's key (unsigned boards)."""
         self._heard: TaskRecord | None = None
         """The record an ending heard stands for, when its write was heard (unsigned boards)."""
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions = Subscriptions(self._core.nc, f"wait for {task_id}")
 
     async def __aenter__(self) -> Self:
         core, task_id = self._core, self._task_id
-        wanted = [(trail_filter("task.*", task_id), self._event)]
-        if not core.signed:
-            wanted.append((core.tasks.subject(task_id), self._wrote))
         try:
-            async with translate_errors(f"wait for {task_id}"):
-                for subject, heard in wanted:
-                    self._subscriptions.append(await core.nc.subscribe(subject, cb=heard))
+            await self._subscriptions.add(trail_filter("task.*", task_id), self._event)
+            if not core.signed:
+                await self._subscriptions.add(core.tasks.subject(task_id), self._wrote)
         except BaseException:
-            await self.__aexit__(None, None, None)  # those made before the failure
+            await self._subscriptions.close()  # those made before the failure
             raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for subscription in self._subscriptions:
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+        await self._subscriptions.close()
 
     async def _wrote(self, msg: Msg) -> None:
         self._written = None if is_tombstone(msg.headers) else msg.data
