@@ -32,6 +32,14 @@ class Subscriptions:
         async with translate_errors(self._action):
             self._held.append(await self._nc.subscribe(subject, cb=heard))
 
+    async def opening(self, subscribe: Callable[[], Awaitable[None]]) -> None:
+        """Run ``subscribe`` (which ``add``s); if it fails, those it made are closed."""
+        try:
+            await subscribe()
+        except BaseException:
+            await self.close()
+            raise
+
     async def close(self) -> None:
         """End every subscription (one the connection lost already is gone anyway)."""
         held, self._held = self._held, []

@@ -13,6 +13,7 @@ dependent's completion says that everything it depended on is done.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -76,15 +77,11 @@ class Endings:
             return self
         awaited = {dep for deps in self._deps.values() for dep in deps}
         sinks = self._wanted - awaited
-        try:
-            if len(sinks) <= PER_TASK_UP_TO:
-                self._listened = set()
-                await self._listen(sinks)
-            else:
-                await self._subscribe(["*"])
-        except BaseException:
-            await self._subscriptions.close()  # those made before the failure
-            raise
+        if len(sinks) <= PER_TASK_UP_TO:
+            self._listened = set()
+            await self._subscriptions.opening(functools.partial(self._listen, sinks))
+        else:
+            await self._subscriptions.opening(functools.partial(self._subscribe, ["*"]))
         return self
 
     async def __aexit__(

@@ -219,15 +219,14 @@ class Ending:
         self._subscriptions = Subscriptions(self._core.nc, f"wait for {task_id}")
 
     async def __aenter__(self) -> Self:
-        core, task_id = self._core, self._task_id
-        try:
-            await self._subscriptions.add(trail_filter("task.*", task_id), self._event)
-            if not core.signed:
-                await self._subscriptions.add(core.tasks.subject(task_id), self._wrote)
-        except BaseException:
-            await self._subscriptions.close()  # those made before the failure
-            raise
+        await self._subscriptions.opening(self._subscribe)
         return self
+
+    async def _subscribe(self) -> None:
+        core, task_id = self._core, self._task_id
+        await self._subscriptions.add(trail_filter("task.*", task_id), self._event)
+        if not core.signed:
+            await self._subscriptions.add(core.tasks.subject(task_id), self._wrote)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
