@@ -220,7 +220,7 @@ class Trail:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else {}
         if event.v is None:
             event = event.model_copy(update={"v": PROTOCOL_VERSION})
-        if signer is not None:
+        if signer is not None and (event.signer is not None or event.sig is not None):
             # The signature goes in headers; the body's deprecated sig/signer would only disagree.
             event = event.model_copy(update={"signer": None, "sig": None})
         subject, payload = trail_subject(event.kind, event.ref, event.by), wire_bytes(event, exclude={"seq"})
