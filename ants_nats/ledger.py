@@ -392,14 +392,16 @@ class Ledger:
         position = await self._position(durable)
         saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
         claims = _Claims(unsure_before=await self._unsure_before(position))
-        async for events in trail.follow_batches(WATCHED, after=position, linger=_LINGER_S):
-            if events:
-                await self._count(trail, events, verifier, claims)
-                position = events[-1].seq
-            # Written when a second has passed, or when idle (an empty batch): never far behind.
-            if position != saved and (not events or loop.time() - saved_at >= _POSITION_EVERY_S):
-                await self._counted.put(_position_key(durable), str(position).encode())
-                saved, saved_at = position, loop.time()
+        following = trail.follow_batches(WATCHED, after=position, linger=_LINGER_S)
+        async with aclosing(following) as batches:  # (its consumer is let go when this ends)
+            async for events in batches:
+                if events:
+                    await self._count(trail, events, verifier, claims)
+                    position = events[-1].seq
+                # Written when a second has passed, or when idle (an empty batch): never far behind.
+                if position != saved and (not events or loop.time() - saved_at >= _POSITION_EVERY_S):
+                    await self._counted.put(_position_key(durable), str(position).encode())
+                    saved, saved_at = position, loop.time()
 
     async def _count(
         self, trail: Trail, events: Sequence[TrailEvent], verifier: Verifier | None, claims: _Claims
