@@ -257,6 +257,9 @@ async def replay(
 
 
 _LAST_TIMEOUT_S = 1.0
+_LAST_INACTIVE_S = 5.0
+"""How long the server keeps a ``last_of_each`` consumer once it is no longer pulled from: a reader
+asking every moment leaves a few behind, not dozens, each one the stream matches its writes against."""
 
 
 async def last_of_each(
@@ -271,7 +274,7 @@ async def last_of_each(
         filter_subjects=list(subjects) if len(subjects) > 1 else None,
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        inactive_threshold=30.0,
+        inactive_threshold=_LAST_INACTIVE_S,  # (soon gone: readers may not delete consumers)
         mem_storage=True,
     )
     found: dict[str, Msg] = {}
