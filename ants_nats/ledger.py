@@ -431,7 +431,13 @@ class Ledger:
         entry = await self._counted.get(_position_key(name))
         if entry is not None:
             with contextlib.suppress(ValueError):
-                return int(entry.value)
+                position = int(entry.value)
+                last = (await jetstream(self._nc).stream_info(TRAIL_STREAM)).state.last_seq
+                if position <= int(last or 0):
+                    return position
+                # A trail made anew since (its sequences start again): read it from its start.
+                log.warning("ledger.position_beyond_trail", name=name, position=position, last=last)
+                return None
         # Earlier versions followed through a durable consumer of that name: go on from it.
         try:
             info = await jetstream(self._nc).consumer_info(TRAIL_STREAM, name)

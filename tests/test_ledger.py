@@ -10,7 +10,7 @@ from contextlib import aclosing, asynccontextmanager
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from ants_nats import Agent, Lease, Task, TaskBoard, TaskContext, Trail
-from ants_nats._store import last_message
+from ants_nats._store import Bucket, last_message
 from ants_nats._watch import watch_values
 from ants_nats.ledger import Ledger
 from ants_nats.models import AgentLedger
@@ -172,3 +172,15 @@ async def test_a_claim_declined_before_the_ledger_reads_its_record_still_counts(
         entry = await Ledger(board.nc).get("w1")
     assert (entry.totals.claimed, entry.totals.declined) == (3, 3)
     assert await corrupt_reports(board) == []
+
+
+async def test_a_position_beyond_a_trail_made_anew_reads_the_trail_from_its_start(board: TaskBoard) -> None:
+    ledger = Ledger(board.nc)
+    await ledger.ensure()
+    # Kept from a trail deleted and made again since: its sequences are far behind this position.
+    await Bucket(board.nc.jetstream(), COUNTED_BUCKET).put("position.ledger", b"1000000")
+    agent = worker(board)
+    await run_tasks(board, agent, "n", 2)
+    async with projecting(board):
+        entry = await until_ledger(board, agent.id, lambda ledger: ledger.totals.completed == 2)
+    assert entry.totals.completed == 2
