@@ -297,15 +297,23 @@ class Core:
         ``known`` is a (record, revision) the caller just read or wrote: the first attempt writes
         on it without reading again (a conflict means a fresh read, as always); without it, the
         first attempt writes on a direct get of the record (``Bucket.guess``: the raw value from
-        any replica, perhaps behind), a guess as well. ``stamped``: ``change`` sets ``updated_at``
-        itself (to now), sparing a copy of the record to set it.
+        any replica, perhaps behind), a guess as well, on which ``change`` may not abort either.
+        ``stamped``: ``change`` sets ``updated_at`` itself (to now), sparing a copy of the record to
+        set it.
         """
-        known = known or await self._guess(task_id)
+        guess = None if known is not None else await self._guess(task_id)
+        known = known or guess
         while True:
             guessed = known is not None
+            behind = guessed and known is guess  # (a replica's copy: perhaps an older revision)
             record, revision = known if known is not None else await self.get_entry(task_id)
             known = None
-            new = change(record)
+            try:
+                new = change(record)
+            except Exception:
+                if behind:
+                    continue  # an abort is decided on a fresh read too
+                raise
             if new is None:
                 if guessed:
                     continue  # "nothing to do" is decided on a fresh read only
