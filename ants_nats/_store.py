@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from nats.js.api import ConsumerConfig, DiscardPolicy, RawStreamMsg, StorageType
 
 from ._aio import gather_bounded
 from ._connect import publishing_to, refusable, requesting_jetstream
-from .errors import AntsError, ServerUnavailable
+from .errors import AntsError, PermissionDenied, ServerUnavailable
 from .log import get_logger
 
 log = get_logger("store")
@@ -348,6 +349,10 @@ _RETRY_DELAY_MAX_S = 0.5
 """Longest pause between two tries: once the cluster has leaders again, a waiting request is
 answered within about this (a try costs one request; bench/heal.py has the figures)."""
 READ_TRY_S = 1.0
+_GUESS_TRY_S = 0.5
+"""How long ``Bucket.guess`` waits for a direct get (the leader's read follows if none came)."""
+_GUESS_REST_S = 30.0
+"""How long ``Bucket.guess`` rests after direct gets were refused or went unanswered."""
 """How long one try of a single-message read waits for its answer. A read sent while its stream
 elects a leader goes unanswered: without a bound of its own it would wait out nats-py's 5 s
 request timeout even when the new leader came a moment later (a read is safe to repeat)."""
@@ -443,6 +448,7 @@ class Bucket:
         self._write_prefix = self._prefix if api == "$JS.API" else f"{api}.{self._prefix}"
         self.direct = False
         """Whether the bucket's stream takes direct gets (``guess``)."""
+        self._guess_rests_until = 0.0
 
     async def _last(self, key: str) -> tuple[Entry | None, int, datetime | None]:
         """The live entry (None if absent or deleted), the key's last revision (0 if none), and
@@ -459,15 +465,21 @@ class Bucket:
     async def guess(self, key: str) -> Entry | None:
         """The live entry for ``key`` as any replica has it (a direct get: the raw value, no
         base64), perhaps not the last: for a compare-and-set that will find out. None when there
-        is none there, or the bucket takes no direct gets (``direct``), or the read failed."""
-        if not self.direct:
+        is none there, the bucket takes no direct gets (``direct``), or no answer came soon (an
+        optimisation: it never waits long, and after a refusal or no responders it rests a while)."""
+        loop = asyncio.get_running_loop()
+        if not self.direct or loop.time() < self._guess_rests_until:
             return None
+        read = self._js.get_msg(self.stream, subject=self._prefix + key, direct=True)
         try:
-            msg = await self._js.get_msg(self.stream, subject=self._prefix + key, direct=True)
-        except nats.errors.NoRespondersError:
-            self.direct = False  # (a bucket made before direct gets, that this client may not open up)
+            async with asyncio.timeout(_GUESS_TRY_S):
+                msg = await refusable(self._js._nc, requesting_jetstream, read, action=f"guess {key}")
+        except (PermissionDenied, nats.errors.NoRespondersError):
+            # (A bucket made before direct gets that this client may not open up, a user who may
+            # not ask, or a replica set without a leader for a moment.)
+            self._guess_rests_until = loop.time() + _GUESS_REST_S
             return None
-        except (nats.errors.Error, nats.js.errors.Error):
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
             return None
         if is_tombstone(msg.headers):
             return None
@@ -680,16 +692,22 @@ async def _open_up(
     missing = (atomic and not config.allow_atomic) or (direct and not config.allow_direct) or short
     if not missing:
         return
-    config.allow_atomic = config.allow_atomic or atomic
-    config.allow_direct = config.allow_direct or direct
-    if short:
-        config.max_msgs_per_subject = history
+    opened = dataclasses.replace(
+        config,
+        allow_atomic=config.allow_atomic or atomic,
+        allow_direct=config.allow_direct or direct,
+        max_msgs_per_subject=history if short else config.max_msgs_per_subject,
+    )
     action = f"open up stream {config.name}"
     try:
         async with translate_errors(action):
-            await refusable(js._nc, requesting_jetstream, js.update_stream(config), action=action)
+            await refusable(js._nc, requesting_jetstream, js.update_stream(opened), action=action)
     except (nats.js.errors.APIError, AntsError) as exc:  # e.g. an agent may not reconfigure
         log.warning("stream.upgrade_unavailable", stream=config.name, error=str(exc))
+        return
+    # (the caller's config says what the stream takes once it does)
+    config.allow_atomic, config.allow_direct = opened.allow_atomic, opened.allow_direct
+    config.max_msgs_per_subject = opened.max_msgs_per_subject
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:

@@ -22,7 +22,7 @@ from pydantic import JsonValue
 
 from ._connect import jetstream
 from ._pull import last_of_each
-from ._store import Bucket, Conflict, ensure_kv, is_tombstone, stream_config
+from ._store import Bucket, Conflict, ensure_kv, is_tombstone, patiently, stream_config
 from ._watch import watch_entries, watch_values
 from .access import LEDGER_CONSUMER
 from .board.budget import Budgets
@@ -389,9 +389,14 @@ class Ledger:
         """
         await self.ensure()
         loop = asyncio.get_running_loop()
-        position = await self._position(durable)
+        js = jetstream(self._nc)
+        trail_now = await patiently(js, "read the trail", functools.partial(js.stream_info, TRAIL_STREAM))
+        made = trail_now.created.isoformat() if trail_now.created else "-"
+        position = await self._position(durable, made)
         saved, saved_at = position, loop.time() - _POSITION_EVERY_S  # the first is written at once
-        claims = _Claims(unsure_before=await self._unsure_before(position))
+        # Unsure of claims laid before it started, unless it reads every one there ever was.
+        everything = position is None and int(trail_now.state.first_seq or 0) <= 1
+        claims = _Claims(unsure_before=None if everything else utcnow())
         following = trail.follow_batches(WATCHED, after=position, linger=_LINGER_S)
         async with aclosing(following) as batches:  # (its consumer is let go when this ends)
             async for events in batches:
@@ -400,7 +405,7 @@ class Ledger:
                     position = events[-1].seq
                 # Written when a second has passed, or when idle (an empty batch): never far behind.
                 if position != saved and (not events or loop.time() - saved_at >= _POSITION_EVERY_S):
-                    await self._counted.put(_position_key(durable), str(position).encode())
+                    await self._counted.put(_position_key(durable), f"{position} {made}".encode())
                     saved, saved_at = position, loop.time()
 
     async def _count(
@@ -416,28 +421,17 @@ class Ledger:
             if await self._update(agent, functools.partial(fold, mine, half_life=self._half_life)):
                 log.debug("ledger.applied", agent=agent, events=len(mine), seq=mine[-1].seq)
 
-    async def _unsure_before(self, position: int | None) -> datetime | None:
-        """Now, unless a projection starting at ``position`` reads every claim's event there ever
-        was (it starts at the trail's start, and the trail has dropped nothing yet)."""
-        if position is None:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                info = await jetstream(self._nc).stream_info(TRAIL_STREAM)
-                if int(info.state.first_seq or 0) <= 1:
-                    return None
-        return utcnow()
-
-    async def _position(self, name: str) -> int | None:
-        """The stream sequence projection ``name`` counted up to (None: from the start)."""
+    async def _position(self, name: str, made: str) -> int | None:
+        """The stream sequence projection ``name`` counted up to in the trail made at ``made``
+        (None: from the start)."""
         entry = await self._counted.get(_position_key(name))
         if entry is not None:
-            with contextlib.suppress(ValueError):
-                position = int(entry.value)
-                last = (await jetstream(self._nc).stream_info(TRAIL_STREAM)).state.last_seq
-                if position <= int(last or 0):
-                    return position
-                # A trail made anew since (its sequences start again): read it from its start.
-                log.warning("ledger.position_beyond_trail", name=name, position=position, last=last)
-                return None
+            seq, _, on = entry.value.decode(errors="replace").partition(" ")
+            if on == made and seq.isdigit():
+                return int(seq)
+            # The trail was made anew since (its sequences start again): read it from its start.
+            log.warning("ledger.position_of_another_trail", name=name, position=seq, made=on, now=made)
+            return None
         # Earlier versions followed through a durable consumer of that name: go on from it.
         try:
             info = await jetstream(self._nc).consumer_info(TRAIL_STREAM, name)

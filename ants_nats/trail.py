@@ -15,6 +15,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -347,9 +348,10 @@ class Trail:
         policy = _start_policy(since, new_only)
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
         if durable is None:
-            async for batch in self._follow_alone(filters, policy, since):
-                for own in batch:
-                    yield own
+            async with aclosing(self._follow_alone(filters, policy, since)) as batches:
+                async for batch in batches:
+                    for own in batch:
+                        yield own
             return
         config = ConsumerConfig(
             durable_name=durable,
@@ -398,8 +400,9 @@ class Trail:
         acknowledged (one message an event)."""
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
         start = _start_policy(since, new_only)
-        async for batch in self._follow_alone(filters, start, since, after, linger):
-            yield batch
+        async with aclosing(self._follow_alone(filters, start, since, after, linger)) as batches:
+            async for batch in batches:
+                yield batch
 
     async def _follow_alone(
         self,

@@ -35,8 +35,9 @@ async def until_position(board: TaskBoard, durable: str, at_least: int) -> int:
     key = f"position.{durable}"
     async with aclosing(watch_values(board.nc.jetstream(), COUNTED_BUCKET, keys=[key])) as values:
         async for _, value in values:
-            if int(value) >= at_least:
-                return int(value)
+            seq = int(value.split()[0])  # (then when the trail was made)
+            if seq >= at_least:
+                return seq
     raise AssertionError("watch ended")
 
 
@@ -174,13 +175,16 @@ async def test_a_claim_declined_before_the_ledger_reads_its_record_still_counts(
     assert await corrupt_reports(board) == []
 
 
-async def test_a_position_beyond_a_trail_made_anew_reads_the_trail_from_its_start(board: TaskBoard) -> None:
+async def test_a_position_in_a_trail_made_anew_since_reads_the_new_trail_from_its_start(
+    board: TaskBoard,
+) -> None:
     ledger = Ledger(board.nc)
     await ledger.ensure()
-    # Kept from a trail deleted and made again since: its sequences are far behind this position.
-    await Bucket(board.nc.jetstream(), COUNTED_BUCKET).put("position.ledger", b"1000000")
     agent = worker(board)
     await run_tasks(board, agent, "n", 2)
+    # Kept from a trail deleted and made again since, which has grown past it meanwhile.
+    kept = f"{await last_seq(board, 'task.completed.>')} 2026-01-01T00:00:00+00:00"
+    await Bucket(board.nc.jetstream(), COUNTED_BUCKET).put("position.ledger", kept.encode())
     async with projecting(board):
         entry = await until_ledger(board, agent.id, lambda ledger: ledger.totals.completed == 2)
     assert entry.totals.completed == 2

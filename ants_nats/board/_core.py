@@ -76,13 +76,17 @@ class Core:
         """Create the buckets and streams the board needs, where missing."""
         js, config = self.js, self.config
         history = max(config.task_history, SIGNED_HISTORY) if config.signed else config.task_history
+        # (A signed record is judged on its history, read from the leader: no direct gets for a
+        # signed board, nor for one this client takes to be unsigned until it has looked.)
+        existing = await stream_config(js, f"KV_{TASKS_BUCKET}")
+        unsigned = not config.signed and (existing is None or not is_signed(existing))
         tasks = await ensure_kv(
             js,
             TASKS_BUCKET,
             replicas=config.replicas,
             history=history,
             atomic=True,
-            direct=not config.signed,  # (a signed record is judged on its history, read from the leader)
+            direct=unsigned,
             metadata={SIGNED_METADATA: "true"} if config.signed else None,
             erasable=not config.signed,  # a signed record's history is its proof
         )
