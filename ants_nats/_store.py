@@ -349,13 +349,13 @@ _RETRY_DELAY_MAX_S = 0.5
 """Longest pause between two tries: once the cluster has leaders again, a waiting request is
 answered within about this (a try costs one request; bench/heal.py has the figures)."""
 READ_TRY_S = 1.0
+"""How long one try of a single-message read waits for its answer. A read sent while its stream
+elects a leader goes unanswered: without a bound of its own it would wait out nats-py's 5 s
+request timeout even when the new leader came a moment later (a read is safe to repeat)."""
 _GUESS_TRY_S = 0.5
 """How long ``Bucket.guess`` waits for a direct get (the leader's read follows if none came)."""
 _GUESS_REST_S = 30.0
 """How long ``Bucket.guess`` rests after direct gets were refused or went unanswered."""
-"""How long one try of a single-message read waits for its answer. A read sent while its stream
-elects a leader goes unanswered: without a bound of its own it would wait out nats-py's 5 s
-request timeout even when the new leader came a moment later (a read is safe to repeat)."""
 
 
 async def patiently(
@@ -741,10 +741,9 @@ async def ensure_kv(
 ) -> StreamConfig:
     """Create KV ``bucket`` unless it exists (an existing bucket is used as it is configured);
     ``atomic`` lets it take atomic batches (see ``Bucket.create_many``), ``direct`` direct gets
-    (see ``Bucket.guess``); ``metadata`` is set on a
-    bucket this call creates. A bucket that is not ``erasable`` refuses rollups (purges) and
-    per-message TTLs but ``marker_ttl``'s: its keys' history ends only by overflowing what it
-    keeps. Returns the stream's configuration."""
+    (see ``Bucket.guess``); ``metadata`` is set on a bucket this call creates. A bucket that is
+    not ``erasable`` refuses rollups (purges) and per-message TTLs but ``marker_ttl``'s: its keys'
+    history ends only by overflowing what it keeps. Returns the stream's configuration."""
 
     async def op() -> StreamConfig:
         try:
