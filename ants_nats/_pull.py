@@ -19,7 +19,7 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import nats.errors
 import nats.js.errors
@@ -45,6 +45,14 @@ _HEARTBEAT = "100"
 _NO_MESSAGES = frozenset({"404", "408"})
 _NO_RESPONDERS = "503"
 """Nobody answers the pull: no JetStream for the board's domain through this server."""
+
+
+def filtering(subjects: Sequence[str]) -> dict[str, Any]:
+    """A consumer configuration's filter of ``subjects``: one goes in ``filter_subject``, several
+    in ``filter_subjects``."""
+    if len(subjects) == 1:
+        return {"filter_subject": subjects[0]}
+    return {"filter_subjects": list(subjects)} if subjects else {}
 
 
 class Puller:
@@ -270,8 +278,7 @@ async def last_of_each(
     its reply. It ends when every subject has answered, the server says nothing is pending, or
     nothing more comes for a second (the caller may read what is missing one by one)."""
     config = ConsumerConfig(
-        filter_subject=subjects[0] if len(subjects) == 1 else None,
-        filter_subjects=list(subjects) if len(subjects) > 1 else None,
+        **filtering(subjects),
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         inactive_threshold=_LAST_INACTIVE_S,  # (soon gone: readers may not delete consumers)

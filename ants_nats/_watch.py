@@ -40,6 +40,14 @@ _ONE_PASS_INACTIVE_S = 10.0
 during an outage, when unsubscribing cannot reach the server) is gone soon."""
 
 
+def start_policy(since: datetime | None, new_only: bool) -> DeliverPolicy:
+    """Where a new consumer starts: at ``since``, else with new messages only (``new_only``), else
+    at the stream's first message."""
+    if since is not None:
+        return DeliverPolicy.BY_START_TIME
+    return DeliverPolicy.NEW if new_only else DeliverPolicy.ALL
+
+
 @asynccontextmanager
 async def pushed(
     js: JetStreamContext,
@@ -59,7 +67,7 @@ async def pushed(
     async def deliver(msg: Msg) -> None:
         arrived.put_nowait(msg)
 
-    policy = DeliverPolicy.NEW if new_only else DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL
+    policy = start_policy(since, new_only)
     sub = await patiently(
         js,
         action,

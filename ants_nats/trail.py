@@ -38,9 +38,9 @@ from nats.js.api import (
 from pydantic import JsonValue
 
 from ._connect import jetstream, on_reconnect
-from ._pull import Puller, fetch_patiently, read_back, replay
+from ._pull import Puller, fetch_patiently, filtering, read_back, replay
 from ._store import ensure_stream, last_message, patiently, publish, publish_nowait, translate_errors
-from ._watch import pushed
+from ._watch import pushed, start_policy
 from .errors import InvalidTask, ServerUnavailable
 from .identity import Identity
 from .log import get_logger
@@ -152,12 +152,6 @@ class _Every:
             return False
         self._last = now
         return True
-
-
-def _start_policy(since: datetime | None, new_only: bool) -> DeliverPolicy:
-    if since is not None:
-        return DeliverPolicy.BY_START_TIME
-    return DeliverPolicy.NEW if new_only else DeliverPolicy.ALL
 
 
 def _parse(msg: Msg) -> TrailEvent | None:
@@ -345,7 +339,7 @@ class Trail:
         """
         if durable is not None and not is_valid_id(durable):
             raise InvalidTask(f"invalid durable name {durable!r}")
-        policy = _start_policy(since, new_only)
+        policy = start_policy(since, new_only)
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
         if durable is None:
             async with aclosing(self._follow_alone(filters, policy, since)) as batches:
@@ -355,8 +349,7 @@ class Trail:
             return
         config = ConsumerConfig(
             durable_name=durable,
-            filter_subject=filters[0] if len(filters) == 1 else None,
-            filter_subjects=filters if len(filters) > 1 else None,
+            **filtering(filters),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=policy,
             opt_start_time=since,
@@ -399,7 +392,7 @@ class Trail:
         stream sequence ``after``, else as ``follow`` without a durable does; nothing is
         acknowledged (one message an event)."""
         filters = [subjects] if isinstance(subjects, str) else list(subjects)
-        start = _start_policy(since, new_only)
+        start = start_policy(since, new_only)
         async with aclosing(self._follow_alone(filters, start, since, after, linger)) as batches:
             async for batch in batches:
                 yield batch
@@ -493,8 +486,7 @@ class Trail:
         """A new consumer acknowledging nothing, from the event after stream sequence ``after``
         (else as ``policy`` and ``since`` say)."""
         config = ConsumerConfig(
-            filter_subject=filters[0] if len(filters) == 1 else None,
-            filter_subjects=filters if len(filters) > 1 else None,
+            **filtering(filters),
             ack_policy=AckPolicy.NONE,
             deliver_policy=policy if after is None else DeliverPolicy.BY_START_SEQUENCE,
             opt_start_time=since if after is None else None,
