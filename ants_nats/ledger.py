@@ -35,6 +35,7 @@ from .log import get_logger
 from .models import (
     ANY_CAPABILITY,
     AgentLedger,
+    Attempt,
     Counts,
     Score,
     TaskRecord,
@@ -106,10 +107,15 @@ def backs(record: TaskRecord | None, event: TrailEvent) -> bool:
     declined = any((d.agent, d.token) == (event.agent, event.token) for d in record.declines)
     if what == "declined":
         return declined
-    mine = [a for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)]
+    mine = _its_attempts(record, event)
     if what == "claimed":
         return bool(mine) or declined or (record.holder, record.token) == (event.agent, event.token)
     return any(a.outcome == what for a in mine)
+
+
+def _its_attempts(record: TaskRecord, event: TrailEvent) -> list[Attempt]:
+    """The attempts in ``record`` of the claim ``event`` names (its agent and token)."""
+    return [a for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)]
 
 
 COUNTED_FOR_S = 30 * 24 * 3600.0
@@ -151,12 +157,8 @@ def _vouched(event: TrailEvent, record: TaskRecord) -> TrailEvent:
     data["requires"] = list(record.task.requires)
     data.pop("usage", None)
     what = _what(event)
-    for attempt in record.attempts:
-        if (attempt.agent, attempt.token, attempt.outcome) == (
-            event.agent,
-            event.token,
-            what,
-        ) and attempt.usage:
+    for attempt in _its_attempts(record, event):
+        if attempt.outcome == what and attempt.usage:
             data["usage"] = attempt.usage.model_dump()
     for note in record.declines if what == "declined" else ():
         # The note keeps what its latest decline (that token) spent: an earlier one's is counted
@@ -246,7 +248,7 @@ class _Claims:
         self._open: dict[str, None] = {}
 
     def saw(self, claim: TrailEvent) -> None:
-        self._open[_count_key(claim)] = None
+        self._open[_claim_key(claim)] = None
         if len(self._open) > self.LIMIT:
             del self._open[next(iter(self._open))]
             self.unsure_before = utcnow()
@@ -484,9 +486,7 @@ class Ledger:
     async def _claim_counted(self, claims: _Claims, event: TrailEvent, record: TaskRecord) -> bool:
         """Whether the claim a deferred outcome ends was counted from a ``task.claimed`` event
         this projection may not have read: one laid before it started."""
-        started = next(
-            (a.started_at for a in record.attempts if (a.agent, a.token) == (event.agent, event.token)), None
-        )
+        started = next((a.started_at for a in _its_attempts(record, event)), None)
         if claims.unsure_before is None or (
             started is not None and started > claims.unsure_before + timedelta(seconds=CLOCK_SKEW_S)
         ):
