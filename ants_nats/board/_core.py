@@ -381,12 +381,14 @@ class Core:
             if len(wrote) > _WROTE_KEPT:
                 del wrote[next(iter(wrote))]
 
-    def written(self, task_id: str, value: bytes) -> TaskRecord | None:
-        """The finished record this board wrote as ``value`` on ``task_id`` lately (what parsing
-        ``value`` gives, without parsing it again: a reader of its own writes, such as a ``wait``
-        beside the agents on one connection), else None."""
+    def record_in(self, task_id: str, value: bytes) -> TaskRecord | None:
+        """The record ``value`` holds on ``task_id`` (None if it is garbage, logged): a finished
+        record this board wrote as ``value`` lately is taken as it was written, not parsed again
+        (a reader of its own writes, such as a ``wait`` beside the agents on one connection)."""
         wrote = self._wrote.get(task_id)
-        return wrote[1] if wrote is not None and wrote[0] == value else None
+        if wrote is not None and wrote[0] == value:
+            return wrote[1]
+        return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{task_id}")
 
     def _check_legal(self, record: TaskRecord, last: int, identity: Identity | None) -> None:
         """``NotYours`` unless ``identity`` may write ``record`` over the legal revision ``last``

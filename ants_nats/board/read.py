@@ -20,7 +20,7 @@ from .._store import is_tombstone, patiently
 from .._subscriptions import Subscriptions
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
-from ..models import TaskRecord, TaskStatus, Usage, parse_or_none
+from ..models import TaskRecord, TaskStatus, Usage
 from ..names import TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import Core, check_id
 from .seal import stored_revision
@@ -52,7 +52,7 @@ class Reading:
         """See ``TaskBoard.all_tasks``."""
         records: list[TaskRecord] = []
         async for key, value in watch_values(self._core.js, TASKS_BUCKET, history_only=True):
-            record = _parse_watched(key, value)
+            record = self._core.record_in(key, value)
             if record is not None:
                 records.append(record)
         return records
@@ -90,7 +90,7 @@ class Reading:
                     if is_tombstone(msg.headers):
                         continue
                     record = (
-                        await self._judged(key, msg) if core.signed else _parse_watched(key, msg.data or b"")
+                        await self._judged(key, msg) if core.signed else core.record_in(key, msg.data or b"")
                     )
                     if record is not None and keep(record):
                         found.append(record)
@@ -115,7 +115,7 @@ class Reading:
                 continue
             else:
                 data = msg.data or b""
-                record = self._core.written(key, data) or _parse_watched(key, data)
+                record = self._core.record_in(key, data)
             if record is not None:
                 yield record
 
@@ -253,9 +253,7 @@ class Ending:
             agent, token = said["agent"], said["token"]
         except (ValueError, TypeError, KeyError):
             return None
-        record = self._core.written(self._task_id, self._written) or _parse_watched(
-            self._task_id, self._written
-        )
+        record = self._core.record_in(self._task_id, self._written)
         if record is None or record.task.id != self._task_id or not record.status.terminal:
             return None
         last = record.attempts[-1] if record.attempts else None
@@ -290,10 +288,6 @@ class Ending:
                         await self._ending.wait()
                 recheck = _RECHECK_S
             return self._heard
-
-
-def _parse_watched(key: str, value: bytes) -> TaskRecord | None:
-    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{key}")
 
 
 def _unfinished(value: bytes | None) -> bool:
