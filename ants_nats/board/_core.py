@@ -23,7 +23,7 @@ from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, U
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
-from .chain import Witness, sign_revision
+from .chain import Witness, report_forgery, sign_revision
 from .config import BoardConfig
 from .rates import Rates
 from .seal import SIGNED_HISTORY, SIGNED_METADATA, Forgery, Revision, Seal, is_signed, judge
@@ -266,23 +266,20 @@ class Core:
                 await self._forged(task_id, forgery, legal)
 
     async def _forged(self, task_id: str, forgery: Forgery, legal: Revision | None) -> None:
-        log.error(
+        seq = forgery.revision.seq
+        await report_forgery(
+            self.trail,
             "task.forged",
-            task_id=task_id,
-            revision=forgery.revision.seq,
-            why=forgery.why,
+            {"task_id": task_id},
+            ref=task_id,
             agent=forgery.agent,
-            key=forgery.key,
-        )
-        data: JsonValue = {
-            "revision": forgery.revision.seq,
-            "why": forgery.why,
-            "key": forgery.key,
-            "restored": legal.seq if legal is not None else None,
-        }
-        await self.trail.emit(
-            TrailEvent(kind=FORGED_RECORD, ref=task_id, agent=forgery.agent, data=data),
-            msg_id=f"{FORGED_RECORD}-{task_id}-{forgery.revision.seq}",
+            data={
+                "revision": seq,
+                "why": forgery.why,
+                "key": forgery.key,
+                "restored": legal.seq if legal else None,
+            },
+            msg_id=f"{FORGED_RECORD}-{task_id}-{seq}",
         )
 
     async def mutate(

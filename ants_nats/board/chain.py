@@ -393,17 +393,35 @@ class Witness:
     async def forged(self, bucket: Bucket, key: str, found: Forged, restored: int | None) -> None:
         """Report ``found``, a forged revision of ``key`` in ``bucket`` (``restored``: the legal
         revision written back over it, if any)."""
-        agent = await self.agent_of(found.link.signer)
         seq = found.link.seq
-        log.error("record.forged", bucket=bucket.name, key=key, revision=seq, why=found.why, agent=agent)
-        data: JsonValue = {
-            "bucket": bucket.name,
-            "revision": seq,
-            "why": found.why,
-            "key": found.link.signer,
-            "restored": restored,
-        }
-        await self._trail.emit(
-            TrailEvent(kind=FORGED_RECORD, ref=key, agent=agent, data=data),
+        await report_forgery(
+            self._trail,
+            "record.forged",
+            {"bucket": bucket.name, "key": key},
+            ref=key,
+            agent=await self.agent_of(found.link.signer),
+            data={
+                "bucket": bucket.name,
+                "revision": seq,
+                "why": found.why,
+                "key": found.link.signer,
+                "restored": restored,
+            },
             msg_id=f"{FORGED_RECORD}-{bucket.name}-{key}-{seq}",
         )
+
+
+async def report_forgery(
+    trail: Trail,
+    event: str,
+    where: dict[str, str],
+    *,
+    ref: str,
+    agent: str | None,
+    data: dict[str, JsonValue],
+    msg_id: str,
+) -> None:
+    """Log a forgery found (as ``event``, with ``where`` it is) and lay its ``corrupt.forged_record``
+    on the trail, once: ``msg_id`` names the forged revision, however many readers find it."""
+    log.error(event, **where, revision=data["revision"], why=data["why"], agent=agent, signer=data["key"])
+    await trail.emit(TrailEvent(kind=FORGED_RECORD, ref=ref, agent=agent, data=data), msg_id=msg_id)
