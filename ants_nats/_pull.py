@@ -31,7 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._aio import honour_swallowed_cancel
 from ._connect import api_prefix, jetstream
-from ._store import translate_errors
+from ._store import refused, translate_errors
 from .errors import AntsError, ServerUnavailable
 from .log import get_logger
 from .reach import Reach
@@ -252,7 +252,10 @@ async def replay(
     )
     found: list[Msg] = []
     async with translate_errors(action):
-        info = await js.add_consumer(stream, config=config)
+        try:
+            info = await js.add_consumer(stream, config=config)
+        except nats.js.errors.APIError as exc:  # e.g. a filter that is no subject
+            raise refused(action, exc) from exc
         pending = info.num_pending or 0
         async with Puller(js._nc, stream, str(info.name), batch=_REPLAY_BATCH) as puller:
             while pending:
@@ -286,7 +289,10 @@ async def last_of_each(
     )
     found: dict[str, Msg] = {}
     async with translate_errors(action):
-        info = await js.add_consumer(stream, config=config)
+        try:
+            info = await js.add_consumer(stream, config=config)
+        except nats.js.errors.APIError as exc:  # e.g. a filter that is no subject
+            raise refused(action, exc) from exc
         pending = info.num_pending or 0
         async with Puller(js._nc, stream, str(info.name), batch=len(subjects)) as puller:
             while pending and len(found) < len(subjects):

@@ -399,8 +399,7 @@ async def patiently(
             reason = type(exc.__cause__).__name__
         except nats.js.errors.APIError as exc:
             if exc.err_code != _NO_PEERS:
-                refusal = f"{exc.description} (code {exc.err_code})"
-                raise AntsError(f"{action}: the server refused: {refusal}") from exc
+                raise refused(action, exc) from exc
             if loop.time() + delay > give_up:
                 raise ServerUnavailable(f"{action}: {exc.description}") from exc
             reason = str(exc.description)
@@ -409,6 +408,11 @@ async def patiently(
         (log.warning if tries == 1 else log.debug)("store.retry", action=action, reason=reason, tries=tries)
         await asyncio.sleep(delay)
         delay = min(delay * 2, _RETRY_DELAY_MAX_S)
+
+
+def refused(action: str, exc: nats.js.errors.APIError) -> AntsError:
+    """The error to raise for a JetStream request that the server answered with a refusal."""
+    return AntsError(f"{action}: the server refused: {exc.description} (code {exc.err_code})")
 
 
 async def last_message(

@@ -186,6 +186,18 @@ def trail_filter(kind: str, ref: str = "*") -> str:
     return f"{trail_topic(kind, ref)}.*"
 
 
+def is_valid_filter(subject: str) -> bool:
+    """Whether ``subject`` is a NATS subject filter: dot-separated tokens, none empty, with no
+    white space; ``*`` only as a whole token, ``>`` only as the whole last one."""
+    tokens = subject.split(".")
+    for i, token in enumerate(tokens):
+        if not token or any(c.isspace() for c in token):
+            return False
+        if ("*" in token and token != "*") or (">" in token and (token != ">" or i < len(tokens) - 1)):
+            return False
+    return True
+
+
 def card_subject(agent_id: str) -> str:
     """Subject on which ``agent_id`` announces its card."""
     return f"{CARD_SUBJECT_PREFIX}.{agent_id}"

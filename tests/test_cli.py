@@ -385,6 +385,11 @@ async def test_listing_a_large_board_shows_the_newest_and_filters(
     wrong = await asyncio.to_thread(run_cli, "trail", "--server", url, "--subject", "ants.work.>")
     assert wrong.returncode == 2 and "is not on the trail" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+    for garbled in ("bad subject", "task..completed", "task.>.t1", "task.comp*"):
+        for follow in ((), ("--follow",)):
+            said = await asyncio.to_thread(run_cli, "trail", "--server", url, "--subject", garbled, *follow)
+            assert said.returncode == 2 and "is not a subject filter" in said.stderr, said.stderr
+            assert "Traceback" not in said.stderr
     # One thing is one JSON object.
     got = await asyncio.to_thread(run_cli, "get", "t007", "--server", url, "--json")
     assert json.loads(got.stdout)["status"] == "cancelled"

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from ants_nats import Agent, InvalidTask, Lease, Task, TaskBoard, Trail, TrailEvent, connect
+from ants_nats import Agent, AntsError, InvalidTask, Lease, Task, TaskBoard, Trail, TrailEvent, connect
 from ants_nats.models import utcnow
 from ants_nats.names import TRAIL_STREAM, lease_key
 
@@ -228,3 +228,9 @@ async def test_the_newest_events_are_read_from_the_end_of_a_long_trail(board: Ta
     common = await board.trail.newest(3, "ants.trail.mark.common.note.>")
     assert [e.ref for e in common] == ["c597", "c598", "c599"]
     assert len(await board.trail.newest(100, "ants.trail.mark.rare.note.>")) == 10  # all there are
+
+
+async def test_a_filter_the_server_refuses_is_an_ants_error_naming_it(board: TaskBoard) -> None:
+    for read in (board.trail.replay("ants.trail.bad subject"), board.trail.newest(3, "ants.trail..x")):
+        with pytest.raises(AntsError, match="the server refused"):
+            await read

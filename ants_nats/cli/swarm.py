@@ -12,7 +12,7 @@ from ..board import BoardConfig, TaskBoard
 from ..errors import UsageError
 from ..ledger import Ledger
 from ..models import TaskRecord, TaskStatus, TrailEvent, utcnow
-from ..names import TRAIL_SUBJECT_PREFIX
+from ..names import TRAIL_SUBJECT_PREFIX, is_valid_filter
 from ..views import OwnerStanding, agents_table, event_line, owner_standings, owners_table, reputation_table
 from .command import command, connect
 from .output import emit_json, show, show_tasks
@@ -172,6 +172,11 @@ async def trail(args: argparse.Namespace) -> int:
 
 def _trail_subject(given: str) -> str:
     """``given`` as a trail filter: the ``ants.trail.`` prefix added when it was left out."""
+    if not is_valid_filter(given):
+        raise UsageError(
+            f"--subject {given!r} is not a subject filter: tokens separated by '.', none empty, no "
+            "spaces; '*' stands for one whole token, '>' for the rest (last only), e.g. 'task.completed.>'"
+        )
     if given == TRAIL_SUBJECT_PREFIX or given.startswith(f"{TRAIL_SUBJECT_PREFIX}."):
         return given
     if given.startswith("ants.") or given.startswith("$"):
