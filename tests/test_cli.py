@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import JsonValue
 
-from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskStatus
+from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskNotFound, TaskStatus
 from ants_nats.cli.task_input import not_before, task_from_flags
 from ants_nats.errors import UsageError
 from ants_nats.models import AgentLedger, Counts, utcnow
@@ -341,6 +341,30 @@ async def test_fail_unroutable_fails_at_once_naming_the_kind(
     assert record.task.fail_unroutable
     assert record.status is TaskStatus.FAILED
     assert record.error == "no live agent handles kind 'nohandler' with [echo]"
+
+
+async def test_a_long_wait_says_what_it_waits_for(nats_server: EmbeddedServer, board: TaskBoard) -> None:
+    # Nobody can take u1: the wait says so on stderr (after PROGRESS_AFTER_S) instead of
+    # staying silent, and on timeout lists it with why it waits (exit 2).
+    url = nats_server.url
+    submitted = await asyncio.to_thread(
+        run_cli, "submit", "--server", url, "--id", "u1", "--kind", "echo", "--require", "nosuchcap",
+        "--wait", "--timeout", "8",
+    )  # fmt: skip
+    assert submitted.returncode == 2, submitted.stderr
+    progress = [line for line in submitted.stderr.splitlines() if line.startswith("waiting (")]
+    assert progress and "for 1 of 1 task(s): u1: " in progress[0] and "nosuchcap" in progress[0]
+    assert "u1" in submitted.stdout and "Traceback" not in submitted.stderr
+    # A quick wait prints no progress at all; a timeout that is no time is refused.
+    await board.cancel("u1")
+    quick = await asyncio.to_thread(run_cli, "wait", "u1", "--server", url)
+    assert quick.returncode == 1 and "waiting (" not in quick.stderr
+    never = ("submit", "--id", "u2", "--kind", "x", "--wait", "--timeout", "0")
+    for flags in (("wait", "u1", "--timeout", "-1"), never):
+        refused = await asyncio.to_thread(run_cli, *flags, "--server", url)
+        assert refused.returncode == 2 and "give a number of seconds above 0" in refused.stderr
+    with pytest.raises(TaskNotFound):
+        await board.get("u2")  # refused before anything was submitted
 
 
 def test_the_reputation_table_shows_declines_apart() -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from .._aio import gather_bounded
 from ..board import TaskBoard
-from ..errors import UsageError
+from ..errors import AntsError, UsageError
 from ..models import TaskRecord, TaskStatus
+from ..waiting import why_waiting_many
 from .command import command
 from .output import show_task, show_tasks
 from .task_input import document, not_before, task_arguments, task_from_flags
@@ -19,11 +23,23 @@ EXIT_TIMEOUT = 2
 """As any command that did not finish in time."""
 
 
-class _Waited:
-    """Waiting for tasks to finish: their final records, or when time ran out, those unfinished."""
+PROGRESS_AFTER_S = 2.0
+"""How long a wait runs before it says, on stderr, what it waits for (quick tasks print nothing)."""
+PROGRESS_EVERY_S = 30.0
+"""How often a wait says it again."""
+_NAMED = 3
+"""Unfinished tasks a progress line names, with why each waits."""
 
-    def __init__(self, timeout: float | None) -> None:
-        self.timeout = timeout
+
+class _Waited:
+    """Waiting for tasks to finish: their final records, or when time ran out, those unfinished.
+    A long wait says on stderr what it waits for and why (so a task nobody can take does not wait
+    unseen), after ``PROGRESS_AFTER_S`` and every ``PROGRESS_EVERY_S`` after."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
+        self.timeout: float | None = args.timeout
         self.ids: list[str] = []
         self.timed_out = False
 
@@ -31,13 +47,39 @@ class _Waited:
         """The final records of ``ids``, or (time out) the unfinished tasks' records now: why they
         wait is what the caller wants to see then."""
         self.ids = list(ids)
+        reporting = asyncio.create_task(self._report(board), name="wait progress")
         try:
             final = await board.wait(self.ids, timeout=self.timeout)
         except TimeoutError:
             self.timed_out = True
             now = [await board.get(task_id) for task_id in self.ids]
             return [record for record in now if not record.status.terminal]
+        finally:
+            reporting.cancel()
+            await asyncio.gather(reporting, return_exceptions=True)
         return [final[task_id] for task_id in self.ids]
+
+    async def _report(self, board: TaskBoard) -> None:
+        """Say now and then how many tasks are unfinished, naming a few with why they wait."""
+        started = time.monotonic()
+        await asyncio.sleep(PROGRESS_AFTER_S)
+        while True:
+            try:
+                records = await gather_bounded(board.get(task_id) for task_id in self.ids)
+                unfinished = [record for record in records if not record.status.terminal]
+                waiting = await why_waiting_many(board, unfinished[:_NAMED])
+            except AntsError:  # (a task deleted, a server away: the wait itself says what it finds)
+                unfinished = []
+            if unfinished:
+                named = [f"{key}: {why.text}" for key, why in waiting.items()]
+                more = len(unfinished) - len(named)
+                print(
+                    f"waiting ({time.monotonic() - started:.0f}s) for {len(unfinished)} of {len(self.ids)} "
+                    f"task(s): {'; '.join(named)}{f'; and {more} more' if more > 0 else ''}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await asyncio.sleep(PROGRESS_EVERY_S)
 
     def exit_status(self, args: argparse.Namespace, shown: Sequence[TaskRecord]) -> int:
         """0 when every task is done, 1 when any ended otherwise, 2 when time ran out first."""
@@ -72,7 +114,7 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
 )
 async def submit(args: argparse.Namespace) -> int:
     tasks = _tasks_from(args)
-    waited = _Waited(args.timeout) if args.wait else None
+    waited = _Waited(args) if args.wait else None
 
     if args.acting_as is not None:  # signed as --as: the tasks are theirs
         tasks = [{"created_by": args.acting_as, **t} if isinstance(t, dict) else t for t in tasks]
@@ -130,7 +172,7 @@ def _wait_arguments(parser: argparse.ArgumentParser) -> None:
     creates=False,
 )
 async def wait(args: argparse.Namespace) -> int:
-    waited = _Waited(args.timeout)
+    waited = _Waited(args)
 
     async def read(board: TaskBoard) -> list[TaskRecord]:
         for task_id in args.ids:
