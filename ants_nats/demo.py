@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import sys
 import time
 from collections import Counter
@@ -22,13 +23,14 @@ from functools import partial
 
 from pydantic import JsonValue
 
-from ._aio import cancel_and_wait, stop_process
+from ._aio import cancel_and_wait, gather_bounded, stop_process
 from ._connect import jetstream
 from ._watch import watch_values
 from .agent import Agent
 from .attempt import RunningAttempt
 from .board import BoardConfig, TaskBoard
 from .context import Handler, TaskContext
+from .errors import AntsError, TaskNotFound
 from .ledger import Ledger, accountable
 from .models import AgentLedger, Task, TaskRecord, TrailEvent, Usage, parse_or_none, utcnow
 from .names import LEDGER_BUCKET
@@ -60,8 +62,8 @@ _ATTEMPTS = 6
 _step = partial(Task, max_attempts=_ATTEMPTS)
 
 
-def pipeline(documents: int) -> list[Task]:
-    """The demo DAG for ``documents`` documents.
+def pipeline(documents: int, run: str = "") -> list[Task]:
+    """The demo DAG for ``documents`` documents (every id ending in ``run``, when given).
 
     Every step may be tried ``_ATTEMPTS`` times: the swarm includes an unreliable and an
     adversarial agent, and a pipeline facing such agents retries generously.
@@ -71,23 +73,50 @@ def pipeline(documents: int) -> list[Task]:
         doc = f"doc{i:02d}"
         tasks += [
             _step(
-                id=f"fetch-{doc}",
+                id=f"fetch-{doc}{run}",
                 kind="fetch",
                 requires=("net",),
                 payload={"url": f"https://example.org/{doc}"},
             ),
-            _step(id=f"parse-{doc}", kind="parse", requires=("parse",), depends_on=(f"fetch-{doc}",)),
-            _step(id=f"summarise-{doc}", kind="summarise", requires=("llm",), depends_on=(f"parse-{doc}",)),
+            _step(
+                id=f"parse-{doc}{run}", kind="parse", requires=("parse",), depends_on=(f"fetch-{doc}{run}",)
+            ),
+            _step(
+                id=f"summarise-{doc}{run}",
+                kind="summarise",
+                requires=("llm",),
+                depends_on=(f"parse-{doc}{run}",),
+            ),
         ]
     tasks.append(
         _step(
-            id="publish",
+            id=f"publish{run}",
             kind="publish",
             requires=("publish",),
-            depends_on=tuple(f"summarise-doc{i:02d}" for i in range(documents)),
+            depends_on=tuple(f"summarise-doc{i:02d}{run}" for i in range(documents)),
         )
     )
     return tasks
+
+
+async def _run_suffix(board: TaskBoard, documents: int, say: Say) -> str:
+    """``""`` on a board that holds none of the pipeline's ids (the docs' ``fetch-doc00``), else a
+    suffix of this run's own: a board an earlier run used is run on again, not waited on."""
+    ids = [task.id for task in pipeline(documents)]
+    found = await gather_bounded(_exists(board, task_id) for task_id in ids)
+    if not any(found):
+        return ""
+    run = f"-{secrets.token_hex(3)}"
+    say(f"  (the board holds an earlier demo's tasks: this run's ids end in {run})")
+    return run
+
+
+async def _exists(board: TaskBoard, task_id: str) -> bool:
+    try:
+        await board.get(task_id)
+    except TaskNotFound:
+        return False
+    return True
 
 
 async def _fetch(task: Task, ctx: TaskContext) -> JsonValue:
@@ -259,12 +288,14 @@ async def run_demo(
     swarm: Sequence[AgentSpec] = SWARM,
     lease_ttl: float = 3.0,
 ) -> DemoSummary:
-    """Run the swarm against the server at ``url`` until the whole DAG is terminal."""
-    tasks = pipeline(documents)
-    wanted = {t.id for t in tasks}
+    """Run the swarm against the server at ``url`` until the whole DAG is terminal (on a board
+    that holds an earlier run's tasks, under ids of this run's own)."""
     config = BoardConfig(lease_ttl=lease_ttl)
     async with AsyncExitStack() as stack:
         board = await stack.enter_async_context(TaskBoard.connect(url, config, name="demo"))
+        tasks = pipeline(documents, await _run_suffix(board, documents, say))
+        wanted = {t.id for t in tasks}
+        others = {card.id for card in await board.directory.cards()}  # agents not of this demo
         ledger = Ledger(board.nc, half_life=config.reputation.half_life)
         await ledger.ensure()
         projector = asyncio.create_task(ledger.project(board.trail, verifier=Verifier(board.directory)))
@@ -277,7 +308,7 @@ async def run_demo(
             processes.append(
                 await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
             )
-        await _until_agents(board, len(swarm), say)
+        ours = await _until_agents(board, {spec.name for spec in swarm}, others, say)
         before = await traffic() if traffic else None
         started, since = time.monotonic(), utcnow()
         await board.submit_many(tasks)
@@ -286,22 +317,25 @@ async def run_demo(
         after = await traffic() if traffic else None
         final = {r.task.id: r for r in await board.all_tasks() if r.task.id in wanted}
         await _until_ledger_settles(board)
-        ledgers = await ledger.all()
+        ledgers = [entry for entry in await ledger.all() if entry.agent in ours]
     messages = after[0] - before[0] if before and after else None
     volume = after[1] - before[1] if before and after else None
     return DemoSummary(list(final.values()), seconds, ledgers, messages, volume)
 
 
-async def _until_agents(board: TaskBoard, count: int, say: Say) -> None:
+async def _until_agents(board: TaskBoard, names: set[str], others: set[str], say: Say) -> set[str]:
+    """The ids of the demo's agents (one named each of ``names``, none of ``others``) once all
+    are up."""
     seen: set[str] = set()
     async with aclosing(board.directory.watch()) as changes:
         async for change in changes:
-            if change.kind == "joined" and change.card is not None:
-                seen.add(change.agent_id)
-                caps = ",".join(sorted(change.card.capability_names))
-                say(f"  agent up: {change.card.name:<13} can {caps}")
-            if len(seen) >= count:
-                return
+            card = change.card
+            if change.kind == "joined" and card is not None and card.name in names and card.id not in others:
+                seen.add(card.id)
+                say(f"  agent up: {card.name:<13} can {','.join(sorted(card.capability_names))}")
+            if len(seen) >= len(names):
+                return seen
+    raise AntsError("the directory's watch ended before the demo's agents were up")
 
 
 _HOLDING_ENDS = ("task.completed", "task.failed", "task.released", "task.declined", "task.expired")
@@ -319,7 +353,10 @@ async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime)
                 claims += 1
                 load[event.agent] += 1
             elif event.kind in _HOLDING_ENDS and event.agent:
-                load[event.agent] = max(load[event.agent] - 1, 0)
+                if isinstance(event.data, dict) and event.data.get("deferred") is True:
+                    claims += 1  # a quick task's claim, never written: its outcome stands for it
+                else:
+                    load[event.agent] = max(load[event.agent] - 1, 0)
             if event.kind == "task.expired":
                 say(f"  ! lease expired: {event.ref} abandoned by {event.agent}")
             elif event.kind == "task.failed" and event.ref in wanted and not _terminal(event):

@@ -46,10 +46,34 @@ def test_demo_on_its_own_embedded_server_finishes_every_task() -> None:
     assert re.search(r"coordination's share: \d+\.\d% of all units", result.stdout)
 
 
-async def test_demo_against_a_given_server(nats_server: EmbeddedServer) -> None:
-    result = run_cli("demo", "--documents", "2", "--server", nats_server.url)
-    assert result.returncode == 0, result.stderr
-    assert "7 done" in result.stdout
+async def test_demo_against_a_given_server_again_and_again(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
+    # An agent that is not the demo's is on the board: the demo neither waits for it nor reports it.
+    async with Agent(board, name="greeter", capabilities=["text"]):
+        first = await asyncio.to_thread(run_cli, "demo", "--documents", "2", "--server", nats_server.url)
+        assert first.returncode == 0, first.stderr
+        assert f"on the server at {nats_server.url}\n" in first.stdout and "7 done" in first.stdout
+        # Run again on the same board (from $ANTS_NATS_URL): its tasks get ids of their own.
+        again = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ants_nats.cli", "demo", "--documents", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "ANTS_NATS_URL": nats_server.url},
+        )
+    assert again.returncode == 0, again.stderr
+    assert "(from $ANTS_NATS_URL)" in again.stdout and "7 done" in again.stdout
+    suffix = re.search(r"this run's ids end in (-[0-9a-f]{6})", again.stdout)
+    assert suffix is not None
+    assert (await board.get(f"publish{suffix[1]}")).status is TaskStatus.DONE
+    for run in (first, again):
+        assert "greeter" not in run.stdout  # not "up", not in the reputation table
+        # Each completion was claimed (a quick task's claim is counted with its outcome).
+        claims = [int(n) for n in re.findall(r"claims so far (\d+)", run.stdout)]
+        assert claims and claims[-1] >= 7
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,20 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         default=7,
         help="seed of the unreliable agent's failures (--seed: its older name, not a credential)",
     )
-    parser.add_argument("--server", default=os.environ.get("ANTS_NATS_URL"), help="use this server instead")
+    parser.add_argument(
+        "--server",
+        help="use the board on this server instead of an embedded one (default: $ANTS_NATS_URL, when set)",
+    )
     parser.add_argument("--dashboard", action="store_true", help="serve the live dashboard; stay up after")
 
 
 # Its own --server, defaulting to none: then the demo starts a server of its own.
-@command("demo", "run a demo swarm on an embedded server and report", _arguments, server=False)
+@command(
+    "demo",
+    "run a demo swarm on an embedded server (or --server, $ANTS_NATS_URL) and report",
+    _arguments,
+    server=False,
+)
 async def demo(args: argparse.Namespace) -> int:
     if args.documents < 1:
         raise UsageError("--documents must be at least 1")
@@ -69,8 +77,10 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 async def _run_somewhere(args: argparse.Namespace, run: Run) -> DemoSummary:
-    if args.server:
-        return await run(args.server, None)
+    url = args.server or os.environ.get("ANTS_NATS_URL")
+    if url:
+        print(f"on the server at {url}{'' if args.server else ' (from $ANTS_NATS_URL)'}")
+        return await run(url, None)
     async with EmbeddedServer() as server:
         print(f"embedded JetStream server at {server.url}")
 
