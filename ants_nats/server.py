@@ -185,11 +185,17 @@ class EmbeddedServer:
         raise ServerStartError(f"nats-server not healthy after {self.startup_timeout}s: {self._log_tail()}")
 
     def _log_tail(self) -> str:
+        """Why the server stopped, from its log: its last fatal or error line's message (such as
+        ``Error listening on port: ... address already in use``), else its last lines."""
         assert self.store_dir is not None
         try:
             lines = (self.store_dir / "nats-server.log").read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        for line in reversed(lines):
+            for level in ("[FTL] ", "[ERR] "):
+                if level in line:
+                    return line.split(level, 1)[1]
         return " | ".join(lines[-5:])
 
     async def stop(self, *, kill: bool = False) -> None:

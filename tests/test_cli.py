@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ async def test_demo_against_a_given_server_again_and_again(
         # The demo's unreliable and abandoning behaviours are the demo's own, not the real agent's.
         (("agent", "--abandon"), "unrecognized arguments: --abandon"),
         (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
+        (("server", "--port", "99999"), "'99999' is no port: give 1-65535, or 0 for any free one"),
         (
             ("limit", "set", "llm", "--per-minute", "3", "--interval", "4", "--server", "nats://127.0.0.1:1"),
             "give --per-minute/--tokens-per-minute, or --requests/--tokens with --interval",
@@ -98,6 +100,19 @@ def test_bad_input_is_a_clear_message_and_exit_2(args: tuple[str, ...], message:
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no usage dump
+
+
+def test_a_server_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("server", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"ants-nats: error: nats-server exited with 1: Error listening on port: 127.0.0.1:{port}, "
+        f'"listen tcp 127.0.0.1:{port}: bind: address already in use"'
+    )
 
 
 def test_flags_that_cannot_be_read_are_usage_errors_not_invalid_tasks() -> None:
