@@ -90,9 +90,20 @@ def _note(record: TaskRecord, waiting: Waiting | None) -> str:
     if record.error:
         return record.error
     if record.status is TaskStatus.DONE:
+        ref = record.result_ref
+        if ref is not None and record.result is None:  # not read: a listing says where it is
+            return f"result: {_size(ref.size)} in ants_artifacts (ants-nats get {record.task.id})"
         text = json.dumps(record.result, separators=(",", ":"))
         return "result: " + (text if len(text) <= _RESULT_WIDTH else text[: _RESULT_WIDTH - 3] + "...")
     return ""
+
+
+def _size(count: int) -> str:
+    """A byte count for people: 900 B, 1.2 kB, 3.4 MB."""
+    for unit, scale in (("MB", 1_000_000), ("kB", 1_000)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def agents_table(cards: Iterable[AgentCard]) -> str:

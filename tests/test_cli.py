@@ -406,6 +406,28 @@ async def test_a_long_wait_says_what_it_waits_for(nats_server: EmbeddedServer, b
         await board.get("u2")  # refused before anything was submitted
 
 
+async def test_a_result_too_big_to_be_inline_is_shown_not_null(
+    nats_server: EmbeddedServer, board: TaskBoard
+) -> None:
+    agent = Agent(board, name="bulky", capabilities=["big"])
+
+    @agent.handler("big")
+    async def big(task: Task, ctx: TaskContext) -> JsonValue:
+        return "x" * 100_000  # above BoardConfig.inline_bytes: kept as an artifact
+
+    url = nats_server.url
+    async with agent:
+        waited = await asyncio.to_thread(
+            run_cli, "submit", "--id", "big1", "--kind", "big", "--wait", "--server", url
+        )
+    assert waited.returncode == 0, waited.stderr
+    assert 'result: "xxxx' in waited.stdout and "null" not in waited.stdout
+    as_json = json.loads((await asyncio.to_thread(run_cli, "wait", "big1", "--json", "--server", url)).stdout)
+    assert as_json[0]["result"] == "x" * 100_000 and as_json[0]["result_ref"]["size"] > 100_000
+    listed = await asyncio.to_thread(run_cli, "tasks", "--server", url)
+    assert "result: 100.0 kB in ants_artifacts (ants-nats get big1)" in listed.stdout
+
+
 def test_the_reputation_table_shows_declines_apart() -> None:
     counts = Counts(completed=2, failed=1, expired=0, declined=7)
     ledger = AgentLedger(agent="ant-1", by_capability={"echo": counts})

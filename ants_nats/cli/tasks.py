@@ -57,7 +57,7 @@ class _Waited:
         finally:
             reporting.cancel()
             await asyncio.gather(reporting, return_exceptions=True)
-        return [final[task_id] for task_id in self.ids]
+        return await gather_bounded(with_result(board, final[task_id]) for task_id in self.ids)
 
     async def _report(self, board: TaskBoard) -> None:
         """Say now and then how many tasks are unfinished, naming a few with why they wait."""
@@ -149,14 +149,19 @@ async def retry(args: argparse.Namespace) -> int:
 
 @command("get", "show one task's record and result", _task_id, json_out=True, creates=False)
 async def get(args: argparse.Namespace) -> int:
-    async def read(board: TaskBoard) -> TaskRecord:
-        record = await board.get(args.id)
-        if record.result_ref is None:
-            return record
-        # Show the result itself, read from the artifact store.
-        return record.model_copy(update={"result": await board.result_of(record)})
+    return await show_task(args, lambda board: _got(board, args.id))
 
-    return await show_task(args, read)
+
+async def _got(board: TaskBoard, task_id: str) -> TaskRecord:
+    return await with_result(board, await board.get(task_id))
+
+
+async def with_result(board: TaskBoard, record: TaskRecord) -> TaskRecord:
+    """``record`` showing its result itself: one too big to be inline is read from the artifact
+    store (what ``get`` and a wait print)."""
+    if record.result_ref is None:
+        return record
+    return record.model_copy(update={"result": await board.result_of(record)})
 
 
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
