@@ -31,6 +31,7 @@ from .names import (
     BUDGETS_BUCKET,
     CARD_SUBJECT_PREFIX,
     COUNTED_BUCKET,
+    ID_RULE,
     LEASES_BUCKET,
     LEDGER_BUCKET,
     LIMITS_BUCKET,
@@ -314,7 +315,7 @@ def bazaar_config(
 
 def _valid(agent_id: str) -> str:
     if not is_valid_id(agent_id):
-        raise InvalidTask(f"invalid agent id {agent_id!r}")
+        raise InvalidTask(f"invalid agent id {agent_id!r}: use {ID_RULE}")
     return agent_id
 
 

@@ -52,7 +52,7 @@ from .models import (
     lacking,
     parse_or_none,
 )
-from .names import WORK_STREAM, is_valid_id, requires_of, work_consumer
+from .names import ID_RULE, WORK_STREAM, is_valid_id, requires_of, work_consumer
 from .presence import Presence, as_specs
 from .reach import Reach
 from .throttle import Reservation, Throttle
@@ -159,7 +159,9 @@ class Agent:
         self.description = description
         self.id = agent_id or f"{name}-{uuid.uuid4().hex[:8]}"
         if not is_valid_id(self.id):
-            raise AntsError(f"invalid agent id {self.id!r}")
+            # (An id made from the name is the name, '-' and 8 hex digits: the name is what to mend.)
+            given = f"agent id {agent_id!r}" if agent_id else f"agent name {name!r}"
+            raise AntsError(f"invalid {given}: use {ID_RULE}")
         self.specs = as_specs(capabilities)
         self.capacity = capacity
         self.shutdown_grace = shutdown_grace

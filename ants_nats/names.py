@@ -113,6 +113,8 @@ MAX_ROUTE_LENGTH = 128
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 """Task and agent ids: safe as a KV key, a subject token and a consumer name."""
+ID_RULE = "1-128 of A-Z a-z 0-9 _ -, starting with a letter or digit"
+"""``ID_PATTERN`` in words, for the errors that refuse an id."""
 
 CAPABILITY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Capability names and task kinds: lower case, safe as a subject token."""

@@ -46,6 +46,7 @@ from .identity import Identity
 from .log import get_logger
 from .models import PROTOCOL_VERSION, TrailEvent, parse_or_none, utcnow, wire_bytes
 from .names import (
+    ID_RULE,
     MARK_NAME_PATTERN,
     TRAIL_STREAM,
     TRAIL_SUBJECT_PREFIX,
@@ -230,7 +231,7 @@ class Trail:
         if not _MARK_RE.match(name):
             raise InvalidTask(f"invalid mark name {name!r}: 1-5 dotted tokens of a-z 0-9 _ -")
         if not is_valid_id(key):
-            raise InvalidTask(f"invalid mark key {key!r}: use 1-128 of A-Z a-z 0-9 _ -")
+            raise InvalidTask(f"invalid mark key {key!r}: use {ID_RULE}")
         try:
             event = TrailEvent(kind=f"mark.{name}", ref=key, data=data, intensity=intensity, agent=agent)
         except pydantic.ValidationError as exc:

@@ -89,6 +89,16 @@ async def test_demo_against_a_given_server_again_and_again(
         (("agent", "--abandon"), "unrecognized arguments: --abandon"),
         (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
         (("server", "--port", "99999"), "'99999' is no port: give 1-65535, or 0 for any free one"),
+        (("--log-level", "LOUD", "tasks"), "argument --log-level: invalid choice: 'LOUD'"),
+        (
+            ("agent", "--name", "bad name", "--server", "nats://127.0.0.1:{port}"),
+            "'bad name' is no agent name: use 1-128 of",
+        ),
+        (
+            ("submit", "--id", "t", "--kind", "k", "--at", "tomorrow"),
+            "--at 'tomorrow': give a time in ISO 8601",
+        ),
+        (("submit", "--id", "t", "--kind", "k", "--at", "2030-01-01T10:00"), "with its time zone"),
         (
             ("limit", "set", "llm", "--per-minute", "3", "--interval", "4", "--server", "nats://127.0.0.1:1"),
             "give --per-minute/--tokens-per-minute, or --requests/--tokens with --interval",

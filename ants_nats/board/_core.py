@@ -19,7 +19,15 @@ from ..errors import AntsError, BoardNotFound, CorruptEntry, InvalidTask, NotYou
 from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
 from ..models import PROTOCOL_VERSION, TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
-from ..names import FORGED_RECORD, LEASES_BUCKET, LEDGER_BUCKET, TASKS_BUCKET, UNROUTABLE_BUCKET, is_valid_id
+from ..names import (
+    FORGED_RECORD,
+    ID_RULE,
+    LEASES_BUCKET,
+    LEDGER_BUCKET,
+    TASKS_BUCKET,
+    UNROUTABLE_BUCKET,
+    is_valid_id,
+)
 from ..reputation import Reputation
 from ..trail import Trail, TrailConfig
 from .budget import Budgets
@@ -445,7 +453,7 @@ def _plain_json(value: JsonValue) -> bool:
 def check_id(value: str, *, what: str = "task id") -> None:
     """``InvalidTask`` unless ``value`` is a valid id (it becomes a key and a subject token)."""
     if not isinstance(value, str) or not is_valid_id(value):
-        raise InvalidTask(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -, starting alphanumeric")
+        raise InvalidTask(f"invalid {what} {value!r}: use {ID_RULE}")
 
 
 def json_encoded(value: JsonValue, *, what: str) -> bytes:

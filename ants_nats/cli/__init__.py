@@ -71,7 +71,13 @@ def _parser(commands: Sequence[Command | Group]) -> argparse.ArgumentParser:
         prog="ants-nats", description="Leaderless work division on NATS JetStream."
     )
     parser.add_argument("--version", action="version", version=f"ants-nats {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=os.environ.get("ANTS_LOG_LEVEL", "WARNING"),
+        help="least level logged to stderr (default $ANTS_LOG_LEVEL, else WARNING)",
+    )
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")
     subcommands = parser.add_subparsers(dest="command", required=True)
     for command in commands:

@@ -17,6 +17,7 @@ from ..context import Handler, TaskContext
 from ..demo import HANDLERS
 from ..identity import Identity
 from ..models import Task
+from ..names import ID_RULE, is_valid_id
 from .command import command, seed_of
 
 SHUTDOWN_GRACE_S = 2.0
@@ -24,11 +25,19 @@ SHUTDOWN_GRACE_S = 2.0
 Ctrl-C or SIGTERM is answered within seconds: well inside the 10 s ``docker stop`` waits before it kills."""
 
 
+def _name(given: str) -> str:
+    # Refused before connecting: bad input is a message whether or not a server answers.
+    if not is_valid_id(f"{given}-00000000"):
+        raise argparse.ArgumentTypeError(f"{given!r} is no agent name: use {ID_RULE} (its id adds 9)")
+    return given
+
+
 def agent_arguments(parser: argparse.ArgumentParser) -> None:
     """Who an agent process is and how long its claims last (read by ``agent_board``); the demo's
     agents take them too."""
     parser.add_argument(
         "--name",
+        type=_name,
         default="agent",
         help="its name; with --seed-file its id too, the user's name in ants-nats config "
         "(default: %(default)s)",

@@ -10,7 +10,7 @@ import argparse
 import json
 import re
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,19 @@ def seconds_of(text: str, *, flag: str) -> float:
 
 
 def not_before(at: str | None, after: str | None) -> str | None:
-    """``--at`` as given (the task model checks it), or ``--in`` from now, as ISO 8601."""
+    """``--at`` (ISO 8601 with a time zone), or ``--in`` from now, as ISO 8601."""
     if at is not None and after is not None:
         raise UsageError("give --at or --in, not both")
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise UsageError(
+                f"--at {at!r}: give a time in ISO 8601 with its time zone (2026-12-05T10:00:00Z)"
+            )
+        return when.isoformat()
     if after is None:
-        return at
+        return None
     return (utcnow() + timedelta(seconds=seconds_of(after, flag="--in"))).isoformat()

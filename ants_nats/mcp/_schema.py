@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from ants_nats import AgentCard, Scent, TaskRecord, TaskStatus, Waiting
-from ants_nats.names import ID_PATTERN, MARK_NAME_PATTERN, TRAIL_SUBJECT_PREFIX
+from ants_nats.names import ID_PATTERN, ID_RULE, MARK_NAME_PATTERN, TRAIL_SUBJECT_PREFIX
 
 MARK_SUBJECTS = f"{TRAIL_SUBJECT_PREFIX}.mark"
 """Where marks live on the trail (``ants.trail.mark.<name>.<key>``, docs/protocol.md)."""
@@ -31,7 +31,7 @@ def mark_name_problem(name: str) -> str | None:
 
 def mark_key_problem(key: str) -> str | None:
     """Why ``key`` is not a mark key, or None when it is one."""
-    return None if _MARK_KEY.match(key) else f"invalid mark key {key!r}: use 1-128 of A-Z a-z 0-9 _ -"
+    return None if _MARK_KEY.match(key) else f"invalid mark key {key!r}: use {ID_RULE}"
 
 
 TaskIdArg = Annotated[str, Field(description="A task id.")]
