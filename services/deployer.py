@@ -3,8 +3,9 @@ lay an ``artifact.deployed`` mark. It knows nothing of who writes artifacts.
 
 Mark data it expects: ``{"artifact": <ArtifactRef>}`` (an artifact in the Object Store, written
 from any host, e.g. with ``TaskContext.put_artifact``), or ``{"path": "<file>"}`` for a file on
-this host. A mark it cannot act on gets an ``artifact.deploy_failed`` mark with the reason
-(nothing is dropped silently).
+this host under ``--source-dir`` (without it, paths are refused: whoever can lay a mark could
+otherwise have any file the deployer can read published). A mark it cannot act on gets an
+``artifact.deploy_failed`` mark with the reason (nothing is dropped silently).
 """
 
 from __future__ import annotations
@@ -54,8 +55,21 @@ def _publish(source: Path | bytes, publish_dir: Path, name: str) -> Path:
     return target
 
 
-async def deploy(trail: Trail, artifacts: Artifacts, event: TrailEvent, publish_dir: Path) -> None:
-    """Deploy the artifact named by one ``artifact.written`` mark."""
+def _source(given: str, source_dir: Path | None) -> Path:
+    """The file a mark's ``path`` names, if it lies under ``source_dir`` (symbolic links followed)."""
+    if source_dir is None:
+        raise ValueError("this deployer takes no paths (start it with --source-dir to allow files under one)")
+    source = Path(given).resolve()
+    if not source.is_relative_to(source_dir.resolve()):
+        raise ValueError(f"{given!r} is not under the source directory {str(source_dir)!r}")
+    return source
+
+
+async def deploy(
+    trail: Trail, artifacts: Artifacts, event: TrailEvent, publish_dir: Path, source_dir: Path | None = None
+) -> None:
+    """Deploy the artifact named by one ``artifact.written`` mark (a file it names only from
+    under ``source_dir``)."""
     data = event.data if isinstance(event.data, dict) else {}
     try:
         if "artifact" in data:
@@ -67,7 +81,7 @@ async def deploy(trail: Trail, artifacts: Artifacts, event: TrailEvent, publish_
             name = f"{event.ref}{PurePosixPath(ref.name).suffix}"
             target = await asyncio.to_thread(_publish, content, publish_dir, name)
         elif isinstance(data.get("path"), str):
-            source = Path(str(data["path"]))
+            source = _source(str(data["path"]), source_dir)
             target = await asyncio.to_thread(_publish, source, publish_dir, f"{event.ref}{source.suffix}")
         else:
             raise ValueError("the mark's data has neither 'artifact' nor 'path'")
@@ -83,6 +97,7 @@ async def serve(
     url: str,
     publish_dir: Path,
     *,
+    source_dir: Path | None = None,
     durable: str = "deployer",
     seed: str | None = None,
     js_domain: str | None = None,
@@ -92,17 +107,29 @@ async def serve(
         trail = await Trail.open(nc)
         artifacts = Artifacts(jetstream(nc))
         async for event in trail.follow(WATCHED, durable=durable):
-            await deploy(trail, artifacts, event, publish_dir)
+            await deploy(trail, artifacts, event, publish_dir, source_dir)
 
 
 async def _main(args: argparse.Namespace) -> None:
-    await serve(args.server, args.publish_dir, seed=_common.seed(args), js_domain=args.js_domain)
+    await serve(
+        args.server,
+        args.publish_dir,
+        source_dir=args.source_dir,
+        seed=_common.seed(args),
+        js_domain=args.js_domain,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ants-deployer``."""
     p = _common.parser("ants-deployer", __doc__ or "")
     p.add_argument("--publish-dir", type=Path, required=True, help="where deployed artifacts go")
+    p.add_argument(
+        "--source-dir",
+        type=Path,
+        help="take marks naming a local file ({'path': ...}) for files under this directory only "
+        "(default: none, only artifacts from the Object Store)",
+    )
     return _common.run(p.parse_args(argv), _main)
 
 

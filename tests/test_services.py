@@ -8,11 +8,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, TrailEvent
 from ants_nats._watch import watch_values
 from ants_nats.ledger import AgentLedger, Ledger
+from ants_nats.models import utcnow
 from ants_nats.server import free_port
 
 ROOT = Path(__file__).parents[1]
@@ -49,16 +51,55 @@ async def test_deployer_reacts_to_a_mark_from_an_agent_it_does_not_know(
     artifact = tmp_path / "build" / "report.html"
     artifact.parent.mkdir()
     artifact.write_text("<h1>done</h1>")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the public")
+    (artifact.parent / "link.txt").symlink_to(secret)
     publish = tmp_path / "public"
-    async with service("deployer", "--server", nats_server.url, "--publish-dir", str(publish)):
+    source = ("--source-dir", str(artifact.parent))
+    async with service("deployer", "--server", nats_server.url, "--publish-dir", str(publish), *source):
+        since = utcnow()
         await board.trail.mark("artifact.written", key="report", data={"path": str(artifact)}, agent="writer")
-        await board.trail.mark("artifact.written", key="ghost", data={"path": str(tmp_path / "nope")})
         deployed = await asyncio.wait_for(first_event(board, "ants.trail.mark.artifact.deployed.>"), 20)
-        failed = await asyncio.wait_for(first_event(board, "ants.trail.mark.artifact.deploy_failed.>"), 20)
+        # A mark naming a file outside the source directory (a link out included) is refused.
+        outside = (
+            ("ghost", artifact.parent / "nope"),
+            ("leak", secret),
+            ("link", artifact.parent / "link.txt"),
+        )
+        for key, path in outside:
+            await board.trail.mark("artifact.written", key=key, data={"path": str(path)}, agent="intruder")
+        failed = {event.ref: str(event.data) for event in await failed_deploys(board, since, 3)}
     assert deployed.ref == "report"
     assert (publish / "report.html").read_text() == "<h1>done</h1>"
-    assert failed.ref == "ghost"
-    assert isinstance(failed.data, dict) and "no readable file" in str(failed.data["reason"])
+    assert "no readable file" in failed["ghost"]
+    assert "is not under the source directory" in failed["leak"] and "is not under" in failed["link"]
+    assert sorted(p.name for p in publish.iterdir()) == ["report.html"]
+
+
+async def test_a_deployer_without_a_source_dir_takes_no_paths(
+    board: TaskBoard, nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the public")
+    publish = tmp_path / "public"
+    async with service("deployer", "--server", nats_server.url, "--publish-dir", str(publish)):
+        since = utcnow()
+        await board.trail.mark("artifact.written", key="leak", data={"path": str(secret)}, agent="intruder")
+        [(key, reason)] = [(event.ref, str(event.data)) for event in await failed_deploys(board, since, 1)]
+    assert key == "leak" and "takes no paths" in reason
+    assert not publish.exists() or not list(publish.iterdir())
+
+
+async def failed_deploys(board: TaskBoard, since: datetime, count: int) -> list[TrailEvent]:
+    """The first ``count`` ``artifact.deploy_failed`` marks laid from ``since`` on."""
+    found: list[TrailEvent] = []
+    follow = board.trail.follow("ants.trail.mark.artifact.deploy_failed.>", since=since)
+    async with asyncio.timeout(20), aclosing(follow) as events:
+        async for event in events:
+            found.append(event)
+            if len(found) == count:
+                break
+    return found
 
 
 async def test_echo_agent_process_serves_its_capability_and_leaves_cleanly(
