@@ -239,3 +239,13 @@ async def test_snapshot_right_after_each_write_sees_every_task(board: TaskBoard)
     for i in range(25):
         await board.submit(Task(id=f"snap{i}", kind="work"))
         assert len(await board.all_tasks()) == i + 1
+
+
+def test_a_task_built_wrong_in_code_is_invalid_task_naming_each_problem() -> None:
+    # As a task submitted as JSON: the one hierarchy, every problem named, the field first.
+    with pytest.raises(InvalidTask, match=r"invalid task: id: .*; kind: "):
+        Task(id="bad id", kind="Bad Kind")
+    with pytest.raises(InvalidTask, match="payload: input was not a valid JSON value"):
+        Task(id="p", kind="k", payload={1, 2})  # type: ignore[arg-type]
+    with pytest.raises(InvalidTask, match="task: Input should be a valid dictionary"):
+        Task.model_validate([1])

@@ -64,6 +64,12 @@ def wire_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
     return model.model_dump_json(exclude_defaults=True, exclude=exclude).encode()
 
 
+def problems(exc: ValidationError, whole: str) -> str:
+    """Every problem of a failed validation, each as ``field: message`` (``whole``: the name of
+    a problem of no one field)."""
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or whole}: {err['msg']}" for err in exc.errors())
+
+
 def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:
     """``data`` as a ``model``, or None (logged with ``where``) when it does not validate.
 

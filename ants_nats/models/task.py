@@ -6,12 +6,21 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    JsonValue,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from ..errors import InvalidTask
 from ..names import MAX_ROUTE_LENGTH, route_of
-from ._wire import TRACEPARENT_PATTERN, Capability, TaskId, Wire, sorted_unique
+from ._wire import TRACEPARENT_PATTERN, Capability, TaskId, Wire, problems, sorted_unique
 from .spending import Usage
 
 
@@ -82,6 +91,18 @@ class Task(Wire):
         description="W3C traceparent of the submission (set by submit when tracing); not part of the "
         "task's definition: a resubmission under another trace is the same task.",
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _invalid_task(cls, data: Any, handler: ModelWrapValidatorHandler[Task], info: ValidationInfo) -> Task:
+        # A task a caller builds (in code or from JSON) that does not validate is InvalidTask, in
+        # the one hierarchy; a value read off the wire stays pydantic's error, which readers judge.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if info.context and info.context.get("wire"):
+                raise
+            raise InvalidTask(f"invalid task: {problems(exc, 'task')}") from exc
 
     _canonical_requires = field_validator("requires")(sorted_unique)
     _canonical_depends = field_validator("depends_on")(sorted_unique)

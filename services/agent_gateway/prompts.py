@@ -106,8 +106,8 @@ class Prompts:
                 payload=fields,
                 created_by=self._creator,
             )
-        except pydantic.ValidationError as exc:
-            raise _refused(400, f"the prompt makes no valid task: {exc.errors()[0]['msg']}") from exc
+        except InvalidTask as exc:
+            raise _refused(400, f"the prompt makes no valid task: {exc}") from exc
         # A task already on the board is followed whoever is alive: it may be done.
         if key is None or not await self._exists(task.id):
             await self._admit(spec)
