@@ -35,6 +35,7 @@ from .errors import (
     TaskFinished,
     TaskNotFound,
     UnknownDependency,
+    WaitTimeout,
 )
 from .identity import Identity, read_seed
 from .ledger import Ledger
@@ -143,6 +144,7 @@ __all__ = [
     "Verdict",
     "Verifier",
     "WaitReason",
+    "WaitTimeout",
     "Waiting",
     "WaitingFacts",
     "__version__",

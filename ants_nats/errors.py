@@ -71,6 +71,15 @@ class TaskNotFound(NotFound):
     """No task with this id exists on the board."""
 
 
+class WaitTimeout(AntsError, TimeoutError):
+    """A wait for tasks (``wait``, ``result``, ``run``, ``endings``) ran out of time first; the
+    tasks still unfinished then are ``unfinished``. It is a ``TimeoutError`` as well."""
+
+    def __init__(self, message: str, unfinished: list[str]) -> None:
+        super().__init__(message)
+        self.unfinished = unfinished
+
+
 class TaskFinished(AntsError):
     """The task has already finished (done, failed or dead), so it cannot be changed that way."""
 

@@ -12,6 +12,7 @@ from pydantic import JsonValue
 
 from ants_nats import (
     Agent,
+    AntsError,
     EmbeddedServer,
     Identity,
     InvalidTask,
@@ -25,6 +26,7 @@ from ants_nats import (
     TaskNotFound,
     TaskRecord,
     TaskStatus,
+    WaitTimeout,
     jetstream,
 )
 from ants_nats.names import TASKS_BUCKET
@@ -69,8 +71,19 @@ async def test_result_returns_or_raises_for_every_ending(board: TaskBoard) -> No
     assert isinstance(cancelled.value, TaskFailed)
     with pytest.raises(TaskNotFound):
         await board.result("never-submitted")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(WaitTimeout, match=r"not finished within 0.2 s: 'later'") as late:
         await board.result("later", timeout=0.2)
+    assert isinstance(late.value, TimeoutError) and isinstance(late.value, AntsError)
+    assert late.value.unfinished == ["later"]
+    # Every wait says which tasks it gave up on.
+    with pytest.raises(WaitTimeout, match=r"0.1 s: 'later'$") as waited:
+        await board.wait(["ok", "later"], timeout=0.1)
+    assert waited.value.unfinished == ["later"]
+    async with board.endings(["ok", "later"]) as endings:
+        with pytest.raises(WaitTimeout, match="'later'"):
+            await endings.wait(timeout=0.1)
+    with pytest.raises(WaitTimeout, match="'nobody-takes-it'"):
+        await board.run(Task(id="nobody-takes-it", kind="work"), timeout=0.1)
     waiting = asyncio.create_task(board.result("later", timeout=20))
     await _settle(board, "later")
     assert await waiting == {"answer": 42}

@@ -24,6 +24,7 @@ from .._subscriptions import Subscriptions
 from ..models import Task, TaskRecord, TaskStatus
 from ..names import TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import check_id
+from .deadline import deadline
 
 if TYPE_CHECKING:
     from .facade import TaskBoard
@@ -125,7 +126,7 @@ class Endings:
     async def wait(
         self, timeout: float | None = None, *, known: Iterable[TaskRecord] = ()
     ) -> dict[str, TaskStatus]:
-        """How each task ended, once all have (``TimeoutError`` after ``timeout`` seconds).
+        """How each task ended, once all have (``WaitTimeout`` after ``timeout`` seconds).
         ``known``: records read or written since the listening began (a task already terminal
         there has ended)."""
         for record in known:
@@ -136,7 +137,7 @@ class Endings:
                     self._done(task_id)
                 elif record.status.terminal:
                     self._unsure.add(task_id)  # (what it depended on is looked at)
-        async with asyncio.timeout(timeout):
+        async with deadline(timeout, lambda: self._wanted - self._ended.keys()):
             while True:
                 self._heard.clear()  # before looking: an ending heard meanwhile is looked at again
                 await self._check()

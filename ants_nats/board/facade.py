@@ -142,7 +142,8 @@ class TaskBoard:
         return self._reading.watch(task_ids)
 
     async def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> dict[str, TaskRecord]:
-        """Wait until every task in ``task_ids`` is terminal; ``TimeoutError`` after ``timeout`` s.
+        """Wait until every task in ``task_ids`` is terminal; ``WaitTimeout`` (a ``TimeoutError``
+        naming the tasks unfinished) after ``timeout`` s.
         Only those tasks are watched, so the wait costs the same on a small board as on a big one."""
         return await self._reading.wait(task_ids, timeout)
 
@@ -161,7 +162,7 @@ class TaskBoard:
     async def result(self, task_id: str, timeout: float | None = None) -> JsonValue:
         """The result of ``task_id`` once it is done (waiting for it if need be): ``TaskFailed``
         if it failed, died or was blocked, ``TaskCancelled`` if it was cancelled, ``TaskNotFound``
-        if there is no such task, ``TimeoutError`` after ``timeout`` seconds."""
+        if there is no such task, ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds."""
         return await self._outcome(await self._reading.final(task_id, timeout))
 
     async def run(

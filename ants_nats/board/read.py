@@ -23,6 +23,7 @@ from ..errors import AntsError, CorruptEntry, TaskNotFound
 from ..models import TaskRecord, TaskStatus, Usage
 from ..names import TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, trail_filter
 from ._core import Core, check_id
+from .deadline import deadline
 from .seal import stored_revision
 
 _WINDOW_PER_TASK = 8
@@ -150,7 +151,7 @@ class Reading:
                         return
 
         if wanted:
-            async with asyncio.timeout(timeout):
+            async with deadline(timeout, lambda: wanted - final.keys()):
                 await consume()
         return final
 
@@ -268,7 +269,7 @@ class Ending:
         ``timeout`` seconds. ``known``: its record and revision, read or written since this wait
         was opened (else it is read first)."""
         core, task_id = self._core, self._task_id
-        async with asyncio.timeout(timeout):
+        async with deadline(timeout, lambda: [task_id]):
             first = None if known is None else known[1]
             recheck = _FIRST_RECHECK_S
             while self._heard is None:

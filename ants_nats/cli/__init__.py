@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None, commands: Sequence[Command | Group] = CO
         # The reader went away (``| head``): nothing is wrong, and nothing more is to be said.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except TimeoutError:  # before OSError, which it is a kind of
-        print(f"ants-nats: error: {args.command} did not finish in time", file=sys.stderr)
+    except TimeoutError as exc:  # before OSError, which it is a kind of
+        said = f" ({exc})" if str(exc) else ""  # a board's wait names the tasks unfinished
+        print(f"ants-nats: error: {args.command} did not finish in time{said}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (AntsError, OSError) as exc:
         print(f"ants-nats: error: {exc}", file=sys.stderr)

@@ -72,7 +72,7 @@ def _clear_errors(method: Method[R]) -> Method[R]:
     async def guarded(self: McpHost, *args: Any, **kwargs: Any) -> R:
         try:
             return await method(self, *args, **kwargs)
-        except TimeoutError as exc:  # the board's carry no text: the tools word their own
+        except TimeoutError as exc:  # (a board's wait names its tasks; a tool words the others)
             raise ToolError(str(exc) or "timed out") from None
         except AntsError as exc:
             raise ToolError(str(exc)) from None
