@@ -27,7 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from ._aio import honour_swallowed_cancel
 from ._connect import api_prefix, jetstream
@@ -225,6 +225,20 @@ _REPLAY_BATCH = 256
 _REPLAY_TIMEOUT_S = 5.0
 
 
+async def _unnamed_consumer(
+    js: JetStreamContext, stream: str, config: ConsumerConfig, action: str
+) -> ConsumerInfo:
+    """A consumer made for one read; one the server refuses (a filter that is no subject) is an
+    ``AntsError`` naming the refusal, while a JetStream that does not answer stays what
+    ``translate_errors`` makes of it (``ServerUnavailable``: the caller may try again)."""
+    try:
+        return await js.add_consumer(stream, config=config)
+    except nats.js.errors.ServiceUnavailableError:
+        raise
+    except nats.js.errors.APIError as exc:
+        raise refused(action, exc) from exc
+
+
 async def replay(
     js: JetStreamContext,
     stream: str,
@@ -252,10 +266,7 @@ async def replay(
     )
     found: list[Msg] = []
     async with translate_errors(action):
-        try:
-            info = await js.add_consumer(stream, config=config)
-        except nats.js.errors.APIError as exc:  # e.g. a filter that is no subject
-            raise refused(action, exc) from exc
+        info = await _unnamed_consumer(js, stream, config, action)
         pending = info.num_pending or 0
         async with Puller(js._nc, stream, str(info.name), batch=_REPLAY_BATCH) as puller:
             while pending:
@@ -289,10 +300,7 @@ async def last_of_each(
     )
     found: dict[str, Msg] = {}
     async with translate_errors(action):
-        try:
-            info = await js.add_consumer(stream, config=config)
-        except nats.js.errors.APIError as exc:  # e.g. a filter that is no subject
-            raise refused(action, exc) from exc
+        info = await _unnamed_consumer(js, stream, config, action)
         pending = info.num_pending or 0
         async with Puller(js._nc, stream, str(info.name), batch=len(subjects)) as puller:
             while pending and len(found) < len(subjects):

@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from pydantic import JsonValue
 
 from ants_nats import Agent, InvalidTask, Task, TaskBoard, TaskContext, TaskNotFound, TaskStatus
+from ants_nats._pull import last_of_each, replay
 from ants_nats.cli.task_input import not_before, task_from_flags
-from ants_nats.errors import UsageError
+from ants_nats.errors import ServerUnavailable, UsageError
 from ants_nats.models import AgentLedger, Counts, utcnow
+from ants_nats.names import TRAIL_STREAM
 from ants_nats.server import EmbeddedServer, find_server_binary, free_port
 from ants_nats.views import reputation_table
 
@@ -329,6 +332,15 @@ async def test_a_server_without_jetstream_is_named_at_once() -> None:
                 writer.close()
                 break
         result = await asyncio.to_thread(run_cli, "tasks", "--server", f"nats://127.0.0.1:{port}")
+        # A JetStream that does not answer is ServerUnavailable (to try again), not a refusal.
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            with pytest.raises(ServerUnavailable):
+                await replay(nc.jetstream(), TRAIL_STREAM, "ants.trail.>", action="replay")
+            with pytest.raises(ServerUnavailable):
+                await last_of_each(nc.jetstream(), TRAIL_STREAM, ["ants.trail.x"], action="read")
+        finally:
+            await nc.close()
     finally:
         server.terminate()
         await server.wait()
