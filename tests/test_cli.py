@@ -23,7 +23,7 @@ from ants_nats._pull import last_of_each, replay
 from ants_nats.cli.task_input import not_before, task_from_flags
 from ants_nats.errors import ServerUnavailable, UsageError
 from ants_nats.models import AgentLedger, Counts, utcnow
-from ants_nats.names import TRAIL_STREAM
+from ants_nats.names import ARTIFACTS_BUCKET, TRAIL_STREAM
 from ants_nats.server import EmbeddedServer, find_server_binary, free_port
 from ants_nats.views import reputation_table
 
@@ -421,7 +421,7 @@ async def test_a_long_wait_says_what_it_waits_for(nats_server: EmbeddedServer, b
     quick = await asyncio.to_thread(run_cli, "wait", "u1", "--server", url)
     assert quick.returncode == 1 and "waiting (" not in quick.stderr
     never = ("submit", "--id", "u2", "--kind", "x", "--wait", "--timeout", "0")
-    for flags in (("wait", "u1", "--timeout", "-1"), never):
+    for flags in (("wait", "u1", "--timeout", "-1"), ("wait", "u1", "--timeout", "nan"), never):
         refused = await asyncio.to_thread(run_cli, *flags, "--server", url)
         assert refused.returncode == 2 and "give a number of seconds above 0" in refused.stderr
     with pytest.raises(TaskNotFound):
@@ -442,12 +442,27 @@ async def test_a_result_too_big_to_be_inline_is_shown_not_null(
         waited = await asyncio.to_thread(
             run_cli, "submit", "--id", "big1", "--kind", "big", "--wait", "--server", url
         )
+        await board.submit(Task(id="big2", kind="big"))
+        await board.wait(["big2"], timeout=20)
+    # A table says where the result is (what it shows of it would be 60 characters); JSON has it.
+    note = "result: 100.0 kB in ants_artifacts (ants-nats get big1)"
     assert waited.returncode == 0, waited.stderr
-    assert 'result: "xxxx' in waited.stdout and "null" not in waited.stdout
+    assert note in waited.stdout and "null" not in waited.stdout
     as_json = json.loads((await asyncio.to_thread(run_cli, "wait", "big1", "--json", "--server", url)).stdout)
     assert as_json[0]["result"] == "x" * 100_000 and as_json[0]["result_ref"]["size"] > 100_000
     listed = await asyncio.to_thread(run_cli, "tasks", "--server", url)
-    assert "result: 100.0 kB in ants_artifacts (ants-nats get big1)" in listed.stdout
+    assert note in listed.stdout
+    # An artifact gone (expired, removed) costs its result only, not the other tasks' or the wait.
+    record = await board.get("big1")
+    assert record.result_ref is not None
+    await (await board.nc.jetstream().object_store(ARTIFACTS_BUCKET)).delete(record.result_ref.name)
+    both = await asyncio.to_thread(run_cli, "wait", "big1", "big2", "--json", "--server", url)
+    assert both.returncode == 0, both.stderr
+    assert [(r["task"]["id"], r["result"]) for r in json.loads(both.stdout)] == [
+        ("big1", None),
+        ("big2", "x" * 100_000),
+    ]
+    assert "task.result_gone" in both.stderr
 
 
 def test_the_reputation_table_shows_declines_apart() -> None:

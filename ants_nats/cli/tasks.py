@@ -9,14 +9,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .._aio import gather_bounded
+from .._aio import cancel_and_wait, gather_bounded
 from ..board import TaskBoard
-from ..errors import AntsError, UsageError
+from ..errors import AntsError, ArtifactNotFound, UsageError
+from ..log import get_logger
 from ..models import TaskRecord, TaskStatus
 from ..waiting import why_waiting_many
 from .command import command
 from .output import show_task, show_tasks
 from .task_input import document, not_before, task_arguments, task_from_flags
+
+log = get_logger("cli")
 
 EXIT_NOT_DONE = 1
 EXIT_TIMEOUT = 2
@@ -37,9 +40,11 @@ class _Waited:
     unseen), after ``PROGRESS_AFTER_S`` and every ``PROGRESS_EVERY_S`` after."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        if args.timeout is not None and args.timeout <= 0:
+        if args.timeout is not None and not args.timeout > 0:  # (nan included)
             raise UsageError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
         self.timeout: float | None = args.timeout
+        self.results = bool(args.json)
+        """Whether results kept as artifacts are read (for JSON: a table says where they are)."""
         self.ids: list[str] = []
         self.timed_out = False
 
@@ -55,9 +60,9 @@ class _Waited:
             now = [await board.get(task_id) for task_id in self.ids]
             return [record for record in now if not record.status.terminal]
         finally:
-            reporting.cancel()
-            await asyncio.gather(reporting, return_exceptions=True)
-        return await gather_bounded(with_result(board, final[task_id]) for task_id in self.ids)
+            await cancel_and_wait([reporting])  # (a cancellation nats-py swallows is sent again)
+        records = [final[task_id] for task_id in self.ids]
+        return await gather_bounded(with_result(board, r) for r in records) if self.results else records
 
     async def _report(self, board: TaskBoard) -> None:
         """Say now and then how many tasks are unfinished, naming a few with why they wait."""
@@ -158,10 +163,15 @@ async def _got(board: TaskBoard, task_id: str) -> TaskRecord:
 
 async def with_result(board: TaskBoard, record: TaskRecord) -> TaskRecord:
     """``record`` showing its result itself: one too big to be inline is read from the artifact
-    store (what ``get`` and a wait print)."""
+    store (what ``get`` and a wait print); one no longer there is left out, with a warning."""
     if record.result_ref is None:
         return record
-    return record.model_copy(update={"result": await board.result_of(record)})
+    try:
+        result = await board.result_of(record)
+    except ArtifactNotFound as exc:
+        log.warning("task.result_gone", task_id=record.task.id, error=str(exc))
+        return record
+    return record.model_copy(update={"result": result})
 
 
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
