@@ -60,7 +60,7 @@ from .models import (
     TrailEvent,
     Usage,
 )
-from .options import connection_options
+from .options import OneLineErrors, connection_options, logging_options
 from .reputation import Reputation, ReputationConfig
 from .server import EmbeddedCluster, EmbeddedServer
 from .signals import Decline, NonRetryable, RateLimited
@@ -110,6 +110,7 @@ __all__ = [
     "NotTaken",
     "NotWaiting",
     "NotYours",
+    "OneLineErrors",
     "PayloadTooLarge",
     "PermissionDenied",
     "Question",
@@ -152,6 +153,7 @@ __all__ = [
     "connect",
     "connection_options",
     "jetstream",
+    "logging_options",
     "read_seed",
     "via_agent_protocol",
     "waiting_for",

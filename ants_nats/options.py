@@ -1,16 +1,48 @@
 """The command-line options every process that reaches a board takes: where the server is, which
-JetStream domain holds the board, and whose credentials to connect with. The CLI's commands and
-the services in ``services/`` add them the same way."""
+JetStream domain holds the board, and whose credentials to connect with; and how it logs. The
+CLI's commands and the services in ``services/`` add them the same way."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from .identity import creds_from_env
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """A parser whose argument errors are one line (``<program>: error: ...``, no usage dump) and
+    exit status 2, as every other error of a command."""
+
+    def error(self, message: str) -> NoReturn:
+        program = self.prog.split()[0]  # (a subcommand's parser is "ants-nats <command>")
+        self.exit(2, f"{program}: error: {message} (see {self.prog} --help)\n")
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _level(given: str) -> str:
+    level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(given.upper(), given.upper())
+    if level not in LEVELS:
+        raise argparse.ArgumentTypeError(f"{given!r} is no log level: give one of {', '.join(LEVELS)}")
+    return level
+
+
+def logging_options(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """Add ``--log-level`` (``default`` unless ``$ANTS_LOG_LEVEL`` says another; either is checked)
+    and ``--json-logs`` to ``parser``."""
+    parser.add_argument(
+        "--log-level",
+        type=_level,
+        default=os.environ.get("ANTS_LOG_LEVEL", default),
+        help=f"least level logged to stderr: {', '.join(LEVELS)} (default $ANTS_LOG_LEVEL, else {default})",
+    )
+    parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")
 
 
 def connection_options(parser: argparse.ArgumentParser, *, credentials: bool = True) -> None:

@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from ants_nats import AntsError, configure_logging, connection_options, read_seed
+from ants_nats import (
+    AntsError,
+    OneLineErrors,
+    configure_logging,
+    connection_options,
+    logging_options,
+    read_seed,
+)
 
 EXIT_BAD_INPUT = 2
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every service takes."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = OneLineErrors(prog=prog, description=description)
     connection_options(p)
-    p.add_argument("--log-level", default=os.environ.get("ANTS_LOG_LEVEL", "INFO"))
-    p.add_argument("--json-logs", action="store_true")
+    logging_options(p, default="INFO")
+    p.set_defaults(prog=prog)  # errors name the service, not the path it was started by
     return p
 
 
@@ -49,6 +55,6 @@ def run(args: argparse.Namespace, main: Callable[[argparse.Namespace], Awaitable
     try:
         asyncio.run(until_signalled(main(args)))
     except AntsError as exc:
-        print(f"{sys.argv[0]}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

@@ -92,7 +92,7 @@ async def test_demo_against_a_given_server_again_and_again(
         (("agent", "--abandon"), "unrecognized arguments: --abandon"),
         (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
         (("server", "--port", "99999"), "'99999' is no port: give 1-65535, or 0 for any free one"),
-        (("--log-level", "LOUD", "tasks"), "argument --log-level: invalid choice: 'LOUD'"),
+        (("--log-level", "LOUD", "tasks"), "argument --log-level: 'LOUD' is no log level: give one of DEBUG"),
         (
             ("agent", "--name", "bad name", "--server", "nats://127.0.0.1:{port}"),
             "'bad name' is no agent name: use 1-128 of",

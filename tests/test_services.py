@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from ants_nats import Agent, EmbeddedServer, Task, TaskBoard, TaskContext, TaskStatus, TrailEvent
 from ants_nats._watch import watch_values
@@ -175,3 +178,25 @@ async def test_ledger_projects_each_agents_history(board: TaskBoard, nats_server
     # Replaying the same events again changes nothing: the projection is idempotent.
     events = await board.trail.replay("ants.trail.task.>")
     assert not any([await ledger.record(e) for e in events])
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "given"),
+    [({}, ["--log-level", "LOUD"], "LOUD"), ({"ANTS_LOG_LEVEL": "loud"}, [], "loud")],
+)
+def test_a_service_refuses_a_level_that_is_none_naming_itself(
+    env: dict[str, str], flags: list[str], given: str
+) -> None:
+    said = subprocess.run(
+        [sys.executable, "-m", "services.ledger", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert said.returncode == 2
+    # One line, naming the service (not the path it was started by), as the command line's.
+    first = f"ants-ledger: error: argument --log-level: '{given}' is no log level"
+    assert said.stderr.startswith(first) and len(said.stderr.splitlines()) == 1, said.stderr

@@ -16,7 +16,6 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 import pydantic
 
@@ -25,6 +24,7 @@ from ..errors import AntsError
 from ..log import configure_logging
 from ..mcp import add_arguments as add_mcp_arguments
 from ..mcp import run as run_mcp
+from ..options import OneLineErrors, logging_options
 from . import spending, swarm, tasks
 from .access import config
 from .agent import agent
@@ -58,27 +58,13 @@ COMMANDS: tuple[Command | Group, ...] = (
 """Every ``ants-nats`` command, in the order ``--help`` lists them."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument error is one line (``ants-nats: error: ...``) and exit 2, as every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"ants-nats: error: {message} (see {self.prog} --help)\n")
-
-
 def _parser(commands: Sequence[Command | Group]) -> argparse.ArgumentParser:
     # Typed as the base class, which its subparsers share (they are made of the same class).
-    parser: argparse.ArgumentParser = _Parser(
+    parser: argparse.ArgumentParser = OneLineErrors(
         prog="ants-nats", description="Leaderless work division on NATS JetStream."
     )
     parser.add_argument("--version", action="version", version=f"ants-nats {__version__}")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-        default=os.environ.get("ANTS_LOG_LEVEL", "WARNING"),
-        help="least level logged to stderr (default $ANTS_LOG_LEVEL, else WARNING)",
-    )
-    parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")
+    logging_options(parser, default="WARNING")
     subcommands = parser.add_subparsers(dest="command", required=True)
     for command in commands:
         command.add_to(subcommands)
