@@ -349,6 +349,10 @@ async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime)
     every = max(len(wanted) // 5, 1)
     async with aclosing(board.trail.follow("ants.trail.>", since=since)) as events:
         async for event in events:
+            if event.kind == "corrupt.forged":
+                say(f"  ! forged event rejected: {event.ref}")
+            if event.ref not in wanted:
+                continue  # (not this demo's: other work on the same board)
             if event.kind == "task.claimed" and event.agent:
                 claims += 1
                 load[event.agent] += 1
@@ -359,11 +363,9 @@ async def _follow(board: TaskBoard, wanted: set[str], say: Say, since: datetime)
                     load[event.agent] = max(load[event.agent] - 1, 0)
             if event.kind == "task.expired":
                 say(f"  ! lease expired: {event.ref} abandoned by {event.agent}")
-            elif event.kind == "task.failed" and event.ref in wanted and not _terminal(event):
+            elif event.kind == "task.failed" and not _terminal(event):
                 say(f"  ! {event.ref} failed on {event.agent}; back on the board")
-            elif event.kind == "corrupt.forged":
-                say(f"  ! forged event rejected: {event.ref}")
-            if event.ref in wanted and _terminal(event) and event.ref not in done:
+            if _terminal(event) and event.ref not in done:
                 done.add(event.ref)
                 bar = "#" * (30 * len(done) // len(wanted))
                 outcome = event.kind.removeprefix("task.")

@@ -73,6 +73,13 @@ async def test_demo_against_a_given_server_again_and_again(
     suffix = re.search(r"this run's ids end in (-[0-9a-f]{6})", again.stdout)
     assert suffix is not None
     assert (await board.get(f"publish{suffix[1]}")).status is TaskStatus.DONE
+
+    # Each run's reputation table shows its own agents only (the first run's have ledgers too).
+    def reputed(run: subprocess.CompletedProcess[str]) -> set[str]:
+        table = run.stdout.split("\nreputation:\nAGENT", 1)[1].split("\nwork: ", 1)[0]
+        return {row.split()[0] for row in table.splitlines()[1:] if row}
+
+    assert reputed(first) and reputed(again) and not reputed(first) & reputed(again)
     for run in (first, again):
         assert "greeter" not in run.stdout  # not "up", not in the reputation table
         # Each completion was claimed (a quick task's claim is counted with its outcome).
