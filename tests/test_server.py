@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ants_nats import EmbeddedServer, ServerStartError, ServerUnavailable, TaskBoard, connect
@@ -28,6 +35,46 @@ async def test_bad_server_arguments_fail_with_the_servers_reason() -> None:
     with pytest.raises(ServerStartError, match="nats-server exited"):
         async with EmbeddedServer(extra_args=["--no-such-flag"]):
             pass
+
+
+async def test_a_reused_store_reports_this_starts_failure_not_an_earlier_ones(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ServerStartError, match="address already in use"):
+            async with EmbeddedServer(store_dir=tmp_path, port=taken.getsockname()[1]):
+                pass
+    with pytest.raises(ServerStartError) as failed:
+        async with EmbeddedServer(store_dir=tmp_path, extra_args=["--no-such-flag"]):
+            pass
+    assert "address already in use" not in str(failed.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+async def test_a_program_killed_takes_its_embedded_server_with_it() -> None:
+    program = (
+        "import asyncio\n"
+        "from ants_nats import EmbeddedServer\n"
+        "async def main():\n"
+        "    async with EmbeddedServer() as server:\n"
+        "        print(server._proc.pid, flush=True)\n"
+        "        await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", program, stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    child = int(await asyncio.wait_for(parent.stdout.readline(), 30))
+    ended = asyncio.Event()
+    pidfd = os.pidfd_open(child)  # readable once the server's process has ended
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pidfd, ended.set)
+    try:
+        parent.kill()  # no clean-up runs in it
+        await parent.wait()
+        await asyncio.wait_for(ended.wait(), 10)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 async def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
