@@ -23,6 +23,17 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{program}: error: {message} (see {self.prog} --help)\n")
 
 
+def port_number(given: str) -> int:
+    """A ``--port``-like flag's value: 0 (any free port) to 65535, or a one-line refusal."""
+    try:
+        port = int(given)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{given!r} is no port: give 1-65535, or 0 for any free one")
+    return port
+
+
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

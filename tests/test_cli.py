@@ -99,6 +99,9 @@ async def test_demo_against_a_given_server_again_and_again(
         (("agent", "--abandon"), "unrecognized arguments: --abandon"),
         (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
         (("server", "--port", "99999"), "'99999' is no port: give 1-65535, or 0 for any free one"),
+        (("dashboard", "--port", "-5"), "argument --port: '-5' is no port"),
+        (("mcp", "--transport", "http", "--port", "99999"), "argument --port: '99999' is no port"),
+        (("agent", "--metrics-port", "99999"), "argument --metrics-port: '99999' is no port"),
         (("--log-level", "LOUD", "tasks"), "argument --log-level: 'LOUD' is no log level: give one of DEBUG"),
         (
             ("agent", "--name", "bad name", "--server", "nats://127.0.0.1:{port}"),

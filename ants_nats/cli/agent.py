@@ -18,6 +18,7 @@ from ..demo import HANDLERS
 from ..identity import Identity
 from ..models import Task
 from ..names import ID_RULE, is_valid_id
+from ..options import port_number
 from .command import command, seed_of
 
 SHUTDOWN_GRACE_S = 2.0
@@ -68,7 +69,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true", help="handle the demo pipeline's task kinds")
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number,
         default=None,
         metavar="P",
         help="serve Prometheus metrics on 127.0.0.1:P/metrics (0: a free port, printed)",

@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from ..dashboard import run_dashboard
+from ..options import port_number
 from .command import command, seed_of
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    parser.add_argument("--port", type=port_number, default=0, help="HTTP port (default: a free one)")
     # (--seed, the name this command gave the credentials first, kept as an alias for a release.)
     parser.add_argument("--seed", type=Path, dest="seed_file", help=argparse.SUPPRESS)
 

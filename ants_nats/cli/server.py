@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from .._aio import stopping_on_signals
+from ..options import port_number
 from ..server import EmbeddedServer
 from .command import command
 
@@ -14,20 +15,10 @@ DEFAULT_PORT = 4222
 """NATS's own port: where every client (and ``--server``'s default) looks first."""
 
 
-def _port(given: str) -> int:
-    try:
-        port = int(given)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{given!r} is no port: give 1-65535, or 0 for any free one")
-    return port
-
-
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_PORT,
         help=f"client port (default {DEFAULT_PORT}, NATS's own; 0: any free one)",
     )

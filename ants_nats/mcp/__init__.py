@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ants_nats import BoardConfig
 from ants_nats._aio import stopping_on_signals
 from ants_nats.log import get_logger
+from ants_nats.options import port_number
 
 log = get_logger("mcp")
 
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``ants-nats mcp`` (all but ``--server``, which every command has)."""
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1", help="with --transport http (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT, help="with --transport http")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_HTTP_PORT, help="with --transport http")
     parser.add_argument(
         "--cap", action="append", default=[], help="host an agent with this capability (repeatable)"
     )
