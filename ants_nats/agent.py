@@ -320,7 +320,10 @@ class Agent:
         self._stopped.set()
 
     async def run(self) -> None:
-        """Serve until ``stop()`` or SIGINT/SIGTERM."""
+        """Serve until ``stop()`` or SIGINT/SIGTERM, inside ``async with agent:`` (which starts
+        the work and shuts it down gracefully)."""
+        if not self._background:
+            raise AntsError(f"agent {self.id} is not started: run() serves inside 'async with agent:'")
         with stopping_on_signals(self.stop):
             await self._stopped.wait()
 
@@ -328,6 +331,7 @@ class Agent:
         # Stop pulling first, so no new work arrives while we drain.
         await cancel_and_wait([*self._pullers.values(), *self._background])
         self._pullers.clear()
+        self._background = []  # (not started: run() says so)
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
             await cancel_and_wait(pending)  # each runner releases its lease and hands the ticket back

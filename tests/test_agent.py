@@ -18,6 +18,7 @@ from pydantic import JsonValue
 from ants_nats import (
     CATCH_ALL,
     Agent,
+    AntsError,
     BoardConfig,
     CapabilitySpec,
     Decline,
@@ -268,3 +269,14 @@ async def test_forgetting_some_declines_brings_back_only_those_tasks(board: Task
         assert await agent.forget_declines() == ["b"]
         assert await board.result("b", timeout=WAIT_S) == "b"
     assert await board.unroutable_ids() == []
+
+
+async def test_run_outside_async_with_says_so_instead_of_waiting_forever(board: TaskBoard) -> None:
+    agent = Agent(board, name="unstarted")
+    with pytest.raises(AntsError, match="is not started: run\\(\\) serves inside 'async with agent:'"):
+        await agent.run()
+    async with agent:
+        agent.stop()
+        await agent.run()  # started: returns once stopped
+    with pytest.raises(AntsError, match="is not started"):
+        await agent.run()  # shut down again
