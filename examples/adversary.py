@@ -12,6 +12,8 @@ its score below the quarantine line: its next claim is refused, and no task is l
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 
 from _run import run  # examples/_run.py: --server, else an embedded server
 from pydantic import JsonValue
@@ -26,11 +28,13 @@ from ants_nats import (
     Task,
     TaskBoard,
     TaskContext,
+    TaskNotFound,
     TaskStatus,
     Verifier,
 )
 
 FREELOADER = "freeloader"
+"""The freeloader's id (with a suffix of its own when run again on a board that remembers it)."""
 
 
 async def work(task: Task, ctx: TaskContext) -> JsonValue:
@@ -54,34 +58,43 @@ async def main(url: str) -> int:
         await ledger.ensure()
         projector = asyncio.create_task(ledger.project(board.trail, verifier=Verifier(board.directory)))
 
-        tasks = [Task(id=f"job-{i}", kind="work", requires=("cpu",)) for i in range(4)]
+        # Run again on the same server (--server), the board remembers the last run's tasks and
+        # freeloader (reputation persists): this run gets ids of its own.
+        suffix = ""
+        with contextlib.suppress(TaskNotFound):
+            await board.get("job-0")
+            suffix = f"-{secrets.token_hex(2)}"
+            print(f"(an earlier run's tasks are on this board: this run's ids end in {suffix})")
+        freeloader = f"{FREELOADER}{suffix}"
+        tasks = [Task(id=f"job-{i}{suffix}", kind="work", requires=("cpu",)) for i in range(4)]
         await board.submit_many(tasks)
         # The freeloader grabs two tasks before anyone else is around, then never comes back.
         for task in tasks[:2]:
-            lease = await board.claim(task.id, FREELOADER)
+            lease = await board.claim(task.id, freeloader)
             assert isinstance(lease, Lease)
-            print(f"{FREELOADER} claimed {task.id} and walked away")
+            print(f"{freeloader} claimed {task.id} and walked away")
 
         honest = Agent(board, name="honest", capabilities=["cpu"], capacity=2)
         honest.handler("work")(work)
         async with honest:
             final = await board.wait([t.id for t in tasks], timeout=30)
-            claimed, abandoned, completed = await until_ledger(ledger, FREELOADER, expired=2)
-        scores = await Reputation(board.nc, config.reputation).scores(FREELOADER, ["cpu"])
+            claimed, abandoned, completed = await until_ledger(ledger, freeloader, expired=2)
+        scores = await Reputation(board.nc, config.reputation).scores(freeloader, ["cpu"])
         print(
-            f"ledger: {FREELOADER} claimed {claimed}, abandoned {abandoned}, completed {completed}; "
+            f"ledger: {freeloader} claimed {claimed}, abandoned {abandoned}, completed {completed}; "
             f"score for cpu {scores['cpu']:.2f} (quarantined below {config.reputation.quarantine_below})"
         )
         # A fresh task, and nobody else around: the freeloader tries again, and the board refuses it.
-        await board.submit(Task(id="job-late", kind="work", requires=("cpu",)))
-        refused = await board.claim("job-late", FREELOADER)
+        late_id = f"job-late{suffix}"
+        await board.submit(Task(id=late_id, kind="work", requires=("cpu",)))
+        refused = await board.claim(late_id, freeloader)
         if isinstance(refused, NotTaken):
-            print(f"{FREELOADER} tried to claim job-late: refused ({refused.reason})")
+            print(f"{freeloader} tried to claim {late_id}: refused ({refused.reason})")
         # An honest agent comes back and does it.
         honest = Agent(board, name="honest", capabilities=["cpu"], capacity=2)
         honest.handler("work")(work)
         async with honest:
-            late = await board.wait(["job-late"], timeout=30)
+            late = await board.wait([late_id], timeout=30)
         projector.cancel()
         await asyncio.gather(projector, return_exceptions=True)
 
@@ -92,7 +105,7 @@ async def main(url: str) -> int:
         done = sum(r.status == TaskStatus.DONE for r in everything.values())
         print(f"done {done}/{len(everything)}")
         quarantined = isinstance(refused, NotTaken) and refused.reason == "quarantined"
-        print(f"{FREELOADER} quarantined: {'yes' if quarantined else 'no'}")
+        print(f"{freeloader} quarantined: {'yes' if quarantined else 'no'}")
         return 0 if quarantined and done == len(everything) else 1
 
 

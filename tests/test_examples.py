@@ -64,13 +64,21 @@ def test_an_llm_agent_is_rate_limited_and_stopped_by_its_budget() -> None:
     assert all(later - earlier >= 1.9 for earlier, later in zip(calls, calls[2:], strict=False))
 
 
-def test_an_adversary_is_quarantined_and_no_task_is_lost() -> None:
-    out = run("adversary.py")
+def test_an_adversary_is_quarantined_and_no_task_is_lost(
+    nats_server: EmbeddedServer | ContainerServer,
+) -> None:
+    out = run("adversary.py", "--server", nats_server.url)
     assert "ledger: freeloader claimed 2, abandoned 2, completed 0" in out
     assert "freeloader tried to claim job-late: refused (quarantined)" in out
     assert "job-0     done  attempts: freeloader:expired, honest:completed" in out
     assert "done 5/5" in out
     assert "freeloader quarantined: yes" in out
+    # Again on the same board, which remembers the first run's tasks and freeloader: its own ids.
+    again = run("adversary.py", "--server", nats_server.url)
+    suffix = re.search(r"this run's ids end in (-[0-9a-f]{4})", again)
+    assert suffix is not None
+    assert f"freeloader{suffix[1]} tried to claim job-late{suffix[1]}: refused (quarantined)" in again
+    assert "done 5/5" in again
 
 
 @pytest.mark.parametrize(
