@@ -100,6 +100,7 @@ async def test_demo_against_a_given_server_again_and_again(
         (("agent", "--fail-rate", "0.5"), "unrecognized arguments: --fail-rate"),
         (("server", "--port", "99999"), "'99999' is no port: give 1-65535, or 0 for any free one"),
         (("dashboard", "--port", "-5"), "argument --port: '-5' is no port"),
+        (("tasks", "--signed"), "unrecognized arguments: --signed"),  # a reading command makes no board
         (("mcp", "--transport", "http", "--port", "99999"), "argument --port: '99999' is no port"),
         (("agent", "--metrics-port", "99999"), "argument --metrics-port: '99999' is no port"),
         (("--log-level", "LOUD", "tasks"), "argument --log-level: 'LOUD' is no log level: give one of DEBUG"),

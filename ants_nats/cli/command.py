@@ -61,11 +61,12 @@ class Command:
                 help="with --seed-file: the name its key signs as on a signed board (created_by of "
                 "submitted tasks; who cancels or retries; default $ANTS_NATS_AS)",
             )
-            parser.add_argument(
-                "--signed",
-                action="store_true",
-                help="create the board signed, if this command creates it (see docs/concepts/trust.md)",
-            )
+            if self.creates:  # (a reading command sets no board up: nothing to sign)
+                parser.add_argument(
+                    "--signed",
+                    action="store_true",
+                    help="create the board signed, if this command creates it (see docs/concepts/trust.md)",
+                )
         if self.json_out:
             parser.add_argument("--json", action="store_true", help="machine-readable output")
         self.arguments(parser)
