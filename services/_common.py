@@ -17,13 +17,21 @@ from ants_nats import (
     logging_options,
     read_seed,
 )
+from ants_nats.log import get_logger
 
 EXIT_BAD_INPUT = 2
+
+log = get_logger("service")
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every service takes."""
-    p = OneLineErrors(prog=prog, description=description)
+    # The module's docstring as written (its paragraphs kept, its reST quotes made plain).
+    p = OneLineErrors(
+        prog=prog,
+        description=description.replace("``", "'"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     connection_options(p)
     logging_options(p, default="INFO")
     p.set_defaults(prog=prog)  # errors name the service, not the path it was started by
@@ -52,9 +60,11 @@ async def until_signalled(work: Awaitable[None]) -> None:
 def run(args: argparse.Namespace, main: Callable[[argparse.Namespace], Awaitable[None]]) -> int:
     """Configure logging, run ``main(args)`` until done or signalled; AntsError -> message, exit 2."""
     configure_logging(json=args.json_logs, level=args.log_level)
+    log.info("service.starting", service=args.prog, server=args.server)  # (a sign it runs, at INFO)
     try:
         asyncio.run(until_signalled(main(args)))
     except AntsError as exc:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    log.info("service.stopped", service=args.prog)
     return 0

@@ -200,3 +200,27 @@ def test_a_service_refuses_a_level_that_is_none_naming_itself(
     # One line, naming the service (not the path it was started by), as the command line's.
     first = f"ants-ledger: error: argument --log-level: '{given}' is no log level"
     assert said.stderr.startswith(first) and len(said.stderr.splitlines()) == 1, said.stderr
+
+
+def test_a_service_says_it_starts_and_names_itself_in_its_help() -> None:
+    said = subprocess.run(
+        [sys.executable, "-m", "services.ledger", "--server", f"nats://127.0.0.1:{free_port()}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "ANTS_LOG_LEVEL"},  # its default: INFO
+    )
+    assert said.returncode == 2
+    first, *_, last = said.stderr.splitlines()
+    assert "service.starting" in first and "service=ants-ledger" in first
+    assert last.startswith("ants-ledger: error: cannot connect to NATS")
+    helped = subprocess.run(
+        [sys.executable, "-m", "services.ledger", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "(bucket 'ants_ledger')" in helped.stdout and "``" not in helped.stdout
