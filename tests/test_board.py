@@ -249,3 +249,5 @@ def test_a_task_built_wrong_in_code_is_invalid_task_naming_each_problem() -> Non
         Task(id="p", kind="k", payload={1, 2})  # type: ignore[arg-type]
     with pytest.raises(InvalidTask, match="task: Input should be a valid dictionary"):
         Task.model_validate([1])
+    with pytest.raises(InvalidTask, match="route name of"):  # (a rule on the whole task too)
+        Task(id="greedy", kind="k", requires=tuple(f"capability-{i:03d}" for i in range(40)))

@@ -92,18 +92,6 @@ class Task(Wire):
         "task's definition: a resubmission under another trace is the same task.",
     )
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _invalid_task(cls, data: Any, handler: ModelWrapValidatorHandler[Task], info: ValidationInfo) -> Task:
-        # A task a caller builds (in code or from JSON) that does not validate is InvalidTask, in
-        # the one hierarchy; a value read off the wire stays pydantic's error, which readers judge.
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            if info.context and info.context.get("wire"):
-                raise
-            raise InvalidTask(f"invalid task: {problems(exc, 'task')}") from exc
-
     _canonical_requires = field_validator("requires")(sorted_unique)
     _canonical_depends = field_validator("depends_on")(sorted_unique)
 
@@ -126,6 +114,19 @@ class Task(Wire):
                 f"(at most {MAX_ROUTE_LENGTH}): require fewer or shorter capabilities"
             )
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _invalid_task(cls, data: Any, handler: ModelWrapValidatorHandler[Task], info: ValidationInfo) -> Task:
+        # Defined last, so that it wraps every other validator. A task a caller builds (in code or
+        # from JSON) that does not validate is InvalidTask, in the one hierarchy; a value read off
+        # the wire stays pydantic's error, which its readers judge.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if info.context and info.context.get("wire"):
+                raise
+            raise InvalidTask(f"invalid task: {problems(exc, 'task')}") from exc
 
     @property
     def route(self) -> str:
