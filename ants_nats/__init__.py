@@ -1,6 +1,6 @@
 """ants-nats: leaderless work division for autonomous agents on NATS JetStream."""
 
-from ._connect import connect, jetstream
+from ._connect import connect, jetstream, without_credentials
 from ._version import __version__
 from .agent import CATCH_ALL, Agent, Decider
 from .agent_protocol import AgentProtocolHandler, via_agent_protocol
@@ -159,4 +159,5 @@ __all__ = [
     "waiting_for",
     "why_waiting",
     "why_waiting_many",
+    "without_credentials",
 ]

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 from weakref import WeakKeyDictionary
 
 import nats.errors
@@ -92,6 +93,29 @@ def on_reconnect(nc: Client, listener: Callable[[], None]) -> Callable[[], None]
     listeners = _reconnect_listeners.setdefault(nc, [])
     listeners.append(listener)
     return lambda: listeners.remove(listener) if listener in listeners else None
+
+
+def without_credentials(url: str) -> str:
+    """``url`` (one server or several, comma-separated) with any ``user:password@`` left out: what
+    may be logged or shown."""
+    shown = []
+    for part in url.split(","):
+        try:
+            split = urlsplit(part.strip())
+            host, port = split.hostname, split.port
+        except ValueError:
+            host, split = None, None  # (not a URL: the error says so)
+        if split is not None and "@" not in split.netloc:
+            shown.append(part.strip())
+            continue
+        if split is None or host is None:
+            shown.append(part.strip().rpartition("@")[2])
+            continue
+        netloc = f"[{host}]" if ":" in host else host
+        shown.append(
+            urlunsplit((split.scheme, netloc if port is None else f"{netloc}:{port}", split.path, "", ""))
+        )
+    return ",".join(shown)
 
 
 async def refusable(nc: Client, matches: Callable[[str], bool], work: Awaitable[T], *, action: str) -> T:
@@ -183,12 +207,15 @@ async def connect(
         with contextlib.suppress(AssertionError, nats.errors.Error):
             await nc.close()
         # With reconnects on, a rejected login surfaces as a timeout: the cause is the last error.
+        shown = without_credentials(url)
         if isinstance(exc, nats.errors.AuthorizationError) or rejected:
-            raise PermissionDenied(f"NATS at {url} rejected the credentials") from exc
+            raise PermissionDenied(f"NATS at {shown} rejected the credentials") from exc
         if isinstance(exc, ValueError) or "invalid connect url" in str(exc):
-            raise ServerUnavailable(f"not a NATS URL: {url!r} (expected e.g. nats://127.0.0.1:4222)") from exc
+            raise ServerUnavailable(
+                f"not a NATS URL: {shown!r} (expected e.g. nats://127.0.0.1:4222)"
+            ) from exc
         reason = str(exc) or "no answer"
-        raise ServerUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
+        raise ServerUnavailable(f"cannot connect to NATS at {shown}: {reason}") from exc
     try:
         yield nc
     finally:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import JsonValue
 
+from ._connect import without_credentials
 from .models import AgentCard, CapabilitySpec
 
 A2A_PROTOCOL_VERSION = "0.3.0"
@@ -38,12 +39,8 @@ def a2a_card(card: AgentCard, *, server_url: str) -> dict[str, JsonValue]:
 
 def _public(server_url: str) -> str:
     """The first server of ``server_url``, without credentials (a card is shown to anyone)."""
-    first = urlsplit(server_url.split(",", maxsplit=1)[0].strip())
-    host = first.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if first.port is not None:
-        netloc += f":{first.port}"
-    return urlunsplit((first.scheme or "nats", netloc, "", "", ""))
+    first = urlsplit(without_credentials(server_url.split(",", maxsplit=1)[0].strip()))
+    return urlunsplit((first.scheme or "nats", first.netloc, "", "", ""))
 
 
 def _skill(spec: CapabilitySpec) -> dict[str, JsonValue]:

@@ -16,6 +16,7 @@ from ants_nats import (
     connection_options,
     logging_options,
     read_seed,
+    without_credentials,
 )
 from ants_nats.log import get_logger
 
@@ -60,7 +61,8 @@ async def until_signalled(work: Awaitable[None]) -> None:
 def run(args: argparse.Namespace, main: Callable[[argparse.Namespace], Awaitable[None]]) -> int:
     """Configure logging, run ``main(args)`` until done or signalled; AntsError -> message, exit 2."""
     configure_logging(json=args.json_logs, level=args.log_level)
-    log.info("service.starting", service=args.prog, server=args.server)  # (a sign it runs, at INFO)
+    # A sign it runs, at INFO (its default); the server named without credentials.
+    log.info("service.starting", service=args.prog, server=without_credentials(args.server))
     try:
         asyncio.run(until_signalled(main(args)))
     except AntsError as exc:

@@ -204,7 +204,7 @@ def test_a_service_refuses_a_level_that_is_none_naming_itself(
 
 def test_a_service_says_it_starts_and_names_itself_in_its_help() -> None:
     said = subprocess.run(
-        [sys.executable, "-m", "services.ledger", "--server", f"nats://127.0.0.1:{free_port()}"],
+        [sys.executable, "-m", "services.ledger", "--server", f"nats://alice:s3cret@127.0.0.1:{free_port()}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -215,7 +215,8 @@ def test_a_service_says_it_starts_and_names_itself_in_its_help() -> None:
     assert said.returncode == 2
     first, *_, last = said.stderr.splitlines()
     assert "service.starting" in first and "service=ants-ledger" in first
-    assert last.startswith("ants-ledger: error: cannot connect to NATS")
+    assert last.startswith("ants-ledger: error: cannot connect to NATS at nats://127.0.0.1:")
+    assert "s3cret" not in said.stderr  # neither its log nor its error shows the password
     helped = subprocess.run(
         [sys.executable, "-m", "services.ledger", "--help"],
         cwd=ROOT,
