@@ -285,6 +285,7 @@ class Agent:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
+        self._stopped.clear()  # (entered again after an exit: run() serves again until stopped)
         self.board.sign_as(self.id, self.identity)
         await self._cancels.start()
         await self._throttle.start()
@@ -332,6 +333,7 @@ class Agent:
         await cancel_and_wait([*self._pullers.values(), *self._background])
         self._pullers.clear()
         self._background = []  # (not started: run() says so)
+        self._stopped.set()  # a run() still waiting returns: nothing serves any more
         if self._runners:
             _, pending = await asyncio.wait(set(self._runners), timeout=self.shutdown_grace)
             await cancel_and_wait(pending)  # each runner releases its lease and hands the ticket back

@@ -50,7 +50,7 @@ def logging_options(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument(
         "--log-level",
         type=_level,
-        default=os.environ.get("ANTS_LOG_LEVEL", default),
+        default=os.environ.get("ANTS_LOG_LEVEL") or default,  # (set but empty: not set)
         help=f"least level logged to stderr: {', '.join(LEVELS)} (default $ANTS_LOG_LEVEL, else {default})",
     )
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr")

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,10 @@ class EmbeddedServer:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=_end_with_parent,
+            # The signal follows the thread that starts the child, not the process: only a server
+            # started from the main thread ends with its program (one from a thread would end
+            # with that thread, while the program runs on).
+            preexec_fn=_end_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         await self._wait_healthy()
         log.info("server.started", name=self.name, url=self.url, pid=self._proc.pid)

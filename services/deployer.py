@@ -56,10 +56,14 @@ def _publish(source: Path | bytes, publish_dir: Path, name: str) -> Path:
 
 
 def _source(given: str, source_dir: Path | None) -> Path:
-    """The file a mark's ``path`` names, if it lies under ``source_dir`` (symbolic links followed)."""
+    """The file a mark's ``path`` names (a relative one from ``source_dir``), if it lies under
+    ``source_dir``, symbolic links followed."""
     if source_dir is None:
         raise ValueError("this deployer takes no paths (start it with --source-dir to allow files under one)")
-    source = Path(given).resolve()
+    try:
+        source = (source_dir / given).resolve()
+    except RuntimeError as exc:  # a loop of links (Python 3.11 and 3.12 raise this, not OSError)
+        raise ValueError(f"{given!r}: {exc}") from exc
     if not source.is_relative_to(source_dir.resolve()):
         raise ValueError(f"{given!r} is not under the source directory {str(source_dir)!r}")
     return source

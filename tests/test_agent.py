@@ -280,3 +280,10 @@ async def test_run_outside_async_with_says_so_instead_of_waiting_forever(board: 
         await agent.run()  # started: returns once stopped
     with pytest.raises(AntsError, match="is not started"):
         await agent.run()  # shut down again
+    # Entered again, it serves again until stopped; shut down from elsewhere, its run() returns.
+    async with agent:
+        serving = asyncio.create_task(agent.run())
+        for _ in range(5):
+            await asyncio.sleep(0)  # (turns of the loop: a run() not waiting would be done by now)
+        assert not serving.done()
+    await asyncio.wait_for(serving, 10)

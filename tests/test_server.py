@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,25 @@ async def test_board_on_a_containerised_server(docker_nats: str) -> None:
     async with TaskBoard.connect(docker_nats) as board:
         record = await board.submit({"id": "t", "kind": "work"})
         assert record.ready
+
+
+def test_a_server_started_from_a_thread_outlives_that_thread() -> None:
+    # (The parent-death signal would follow the thread that started it: none is asked for there.)
+    started: list[EmbeddedServer] = []
+
+    async def start() -> None:
+        server = EmbeddedServer()
+        await server.start()
+        started.append(server)
+
+    worker = threading.Thread(target=asyncio.run, args=(start(),))
+    worker.start()
+    worker.join()
+    [server] = started
+    try:
+        assert server._proc is not None and server._proc.returncode is None
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            assert conn.recv(4096).startswith(b"INFO ")  # still serving after its thread ended
+    finally:
+        assert server._proc is not None
+        os.kill(server._proc.pid, signal.SIGTERM)

@@ -57,25 +57,34 @@ async def test_deployer_reacts_to_a_mark_from_an_agent_it_does_not_know(
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the public")
     (artifact.parent / "link.txt").symlink_to(secret)
+    (artifact.parent / "loop-a").symlink_to(artifact.parent / "loop-b")
+    (artifact.parent / "loop-b").symlink_to(artifact.parent / "loop-a")
     publish = tmp_path / "public"
     source = ("--source-dir", str(artifact.parent))
-    async with service("deployer", "--server", nats_server.url, "--publish-dir", str(publish), *source):
+    async with service(
+        "deployer", "--server", nats_server.url, "--publish-dir", str(publish), *source
+    ) as proc:
         since = utcnow()
-        await board.trail.mark("artifact.written", key="report", data={"path": str(artifact)}, agent="writer")
+        # (A relative path is taken from the source directory.)
+        await board.trail.mark("artifact.written", key="report", data={"path": "report.html"}, agent="writer")
         deployed = await asyncio.wait_for(first_event(board, "ants.trail.mark.artifact.deployed.>"), 20)
         # A mark naming a file outside the source directory (a link out included) is refused.
         outside = (
             ("ghost", artifact.parent / "nope"),
             ("leak", secret),
             ("link", artifact.parent / "link.txt"),
+            ("loop", artifact.parent / "loop-a" / "x"),  # refused, and the deployer goes on
+            ("up", artifact.parent / ".." / "secret.txt"),
         )
         for key, path in outside:
             await board.trail.mark("artifact.written", key=key, data={"path": str(path)}, agent="intruder")
-        failed = {event.ref: str(event.data) for event in await failed_deploys(board, since, 3)}
+        failed = {event.ref: str(event.data) for event in await failed_deploys(board, since, 5)}
+        assert proc.returncode is None  # still serving after every refusal
     assert deployed.ref == "report"
     assert (publish / "report.html").read_text() == "<h1>done</h1>"
     assert "no readable file" in failed["ghost"]
     assert "is not under the source directory" in failed["leak"] and "is not under" in failed["link"]
+    assert "is not under" in failed["up"] and "loop" in failed
     assert sorted(p.name for p in publish.iterdir()) == ["report.html"]
 
 
@@ -210,7 +219,7 @@ def test_a_service_says_it_starts_and_names_itself_in_its_help() -> None:
         text=True,
         timeout=60,
         check=False,
-        env={k: v for k, v in os.environ.items() if k != "ANTS_LOG_LEVEL"},  # its default: INFO
+        env={**os.environ, "ANTS_LOG_LEVEL": ""},  # set but empty: not set, so its default, INFO
     )
     assert said.returncode == 2
     first, *_, last = said.stderr.splitlines()

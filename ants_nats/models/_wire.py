@@ -67,7 +67,10 @@ def wire_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
 def problems(exc: ValidationError, whole: str) -> str:
     """Every problem of a failed validation, each as ``field: message`` (``whole``: the name of
     a problem of no one field)."""
-    return "; ".join(f"{'.'.join(map(str, err['loc'])) or whole}: {err['msg']}" for err in exc.errors())
+    return "; ".join(
+        f"{'.'.join(map(str, err['loc'])) or whole}: {err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
 
 
 def parse_or_none(model: type[_M], data: bytes, *, where: str) -> _M | None:

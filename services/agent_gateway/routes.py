@@ -14,7 +14,7 @@ import pydantic
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
-from ants_nats import AgentCard, AntsError, Directory, Route, Task, matching
+from ants_nats import AgentCard, AntsError, Directory, InvalidTask, Route, Task, matching
 
 DEFAULT_KIND = "prompt"
 
@@ -44,8 +44,9 @@ class RouteSpec:
         try:
             route = Route(requires=tuple(sorted(set(self.requires))))
             Task(id="check", kind=self.kind)
-        except pydantic.ValidationError as exc:
-            raise AntsError(f"invalid route {self.requires!r} or kind {self.kind!r}: {exc}") from exc
+        except (pydantic.ValidationError, InvalidTask) as exc:
+            reason = str(exc) if isinstance(exc, InvalidTask) else "; ".join(e["msg"] for e in exc.errors())
+            raise AntsError(f"invalid route {self.requires!r} or kind {self.kind!r}: {reason}") from exc
         if self.name is not None and not re.fullmatch(r"[a-z0-9_-]{1,63}", self.name):
             raise AntsError(f"invalid route name {self.name!r}: use 1-63 of a-z 0-9 _ -")
         return RouteSpec(requires=route.requires, kind=self.kind, name=self.name)
