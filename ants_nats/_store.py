@@ -321,6 +321,9 @@ class _Translating:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(exc, nats.errors.ConnectionClosedError):
+            # (Not the server's doing: this client closed, e.g. a board used after its async with.)
+            raise ServerUnavailable(f"{self._action}: the connection to NATS is closed") from exc
         if isinstance(exc, _NOT_ANSWERED):
             raise ServerUnavailable(
                 f"{self._action}: NATS server did not answer ({type(exc).__name__})"

@@ -114,3 +114,11 @@ def test_a_server_started_from_a_thread_outlives_that_thread() -> None:
     finally:
         assert server._proc is not None
         os.kill(server._proc.pid, signal.SIGTERM)
+
+
+async def test_a_board_used_after_its_async_with_says_its_connection_is_closed() -> None:
+    async with EmbeddedServer() as server:
+        async with TaskBoard.connect(server.url) as board:
+            pass
+        with pytest.raises(ServerUnavailable, match="the connection to NATS is closed"):
+            await board.get("anything")
