@@ -43,6 +43,7 @@ from .models import (
     TrailEvent,
     Usage,
     parse_or_none,
+    stored_record,
     utcnow,
 )
 from .names import (
@@ -562,7 +563,7 @@ class Ledger:
                 if msg is None:  # (none, or it did not come in time: asked alone)
                     found[task_id] = await self._record_of(task_id)
                 elif not is_tombstone(msg.headers):
-                    found[task_id] = parse_or_none(TaskRecord, msg.data, where=f"{TASKS_BUCKET}/{task_id}")
+                    found[task_id] = stored_record(task_id, msg.data)
         return found
 
     async def _record_of(self, task_id: str) -> TaskRecord | None:
@@ -574,11 +575,7 @@ class Ledger:
                 return legal.record if legal is not None else None
             return None
         entry = await self._tasks.get(task_id)
-        return (
-            None
-            if entry is None
-            else parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
-        )
+        return None if entry is None else stored_record(task_id, entry.value)
 
     async def _reject(self, trail: Trail, why: str, event: TrailEvent) -> None:
         """Leave an event out of the ledger, saying so on the trail."""

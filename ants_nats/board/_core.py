@@ -18,7 +18,15 @@ from ..cards import Directory
 from ..errors import AntsError, BoardNotFound, CorruptEntry, InvalidTask, NotYours, TaskNotFound
 from ..identity import SIGNER_HEADER, Identity
 from ..log import get_logger
-from ..models import PROTOCOL_VERSION, TaskRecord, TrailEvent, parse_or_none, utcnow, wire_bytes
+from ..models import (
+    PROTOCOL_VERSION,
+    TaskRecord,
+    TrailEvent,
+    parse_or_none,
+    stored_record,
+    utcnow,
+    wire_bytes,
+)
 from ..names import (
     FORGED_RECORD,
     ID_RULE,
@@ -205,7 +213,7 @@ class Core:
         entry = await self.tasks.get(task_id)
         if entry is None:
             raise TaskNotFound(f"no task {task_id!r} on the board")
-        record = parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
+        record = stored_record(task_id, entry.value)
         if record is None or record.task.id != task_id:
             return await self._restore(task_id, entry.revision)
         return record, entry.revision
@@ -339,11 +347,7 @@ class Core:
         """The record of ``task_id`` as a direct get finds it (None: none there, or not valid: the
         fresh read decides what that means)."""
         entry = await self.tasks.guess(task_id)
-        record = (
-            None
-            if entry is None
-            else parse_or_none(TaskRecord, entry.value, where=f"{TASKS_BUCKET}/{task_id}")
-        )
+        record = None if entry is None else stored_record(task_id, entry.value)
         return (
             None if entry is None or record is None or record.task.id != task_id else (record, entry.revision)
         )
@@ -393,7 +397,7 @@ class Core:
         wrote = self._wrote.get(task_id)
         if wrote is not None and wrote[0] == value:
             return wrote[1]
-        return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{task_id}")
+        return stored_record(task_id, value)
 
     def _check_legal(self, record: TaskRecord, last: int, identity: Identity | None) -> None:
         """``NotYours`` unless ``identity`` may write ``record`` over the legal revision ``last``

@@ -29,6 +29,7 @@ from .record import (
     TaskRecord,
     Ticket,
     UnroutableTask,
+    stored_record,
 )
 from .schedule import FIRE_TIME_FORMAT, Schedule
 from .spending import Budget, Limit, RateSlot, RateWindow, Usage
@@ -75,6 +76,7 @@ __all__ = [
     "Usage",
     "lacking",
     "parse_or_none",
+    "stored_record",
     "utcnow",
     "wire_bytes",
 ]

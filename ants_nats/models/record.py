@@ -8,8 +8,8 @@ from datetime import datetime
 
 from pydantic import Field, JsonValue, model_validator
 
-from ..names import route_of
-from ._wire import Capability, TaskId, Wire, utcnow
+from ..names import TASKS_BUCKET, route_of
+from ._wire import Capability, TaskId, Wire, parse_or_none, utcnow
 from .card import AgentCard
 from .spending import Usage
 from .task import ArtifactRef, Attempt, Task, TaskStatus
@@ -204,3 +204,8 @@ class Route(Wire):
     def name(self) -> str:
         """The route's canonical name (its key in the routes bucket)."""
         return route_of(self.requires)
+
+
+def stored_record(task_id: str, value: bytes) -> TaskRecord | None:
+    """The record a value stored on key ``task_id`` holds; None (logged) if it is garbage."""
+    return parse_or_none(TaskRecord, value, where=f"{TASKS_BUCKET}/{task_id}")
