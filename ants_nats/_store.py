@@ -690,15 +690,16 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 async def _open_up(
     js: JetStreamContext, config: StreamConfig, *, atomic: bool, direct: bool, history: int = 0
-) -> None:
+) -> StreamConfig:
     """Let a stream that predates them take atomic batches (without, batches fall back to single
     writes, which only costs speed) or direct gets (which ``nats stream view`` uses), and keep at
-    least ``history`` messages per subject (a bucket's revisions per key)."""
+    least ``history`` messages per subject (a bucket's revisions per key). Returns the stream's
+    configuration as it now is (``config`` itself when nothing was, or could be, changed)."""
     kept = config.max_msgs_per_subject or 0
     short = history > 0 and 0 < kept < history
     missing = (atomic and not config.allow_atomic) or (direct and not config.allow_direct) or short
     if not missing:
-        return
+        return config
     opened = dataclasses.replace(
         config,
         allow_atomic=config.allow_atomic or atomic,
@@ -711,10 +712,8 @@ async def _open_up(
             await refusable(js._nc, requesting_jetstream, js.update_stream(opened), action=action)
     except (nats.js.errors.APIError, AntsError) as exc:  # e.g. an agent may not reconfigure
         log.warning("stream.upgrade_unavailable", stream=config.name, error=str(exc))
-        return
-    # (the caller's config says what the stream takes once it does)
-    config.allow_atomic, config.allow_direct = opened.allow_atomic, opened.allow_direct
-    config.max_msgs_per_subject = opened.max_msgs_per_subject
+        return config
+    return opened
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -784,5 +783,4 @@ async def ensure_kv(
         return (await js.stream_info(f"KV_{bucket}")).config
 
     config = await patiently(js, f"open bucket {bucket}", op)
-    await _open_up(js, config, atomic=atomic, direct=direct, history=history)
-    return config
+    return await _open_up(js, config, atomic=atomic, direct=direct, history=history)
