@@ -86,7 +86,7 @@ class Core:
         self.seal = Seal(self.tasks, self.trail, self.directory, self.budgets, depth=SIGNED_HISTORY)
         self._wrote: dict[str, tuple[bytes, TaskRecord]] = {}
         """The value this board last wrote on each of the latest ``_WROTE_KEPT`` keys it finished,
-        and the record it serialised (``written``)."""
+        and the record it serialised (``record_in``)."""
 
     async def ensure(self) -> None:
         """Create the buckets and streams the board needs, where missing."""
@@ -435,7 +435,7 @@ class Core:
 
 
 _WROTE_KEPT = 256
-"""Records a board keeps of those it wrote (``Core.written``): the last few hundred, what a reader
+"""Records a board keeps of those it wrote (``Core.record_in``): the last few hundred, what a reader
 beside the writers is sent within a moment (more would only weigh on the garbage collector, which
 walks every object the process keeps)."""
 
