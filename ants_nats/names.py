@@ -200,6 +200,16 @@ def is_valid_filter(subject: str) -> bool:
     return True
 
 
+_TASK_EVENT_AT = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
+
+
+def task_event_of(subject: str) -> tuple[str, str]:
+    """The kind (``completed``) and the task of a task event's subject
+    (``ants.trail.task.<kind>.<task id>.<author>``)."""
+    kind, _, rest = subject[_TASK_EVENT_AT:].partition(".")
+    return kind, rest.rpartition(".")[0]
+
+
 def card_subject(agent_id: str) -> str:
     """Subject on which ``agent_id`` announces its card."""
     return f"{CARD_SUBJECT_PREFIX}.{agent_id}"

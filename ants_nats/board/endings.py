@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from .._subscriptions import Subscriptions
 from ..models import Task, TaskRecord, TaskStatus
-from ..names import TRAIL_SUBJECT_PREFIX, trail_filter
+from ..names import task_event_of, trail_filter
 from ._core import check_id
 from .deadline import deadline
 
@@ -30,13 +30,12 @@ if TYPE_CHECKING:
     from .facade import TaskBoard
 
 ENDING_KINDS = ("completed", "failed", "dead", "cancelled", "blocked")
-"""Events after which a task may be terminal."""
+"""Events after which a task may be terminal (its record says whether it is)."""
 PER_TASK_UP_TO = 256
 """Tasks up to which each one listened to has subjects of its own (five a task); beyond, one
 subscription a kind hears that kind's events of every task on the board."""
 QUIET_S = 5.0
 """How long a wait goes without hearing an ending of its tasks before it watches their records."""
-_KIND_AT = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
 
 
 class Endings:
@@ -104,8 +103,7 @@ class Endings:
                 await self._subscriptions.add(trail_filter(f"task.{kind}", ref), self._event)
 
     async def _event(self, msg: Msg) -> None:
-        kind, _, rest = msg.subject[_KIND_AT:].partition(".")
-        task_id = rest.rpartition(".")[0]
+        kind, task_id = task_event_of(msg.subject)
         if task_id not in self._wanted or task_id in self._ended:
             return
         if kind == "completed":

@@ -21,20 +21,18 @@ from .._subscriptions import Subscriptions
 from .._watch import watch_messages, watch_values
 from ..errors import AntsError, CorruptEntry, TaskNotFound
 from ..models import TaskRecord, TaskStatus, Usage
-from ..names import TASKS_BUCKET, TRAIL_SUBJECT_PREFIX, trail_filter
+from ..names import TASKS_BUCKET, task_event_of, trail_filter
 from ._core import Core, check_id
 from .deadline import deadline
+from .endings import ENDING_KINDS
 from .seal import stored_revision
 
 _WINDOW_PER_TASK = 8
 """Messages of the tasks bucket read per task asked for, at first (a task has a few revisions)."""
 _MIN_WINDOW = 256
 _INFO_TIMEOUT_S = 5.0
-_ENDINGS = frozenset({"completed", "failed", "dead", "cancelled", "blocked"})
-"""Events after which a task may be terminal (its record says whether it is)."""
 _OUTCOMES = frozenset({"completed", "failed"})
 """Endings whose event names the attempt (agent and token) it ends, as the record's last attempt does."""
-_KINDS_AT = len(f"{TRAIL_SUBJECT_PREFIX}.task.")
 _RECHECK_S = 5.0
 """How often a wait for one task reads its record even when it has heard nothing."""
 _FIRST_RECHECK_S = 0.5
@@ -238,9 +236,9 @@ class Ending:
         self._written = None if is_tombstone(msg.headers) else msg.data
 
     async def _event(self, msg: Msg) -> None:
-        kind = msg.subject[_KINDS_AT:].split(".", 1)[0]
+        kind, _ = task_event_of(msg.subject)
         self._heard_any = self._heard_any or kind != "submitted"  # (a submitter hears its own, always)
-        if kind in _ENDINGS:
+        if kind in ENDING_KINDS:
             if self._heard is None:
                 self._heard = self._vouched(kind, msg.data)
             self._ending.set()
